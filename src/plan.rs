@@ -1,0 +1,614 @@
+//! The environment plan: every name, address, MAC, DNS record and disk path,
+//! decided from an [`EnvSpec`], an [`EnvId`] and one [`Subnet`] per managed net.
+//!
+//! Pure: nothing here touches the host, so the same inputs give the same plan.
+//!
+//! Rules (Lago's, where Lago had one):
+//! - libvirt domains and networks are named `lago-<env id>-<name>`; NAT and
+//!   isolated nets get the bridge `lg-<env id>-<n>` (at most 15 characters);
+//! - a NIC without `ip` gets the lowest free host address of its net from .2 up,
+//!   VMs and NICs taken in file order (the gateway and static IPs are never handed out);
+//! - a NIC's MAC is `54:52:` followed by its IPv4 address in hex (a NIC on a
+//!   bridge net, which has no address, gets `54:52:00:` and three bytes derived
+//!   from the env id, VM and NIC index);
+//! - DHCP reserves every NIC's address for its MAC; DNS serves `<vm>`,
+//!   `<vm>-eth<N>` and `<vm>-<net>` on every managed net, under its domain;
+//! - disks live in `<workdir>/images/<vm>_<disk>.<format>` (file disks not
+//!   copied stay where they are); seeds in `<workdir>/seeds/`, consoles in `<workdir>/logs/`;
+//! - nets start first, in file order, then VMs, in file order.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{DiskBus, DiskFormat, DiskSource, EnvSpec, NetKind, POOL_FIRST, POOL_LAST};
+
+/// Why a plan could not be made.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// An env id must be 1-8 lowercase letters or digits.
+    #[error("invalid env id {id:?}: expected 1-8 lowercase letters or digits")]
+    InvalidEnvId {
+        /// The rejected id.
+        id: String,
+    },
+    /// A managed net was given no subnet.
+    #[error("no subnet was given for net `{net}`")]
+    MissingSubnet {
+        /// The net.
+        net: String,
+    },
+    /// A net pinned to a /24 (by `gw` or a static IP) was given another one.
+    #[error("net `{net}` needs subnet {expected} (pinned by the init file), but was given {got}")]
+    WrongSubnet {
+        /// The net.
+        net: String,
+        /// The pinned subnet.
+        expected: Subnet,
+        /// The subnet given.
+        got: Subnet,
+    },
+    /// More NICs than free host addresses on one net.
+    #[error("net `{net}` has no free address left for {vm} eth{nic} (.2-.254 are all taken)")]
+    NetFull {
+        /// The net.
+        net: String,
+        /// The VM whose NIC found no address.
+        vm: String,
+        /// The NIC index.
+        nic: usize,
+    },
+    /// More managed nets than the pool has subnets.
+    #[error("the environment needs {needed} subnets but the pool has {available}")]
+    PoolExhausted {
+        /// Subnets needed.
+        needed: usize,
+        /// Subnets available.
+        available: usize,
+    },
+}
+
+/// An environment's short id: prefixes every libvirt object it owns.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct EnvId(String);
+
+impl EnvId {
+    /// Checks `id` (1-8 lowercase letters or digits).
+    pub fn new(id: impl Into<String>) -> Result<Self, PlanError> {
+        let id = id.into();
+        let ok = (1..=8).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if ok { Ok(EnvId(id)) } else { Err(PlanError::InvalidEnvId { id }) }
+    }
+
+    /// A fresh random id: 8 hex digits from the OS random source.
+    pub fn random() -> Self {
+        use std::io::Read;
+        let mut b = [0u8; 4];
+        let from_os = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+        if from_os.is_err() {
+            // No /dev/urandom: mix time, pid and a stack address.
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            let local = 0u8;
+            let mix = t as u64 ^ (u64::from(std::process::id()) << 32) ^ (&local as *const u8 as u64);
+            b = (fnv1a(&mix.to_le_bytes()) as u32).to_le_bytes();
+        }
+        EnvId(b.iter().map(|x| format!("{x:02x}")).collect())
+    }
+
+    /// The id used by previews (`lago validate`): no environment owns it.
+    pub fn preview() -> Self {
+        EnvId("preview".into())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for EnvId {
+    type Error = PlanError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        EnvId::new(s)
+    }
+}
+
+impl From<EnvId> for String {
+    fn from(id: EnvId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for EnvId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A /24 of the lease pool: `192.168.<third>.0/24`, third octet 200-255.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Subnet(u8);
+
+impl Subnet {
+    /// The pool subnet with this third octet, if it is in the pool.
+    pub fn new(third_octet: u8) -> Option<Self> {
+        (POOL_FIRST..=POOL_LAST).contains(&third_octet).then_some(Subnet(third_octet))
+    }
+
+    /// The pool subnet holding `ip`, if any.
+    pub fn of(ip: Ipv4Addr) -> Option<Self> {
+        let o = ip.octets();
+        if o[0] == 192 && o[1] == 168 { Subnet::new(o[2]) } else { None }
+    }
+
+    /// Every subnet of the pool, in order.
+    pub fn pool() -> impl Iterator<Item = Subnet> {
+        (POOL_FIRST..=POOL_LAST).map(Subnet)
+    }
+
+    /// The third octet.
+    pub fn third_octet(self) -> u8 {
+        self.0
+    }
+
+    /// The address with host part `host`.
+    pub fn host(self, host: u8) -> Ipv4Addr {
+        Ipv4Addr::new(192, 168, self.0, host)
+    }
+
+    /// Whether `ip` is inside this subnet.
+    pub fn contains(self, ip: Ipv4Addr) -> bool {
+        let o = ip.octets();
+        o[0] == 192 && o[1] == 168 && o[2] == self.0
+    }
+}
+
+impl fmt::Display for Subnet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "192.168.{}.0/24", self.0)
+    }
+}
+
+impl std::str::FromStr for Subnet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let ip = s.strip_suffix("/24").unwrap_or(s);
+        ip.parse::<Ipv4Addr>()
+            .ok()
+            .filter(|ip| ip.octets()[3] == 0)
+            .and_then(Subnet::of)
+            .ok_or_else(|| format!("expected a pool subnet like 192.168.200.0/24, found {s:?}"))
+    }
+}
+
+impl TryFrom<String> for Subnet {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<Subnet> for String {
+    fn from(s: Subnet) -> String {
+        s.to_string()
+    }
+}
+
+/// A MAC address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Mac(pub [u8; 6]);
+
+impl Mac {
+    /// Lago's MAC for an IPv4 address: `54:52:` + the four octets.
+    pub fn for_ip(ip: Ipv4Addr) -> Self {
+        let o = ip.octets();
+        Mac([0x54, 0x52, o[0], o[1], o[2], o[3]])
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
+    }
+}
+
+impl TryFrom<String> for Mac {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let parts: Vec<u8> = s.split(':').filter_map(|p| u8::from_str_radix(p, 16).ok()).collect();
+        <[u8; 6]>::try_from(parts)
+            .map(Mac)
+            .map_err(|_| format!("expected a MAC like 54:52:c0:a8:c8:02, found {s:?}"))
+    }
+}
+
+impl From<Mac> for String {
+    fn from(m: Mac) -> String {
+        m.to_string()
+    }
+}
+
+/// A subnet a managed net needs from the lease store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubnetRequest {
+    /// The net.
+    pub net: String,
+    /// The /24 the init file pins it to (by `gw` or a static IP), if any.
+    pub pinned: Option<Subnet>,
+}
+
+/// What each managed net (NAT or isolated) needs from the lease store, in file order.
+pub fn subnet_requests(spec: &EnvSpec) -> Vec<SubnetRequest> {
+    spec.nets
+        .iter()
+        .filter(|n| n.is_managed())
+        .map(|n| {
+            let pinned = n.gw.and_then(Subnet::of).or_else(|| {
+                spec.vms
+                    .iter()
+                    .flat_map(|vm| &vm.nics)
+                    .filter(|nic| nic.net == n.name)
+                    .find_map(|nic| nic.ip.and_then(Subnet::of))
+            });
+            SubnetRequest { net: n.name.clone(), pinned }
+        })
+        .collect()
+}
+
+/// Subnets for a preview: pinned ones as pinned, the others the first free of the pool.
+/// The same spec always gets the same preview.
+pub fn preview_subnets(spec: &EnvSpec) -> Result<BTreeMap<String, Subnet>, PlanError> {
+    let requests = subnet_requests(spec);
+    let mut taken: HashSet<Subnet> = requests.iter().filter_map(|r| r.pinned).collect();
+    let mut free = Subnet::pool().filter(|s| !taken.contains(s)).collect::<Vec<_>>().into_iter();
+    let mut out = BTreeMap::new();
+    for r in &requests {
+        let s = match r.pinned {
+            Some(s) => s,
+            None => free.next().ok_or(PlanError::PoolExhausted {
+                needed: requests.len(),
+                available: Subnet::pool().count(),
+            })?,
+        };
+        taken.insert(s);
+        out.insert(r.net.clone(), s);
+    }
+    Ok(out)
+}
+
+/// The whole plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnvPlan {
+    /// The environment's id.
+    pub env_id: EnvId,
+    /// The workdir everything on disk lives under.
+    pub workdir: PathBuf,
+    /// Networks, in file order.
+    pub nets: Vec<NetPlan>,
+    /// VMs, in file order.
+    pub vms: Vec<VmPlan>,
+    /// Start order: nets first, then VMs.
+    pub start_order: StartOrder,
+}
+
+impl EnvPlan {
+    /// The VM called `name`.
+    pub fn vm(&self, name: &str) -> Option<&VmPlan> {
+        self.vms.iter().find(|v| v.name == name)
+    }
+
+    /// The net called `name`.
+    pub fn net(&self, name: &str) -> Option<&NetPlan> {
+        self.nets.iter().find(|n| n.name == name)
+    }
+}
+
+/// The order objects are started in (and stopped in reverse).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartOrder {
+    /// Nets, started first.
+    pub nets: Vec<String>,
+    /// VMs, started after all nets.
+    pub vms: Vec<String>,
+}
+
+/// One network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetPlan {
+    /// Name in the init file.
+    pub name: String,
+    /// `nat`, `isolated` or `bridge`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// libvirt network name.
+    pub libvirt_name: String,
+    /// Host bridge device.
+    pub bridge: String,
+    /// Whether this is a management net.
+    pub management: bool,
+    /// The /24 (managed nets).
+    pub subnet: Option<Subnet>,
+    /// Gateway = the host's address on the net (managed nets).
+    pub gateway: Option<Ipv4Addr>,
+    /// DHCP range (managed nets).
+    pub dhcp: Option<DhcpPlan>,
+    /// DHCP reservations: one per NIC on this net.
+    pub reservations: Vec<Reservation>,
+    /// DNS domain served on this net.
+    pub dns_domain: Option<String>,
+    /// DNS records served on this net.
+    pub dns_records: Vec<DnsRecord>,
+    /// MTU.
+    pub mtu: u32,
+}
+
+/// A DHCP range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DhcpPlan {
+    /// First address.
+    pub start: Ipv4Addr,
+    /// Last address.
+    pub end: Ipv4Addr,
+}
+
+/// A DHCP host reservation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    /// The NIC's MAC.
+    pub mac: Mac,
+    /// The address reserved for it.
+    pub ip: Ipv4Addr,
+    /// The host name handed out with it.
+    pub name: String,
+}
+
+/// A DNS A record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsRecord {
+    /// Short name (the net's domain is appended by the resolver).
+    pub name: String,
+    /// Address.
+    pub ip: Ipv4Addr,
+}
+
+/// One VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmPlan {
+    /// Name in the init file = guest hostname.
+    pub name: String,
+    /// libvirt domain name.
+    pub libvirt_name: String,
+    /// Fully qualified name on the management net (`vm01.lago.local`).
+    pub fqdn: String,
+    /// Address on the management net (what SSH connects to).
+    pub ip: Ipv4Addr,
+    /// Management net.
+    pub mgmt_net: String,
+    /// NICs in order (`eth0`, `eth1`, …).
+    pub nics: Vec<NicPlan>,
+    /// Disks in order; the first is the root disk.
+    pub disks: Vec<DiskPlan>,
+    /// The cloud-init seed image, when `bootstrap` is on.
+    pub seed: Option<PathBuf>,
+    /// Serial console log.
+    pub console_log: PathBuf,
+}
+
+/// One NIC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicPlan {
+    /// Guest interface name (`eth0`).
+    pub name: String,
+    /// Net in the init file.
+    pub net: String,
+    /// libvirt network it attaches to.
+    pub libvirt_net: String,
+    /// Address (none on bridge nets).
+    pub ip: Option<Ipv4Addr>,
+    /// MAC.
+    pub mac: Mac,
+}
+
+/// One disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskPlan {
+    /// Name in the init file.
+    pub name: String,
+    /// Guest device.
+    pub dev: String,
+    /// Bus.
+    pub bus: DiskBus,
+    /// Format of the file at `path`.
+    pub format: DiskFormat,
+    /// The image the VM uses.
+    pub path: PathBuf,
+    /// Where its content comes from.
+    pub source: DiskSource,
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
+}
+
+/// Plans `spec` for environment `env_id` in `workdir`, with `subnets` holding
+/// one [`Subnet`] per NAT/isolated net (see [`subnet_requests`]).
+pub fn plan(spec: &EnvSpec, env_id: &EnvId, subnets: &BTreeMap<String, Subnet>, workdir: &Path) -> Result<EnvPlan, PlanError> {
+    let prefix = format!("lago-{env_id}-");
+    // Subnets and gateways.
+    let mut net_subnet: BTreeMap<&str, (Subnet, Ipv4Addr)> = BTreeMap::new();
+    for req in subnet_requests(spec) {
+        let got = *subnets.get(&req.net).ok_or_else(|| PlanError::MissingSubnet { net: req.net.clone() })?;
+        if let Some(expected) = req.pinned {
+            if expected != got {
+                return Err(PlanError::WrongSubnet { net: req.net, expected, got });
+            }
+        }
+        let net = spec.net(&req.net).ok_or_else(|| PlanError::MissingSubnet { net: req.net.clone() })?;
+        let gw = net.gw.unwrap_or_else(|| got.host(1));
+        let name = net.name.as_str();
+        net_subnet.insert(name, (got, gw));
+    }
+
+    // Addresses: static first, then the lowest free from .2 up, in file order.
+    let mut used: BTreeMap<&str, HashSet<u8>> = BTreeMap::new();
+    for (name, (_, gw)) in &net_subnet {
+        used.entry(name).or_default().insert(gw.octets()[3]);
+    }
+    for nic in spec.vms.iter().flat_map(|v| &v.nics) {
+        if let Some(ip) = nic.ip {
+            used.entry(nic.net.as_str()).or_default().insert(ip.octets()[3]);
+        }
+    }
+    let mut vms = Vec::new();
+    for vm in &spec.vms {
+        let mut nics = Vec::new();
+        for (i, nic) in vm.nics.iter().enumerate() {
+            let ip = match (nic.ip, net_subnet.get(nic.net.as_str())) {
+                (Some(ip), _) => Some(ip),
+                (None, Some((subnet, _))) => {
+                    let taken = used.entry(nic.net.as_str()).or_default();
+                    let host = (2..=254u8).find(|h| !taken.contains(h)).ok_or_else(|| PlanError::NetFull {
+                        net: nic.net.clone(),
+                        vm: vm.name.clone(),
+                        nic: i,
+                    })?;
+                    taken.insert(host);
+                    Some(subnet.host(host))
+                }
+                (None, None) => None,
+            };
+            let mac = match ip {
+                Some(ip) => Mac::for_ip(ip),
+                None => {
+                    let h = fnv1a(format!("{env_id}/{}/{i}", vm.name).as_bytes()).to_be_bytes();
+                    Mac([0x54, 0x52, 0x00, h[0], h[1], h[2]])
+                }
+            };
+            nics.push(NicPlan {
+                name: format!("eth{i}"),
+                net: nic.net.clone(),
+                libvirt_net: format!("{prefix}{}", nic.net),
+                ip,
+                mac,
+            });
+        }
+        let mgmt_ip = nics
+            .iter()
+            .find(|n| n.net == vm.mgmt_net)
+            .and_then(|n| n.ip)
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let domain = spec.net(&vm.mgmt_net).and_then(|n| n.dns_domain.clone());
+        let disks = vm
+            .disks
+            .iter()
+            .map(|d| {
+                let in_workdir = |fmt: DiskFormat| workdir.join("images").join(format!("{}_{}.{}", vm.name, d.name, fmt.as_str()));
+                let (path, format) = match &d.source {
+                    DiskSource::Template { .. } | DiskSource::TemplateFile { .. } => (in_workdir(DiskFormat::Qcow2), DiskFormat::Qcow2),
+                    DiskSource::Empty { .. } => (in_workdir(d.format), d.format),
+                    DiskSource::File { path, make_a_copy: false } => (path.clone(), d.format),
+                    DiskSource::File { make_a_copy: true, .. } => (in_workdir(d.format), d.format),
+                };
+                DiskPlan {
+                    name: d.name.clone(),
+                    dev: d.dev.clone(),
+                    bus: d.bus,
+                    format,
+                    path,
+                    source: d.source.clone(),
+                }
+            })
+            .collect();
+        vms.push(VmPlan {
+            name: vm.name.clone(),
+            libvirt_name: format!("{prefix}{}", vm.name),
+            fqdn: match domain {
+                Some(d) => format!("{}.{d}", vm.name),
+                None => vm.name.clone(),
+            },
+            ip: mgmt_ip,
+            mgmt_net: vm.mgmt_net.clone(),
+            nics,
+            disks,
+            seed: vm.bootstrap.then(|| workdir.join("seeds").join(format!("{}-cidata.img", vm.name))),
+            console_log: workdir.join("logs").join(format!("{}.console.log", vm.name)),
+        });
+    }
+
+    // DNS records: every managed net serves the names of every VM.
+    let mut records = Vec::new();
+    for vm in &vms {
+        let mut seen_nets = HashSet::new();
+        if vm.ip != Ipv4Addr::UNSPECIFIED {
+            records.push(DnsRecord { name: vm.name.clone(), ip: vm.ip });
+        }
+        for nic in &vm.nics {
+            let Some(ip) = nic.ip else { continue };
+            records.push(DnsRecord { name: format!("{}-{}", vm.name, nic.name), ip });
+            if seen_nets.insert(nic.net.clone()) {
+                records.push(DnsRecord { name: format!("{}-{}", vm.name, nic.net), ip });
+            }
+        }
+    }
+
+    let nets = spec
+        .nets
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let managed = net_subnet.get(n.name.as_str()).copied();
+            let reservations = vms
+                .iter()
+                .flat_map(|vm| {
+                    vm.nics.iter().filter(|nic| nic.net == n.name).filter_map(move |nic| {
+                        let ip = nic.ip?;
+                        let name = if nic.net == vm.mgmt_net && ip == vm.ip { vm.name.clone() } else { format!("{}-{}", vm.name, nic.name) };
+                        Some(Reservation { mac: nic.mac, ip, name })
+                    })
+                })
+                .collect();
+            NetPlan {
+                name: n.name.clone(),
+                kind: n.kind_str().to_owned(),
+                libvirt_name: format!("{prefix}{}", n.name),
+                bridge: match &n.kind {
+                    NetKind::Bridge { bridge } => bridge.clone(),
+                    _ => format!("lg-{env_id}-{i}"),
+                },
+                management: n.management,
+                subnet: managed.map(|(s, _)| s),
+                gateway: managed.map(|(_, gw)| gw),
+                dhcp: match (managed, n.dhcp) {
+                    (Some((s, _)), Some(r)) => Some(DhcpPlan { start: s.host(r.start), end: s.host(r.end) }),
+                    _ => None,
+                },
+                reservations: if managed.is_some() { reservations } else { Vec::new() },
+                dns_domain: n.dns_domain.clone(),
+                dns_records: if managed.is_some() { records.clone() } else { Vec::new() },
+                mtu: n.mtu,
+            }
+        })
+        .collect();
+
+    Ok(EnvPlan {
+        env_id: env_id.clone(),
+        workdir: workdir.to_path_buf(),
+        nets,
+        vms,
+        start_order: StartOrder {
+            nets: spec.nets.iter().map(|n| n.name.clone()).collect(),
+            vms: spec.vms.iter().map(|v| v.name.clone()).collect(),
+        },
+    })
+}
