@@ -83,13 +83,38 @@ impl Decoder {
         keys: &[&str],
         unsupported: &[(&str, &str)],
     ) -> Option<Fields<'a>> {
+        self.map_inner(node, path, what, keys, unsupported, false)
+    }
+
+    /// Like [`Decoder::map`], but keys starting with `x-` are allowed and
+    /// ignored (a place for YAML anchors, as in docker-compose files).
+    pub fn map_with_extensions<'a>(
+        &mut self,
+        node: &'a Node,
+        path: &str,
+        what: &str,
+        keys: &[&str],
+        unsupported: &[(&str, &str)],
+    ) -> Option<Fields<'a>> {
+        self.map_inner(node, path, what, keys, unsupported, true)
+    }
+
+    fn map_inner<'a>(
+        &mut self,
+        node: &'a Node,
+        path: &str,
+        what: &str,
+        keys: &[&str],
+        unsupported: &[(&str, &str)],
+        extensions: bool,
+    ) -> Option<Fields<'a>> {
         let Kind::Map(entries) = &node.kind else {
             self.expected(node, path, what);
             return None;
         };
         for (k, _) in entries {
             let Some(text) = k.key_text() else { continue };
-            if keys.contains(&text.as_str()) {
+            if keys.contains(&text.as_str()) || (extensions && text.starts_with("x-")) {
                 continue;
             }
             let kpath = child(path, &text);

@@ -131,7 +131,7 @@ pub(crate) fn validate(
 ) -> Result<EnvSpec, Vec<Problem>> {
     let base_dir = file.parent().unwrap_or(Path::new("/"));
     let mut d = Decoder::default();
-    let top = d.map(root, "", "a map with `domains` and `nets`", TOP_KEYS, TOP_UNSUPPORTED);
+    let top = d.map_with_extensions(root, "", "a map with `domains` and `nets`", TOP_KEYS, TOP_UNSUPPORTED);
 
     let mut nets: Vec<NetDraft> = Vec::new();
     if let Some(top) = &top {
@@ -207,9 +207,27 @@ fn net(d: &mut Decoder, key: &Node, node: &Node) -> Option<NetDraft> {
             format!("expected a net name of 1-32 letters, digits, `-`, `_` or `.` starting with a letter or digit, found {name:?}"),
         );
     }
-    let f = d.map(node, &path, "a map of network settings", NET_KEYS, NET_UNSUPPORTED)?;
+    // A net with problems is still registered (as NAT), so that NICs naming
+    // it do not add "unknown net" problems on top of the real one.
+    let fallback = |name: String| NetDraft {
+        spec: NetSpec {
+            name,
+            kind: NetKind::Nat,
+            dhcp: Some(DEFAULT_DHCP),
+            management: false,
+            dns_domain: None,
+            gw: None,
+            mtu: DEFAULT_MTU,
+        },
+        explicit_mgmt: None,
+        pin: None,
+        ips: HashMap::new(),
+    };
+    let Some(f) = d.map(node, &path, "a map of network settings", NET_KEYS, NET_UNSUPPORTED) else {
+        return Some(fallback(name));
+    };
     let kind_s = match f.get("type") {
-        Some(n) => one_of(d, n, &child(&path, "type"), NET_TYPES)?,
+        Some(n) => one_of(d, n, &child(&path, "type"), NET_TYPES).unwrap_or_else(|| "nat".to_owned()),
         None => "nat".to_owned(),
     };
     let is_bridge = kind_s == "bridge";
@@ -217,7 +235,7 @@ fn net(d: &mut Decoder, key: &Node, node: &Node) -> Option<NetDraft> {
         "isolated" => NetKind::Isolated,
         "bridge" => {
             let bridge = match f.get("bridge") {
-                Some(n) => d.string(n, &child(&path, "bridge"))?,
+                Some(n) => d.string(n, &child(&path, "bridge")).unwrap_or_else(|| name.clone()),
                 None => name.clone(),
             };
             if bridge.len() > 15 {

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
+use super::decode::{child, index};
 use super::error::{Pos, Problem};
 
 /// A node of the document.
@@ -99,9 +100,11 @@ pub(crate) fn parse(text: &str) -> Parsed {
     }
 }
 
+/// A collection being built: start, anchor, items (a map's keys and values
+/// alternate), and its key path (for problems found while building).
 enum Frame {
-    Seq(Pos, usize, Vec<Node>),
-    Map(Pos, usize, Vec<Node>),
+    Seq(Pos, usize, Vec<Node>, String),
+    Map(Pos, usize, Vec<Node>, String),
 }
 
 #[derive(Default)]
@@ -118,12 +121,24 @@ impl Builder {
             self.anchors.insert(anchor, node.clone());
         }
         match self.stack.last_mut() {
-            Some(Frame::Seq(_, _, items)) | Some(Frame::Map(_, _, items)) => items.push(node),
+            Some(Frame::Seq(_, _, items, _)) | Some(Frame::Map(_, _, items, _)) => items.push(node),
             None => self.docs.push(node),
         }
     }
 
-    fn finish_map(&mut self, start: Pos, flat: Vec<Node>) -> Node {
+    /// Key path of the next value pushed into the current frame.
+    fn next_path(&self) -> String {
+        match self.stack.last() {
+            Some(Frame::Seq(_, _, items, path)) => index(path, items.len()),
+            Some(Frame::Map(_, _, items, path)) => {
+                let key = items.last().and_then(Node::key_text).unwrap_or_default();
+                child(path, &key)
+            }
+            None => String::new(),
+        }
+    }
+
+    fn finish_map(&mut self, start: Pos, flat: Vec<Node>, path: &str) -> Node {
         let mut entries: Vec<(Node, Node)> = Vec::new();
         let mut merges: Vec<Node> = Vec::new();
         let mut it = flat.into_iter();
@@ -135,7 +150,7 @@ impl Builder {
             let Some(text) = k.key_text() else {
                 self.problems.push(Problem::new(
                     Some(k.pos),
-                    "",
+                    path,
                     format!("expected a scalar map key, found {}", k.describe()),
                 ));
                 continue;
@@ -146,7 +161,7 @@ impl Builder {
             {
                 self.problems.push(Problem::new(
                     Some(k.pos),
-                    "",
+                    &child(path, &text),
                     format!(
                         "duplicate key `{text}` (first written at {}); expected every key once",
                         first.pos
@@ -165,7 +180,7 @@ impl Builder {
                 _ => {
                     self.problems.push(Problem::new(
                         Some(m.pos),
-                        "",
+                        path,
                         format!("expected a map (or list of maps) to merge, found {}", m.describe()),
                     ));
                     continue;
@@ -175,7 +190,7 @@ impl Builder {
                 let Kind::Map(src) = s.kind else {
                     self.problems.push(Problem::new(
                         Some(s.pos),
-                        "",
+                        path,
                         format!("expected a map to merge, found {}", s.describe()),
                     ));
                     continue;
@@ -246,10 +261,16 @@ impl MarkedEventReceiver for Builder {
                 };
                 self.push(Node { kind, pos: p }, anchor);
             }
-            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq(p, anchor, Vec::new())),
-            Event::MappingStart(anchor, _) => self.stack.push(Frame::Map(p, anchor, Vec::new())),
+            Event::SequenceStart(anchor, _) => {
+                let path = self.next_path();
+                self.stack.push(Frame::Seq(p, anchor, Vec::new(), path));
+            }
+            Event::MappingStart(anchor, _) => {
+                let path = self.next_path();
+                self.stack.push(Frame::Map(p, anchor, Vec::new(), path));
+            }
             Event::SequenceEnd => {
-                if let Some(Frame::Seq(start, anchor, items)) = self.stack.pop() {
+                if let Some(Frame::Seq(start, anchor, items, _)) = self.stack.pop() {
                     self.push(
                         Node {
                             kind: Kind::Seq(items),
@@ -260,8 +281,8 @@ impl MarkedEventReceiver for Builder {
                 }
             }
             Event::MappingEnd => {
-                if let Some(Frame::Map(start, anchor, flat)) = self.stack.pop() {
-                    let node = self.finish_map(start, flat);
+                if let Some(Frame::Map(start, anchor, flat, path)) = self.stack.pop() {
+                    let node = self.finish_map(start, flat, &path);
                     self.push(node, anchor);
                 }
             }
@@ -269,9 +290,10 @@ impl MarkedEventReceiver for Builder {
                 let node = match self.anchors.get(&id) {
                     Some(n) => n.clone(),
                     None => {
+                        let path = self.next_path();
                         self.problems.push(Problem::new(
                             Some(p),
-                            "",
+                            &path,
                             "expected an alias to a defined anchor, found an unknown alias",
                         ));
                         Node { kind: Kind::Null, pos: p }
