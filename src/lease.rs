@@ -202,21 +202,30 @@ impl LeaseStore {
     }
 
     fn lock(&self) -> Result<File, LeaseError> {
-        fs::create_dir_all(&self.dir).map_err(|source| LeaseError::CreateDir { path: self.dir.clone(), source })?;
+        fs::create_dir_all(&self.dir).map_err(|source| LeaseError::CreateDir {
+            path: self.dir.clone(),
+            source,
+        })?;
         let path = self.dir.join(LOCK_FILE);
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(|source| LeaseError::Lock { path: path.clone(), source })?;
+            .map_err(|source| LeaseError::Lock {
+                path: path.clone(),
+                source,
+            })?;
         let start = Instant::now();
         loop {
             match file.try_lock() {
                 Ok(()) => return Ok(file),
                 Err(std::fs::TryLockError::WouldBlock) => {
                     if start.elapsed() >= self.lock_timeout {
-                        return Err(LeaseError::LockTimeout { path, waited: start.elapsed() });
+                        return Err(LeaseError::LockTimeout {
+                            path,
+                            waited: start.elapsed(),
+                        });
                     }
                     std::thread::sleep(Duration::from_millis(10));
                 }
@@ -230,11 +239,19 @@ impl LeaseStore {
         let entries = match fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => return Err(LeaseError::Read { path: self.dir.clone(), source }),
+            Err(source) => {
+                return Err(LeaseError::Read {
+                    path: self.dir.clone(),
+                    source,
+                });
+            }
         };
         let mut out = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|source| LeaseError::Read { path: self.dir.clone(), source })?;
+            let entry = entry.map_err(|source| LeaseError::Read {
+                path: self.dir.clone(),
+                source,
+            })?;
             let path = entry.path();
             if path.extension().and_then(|e| e.to_str()) != Some("lease") {
                 continue;
@@ -266,7 +283,11 @@ impl LeaseStore {
     /// requests get their subnet or [`LeaseError::Taken`]; the others get the
     /// lowest free ones. Stale leases are reclaimed first. Subnets `owner`
     /// already holds are reused.
-    pub fn acquire(&self, owner: &LeaseOwner, requests: &[SubnetRequest]) -> Result<BTreeMap<String, Subnet>, LeaseError> {
+    pub fn acquire(
+        &self,
+        owner: &LeaseOwner,
+        requests: &[SubnetRequest],
+    ) -> Result<BTreeMap<String, Subnet>, LeaseError> {
         let _lock = self.lock()?;
         let mut held: BTreeMap<Subnet, Lease> = BTreeMap::new();
         for lease in self.read_all()? {
@@ -283,10 +304,14 @@ impl LeaseStore {
         let mut used: HashSet<Subnet> = HashSet::new();
         for r in requests.iter().filter(|r| r.pinned.is_some()) {
             let Some(s) = r.pinned else { continue };
-            if let Some(l) = held.get(&s) {
-                if !l.owned_by(owner) {
-                    return Err(LeaseError::Taken { subnet: s, net: r.net.clone(), owner: l.workdir.clone() });
-                }
+            if let Some(l) = held.get(&s)
+                && !l.owned_by(owner)
+            {
+                return Err(LeaseError::Taken {
+                    subnet: s,
+                    net: r.net.clone(),
+                    owner: l.workdir.clone(),
+                });
             }
             used.insert(s);
             chosen.insert(r.net.clone(), s);
@@ -297,7 +322,11 @@ impl LeaseStore {
         for r in &unpinned {
             let Some(s) = reusable.next().or_else(|| free.next()) else {
                 let free_count = Subnet::pool().filter(|s| !held.contains_key(s)).count();
-                return Err(LeaseError::Exhausted { needed: requests.len(), free: free_count, dir: self.dir.clone() });
+                return Err(LeaseError::Exhausted {
+                    needed: requests.len(),
+                    free: free_count,
+                    dir: self.dir.clone(),
+                });
             };
             chosen.insert(r.net.clone(), s);
         }

@@ -82,7 +82,11 @@ impl EnvId {
     pub fn new(id: impl Into<String>) -> Result<Self, PlanError> {
         let id = id.into();
         let ok = (1..=8).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-        if ok { Ok(EnvId(id)) } else { Err(PlanError::InvalidEnvId { id }) }
+        if ok {
+            Ok(EnvId(id))
+        } else {
+            Err(PlanError::InvalidEnvId { id })
+        }
     }
 
     /// A fresh random id: 8 hex digits from the OS random source.
@@ -141,13 +145,19 @@ pub struct Subnet(u8);
 impl Subnet {
     /// The pool subnet with this third octet, if it is in the pool.
     pub fn new(third_octet: u8) -> Option<Self> {
-        (POOL_FIRST..=POOL_LAST).contains(&third_octet).then_some(Subnet(third_octet))
+        (POOL_FIRST..=POOL_LAST)
+            .contains(&third_octet)
+            .then_some(Subnet(third_octet))
     }
 
     /// The pool subnet holding `ip`, if any.
     pub fn of(ip: Ipv4Addr) -> Option<Self> {
         let o = ip.octets();
-        if o[0] == 192 && o[1] == 168 { Subnet::new(o[2]) } else { None }
+        if o[0] == 192 && o[1] == 168 {
+            Subnet::new(o[2])
+        } else {
+            None
+        }
     }
 
     /// Every subnet of the pool, in order.
@@ -219,7 +229,11 @@ impl Mac {
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
     }
 }
 
@@ -261,7 +275,10 @@ pub fn subnet_requests(spec: &EnvSpec) -> Vec<SubnetRequest> {
                     .filter(|nic| nic.net == n.name)
                     .find_map(|nic| nic.ip.and_then(Subnet::of))
             });
-            SubnetRequest { net: n.name.clone(), pinned }
+            SubnetRequest {
+                net: n.name.clone(),
+                pinned,
+            }
         })
         .collect()
 }
@@ -271,7 +288,10 @@ pub fn subnet_requests(spec: &EnvSpec) -> Vec<SubnetRequest> {
 pub fn preview_subnets(spec: &EnvSpec) -> Result<BTreeMap<String, Subnet>, PlanError> {
     let requests = subnet_requests(spec);
     let mut taken: HashSet<Subnet> = requests.iter().filter_map(|r| r.pinned).collect();
-    let mut free = Subnet::pool().filter(|s| !taken.contains(s)).collect::<Vec<_>>().into_iter();
+    let mut free = Subnet::pool()
+        .filter(|s| !taken.contains(s))
+        .collect::<Vec<_>>()
+        .into_iter();
     let mut out = BTreeMap::new();
     for r in &requests {
         let s = match r.pinned {
@@ -438,23 +458,38 @@ pub struct DiskPlan {
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    })
 }
 
 /// Plans `spec` for environment `env_id` in `workdir`, with `subnets` holding
 /// one [`Subnet`] per NAT/isolated net (see [`subnet_requests`]).
-pub fn plan(spec: &EnvSpec, env_id: &EnvId, subnets: &BTreeMap<String, Subnet>, workdir: &Path) -> Result<EnvPlan, PlanError> {
+pub fn plan(
+    spec: &EnvSpec,
+    env_id: &EnvId,
+    subnets: &BTreeMap<String, Subnet>,
+    workdir: &Path,
+) -> Result<EnvPlan, PlanError> {
     let prefix = format!("lago-{env_id}-");
     // Subnets and gateways.
     let mut net_subnet: BTreeMap<&str, (Subnet, Ipv4Addr)> = BTreeMap::new();
     for req in subnet_requests(spec) {
-        let got = *subnets.get(&req.net).ok_or_else(|| PlanError::MissingSubnet { net: req.net.clone() })?;
-        if let Some(expected) = req.pinned {
-            if expected != got {
-                return Err(PlanError::WrongSubnet { net: req.net, expected, got });
-            }
+        let got = *subnets
+            .get(&req.net)
+            .ok_or_else(|| PlanError::MissingSubnet { net: req.net.clone() })?;
+        if let Some(expected) = req.pinned
+            && expected != got
+        {
+            return Err(PlanError::WrongSubnet {
+                net: req.net,
+                expected,
+                got,
+            });
         }
-        let net = spec.net(&req.net).ok_or_else(|| PlanError::MissingSubnet { net: req.net.clone() })?;
+        let net = spec
+            .net(&req.net)
+            .ok_or_else(|| PlanError::MissingSubnet { net: req.net.clone() })?;
         let gw = net.gw.unwrap_or_else(|| got.host(1));
         let name = net.name.as_str();
         net_subnet.insert(name, (got, gw));
@@ -478,11 +513,13 @@ pub fn plan(spec: &EnvSpec, env_id: &EnvId, subnets: &BTreeMap<String, Subnet>, 
                 (Some(ip), _) => Some(ip),
                 (None, Some((subnet, _))) => {
                     let taken = used.entry(nic.net.as_str()).or_default();
-                    let host = (2..=254u8).find(|h| !taken.contains(h)).ok_or_else(|| PlanError::NetFull {
-                        net: nic.net.clone(),
-                        vm: vm.name.clone(),
-                        nic: i,
-                    })?;
+                    let host = (2..=254u8)
+                        .find(|h| !taken.contains(h))
+                        .ok_or_else(|| PlanError::NetFull {
+                            net: nic.net.clone(),
+                            vm: vm.name.clone(),
+                            nic: i,
+                        })?;
                     taken.insert(host);
                     Some(subnet.host(host))
                 }
@@ -513,11 +550,20 @@ pub fn plan(spec: &EnvSpec, env_id: &EnvId, subnets: &BTreeMap<String, Subnet>, 
             .disks
             .iter()
             .map(|d| {
-                let in_workdir = |fmt: DiskFormat| workdir.join("images").join(format!("{}_{}.{}", vm.name, d.name, fmt.as_str()));
+                let in_workdir = |fmt: DiskFormat| {
+                    workdir
+                        .join("images")
+                        .join(format!("{}_{}.{}", vm.name, d.name, fmt.as_str()))
+                };
                 let (path, format) = match &d.source {
-                    DiskSource::Template { .. } | DiskSource::TemplateFile { .. } => (in_workdir(DiskFormat::Qcow2), DiskFormat::Qcow2),
+                    DiskSource::Template { .. } | DiskSource::TemplateFile { .. } => {
+                        (in_workdir(DiskFormat::Qcow2), DiskFormat::Qcow2)
+                    }
                     DiskSource::Empty { .. } => (in_workdir(d.format), d.format),
-                    DiskSource::File { path, make_a_copy: false } => (path.clone(), d.format),
+                    DiskSource::File {
+                        path,
+                        make_a_copy: false,
+                    } => (path.clone(), d.format),
                     DiskSource::File { make_a_copy: true, .. } => (in_workdir(d.format), d.format),
                 };
                 DiskPlan {
@@ -541,7 +587,9 @@ pub fn plan(spec: &EnvSpec, env_id: &EnvId, subnets: &BTreeMap<String, Subnet>, 
             mgmt_net: vm.mgmt_net.clone(),
             nics,
             disks,
-            seed: vm.bootstrap.then(|| workdir.join("seeds").join(format!("{}-cidata.img", vm.name))),
+            seed: vm
+                .bootstrap
+                .then(|| workdir.join("seeds").join(format!("{}-cidata.img", vm.name))),
             console_log: workdir.join("logs").join(format!("{}.console.log", vm.name)),
         });
     }
@@ -551,13 +599,22 @@ pub fn plan(spec: &EnvSpec, env_id: &EnvId, subnets: &BTreeMap<String, Subnet>, 
     for vm in &vms {
         let mut seen_nets = HashSet::new();
         if vm.ip != Ipv4Addr::UNSPECIFIED {
-            records.push(DnsRecord { name: vm.name.clone(), ip: vm.ip });
+            records.push(DnsRecord {
+                name: vm.name.clone(),
+                ip: vm.ip,
+            });
         }
         for nic in &vm.nics {
             let Some(ip) = nic.ip else { continue };
-            records.push(DnsRecord { name: format!("{}-{}", vm.name, nic.name), ip });
+            records.push(DnsRecord {
+                name: format!("{}-{}", vm.name, nic.name),
+                ip,
+            });
             if seen_nets.insert(nic.net.clone()) {
-                records.push(DnsRecord { name: format!("{}-{}", vm.name, nic.net), ip });
+                records.push(DnsRecord {
+                    name: format!("{}-{}", vm.name, nic.net),
+                    ip,
+                });
             }
         }
     }
@@ -573,7 +630,11 @@ pub fn plan(spec: &EnvSpec, env_id: &EnvId, subnets: &BTreeMap<String, Subnet>, 
                 .flat_map(|vm| {
                     vm.nics.iter().filter(|nic| nic.net == n.name).filter_map(move |nic| {
                         let ip = nic.ip?;
-                        let name = if nic.net == vm.mgmt_net && ip == vm.ip { vm.name.clone() } else { format!("{}-{}", vm.name, nic.name) };
+                        let name = if nic.net == vm.mgmt_net && ip == vm.ip {
+                            vm.name.clone()
+                        } else {
+                            format!("{}-{}", vm.name, nic.name)
+                        };
                         Some(Reservation { mac: nic.mac, ip, name })
                     })
                 })
@@ -590,7 +651,10 @@ pub fn plan(spec: &EnvSpec, env_id: &EnvId, subnets: &BTreeMap<String, Subnet>, 
                 subnet: managed.map(|(s, _)| s),
                 gateway: managed.map(|(_, gw)| gw),
                 dhcp: match (managed, n.dhcp) {
-                    (Some((s, _)), Some(r)) => Some(DhcpPlan { start: s.host(r.start), end: s.host(r.end) }),
+                    (Some((s, _)), Some(r)) => Some(DhcpPlan {
+                        start: s.host(r.start),
+                        end: s.host(r.end),
+                    }),
                     _ => None,
                 },
                 reservations: if managed.is_some() { reservations } else { Vec::new() },
@@ -611,4 +675,272 @@ pub fn plan(spec: &EnvSpec, env_id: &EnvId, subnets: &BTreeMap<String, Subnet>, 
             vms: spec.vms.iter().map(|v| v.name.clone()).collect(),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    const TWO_VMS: &str = "
+domains:
+  vm01:
+    nics: [{net: lago}, {net: storage}]
+    disks:
+      - {type: template, template_name: tiny, name: root, dev: vda}
+      - {type: empty, name: data, dev: vdb, size: 1G, format: raw}
+  vm02:
+    nics: [{net: lago, ip: 192.168.222.3}, {net: lab}]
+    disks:
+      - {type: file, name: root, dev: sda, path: /images/base.qcow2}
+      - {type: file, name: copy, dev: sdb, path: /images/extra.raw, format: raw, make_a_copy: true}
+nets:
+  lago: {}
+  storage: {type: isolated, gw: 192.168.240.254}
+  lab: {type: bridge, bridge: br-lab}
+";
+
+    fn spec() -> EnvSpec {
+        config::from_str(TWO_VMS, "/envs/init.yaml").unwrap()
+    }
+
+    fn subnets(pairs: &[(&str, u8)]) -> BTreeMap<String, Subnet> {
+        pairs
+            .iter()
+            .map(|(n, o)| (n.to_string(), Subnet::new(*o).unwrap()))
+            .collect()
+    }
+
+    fn the_plan() -> EnvPlan {
+        let id = EnvId::new("ab12cd34").unwrap();
+        plan(
+            &spec(),
+            &id,
+            &subnets(&[("lago", 222), ("storage", 240)]),
+            Path::new("/w"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn names_carry_the_env_id_and_bridges_fit_in_15_chars() {
+        let p = the_plan();
+        assert_eq!(p.vms[0].libvirt_name, "lago-ab12cd34-vm01");
+        assert_eq!(p.nets[0].libvirt_name, "lago-ab12cd34-lago");
+        assert_eq!(p.nets[0].bridge, "lg-ab12cd34-0");
+        assert_eq!(p.nets[1].bridge, "lg-ab12cd34-1");
+        assert_eq!(p.nets[2].bridge, "br-lab");
+        assert!(p.nets.iter().all(|n| n.bridge.len() <= 15));
+        assert_eq!(p.vms[0].nics[1].libvirt_net, "lago-ab12cd34-storage");
+    }
+
+    #[test]
+    fn addresses_static_first_then_lowest_free_and_gateways() {
+        let p = the_plan();
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        // vm02's static .3 is reserved before vm01 is given the lowest free (.2).
+        assert_eq!(p.vms[0].nics[0].ip, Some(ip("192.168.222.2")));
+        assert_eq!(p.vms[1].nics[0].ip, Some(ip("192.168.222.3")));
+        // storage's gw is .254, so .1 is free and handed out.
+        assert_eq!(p.net("storage").unwrap().gateway, Some(ip("192.168.240.254")));
+        assert_eq!(p.vms[0].nics[1].ip, Some(ip("192.168.240.2")));
+        assert_eq!(p.net("lago").unwrap().gateway, Some(ip("192.168.222.1")));
+        assert_eq!(p.vms[1].nics[1].ip, None);
+        assert_eq!(p.vms[0].ip, ip("192.168.222.2"));
+        assert_eq!(p.vms[1].ip, ip("192.168.222.3"));
+    }
+
+    #[test]
+    fn macs_encode_the_address_as_lago_does() {
+        let p = the_plan();
+        assert_eq!(p.vms[0].nics[0].mac.to_string(), "54:52:c0:a8:de:02");
+        assert_eq!(
+            Mac::for_ip("192.168.201.2".parse().unwrap()).to_string(),
+            "54:52:c0:a8:c9:02"
+        );
+        // A bridge NIC has no address: a stable MAC outside the address-derived range.
+        let bridge_mac = p.vms[1].nics[1].mac;
+        assert_eq!(&bridge_mac.0[..3], &[0x54, 0x52, 0x00]);
+        assert_eq!(the_plan().vms[1].nics[1].mac, bridge_mac);
+        let other = plan(
+            &spec(),
+            &EnvId::new("ffff0000").unwrap(),
+            &subnets(&[("lago", 222), ("storage", 240)]),
+            Path::new("/w"),
+        )
+        .unwrap();
+        assert_ne!(other.vms[1].nics[1].mac, bridge_mac);
+    }
+
+    #[test]
+    fn dhcp_reserves_every_nic_and_dns_serves_every_name() {
+        let p = the_plan();
+        let lago = p.net("lago").unwrap();
+        assert_eq!(
+            lago.dhcp,
+            Some(DhcpPlan {
+                start: "192.168.222.100".parse().unwrap(),
+                end: "192.168.222.254".parse().unwrap()
+            })
+        );
+        let res: Vec<_> = lago
+            .reservations
+            .iter()
+            .map(|r| (r.mac.to_string(), r.ip.to_string(), r.name.as_str()))
+            .collect();
+        assert_eq!(
+            res,
+            [
+                ("54:52:c0:a8:de:02".to_string(), "192.168.222.2".to_string(), "vm01"),
+                ("54:52:c0:a8:de:03".to_string(), "192.168.222.3".to_string(), "vm02"),
+            ]
+        );
+        let storage = p.net("storage").unwrap();
+        assert_eq!(storage.reservations.len(), 1);
+        assert_eq!(storage.reservations[0].name, "vm01-eth1");
+        let names: Vec<_> = lago
+            .dns_records
+            .iter()
+            .map(|r| format!("{}={}", r.name, r.ip))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "vm01=192.168.222.2",
+                "vm01-eth0=192.168.222.2",
+                "vm01-lago=192.168.222.2",
+                "vm01-eth1=192.168.240.2",
+                "vm01-storage=192.168.240.2",
+                "vm02=192.168.222.3",
+                "vm02-eth0=192.168.222.3",
+                "vm02-lago=192.168.222.3",
+            ]
+        );
+        assert_eq!(lago.dns_domain.as_deref(), Some("lago.local"));
+        assert_eq!(storage.dns_records, lago.dns_records);
+        assert!(p.net("lab").unwrap().dns_records.is_empty());
+        assert_eq!(p.vms[0].fqdn, "vm01.lago.local");
+    }
+
+    #[test]
+    fn disk_paths_live_in_the_workdir_unless_used_in_place() {
+        let p = the_plan();
+        let paths: Vec<_> = p
+            .vms
+            .iter()
+            .flat_map(|v| &v.disks)
+            .map(|d| (d.path.clone(), d.format))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                (PathBuf::from("/w/images/vm01_root.qcow2"), DiskFormat::Qcow2),
+                (PathBuf::from("/w/images/vm01_data.raw"), DiskFormat::Raw),
+                (PathBuf::from("/images/base.qcow2"), DiskFormat::Qcow2),
+                (PathBuf::from("/w/images/vm02_copy.raw"), DiskFormat::Raw),
+            ]
+        );
+        assert_eq!(p.vms[0].seed, Some(PathBuf::from("/w/seeds/vm01-cidata.img")));
+        assert_eq!(p.vms[0].console_log, PathBuf::from("/w/logs/vm01.console.log"));
+    }
+
+    #[test]
+    fn start_order_is_nets_then_vms_in_file_order() {
+        let p = the_plan();
+        assert_eq!(p.start_order.nets, ["lago", "storage", "lab"]);
+        assert_eq!(p.start_order.vms, ["vm01", "vm02"]);
+    }
+
+    #[test]
+    fn the_same_inputs_give_the_same_plan() {
+        assert_eq!(the_plan(), the_plan());
+        let s = spec();
+        assert_eq!(preview_subnets(&s).unwrap(), preview_subnets(&s).unwrap());
+        let json = serde_json::to_string(&the_plan()).unwrap();
+        let back: EnvPlan = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, the_plan());
+    }
+
+    #[test]
+    fn pinned_subnets_are_honoured_and_checked() {
+        let s = spec();
+        let req = subnet_requests(&s);
+        assert_eq!(
+            req,
+            [
+                SubnetRequest {
+                    net: "lago".into(),
+                    pinned: Subnet::new(222)
+                },
+                SubnetRequest {
+                    net: "storage".into(),
+                    pinned: Subnet::new(240)
+                },
+            ]
+        );
+        let preview = preview_subnets(&s).unwrap();
+        assert_eq!(preview, subnets(&[("lago", 222), ("storage", 240)]));
+        let id = EnvId::new("x1").unwrap();
+        let wrong = plan(&s, &id, &subnets(&[("lago", 200), ("storage", 240)]), Path::new("/w"));
+        assert_eq!(
+            wrong,
+            Err(PlanError::WrongSubnet {
+                net: "lago".into(),
+                expected: Subnet::new(222).unwrap(),
+                got: Subnet::new(200).unwrap()
+            })
+        );
+        let missing = plan(&s, &id, &subnets(&[("lago", 222)]), Path::new("/w"));
+        assert_eq!(missing, Err(PlanError::MissingSubnet { net: "storage".into() }));
+    }
+
+    #[test]
+    fn unpinned_nets_preview_the_first_free_subnets() {
+        let s = config::from_str(
+            "domains: {}\nnets:\n  a: {}\n  b: {gw: 192.168.200.1}\n  c: {type: isolated}\n",
+            "/x.yaml",
+        )
+        .unwrap();
+        assert_eq!(
+            preview_subnets(&s).unwrap(),
+            subnets(&[("a", 201), ("b", 200), ("c", 202)])
+        );
+    }
+
+    #[test]
+    fn a_full_net_is_an_error_not_a_wraparound() {
+        let mut text = String::from("domains:\n");
+        for i in 0..254 {
+            text += &format!(
+                "  vm{i}:\n    nics: [{{net: n}}]\n    disks: [{{type: empty, name: r, dev: vda, size: 1M}}]\n"
+            );
+        }
+        text += "nets:\n  n: {}\n";
+        let s = config::from_str(&text, "/x.yaml").unwrap();
+        let err = plan(&s, &EnvId::new("a").unwrap(), &subnets(&[("n", 200)]), Path::new("/w")).unwrap_err();
+        assert_eq!(
+            err,
+            PlanError::NetFull {
+                net: "n".into(),
+                vm: "vm253".into(),
+                nic: 0
+            }
+        );
+    }
+
+    #[test]
+    fn env_ids_and_subnets_validate() {
+        assert!(EnvId::new("ab12cd34").is_ok());
+        assert!(EnvId::new("").is_err());
+        assert!(EnvId::new("ABC").is_err());
+        assert!(EnvId::new("123456789").is_err());
+        let r = EnvId::random();
+        assert_eq!(r.as_str().len(), 8);
+        assert!(EnvId::new(r.as_str()).is_ok());
+        assert_eq!("192.168.201.0/24".parse::<Subnet>(), Ok(Subnet::new(201).unwrap()));
+        assert!("192.168.199.0/24".parse::<Subnet>().is_err());
+        assert!("10.0.0.0/24".parse::<Subnet>().is_err());
+        assert_eq!(Subnet::pool().count(), 56);
+        assert_eq!(Subnet::new(201).unwrap().to_string(), "192.168.201.0/24");
+    }
 }

@@ -24,7 +24,12 @@ fn check(file: &str, expected: &[Expect<'_>]) {
     };
     assert_eq!(problems.file, path);
     let got: Vec<String> = problems.list.iter().map(|p| p.to_string()).collect();
-    assert_eq!(problems.list.len(), expected.len(), "{file}: problems were:\n{}", got.join("\n"));
+    assert_eq!(
+        problems.list.len(),
+        expected.len(),
+        "{file}: problems were:\n{}",
+        got.join("\n")
+    );
     for (p, (line, col, key, fragments)) in problems.list.iter().zip(expected) {
         let pos = p.pos.expect("every problem here has a position");
         assert_eq!((pos.line, pos.col), (*line, *col), "{file}: position of {p}");
@@ -37,20 +42,36 @@ fn check(file: &str, expected: &[Expect<'_>]) {
     // The error's text names the file, and each problem's line:column and key path.
     let shown = err.to_string();
     for (line, col, key, _) in expected {
-        assert!(shown.contains(&format!("{}:{line}:{col}: {key}: ", path.display())), "{shown}");
+        assert!(
+            shown.contains(&format!("{}:{line}:{col}: {key}: ", path.display())),
+            "{shown}"
+        );
     }
 }
 
 #[test]
 fn wrong_type() {
-    check("wrong_type.yaml", &[(3, 13, "domains.vm01.memory", &["expected an integer", "found string \"lots\""])]);
+    check(
+        "wrong_type.yaml",
+        &[(
+            3,
+            13,
+            "domains.vm01.memory",
+            &["expected an integer", "found string \"lots\""],
+        )],
+    );
 }
 
 #[test]
 fn unknown_key_suggests_the_closest() {
     check(
         "unknown_key.yaml",
-        &[(3, 5, "domains.vm01.memroy", &["unknown key `memroy`", "expected one of", "did you mean `memory`?"])],
+        &[(
+            3,
+            5,
+            "domains.vm01.memroy",
+            &["unknown key `memroy`", "expected one of", "did you mean `memory`?"],
+        )],
     );
 }
 
@@ -58,25 +79,41 @@ fn unknown_key_suggests_the_closest() {
 fn lago_keys_we_do_not_support_say_why() {
     check(
         "lago_only_key.yaml",
-        &[(3, 5, "domains.vm01.root-password", &["Lago key that lago does not support", "SSH key"])],
+        &[(
+            3,
+            5,
+            "domains.vm01.root-password",
+            &["Lago key that lago does not support", "SSH key"],
+        )],
     );
 }
 
 #[test]
 fn empty_vm_name() {
-    check("empty_vm_name.yaml", &[(2, 3, "domains.\"\"", &["expected a VM name", "found \"\""])]);
+    check(
+        "empty_vm_name.yaml",
+        &[(2, 3, "domains.\"\"", &["expected a VM name", "found \"\""])],
+    );
 }
 
 #[test]
 fn duplicate_vm_name() {
-    check("duplicate_vm_name.yaml", &[(5, 3, "domains.vm01", &["duplicate key `vm01`", "first written at 2:3"])]);
+    check(
+        "duplicate_vm_name.yaml",
+        &[(5, 3, "domains.vm01", &["duplicate key `vm01`", "first written at 2:3"])],
+    );
 }
 
 #[test]
 fn nic_on_unknown_net() {
     check(
         "unknown_net.yaml",
-        &[(4, 14, "domains.vm01.nics[0].net", &["unknown net `lgo`", "(`lago`)", "did you mean `lago`?"])],
+        &[(
+            4,
+            14,
+            "domains.vm01.nics[0].net",
+            &["unknown net `lgo`", "(`lago`)", "did you mean `lago`?"],
+        )],
     );
 }
 
@@ -84,7 +121,12 @@ fn nic_on_unknown_net() {
 fn vm_without_management_net() {
     check(
         "no_mgmt_net.yaml",
-        &[(3, 5, "domains.vm01.nics", &["expected a NIC on a management net (`mgmt`)", "management: true"])],
+        &[(
+            3,
+            5,
+            "domains.vm01.nics",
+            &["expected a NIC on a management net (`mgmt`)", "management: true"],
+        )],
     );
 }
 
@@ -92,7 +134,12 @@ fn vm_without_management_net() {
 fn vm_on_several_management_nets() {
     check(
         "several_mgmt_nets.yaml",
-        &[(3, 5, "domains.vm01.nics", &["exactly one management net", "found 2: a, b"])],
+        &[(
+            3,
+            5,
+            "domains.vm01.nics",
+            &["exactly one management net", "found 2: a, b"],
+        )],
     );
 }
 
@@ -100,7 +147,12 @@ fn vm_on_several_management_nets() {
 fn duplicate_dev() {
     check(
         "duplicate_dev.yaml",
-        &[(6, 40, "domains.vm01.disks[1].dev", &["unique device", "`vda`", "domains.vm01.disks[0] (at 5:40)"])],
+        &[(
+            6,
+            40,
+            "domains.vm01.disks[1].dev",
+            &["unique device", "`vda`", "domains.vm01.disks[0] (at 5:40)"],
+        )],
     );
 }
 
@@ -108,7 +160,12 @@ fn duplicate_dev() {
 fn duplicate_disk_name() {
     check(
         "duplicate_disk_name.yaml",
-        &[(6, 29, "domains.vm01.disks[1].name", &["unique disk name", "`root`", "(at 5:29)"])],
+        &[(
+            6,
+            29,
+            "domains.vm01.disks[1].name",
+            &["unique disk name", "`root`", "(at 5:29)"],
+        )],
     );
 }
 
@@ -116,7 +173,15 @@ fn duplicate_disk_name() {
 fn static_ip_outside_its_net() {
     check(
         "ip_outside_net.yaml",
-        &[(5, 13, "domains.vm01.nics[0].ip", &["inside net `lago` (192.168.201.0/24, set by gw 192.168.201.1 at 9:9)", "found 192.168.202.5"])],
+        &[(
+            5,
+            13,
+            "domains.vm01.nics[0].ip",
+            &[
+                "inside net `lago` (192.168.201.0/24, set by gw 192.168.201.1 at 9:9)",
+                "found 192.168.202.5",
+            ],
+        )],
     );
 }
 
@@ -124,7 +189,12 @@ fn static_ip_outside_its_net() {
 fn static_ip_outside_the_pool() {
     check(
         "ip_outside_pool.yaml",
-        &[(5, 13, "domains.vm01.nics[0].ip", &["subnet pool 192.168.200.0-192.168.255.255", "found 10.0.0.5"])],
+        &[(
+            5,
+            13,
+            "domains.vm01.nics[0].ip",
+            &["subnet pool 192.168.200.0-192.168.255.255", "found 10.0.0.5"],
+        )],
     );
 }
 
@@ -132,7 +202,12 @@ fn static_ip_outside_the_pool() {
 fn static_ip_used_twice() {
     check(
         "ip_used_twice.yaml",
-        &[(10, 13, "domains.vm02.nics[0].ip", &["unique address", "192.168.210.5", "domains.vm01.nics[0] (at 5:13)"])],
+        &[(
+            10,
+            13,
+            "domains.vm02.nics[0].ip",
+            &["unique address", "192.168.210.5", "domains.vm01.nics[0] (at 5:13)"],
+        )],
     );
 }
 
@@ -149,43 +224,78 @@ fn dhcp_range_outside_2_to_254() {
 
 #[test]
 fn dhcp_start_after_end() {
-    check("dhcp_start_after_end.yaml", &[(8, 14, "nets.lago.dhcp", &["`start` <= `end`", "start 200 > end 100"])]);
+    check(
+        "dhcp_start_after_end.yaml",
+        &[(8, 14, "nets.lago.dhcp", &["`start` <= `end`", "start 200 > end 100"])],
+    );
 }
 
 #[test]
 fn memory_zero() {
-    check("memory_zero.yaml", &[(3, 13, "domains.vm01.memory", &["from 1 to", "found 0"])]);
+    check(
+        "memory_zero.yaml",
+        &[(3, 13, "domains.vm01.memory", &["from 1 to", "found 0"])],
+    );
 }
 
 #[test]
 fn vcpu_zero() {
-    check("vcpu_zero.yaml", &[(3, 11, "domains.vm01.vcpu", &["from 1 to 255", "found 0"])]);
+    check(
+        "vcpu_zero.yaml",
+        &[(3, 11, "domains.vm01.vcpu", &["from 1 to 255", "found 0"])],
+    );
 }
 
 #[test]
 fn template_disk_without_template_name() {
     check(
         "template_without_name.yaml",
-        &[(5, 13, "domains.vm01.disks[0].template_name", &["expected `template_name`", "found no `template_name` key"])],
+        &[(
+            5,
+            13,
+            "domains.vm01.disks[0].template_name",
+            &["expected `template_name`", "found no `template_name` key"],
+        )],
     );
 }
 
 #[test]
 fn file_disk_without_path() {
-    check("file_without_path.yaml", &[(5, 13, "domains.vm01.disks[0].path", &["expected `path`", "found no `path` key"])]);
+    check(
+        "file_without_path.yaml",
+        &[(
+            5,
+            13,
+            "domains.vm01.disks[0].path",
+            &["expected `path`", "found no `path` key"],
+        )],
+    );
 }
 
 #[test]
 fn size_on_a_disk_that_is_not_empty() {
     check(
         "size_on_template.yaml",
-        &[(9, 15, "domains.vm01.disks[0].size", &["only applies to `type: empty` disks", "`type: template`"])],
+        &[(
+            9,
+            15,
+            "domains.vm01.disks[0].size",
+            &["only applies to `type: empty` disks", "`type: template`"],
+        )],
     );
 }
 
 #[test]
 fn unparsable_size() {
-    check("bad_size.yaml", &[(8, 15, "domains.vm01.disks[0].size", &["expected a size like `10G`", "\"ten gigs\""])]);
+    check(
+        "bad_size.yaml",
+        &[(
+            8,
+            15,
+            "domains.vm01.disks[0].size",
+            &["expected a size like `10G`", "\"ten gigs\""],
+        )],
+    );
 }
 
 #[test]
@@ -197,7 +307,12 @@ fn no_nets() {
 fn unset_variable_in_a_path() {
     check(
         "unset_variable.yaml",
-        &[(8, 15, "domains.vm01.disks[0].path", &["`LAGO_TEST_UNSET_VARIABLE`", "is not set"])],
+        &[(
+            8,
+            15,
+            "domains.vm01.disks[0].path",
+            &["`LAGO_TEST_UNSET_VARIABLE`", "is not set"],
+        )],
     );
 }
 
@@ -256,7 +371,10 @@ fn empty_file() {
 fn missing_file() {
     let path = data("invalid/does-not-exist.yaml");
     let err = config::load(&path).unwrap_err();
-    assert!(matches!(&err, ConfigError::NotFound { path: p } if *p == path), "{err:?}");
+    assert!(
+        matches!(&err, ConfigError::NotFound { path: p } if *p == path),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("does-not-exist.yaml"), "{err}");
 }
 
@@ -270,7 +388,13 @@ fn the_seed_example_parses() {
     assert_eq!(vm.mgmt_net, "lago");
     assert_eq!(vm.disks[0].dev, "sda");
     assert_eq!(vm.disks[0].bus, DiskBus::Scsi);
-    assert_eq!(vm.disks[0].source, DiskSource::Template { name: "el7.3-base".into(), version: None });
+    assert_eq!(
+        vm.disks[0].source,
+        DiskSource::Template {
+            name: "el7.3-base".into(),
+            version: None
+        }
+    );
     let net = &spec.nets[0];
     assert_eq!(net.kind, NetKind::Nat);
     assert!(net.management);
@@ -301,14 +425,29 @@ fn every_key_with_defaults_filled_in() {
     assert_eq!(vm01.mgmt_net, "mgmt");
     assert_eq!(
         vm01.disks[0].source,
-        DiskSource::Template { name: "tiny".into(), version: Some("1".into()) }
+        DiskSource::Template {
+            name: "tiny".into(),
+            version: Some("1".into())
+        }
     );
     assert_eq!(vm01.disks[1].source, DiskSource::Empty { size_bytes: 1 << 30 });
     assert_eq!(vm01.disks[1].format, DiskFormat::Raw);
     assert_eq!(vm01.disks[2].bus, DiskBus::Ide);
     assert!(vm01.disks[2].is_cdrom());
-    assert_eq!(vm01.disks[2].source, DiskSource::File { path: dir.join("images/tools.iso"), make_a_copy: false });
-    assert_eq!(vm01.disks[3].source, DiskSource::File { path: dir.join("extra.qcow2"), make_a_copy: true });
+    assert_eq!(
+        vm01.disks[2].source,
+        DiskSource::File {
+            path: dir.join("images/tools.iso"),
+            make_a_copy: false
+        }
+    );
+    assert_eq!(
+        vm01.disks[3].source,
+        DiskSource::File {
+            path: dir.join("extra.qcow2"),
+            make_a_copy: true
+        }
+    );
     let vm02 = spec.vm("vm02").unwrap();
     assert_eq!(vm02.groups, ["web"]);
     assert!(!vm02.bootstrap);
@@ -316,7 +455,9 @@ fn every_key_with_defaults_filled_in() {
     assert_eq!(vm02.nics[0].ip, Some("192.168.230.10".parse().unwrap()));
     assert_eq!(
         vm02.disks[0].source,
-        DiskSource::TemplateFile { path: "/var/lib/images/debian.qcow2".into() }
+        DiskSource::TemplateFile {
+            path: "/var/lib/images/debian.qcow2".into()
+        }
     );
     let mgmt = spec.net("mgmt").unwrap();
     assert_eq!(mgmt.dns_domain.as_deref(), Some("test.example"));

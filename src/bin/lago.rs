@@ -96,7 +96,11 @@ fn validate(init_file: &std::path::Path, json: bool) -> Result<(), UsageError> {
 fn render_plan(spec: &EnvSpec, plan: &EnvPlan) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
-    let _ = writeln!(s, "{}: valid (subnets are a preview; `lago init` leases real ones)", spec.source.display());
+    let _ = writeln!(
+        s,
+        "{}: valid (subnets are a preview; `lago init` leases real ones)",
+        spec.source.display()
+    );
     let _ = writeln!(s, "\nnets:");
     for n in &plan.nets {
         let _ = write!(s, "  {:<12} {:<8}", n.name, n.kind);
@@ -152,7 +156,10 @@ fn render_plan(spec: &EnvSpec, plan: &EnvPlan) -> String {
                 },
                 DiskSource::TemplateFile { path } => format!("overlay on {}", path.display()),
                 DiskSource::Empty { size_bytes } => format!("empty {}", human_size(*size_bytes)),
-                DiskSource::File { path, make_a_copy: true } => format!("copy of {}", path.display()),
+                DiskSource::File {
+                    path,
+                    make_a_copy: true,
+                } => format!("copy of {}", path.display()),
                 DiskSource::File { .. } => "file, used in place".to_owned(),
             };
             let _ = writeln!(
@@ -171,9 +178,15 @@ fn render_plan(spec: &EnvSpec, plan: &EnvPlan) -> String {
 }
 
 fn human_size(bytes: u64) -> String {
-    const UNITS: [(&str, u64); 5] = [("E", 1 << 60), ("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)];
+    const UNITS: [(&str, u64); 5] = [
+        ("E", 1 << 60),
+        ("T", 1 << 40),
+        ("G", 1 << 30),
+        ("M", 1 << 20),
+        ("K", 1 << 10),
+    ];
     for (u, m) in UNITS {
-        if bytes >= m && bytes % m == 0 {
+        if bytes >= m && bytes.is_multiple_of(m) {
             return format!("{}{u}", bytes / m);
         }
     }

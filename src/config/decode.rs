@@ -8,7 +8,11 @@ use super::yaml::{Kind, Node};
 /// Key path helpers: `domains.vm01`, `nics[0]`.
 pub(crate) fn child(path: &str, key: &str) -> String {
     let needs_quotes = key.is_empty() || key.contains(['.', '[', ']', ' ', '"']);
-    let key = if needs_quotes { format!("{key:?}") } else { key.to_owned() };
+    let key = if needs_quotes {
+        format!("{key:?}")
+    } else {
+        key.to_owned()
+    };
     if path.is_empty() { key } else { format!("{path}.{key}") }
 }
 
@@ -70,7 +74,11 @@ impl Decoder {
     }
 
     fn expected(&mut self, node: &Node, path: &str, what: &str) {
-        self.report(Some(node.pos), path, format!("expected {what}, found {}", node.describe()));
+        self.report(
+            Some(node.pos),
+            path,
+            format!("expected {what}, found {}", node.describe()),
+        );
     }
 
     /// Reads a map whose keys must be among `keys`. Keys Lago knew but lago
@@ -119,7 +127,11 @@ impl Decoder {
             }
             let kpath = child(path, &text);
             if let Some((_, why)) = unsupported.iter().find(|(u, _)| *u == text) {
-                self.report(Some(k.pos), &kpath, format!("`{text}` is a Lago key that lago does not support: {why}"));
+                self.report(
+                    Some(k.pos),
+                    &kpath,
+                    format!("`{text}` is a Lago key that lago does not support: {why}"),
+                );
                 continue;
             }
             let allowed = keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
@@ -156,7 +168,11 @@ impl Decoder {
     pub fn string(&mut self, node: &Node, path: &str) -> Option<String> {
         match &node.kind {
             Kind::Str(s) if s.trim().is_empty() => {
-                self.report(Some(node.pos), path, "expected a non-empty string, found an empty string");
+                self.report(
+                    Some(node.pos),
+                    path,
+                    "expected a non-empty string, found an empty string",
+                );
                 None
             }
             Kind::Str(s) => Some(s.clone()),
@@ -204,7 +220,11 @@ impl Decoder {
             Kind::Str(s) => match s.parse::<Ipv4Addr>() {
                 Ok(ip) => Some(ip),
                 Err(_) => {
-                    self.report(Some(node.pos), path, format!("expected an IPv4 address like 192.168.200.10, found {s:?}"));
+                    self.report(
+                        Some(node.pos),
+                        path,
+                        format!("expected an IPv4 address like 192.168.200.10, found {s:?}"),
+                    );
                     None
                 }
             },
@@ -231,7 +251,15 @@ impl Decoder {
                 ok.then_some(out)
             }
             _ => {
-                self.expected(node, path, if single_ok { "a string or a list of strings" } else { "a list of strings" });
+                self.expected(
+                    node,
+                    path,
+                    if single_ok {
+                        "a string or a list of strings"
+                    } else {
+                        "a list of strings"
+                    },
+                );
                 None
             }
         }
@@ -245,7 +273,9 @@ pub(crate) fn to_json(node: &Node) -> serde_json::Value {
         Kind::Null => Value::Null,
         Kind::Bool(b) => Value::Bool(*b),
         Kind::Int(i) => Value::from(*i),
-        Kind::Float(x) => serde_json::Number::from_f64(*x).map(Value::Number).unwrap_or(Value::Null),
+        Kind::Float(x) => serde_json::Number::from_f64(*x)
+            .map(Value::Number)
+            .unwrap_or(Value::Null),
         Kind::Str(s) => Value::String(s.clone()),
         Kind::Seq(items) => Value::Array(items.iter().map(to_json).collect()),
         Kind::Map(entries) => Value::Object(

@@ -62,11 +62,17 @@ fn parse_with_env(text: &str, path: &Path, var: &dyn Fn(&str) -> Option<String>)
         yaml::Parsed::Syntax(pos, message) => Err(ConfigError::Syntax { path, pos, message }),
         yaml::Parsed::Doc(root, mut problems) => match validate::validate(&root, &path, var) {
             Ok(spec) if problems.is_empty() => Ok(spec),
-            Ok(_) => Err(ConfigError::Invalid(Problems { file: path, list: problems })),
+            Ok(_) => Err(ConfigError::Invalid(Problems {
+                file: path,
+                list: problems,
+            })),
             Err(more) => {
                 problems.extend(more);
                 problems.sort_by_key(|p| p.pos.map(|p| (p.line, p.col)).unwrap_or((usize::MAX, 0)));
-                Err(ConfigError::Invalid(Problems { file: path, list: problems }))
+                Err(ConfigError::Invalid(Problems {
+                    file: path,
+                    list: problems,
+                }))
             }
         },
     }

@@ -7,7 +7,9 @@
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let expected = || {
-        format!("expected a size like `10G`, `512M` or a number of bytes (suffixes B, K, M, G, T, P, E), found {text:?}")
+        format!(
+            "expected a size like `10G`, `512M` or a number of bytes (suffixes B, K, M, G, T, P, E), found {text:?}"
+        )
     };
     if t.is_empty() {
         return Err(expected());

@@ -19,10 +19,7 @@ pub const DEFAULT_BOOT_TIME_SEC: u64 = 300;
 /// Default DNS domain of a management network.
 pub const DEFAULT_DNS_DOMAIN: &str = "lago.local";
 /// Default DHCP range (last octets) of a NAT or isolated network.
-pub const DEFAULT_DHCP: DhcpRange = DhcpRange {
-    start: 100,
-    end: 254,
-};
+pub const DEFAULT_DHCP: DhcpRange = DhcpRange { start: 100, end: 254 };
 /// Default MTU.
 pub const DEFAULT_MTU: u32 = 1500;
 

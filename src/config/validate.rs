@@ -50,10 +50,22 @@ const VM_UNSUPPORTED: &[(&str, &str)] = &[
     ("vm-provider", "every VM runs under libvirt"),
     ("service_provider", "manage guest services over SSH"),
     ("service_class", "manage guest services over SSH"),
-    ("root-password", "guests are reached with the environment's SSH key; no password is set"),
-    ("ssh-password", "guests are reached with the environment's SSH key; no password is set"),
-    ("type", "OVA import is not supported; convert the disk and use a `file` or qcow2 template disk"),
-    ("based-on", "share settings with YAML anchors and merge keys (`<<: *common`) instead"),
+    (
+        "root-password",
+        "guests are reached with the environment's SSH key; no password is set",
+    ),
+    (
+        "ssh-password",
+        "guests are reached with the environment's SSH key; no password is set",
+    ),
+    (
+        "type",
+        "OVA import is not supported; convert the disk and use a `file` or qcow2 template disk",
+    ),
+    (
+        "based-on",
+        "share settings with YAML anchors and merge keys (`<<: *common`) instead",
+    ),
     ("skip-export", "export is not supported"),
 ];
 
@@ -74,7 +86,10 @@ const DISK_KEYS: &[&str] = &[
 ];
 const DISK_UNSUPPORTED: &[(&str, &str)] = &[
     ("url", "download the image yourself and point `path` at it"),
-    ("build", "customise the guest over SSH after start, or bake it into the template"),
+    (
+        "build",
+        "customise the guest over SSH after start, or bake it into the template",
+    ),
     ("metadata", "put metadata on the VM"),
     ("skip-export", "export is not supported"),
     ("comment", "use a YAML comment (`# ...`)"),
@@ -109,7 +124,8 @@ fn is_hostname_label(s: &str) -> bool {
 fn is_simple_name(s: &str, max: usize) -> bool {
     !s.is_empty()
         && s.len() <= max
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
         && s.as_bytes()[0].is_ascii_alphanumeric()
 }
 
@@ -136,7 +152,11 @@ pub(crate) fn validate(
     let mut nets: Vec<NetDraft> = Vec::new();
     if let Some(top) = &top {
         match top.get("nets") {
-            None => d.report(Some(root.pos), "nets", "expected a `nets` map with at least one network, found no `nets` key"),
+            None => d.report(
+                Some(root.pos),
+                "nets",
+                "expected a `nets` map with at least one network, found no `nets` key",
+            ),
             Some(node) => {
                 if let Some(entries) = d.named_entries(node, "nets", "a map of network names to networks") {
                     if entries.is_empty() {
@@ -156,7 +176,11 @@ pub(crate) fn validate(
     let mut vms = Vec::new();
     if let Some(top) = &top {
         match top.get("domains") {
-            None => d.report(Some(root.pos), "domains", "expected a `domains` map of VMs, found no `domains` key"),
+            None => d.report(
+                Some(root.pos),
+                "domains",
+                "expected a `domains` map of VMs, found no `domains` key",
+            ),
             Some(node) => {
                 if let Some(entries) = d.named_entries(node, "domains", "a map of VM names to VMs") {
                     for (k, v) in entries {
@@ -249,14 +273,20 @@ fn net(d: &mut Decoder, key: &Node, node: &Node) -> Option<NetDraft> {
         }
         _ => NetKind::Nat,
     };
-    if !is_bridge {
-        if let Some(n) = f.get("bridge") {
-            d.report(Some(n.pos), &child(&path, "bridge"), format!("`bridge` only applies to `type: bridge` nets, found `type: {kind_s}`"));
-        }
+    if !is_bridge && let Some(n) = f.get("bridge") {
+        d.report(
+            Some(n.pos),
+            &child(&path, "bridge"),
+            format!("`bridge` only applies to `type: bridge` nets, found `type: {kind_s}`"),
+        );
     }
     let bridge_forbids = |d: &mut Decoder, k: &str, why: &str| {
         if let (true, Some(n)) = (is_bridge, f.get(k)) {
-            d.report(Some(n.pos), &child(&path, k), format!("`{k}` does not apply to a bridge net: {why}"));
+            d.report(
+                Some(n.pos),
+                &child(&path, k),
+                format!("`{k}` does not apply to a bridge net: {why}"),
+            );
             true
         } else {
             false
@@ -283,27 +313,32 @@ fn net(d: &mut Decoder, key: &Node, node: &Node) -> Option<NetDraft> {
     }
 
     let mut dns_domain = None;
-    if !bridge_forbids(d, "dns_domain_name", unmanaged) {
-        if let Some(n) = f.get("dns_domain_name") {
-            let p = child(&path, "dns_domain_name");
-            if let Some(s) = d.string(n, &p) {
-                if s.split('.').all(is_hostname_label) && s.len() <= 253 {
-                    dns_domain = Some(s);
-                } else {
-                    d.report(Some(n.pos), &p, format!("expected a DNS domain like `lago.local`, found {s:?}"));
-                }
+    if !bridge_forbids(d, "dns_domain_name", unmanaged)
+        && let Some(n) = f.get("dns_domain_name")
+    {
+        let p = child(&path, "dns_domain_name");
+        if let Some(s) = d.string(n, &p) {
+            if s.split('.').all(is_hostname_label) && s.len() <= 253 {
+                dns_domain = Some(s);
+            } else {
+                d.report(
+                    Some(n.pos),
+                    &p,
+                    format!("expected a DNS domain like `lago.local`, found {s:?}"),
+                );
             }
         }
     }
 
     let mut gw = None;
     let mut pin = None;
-    if !bridge_forbids(d, "gw", unmanaged) {
-        if let Some(n) = f.get("gw") {
-            let p = child(&path, "gw");
-            if let Some(ip) = d.ipv4(n, &p) {
-                let host = ip.octets()[3];
-                match pool_octet(ip) {
+    if !bridge_forbids(d, "gw", unmanaged)
+        && let Some(n) = f.get("gw")
+    {
+        let p = child(&path, "gw");
+        if let Some(ip) = d.ipv4(n, &p) {
+            let host = ip.octets()[3];
+            match pool_octet(ip) {
                     Some(octet) if (1..=254).contains(&host) => {
                         gw = Some(ip);
                         pin = Some(Pin { octet, pos: n.pos, what: format!("gw {ip}") });
@@ -317,12 +352,14 @@ fn net(d: &mut Decoder, key: &Node, node: &Node) -> Option<NetDraft> {
                         ),
                     ),
                 }
-            }
         }
     }
 
     let mtu = match f.get("mtu") {
-        Some(n) => d.uint(n, &child(&path, "mtu"), 68, 65535).map(|v| v as u32).unwrap_or(DEFAULT_MTU),
+        Some(n) => d
+            .uint(n, &child(&path, "mtu"), 68, 65535)
+            .map(|v| v as u32)
+            .unwrap_or(DEFAULT_MTU),
         None => DEFAULT_MTU,
     };
 
@@ -347,7 +384,11 @@ fn dhcp(d: &mut Decoder, node: &Node, path: &str) -> Option<DhcpRange> {
     let octet = |d: &mut Decoder, k: &str| match f.get(k) {
         Some(n) => d.uint(n, &child(path, k), 2, 254).map(|v| v as u8),
         None => {
-            d.report(Some(node.pos), &child(path, k), format!("expected `{k}` (a last octet from 2 to 254), found no `{k}` key"));
+            d.report(
+                Some(node.pos),
+                &child(path, k),
+                format!("expected `{k}` (a last octet from 2 to 254), found no `{k}` key"),
+            );
             None
         }
     };
@@ -410,7 +451,13 @@ fn check_pins_distinct(d: &mut Decoder, nets: &[NetDraft]) {
     }
 }
 
-fn opt<T>(d: &mut Decoder, f: &Fields<'_>, key: &str, path: &str, read: impl FnOnce(&mut Decoder, &Node, &str) -> Option<T>) -> Option<T> {
+fn opt<T>(
+    d: &mut Decoder,
+    f: &Fields<'_>,
+    key: &str,
+    path: &str,
+    read: impl FnOnce(&mut Decoder, &Node, &str) -> Option<T>,
+) -> Option<T> {
     f.get(key).and_then(|n| read(d, n, &child(path, key)))
 }
 
@@ -433,14 +480,20 @@ fn domain(
     }
     let f = d.map(node, &path, "a map of VM settings", VM_KEYS, VM_UNSUPPORTED)?;
     let memory_mib = opt(d, &f, "memory", &path, |d, n, p| d.uint(n, p, 1, 4 << 20)).unwrap_or(DEFAULT_MEMORY_MIB);
-    let vcpu = opt(d, &f, "vcpu", &path, |d, n, p| d.uint(n, p, 1, 255)).map(|v| v as u32).unwrap_or(DEFAULT_VCPU);
+    let vcpu = opt(d, &f, "vcpu", &path, |d, n, p| d.uint(n, p, 1, 255))
+        .map(|v| v as u32)
+        .unwrap_or(DEFAULT_VCPU);
     let cpu_model = opt(d, &f, "cpu_model", &path, |d, n, p| d.string(n, p));
     let metadata = match f.get("metadata") {
         Some(n) => match to_json(n) {
             serde_json::Value::Object(m) => m,
             serde_json::Value::Null => serde_json::Map::new(),
             _ => {
-                d.report(Some(n.pos), &child(&path, "metadata"), format!("expected a map, found {}", n.describe()));
+                d.report(
+                    Some(n.pos),
+                    &child(&path, "metadata"),
+                    format!("expected a map, found {}", n.describe()),
+                );
                 serde_json::Map::new()
             }
         },
@@ -455,7 +508,11 @@ fn domain(
         };
         for (i, (a, item)) in list.iter().zip(items).enumerate() {
             if !a.starts_with('/') {
-                d.report(Some(item.pos), &index(p, i), format!("expected an absolute guest path, found {a:?}"));
+                d.report(
+                    Some(item.pos),
+                    &index(p, i),
+                    format!("expected an absolute guest path, found {a:?}"),
+                );
             }
         }
         Some(list)
@@ -465,17 +522,25 @@ fn domain(
     let ssh_user = opt(d, &f, "ssh-user", &path, |d, n, p| {
         let s = d.string(n, p)?;
         let ok = s.len() <= 32
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
             && !s.as_bytes()[0].is_ascii_digit()
             && s.as_bytes()[0] != b'-';
         if !ok {
-            d.report(Some(n.pos), p, format!("expected a user name like `root` or `tester` (lowercase letters, digits, `_`, `-`), found {s:?}"));
+            d.report(
+                Some(n.pos),
+                p,
+                format!(
+                    "expected a user name like `root` or `tester` (lowercase letters, digits, `_`, `-`), found {s:?}"
+                ),
+            );
             return None;
         }
         Some(s)
     })
     .unwrap_or_else(|| DEFAULT_SSH_USER.to_owned());
-    let boot_time_sec = opt(d, &f, "boot_time_sec", &path, |d, n, p| d.uint(n, p, 1, 86_400)).unwrap_or(DEFAULT_BOOT_TIME_SEC);
+    let boot_time_sec =
+        opt(d, &f, "boot_time_sec", &path, |d, n, p| d.uint(n, p, 1, 86_400)).unwrap_or(DEFAULT_BOOT_TIME_SEC);
     let distro = opt(d, &f, "distro", &path, |d, n, p| d.string(n, p));
 
     // NICs
@@ -485,20 +550,30 @@ fn domain(
     let nics_path = child(&path, "nics");
     match f.get("nics") {
         None => {
-            d.report(Some(node.pos), &nics_path, "expected `nics`, a list with at least one NIC, found no `nics` key");
+            d.report(
+                Some(node.pos),
+                &nics_path,
+                "expected `nics`, a list with at least one NIC, found no `nics` key",
+            );
             nics_ok = false;
         }
         Some(list_node) => match d.list(list_node, &nics_path, "a list of NICs") {
             None => nics_ok = false,
             Some([]) => {
-                d.report(Some(list_node.pos), &nics_path, "expected at least one NIC, found an empty list");
+                d.report(
+                    Some(list_node.pos),
+                    &nics_path,
+                    "expected at least one NIC, found an empty list",
+                );
                 nics_ok = false;
             }
             Some(items) => {
                 for (i, item) in items.iter().enumerate() {
                     match nic(d, item, &index(&nics_path, i), nets) {
                         Some(n) => {
-                            if nets.iter().any(|x| x.spec.name == n.net && x.spec.management) && !mgmt_nets.contains(&n.net) {
+                            if nets.iter().any(|x| x.spec.name == n.net && x.spec.management)
+                                && !mgmt_nets.contains(&n.net)
+                            {
                                 mgmt_nets.push(n.net.clone());
                             }
                             nics.push(n);
@@ -511,7 +586,11 @@ fn domain(
     }
     let mut mgmt_net = String::new();
     if nics_ok {
-        let all_mgmt: Vec<_> = nets.iter().filter(|n| n.spec.management).map(|n| format!("`{}`", n.spec.name)).collect();
+        let all_mgmt: Vec<_> = nets
+            .iter()
+            .filter(|n| n.spec.management)
+            .map(|n| format!("`{}`", n.spec.name))
+            .collect();
         let pos = f.key_pos("nics");
         match mgmt_nets.len() {
             0 => d.report_hint(
@@ -519,7 +598,11 @@ fn domain(
                 &nics_path,
                 format!(
                     "expected a NIC on a management net ({}), found none",
-                    if all_mgmt.is_empty() { "there is none".to_owned() } else { all_mgmt.join(", ") }
+                    if all_mgmt.is_empty() {
+                        "there is none".to_owned()
+                    } else {
+                        all_mgmt.join(", ")
+                    }
                 ),
                 "set `management: true` on one of this VM's nets",
             ),
@@ -527,7 +610,11 @@ fn domain(
             _ => d.report_hint(
                 pos,
                 &nics_path,
-                format!("expected NICs on exactly one management net, found {}: {}", mgmt_nets.len(), mgmt_nets.join(", ")),
+                format!(
+                    "expected NICs on exactly one management net, found {}: {}",
+                    mgmt_nets.len(),
+                    mgmt_nets.join(", ")
+                ),
                 "set `management: false` on all but one of them",
             ),
         }
@@ -537,11 +624,19 @@ fn domain(
     let mut disks = Vec::new();
     let disks_path = child(&path, "disks");
     match f.get("disks") {
-        None => d.report(Some(node.pos), &disks_path, "expected `disks`, a list whose first entry is the root disk, found no `disks` key"),
+        None => d.report(
+            Some(node.pos),
+            &disks_path,
+            "expected `disks`, a list whose first entry is the root disk, found no `disks` key",
+        ),
         Some(list_node) => {
             if let Some(items) = d.list(list_node, &disks_path, "a list of disks") {
                 if items.is_empty() {
-                    d.report(Some(list_node.pos), &disks_path, "expected at least one disk (the first is the root disk), found an empty list");
+                    d.report(
+                        Some(list_node.pos),
+                        &disks_path,
+                        "expected at least one disk (the first is the root disk), found an empty list",
+                    );
                 }
                 let mut names: HashMap<String, (String, Pos)> = HashMap::new();
                 let mut devs: HashMap<String, (String, Pos)> = HashMap::new();
@@ -574,10 +669,20 @@ fn domain(
 }
 
 fn nic(d: &mut Decoder, node: &Node, path: &str, nets: &mut [NetDraft]) -> Option<NicSpec> {
-    let f = d.map(node, path, "a map with `net` (and optionally `ip`)", NIC_KEYS, NIC_UNSUPPORTED)?;
+    let f = d.map(
+        node,
+        path,
+        "a map with `net` (and optionally `ip`)",
+        NIC_KEYS,
+        NIC_UNSUPPORTED,
+    )?;
     let net_path = child(path, "net");
     let Some(net_node) = f.get("net") else {
-        d.report(Some(node.pos), &net_path, "expected `net`, the name of a network, found no `net` key");
+        d.report(
+            Some(node.pos),
+            &net_path,
+            "expected `net`, the name of a network, found no `net` key",
+        );
         return None;
     };
     let net_name = d.string(net_node, &net_path)?;
@@ -610,7 +715,9 @@ fn static_ip(d: &mut Decoder, ip: Ipv4Addr, pos: Pos, ip_path: &str, nic_path: &
         d.report(
             Some(pos),
             ip_path,
-            format!("expected no `ip` on bridge net `{name}`: lago manages no addresses there; configure the guest instead"),
+            format!(
+                "expected no `ip` on bridge net `{name}`: lago manages no addresses there; configure the guest instead"
+            ),
         );
         return None;
     }
@@ -620,7 +727,9 @@ fn static_ip(d: &mut Decoder, ip: Ipv4Addr, pos: Pos, ip_path: &str, nic_path: &
         d.report(
             Some(pos),
             ip_path,
-            format!("expected an address in the subnet pool 192.168.{POOL_FIRST}.0-192.168.{POOL_LAST}.255, found {ip}"),
+            format!(
+                "expected an address in the subnet pool 192.168.{POOL_FIRST}.0-192.168.{POOL_LAST}.255, found {ip}"
+            ),
         );
         return None;
     };
@@ -667,7 +776,6 @@ fn static_ip(d: &mut Decoder, ip: Ipv4Addr, pos: Pos, ip_path: &str, nic_path: &
     Some(())
 }
 
-#[expect(clippy::too_many_arguments, reason = "one call site; the maps carry per-VM uniqueness state")]
 fn disk(
     d: &mut Decoder,
     node: &Node,
@@ -682,7 +790,11 @@ fn disk(
         match f.get(k) {
             Some(n) => d.string(n, &child(path, k)),
             None => {
-                d.report(Some(node.pos), &child(path, k), format!("expected `{k}` ({what}), found no `{k}` key"));
+                d.report(
+                    Some(node.pos),
+                    &child(path, k),
+                    format!("expected `{k}` ({what}), found no `{k}` key"),
+                );
                 None
             }
         }
@@ -690,7 +802,11 @@ fn disk(
     let kind = match f.get("type") {
         Some(n) => one_of(d, n, &child(path, "type"), DISK_TYPES),
         None => {
-            d.report(Some(node.pos), &child(path, "type"), "expected `type` (`template`, `empty` or `file`), found no `type` key");
+            d.report(
+                Some(node.pos),
+                &child(path, "type"),
+                "expected `type` (`template`, `empty` or `file`), found no `type` key",
+            );
             None
         }
     };
@@ -698,14 +814,26 @@ fn disk(
     if let (Some(n), Some(name)) = (f.get("name"), &name) {
         let p = child(path, "name");
         if !is_simple_name(name, 64) {
-            d.report(Some(n.pos), &p, format!("expected a disk name of letters, digits, `-`, `_` or `.`, found {name:?}"));
+            d.report(
+                Some(n.pos),
+                &p,
+                format!("expected a disk name of letters, digits, `-`, `_` or `.`, found {name:?}"),
+            );
         } else if let Some((other, pos)) = names.get(name) {
-            d.report(Some(n.pos), &p, format!("expected a unique disk name in this VM, found `{name}`, also used by {other} (at {pos})"));
+            d.report(
+                Some(n.pos),
+                &p,
+                format!("expected a unique disk name in this VM, found `{name}`, also used by {other} (at {pos})"),
+            );
         } else {
             names.insert(name.clone(), (path.to_owned(), n.pos));
         }
     }
-    let dev = required(d, "dev", "the guest device: `vdX` virtio-blk, `sdX` virtio-scsi or `hdX` IDE");
+    let dev = required(
+        d,
+        "dev",
+        "the guest device: `vdX` virtio-blk, `sdX` virtio-scsi or `hdX` IDE",
+    );
     let mut bus = None;
     if let (Some(n), Some(dev)) = (f.get("dev"), &dev) {
         let p = child(path, "dev");
@@ -716,13 +844,23 @@ fn disk(
             ("sd", true) => Some(DiskBus::Scsi),
             ("hd", true) => Some(DiskBus::Ide),
             _ => {
-                d.report(Some(n.pos), &p, format!("expected a device like `vda` (virtio-blk), `sda` (virtio-scsi) or `hdc` (IDE), found {dev:?}"));
+                d.report(
+                    Some(n.pos),
+                    &p,
+                    format!(
+                        "expected a device like `vda` (virtio-blk), `sda` (virtio-scsi) or `hdc` (IDE), found {dev:?}"
+                    ),
+                );
                 None
             }
         };
         if bus.is_some() {
             if let Some((other, pos)) = devs.get(dev) {
-                d.report(Some(n.pos), &p, format!("expected a unique device in this VM, found `{dev}`, also used by {other} (at {pos})"));
+                d.report(
+                    Some(n.pos),
+                    &p,
+                    format!("expected a unique device in this VM, found `{dev}`, also used by {other} (at {pos})"),
+                );
                 bus = None;
             } else {
                 devs.insert(dev.clone(), (path.to_owned(), n.pos));
@@ -757,7 +895,14 @@ fn disk(
         ("empty", _) => &["size"],
         _ => &["path", "make_a_copy"],
     };
-    for k in ["size", "template_name", "template_version", "template_type", "path", "make_a_copy"] {
+    for k in [
+        "size",
+        "template_name",
+        "template_version",
+        "template_type",
+        "path",
+        "make_a_copy",
+    ] {
         if let (false, Some(n)) = (allowed.contains(&k), f.get(k)) {
             let applies = match k {
                 "size" => "`type: empty` disks",
@@ -766,12 +911,20 @@ fn disk(
                 "path" => "`type: file` disks and `template_type: qcow2` templates",
                 _ => "`type: file` disks",
             };
-            d.report(Some(n.pos), &child(path, k), format!("`{k}` only applies to {applies}, found it on a `type: {kind}` disk"));
+            d.report(
+                Some(n.pos),
+                &child(path, k),
+                format!("`{k}` only applies to {applies}, found it on a `type: {kind}` disk"),
+            );
         }
     }
     let path_of = |d: &mut Decoder, what: &str| -> Option<std::path::PathBuf> {
         let Some(n) = f.get("path") else {
-            d.report(Some(node.pos), &child(path, "path"), format!("expected `path` ({what}), found no `path` key"));
+            d.report(
+                Some(node.pos),
+                &child(path, "path"),
+                format!("expected `path` ({what}), found no `path` key"),
+            );
             return None;
         };
         let p = child(path, "path");
@@ -787,10 +940,17 @@ fn disk(
 
     let source = match kind.as_str() {
         "template" => {
-            if let (Some(fmt), Some(n)) = (format, f.get("format")) {
-                if fmt != DiskFormat::Qcow2 {
-                    d.report(Some(n.pos), &child(path, "format"), format!("expected `qcow2` for a template disk (it is a qcow2 overlay), found `{}`", fmt.as_str()));
-                }
+            if let (Some(fmt), Some(n)) = (format, f.get("format"))
+                && fmt != DiskFormat::Qcow2
+            {
+                d.report(
+                    Some(n.pos),
+                    &child(path, "format"),
+                    format!(
+                        "expected `qcow2` for a template disk (it is a qcow2 overlay), found `{}`",
+                        fmt.as_str()
+                    ),
+                );
             }
             match template_type?.as_str() {
                 "qcow2" => DiskSource::TemplateFile {
@@ -817,17 +977,28 @@ fn disk(
         }
         "empty" => {
             if format == Some(DiskFormat::Iso) {
-                d.report(f.get("format").map(|n| n.pos), &child(path, "format"), "expected `qcow2` or `raw` for an empty disk, found `iso`");
+                d.report(
+                    f.get("format").map(|n| n.pos),
+                    &child(path, "format"),
+                    "expected `qcow2` or `raw` for an empty disk, found `iso`",
+                );
             }
             let Some(n) = f.get("size") else {
-                d.report(Some(node.pos), &child(path, "size"), "expected `size` (e.g. `10G`) on a `type: empty` disk, found no `size` key");
+                d.report(
+                    Some(node.pos),
+                    &child(path, "size"),
+                    "expected `size` (e.g. `10G`) on a `type: empty` disk, found no `size` key",
+                );
                 return None;
             };
             let p = child(path, "size");
             let parsed = match &n.kind {
                 Kind::Int(i) if *i > 0 => Ok(*i as u64),
                 Kind::Str(s) => parse_size(s),
-                _ => Err(format!("expected a size like `10G`, `512M` or a number of bytes, found {}", n.describe())),
+                _ => Err(format!(
+                    "expected a size like `10G`, `512M` or a number of bytes, found {}",
+                    n.describe()
+                )),
             };
             match parsed {
                 Ok(size_bytes) => DiskSource::Empty { size_bytes },

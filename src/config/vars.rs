@@ -6,11 +6,7 @@ use std::path::{Path, PathBuf};
 /// then anchors a relative result at `base_dir` (the init file's folder).
 /// `LAGO_INITFILE_PATH` always names `base_dir`, as in Lago.
 /// An unset variable is an error naming it.
-pub(crate) fn expand_path(
-    raw: &str,
-    base_dir: &Path,
-    var: &dyn Fn(&str) -> Option<String>,
-) -> Result<PathBuf, String> {
+pub(crate) fn expand_path(raw: &str, base_dir: &Path, var: &dyn Fn(&str) -> Option<String>) -> Result<PathBuf, String> {
     if raw.trim().is_empty() {
         return Err("expected a path, found an empty string".into());
     }
@@ -40,7 +36,9 @@ pub(crate) fn expand_path(
                 };
                 let name = &rest[..end];
                 if !is_var_name(name) {
-                    return Err(format!("expected a variable name inside `${{}}` in {raw:?}, found {name:?}"));
+                    return Err(format!(
+                        "expected a variable name inside `${{}}` in {raw:?}, found {name:?}"
+                    ));
                 }
                 out.push_str(&lookup(name)?);
                 for _ in 0..=end {

@@ -1,0 +1,134 @@
+//! The `lago` binary: `validate` prints a stable plan; bad input exits 2 with
+//! the problems on stderr, no panic, and nothing written anywhere.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn lago(args: &[&str], cwd: &Path, state: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lago"))
+        .args(args)
+        .current_dir(cwd)
+        .env("RUST_BACKTRACE", "1")
+        .env("LAGO_LEASE_DIR", state.join("leases"))
+        .env("XDG_STATE_HOME", state)
+        .output()
+        .expect("lago runs")
+}
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/LagoInitFile")
+}
+
+fn listing(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(listing(&p));
+        }
+        out.push(p);
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn validate_prints_the_seed_example_plan_the_same_every_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = example();
+    let args = ["validate", path.to_str().unwrap()];
+    let first = lago(&args, tmp.path(), tmp.path());
+    let second = lago(&args, tmp.path(), tmp.path());
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let text = String::from_utf8(first.stdout.clone()).unwrap();
+    assert_eq!(first.stdout, second.stdout);
+    assert!(text.contains("vm01"), "{text}");
+    assert!(text.contains("net lago"), "{text}");
+    assert!(text.contains("192.168.200.2   54:52:c0:a8:c8:02"), "{text}");
+    assert!(text.contains("192.168.200.0/24  gateway 192.168.200.1"), "{text}");
+    assert!(text.contains("vm01.lago.local"), "{text}");
+    assert!(text.contains("sda    disk root      virtio-scsi"), "{text}");
+    // No lease, no workdir: validate writes nothing.
+    assert!(listing(tmp.path()).is_empty(), "{:?}", listing(tmp.path()));
+}
+
+#[test]
+fn validate_json_has_vms_nics_and_nets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = example();
+    let out = lago(&["validate", "--json", path.to_str().unwrap()], tmp.path(), tmp.path());
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nic = &v["vms"][0]["nics"][0];
+    assert_eq!(v["vms"][0]["name"], "vm01");
+    assert_eq!(nic["net"], "lago");
+    let ip: std::net::Ipv4Addr = nic["ip"].as_str().unwrap().parse().unwrap();
+    let net = &v["nets"][0];
+    assert_eq!(net["name"], "lago");
+    let gw: std::net::Ipv4Addr = net["gateway"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        ip.octets()[..3],
+        gw.octets()[..3],
+        "the VM's address is in its net's subnet"
+    );
+    let o = ip.octets();
+    assert_eq!(
+        nic["mac"],
+        format!("54:52:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
+    );
+    let again = lago(&["validate", "--json", path.to_str().unwrap()], tmp.path(), tmp.path());
+    assert_eq!(out.stdout, again.stdout);
+}
+
+#[test]
+fn validate_defaults_to_lago_init_file_in_the_current_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    fs::create_dir(&work).unwrap();
+    fs::copy(example(), work.join("LagoInitFile")).unwrap();
+    let out = lago(&["validate"], &work, &tmp.path().join("state"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("vm01"));
+}
+
+#[test]
+fn invalid_input_exits_2_with_every_problem_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    fs::create_dir(&work).unwrap();
+    let bad = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/invalid/many_problems.yaml");
+    fs::copy(&bad, work.join("env.yaml")).unwrap();
+    let before = listing(tmp.path());
+    let out = lago(&["validate", "env.yaml"], &work, &tmp.path().join("state"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.starts_with("error: 10 problems in "), "{err}");
+    assert!(
+        err.contains("env.yaml:3:13: domains.vm01.memory: expected an integer"),
+        "{err}"
+    );
+    assert!(err.contains("env.yaml:17:11: nets.lago.type:"), "{err}");
+    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+    assert_eq!(listing(tmp.path()), before);
+}
+
+#[test]
+fn missing_empty_and_broken_files_exit_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/invalid");
+    for (file, expected) in [
+        ("nope.yaml", "not found"),
+        ("empty.yaml", "is empty"),
+        ("syntax_error.yaml", "syntax_error.yaml:4:5: YAML syntax error"),
+    ] {
+        let path = data.join(file);
+        let out = lago(&["validate", path.to_str().unwrap()], tmp.path(), tmp.path());
+        assert_eq!(out.status.code(), Some(2), "{file}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains(expected), "{file}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    assert!(listing(tmp.path()).is_empty());
+}

@@ -1,0 +1,203 @@
+//! The host-wide subnet lease store, within one process and across real processes.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use lago::lease::{LeaseError, LeaseOwner, LeaseStore, OWNER_ID_FILE};
+use lago::plan::{EnvId, Subnet, SubnetRequest};
+
+fn owner(dir: &Path, id: &str) -> LeaseOwner {
+    fs::create_dir_all(dir).unwrap();
+    fs::write(dir.join(OWNER_ID_FILE), id).unwrap();
+    LeaseOwner {
+        workdir: dir.to_path_buf(),
+        env_id: EnvId::new(id).unwrap(),
+    }
+}
+
+fn any(nets: &[&str]) -> Vec<SubnetRequest> {
+    nets.iter()
+        .map(|n| SubnetRequest {
+            net: n.to_string(),
+            pinned: None,
+        })
+        .collect()
+}
+
+#[test]
+fn owners_get_distinct_subnets_and_release_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = LeaseStore::new(tmp.path().join("leases"));
+    let a = owner(&tmp.path().join("a"), "aaaa");
+    let b = owner(&tmp.path().join("b"), "bbbb");
+    let got_a = store.acquire(&a, &any(&["x", "y"])).unwrap();
+    let got_b = store.acquire(&b, &any(&["x"])).unwrap();
+    assert_eq!(got_a["x"], Subnet::new(200).unwrap());
+    assert_eq!(got_a["y"], Subnet::new(201).unwrap());
+    assert_eq!(got_b["x"], Subnet::new(202).unwrap());
+    assert_eq!(store.list().unwrap().len(), 3);
+    assert!(tmp.path().join("leases/200.lease").is_file());
+
+    let freed = store.release(&a).unwrap();
+    assert_eq!(freed, [Subnet::new(200).unwrap(), Subnet::new(201).unwrap()]);
+    assert_eq!(store.list().unwrap().len(), 1);
+    // Released subnets are handed out again, lowest first.
+    let c = owner(&tmp.path().join("c"), "cccc");
+    assert_eq!(store.acquire(&c, &any(&["x"])).unwrap()["x"], Subnet::new(200).unwrap());
+    // Releasing twice is fine.
+    assert!(store.release(&a).unwrap().is_empty());
+}
+
+#[test]
+fn an_owner_asking_again_keeps_its_subnets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = LeaseStore::new(tmp.path().join("leases"));
+    let a = owner(&tmp.path().join("a"), "aaaa");
+    let first = store.acquire(&a, &any(&["x"])).unwrap();
+    let again = store.acquire(&a, &any(&["x"])).unwrap();
+    assert_eq!(first, again);
+    assert_eq!(store.list().unwrap().len(), 1);
+}
+
+#[test]
+fn pinned_subnets_are_given_or_refused_with_the_holder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = LeaseStore::new(tmp.path().join("leases"));
+    let a = owner(&tmp.path().join("a"), "aaaa");
+    let b = owner(&tmp.path().join("b"), "bbbb");
+    let pinned = vec![
+        SubnetRequest {
+            net: "p".into(),
+            pinned: Subnet::new(230),
+        },
+        SubnetRequest {
+            net: "q".into(),
+            pinned: None,
+        },
+    ];
+    let got = store.acquire(&a, &pinned).unwrap();
+    assert_eq!(got["p"], Subnet::new(230).unwrap());
+    assert_eq!(got["q"], Subnet::new(200).unwrap());
+    match store.acquire(&b, &pinned) {
+        Err(LeaseError::Taken { subnet, net, owner }) => {
+            assert_eq!(subnet, Subnet::new(230).unwrap());
+            assert_eq!(net, "p");
+            assert_eq!(owner, a.workdir);
+        }
+        other => panic!("expected Taken, got {other:?}"),
+    }
+    // All or nothing: b's unpinned request took nothing.
+    assert_eq!(store.list().unwrap().len(), 2);
+}
+
+#[test]
+fn stale_leases_are_reclaimed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = LeaseStore::new(tmp.path().join("leases"));
+    let gone = owner(&tmp.path().join("gone"), "dead");
+    let reused = owner(&tmp.path().join("reused"), "old1");
+    store.acquire(&gone, &any(&["x"])).unwrap();
+    store.acquire(&reused, &any(&["x"])).unwrap();
+    fs::remove_dir_all(&gone.workdir).unwrap();
+    fs::write(reused.workdir.join(OWNER_ID_FILE), "new2").unwrap();
+    fs::write(tmp.path().join("leases/250.lease"), "{ not json").unwrap();
+    let fresh = owner(&tmp.path().join("fresh"), "f00d");
+    let got = store.acquire(&fresh, &any(&["x", "y"])).unwrap();
+    assert_eq!(got["x"], Subnet::new(200).unwrap());
+    assert_eq!(got["y"], Subnet::new(201).unwrap());
+    let leases = store.list().unwrap();
+    assert_eq!(leases.len(), 2);
+    assert!(leases.iter().all(|l| l.env_id.as_str() == "f00d"));
+}
+
+#[test]
+fn the_pool_runs_out_with_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = LeaseStore::new(tmp.path().join("leases"));
+    let a = owner(&tmp.path().join("a"), "aaaa");
+    let names: Vec<String> = (0..56).map(|i| format!("n{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    assert_eq!(store.acquire(&a, &any(&refs)).unwrap().len(), 56);
+    let b = owner(&tmp.path().join("b"), "bbbb");
+    let err = store.acquire(&b, &any(&["x"])).unwrap_err();
+    assert!(
+        matches!(err, LeaseError::Exhausted { needed: 1, free: 0, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("no free subnet"), "{err}");
+}
+
+#[test]
+fn a_held_lock_times_out_instead_of_hanging() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("leases");
+    fs::create_dir_all(&dir).unwrap();
+    let held = fs::File::create(dir.join("subnet-lease.lock")).unwrap();
+    held.lock().unwrap();
+    let store = LeaseStore::new(&dir).with_lock_timeout(Duration::from_millis(200));
+    let a = owner(&tmp.path().join("a"), "aaaa");
+    let err = store.acquire(&a, &any(&["x"])).unwrap_err();
+    assert!(matches!(err, LeaseError::LockTimeout { .. }), "{err:?}");
+    held.unlock().unwrap();
+    assert!(store.acquire(&a, &any(&["x"])).is_ok());
+}
+
+const CHILD_DIR: &str = "LAGO_TEST_LEASE_DIR";
+const CHILD_OWNER: &str = "LAGO_TEST_LEASE_OWNER";
+
+/// Run by `concurrent_processes_never_share_a_subnet` in child processes.
+#[test]
+#[ignore = "child process of concurrent_processes_never_share_a_subnet"]
+fn lease_child() {
+    let (Ok(dir), Ok(workdir)) = (std::env::var(CHILD_DIR), std::env::var(CHILD_OWNER)) else {
+        return;
+    };
+    let id = Path::new(&workdir).file_name().unwrap().to_str().unwrap().to_owned();
+    let me = owner(Path::new(&workdir), &id);
+    let store = LeaseStore::new(dir).with_lock_timeout(Duration::from_secs(30));
+    let got = store.acquire(&me, &any(&["a", "b", "c"])).unwrap();
+    let list: Vec<String> = got.values().map(|s| s.third_octet().to_string()).collect();
+    println!("SUBNETS {}", list.join(","));
+}
+
+#[test]
+fn concurrent_processes_never_share_a_subnet() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("leases");
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..8)
+        .map(|i| {
+            Command::new(&exe)
+                .args(["--exact", "lease_child", "--ignored", "--nocapture", "--test-threads=1"])
+                .env(CHILD_DIR, &dir)
+                .env(CHILD_OWNER, tmp.path().join(format!("owner{i}")))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut all = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "child failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = stdout
+            .lines()
+            .find_map(|l| l.split("SUBNETS ").nth(1))
+            .expect("child printed its subnets");
+        all.extend(line.split(',').map(|s| s.parse::<u8>().unwrap()));
+    }
+    assert_eq!(all.len(), 24);
+    let distinct: BTreeSet<u8> = all.iter().copied().collect();
+    assert_eq!(distinct.len(), 24, "a subnet was handed out twice: {all:?}");
+    assert_eq!(distinct, (200..224).collect());
+    assert_eq!(LeaseStore::new(&dir).list().unwrap().len(), 24);
+}
