@@ -12,13 +12,14 @@
 //! `$XDG_STATE_HOME/lago/subnets` (default `~/.local/state/lago/subnets`).
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::lock::{LockFailure, lock_exclusive};
 use crate::plan::{EnvId, Subnet, SubnetRequest};
 
 /// File, in an owner's workdir, that holds its env id. A lease is live while
@@ -207,31 +208,10 @@ impl LeaseStore {
             source,
         })?;
         let path = self.dir.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|source| LeaseError::Lock {
-                path: path.clone(),
-                source,
-            })?;
-        let start = Instant::now();
-        loop {
-            match file.try_lock() {
-                Ok(()) => return Ok(file),
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    if start.elapsed() >= self.lock_timeout {
-                        return Err(LeaseError::LockTimeout {
-                            path,
-                            waited: start.elapsed(),
-                        });
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err(std::fs::TryLockError::Error(source)) => return Err(LeaseError::Lock { path, source }),
-            }
-        }
+        lock_exclusive(&path, self.lock_timeout).map_err(|e| match e {
+            LockFailure::Io(source) => LeaseError::Lock { path, source },
+            LockFailure::Timeout(waited) => LeaseError::LockTimeout { path, waited },
+        })
     }
 
     /// Every lease file, parsed (malformed ones are reported in the log and skipped).

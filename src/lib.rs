@@ -17,10 +17,29 @@
 //!
 //! See the README for the init-file schema and the CLI.
 
+pub mod backend;
+mod cmd;
 pub mod config;
+pub mod env;
+mod error;
+pub mod image;
+pub mod keys;
 pub mod lease;
+mod lock;
+mod logging;
 pub mod plan;
+pub mod sdk;
+pub mod seed;
+pub mod ssh;
+pub mod store;
+pub mod vm;
+
+pub use cmd::{CommandError, CommandFailure};
 
 pub use config::{ConfigError, EnvSpec};
+pub use env::{Env, InitOptions};
+pub use error::{Error, Result};
 pub use lease::{LeaseError, LeaseStore};
 pub use plan::{EnvId, EnvPlan, PlanError, Subnet};
+pub use ssh::CommandStatus;
+pub use vm::Vm;

@@ -1,0 +1,451 @@
+//! The libvirt backend: the only user of the `virt` crate.
+//!
+//! Domains and networks are transient (created from XML, gone when
+//! destroyed): the plan in the workdir is the source of truth and `start`
+//! re-creates them from it. Every object's name starts with `lago-<env id>-`
+//! and every domain carries the env id and workdir in its `<metadata>`.
+//!
+//! The connection URI is, in order: the option, `LIBVIRT_DEFAULT_URI`,
+//! `qemu:///system`.
+
+pub mod xml;
+
+use std::path::Path;
+
+use virt::connect::Connect;
+use virt::domain::{Domain, DomainState};
+use virt::error::ErrorNumber;
+
+pub use xml::{Accel, Boot, DomainParams};
+
+/// A libvirt call that failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The daemon could not be reached.
+    #[error("cannot connect to libvirt at {uri} (is libvirtd running? inside the test namespace: scripts/netns-run)")]
+    Connect {
+        /// The URI.
+        uri: String,
+        /// libvirt's error.
+        #[source]
+        source: virt::error::Error,
+    },
+    /// A network could not be created.
+    #[error("cannot start network {name}")]
+    StartNetwork {
+        /// libvirt name.
+        name: String,
+        /// libvirt's error.
+        #[source]
+        source: virt::error::Error,
+    },
+    /// A network could not be destroyed.
+    #[error("cannot stop network {name}")]
+    StopNetwork {
+        /// libvirt name.
+        name: String,
+        /// libvirt's error.
+        #[source]
+        source: virt::error::Error,
+    },
+    /// A domain could not be created.
+    #[error("cannot start VM {name}")]
+    StartDomain {
+        /// libvirt name.
+        name: String,
+        /// libvirt's error.
+        #[source]
+        source: virt::error::Error,
+    },
+    /// A domain could not be destroyed.
+    #[error("cannot stop VM {name}")]
+    StopDomain {
+        /// libvirt name.
+        name: String,
+        /// libvirt's error.
+        #[source]
+        source: virt::error::Error,
+    },
+    /// The ACPI shutdown request failed.
+    #[error("cannot ask VM {name} to shut down")]
+    Shutdown {
+        /// libvirt name.
+        name: String,
+        /// libvirt's error.
+        #[source]
+        source: virt::error::Error,
+    },
+    /// A domain's state could not be read.
+    #[error("cannot read the state of VM {name}")]
+    State {
+        /// libvirt name.
+        name: String,
+        /// libvirt's error.
+        #[source]
+        source: virt::error::Error,
+    },
+    /// Listing objects failed.
+    #[error("cannot list libvirt {what}")]
+    List {
+        /// Domains or networks.
+        what: &'static str,
+        /// libvirt's error.
+        #[source]
+        source: virt::error::Error,
+    },
+    /// KVM was asked for but cannot be used.
+    #[error("accelerator kvm asked for, but {reason}")]
+    KvmUnusable {
+        /// Why not.
+        reason: String,
+    },
+    /// An unknown accelerator name.
+    #[error("unknown accelerator {value:?} in {source_name}: expected auto, kvm or tcg")]
+    BadAccel {
+        /// The value.
+        value: String,
+        /// Where it came from.
+        source_name: &'static str,
+    },
+}
+
+/// A VM's state, as libvirt reports it (`down`: no such domain).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VmState {
+    /// Running.
+    Running,
+    /// Paused.
+    Paused,
+    /// Shutting down.
+    ShuttingDown,
+    /// Shut off / crashed / not defined: not running.
+    Down,
+    /// Anything else.
+    Other,
+}
+
+impl std::fmt::Display for VmState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VmState::Running => "running",
+            VmState::Paused => "paused",
+            VmState::ShuttingDown => "shutting down",
+            VmState::Down => "down",
+            VmState::Other => "unknown",
+        })
+    }
+}
+
+/// The accelerator asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccelChoice {
+    /// KVM where usable, else TCG.
+    #[default]
+    Auto,
+    /// KVM or an error.
+    Kvm,
+    /// TCG.
+    Tcg,
+}
+
+impl std::str::FromStr for AccelChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(AccelChoice::Auto),
+            "kvm" => Ok(AccelChoice::Kvm),
+            "tcg" => Ok(AccelChoice::Tcg),
+            other => Err(format!("expected auto, kvm or tcg, found {other:?}")),
+        }
+    }
+}
+
+/// Why KVM cannot be used here, or `None` if it can.
+pub fn kvm_unusable_reason(dev_kvm: &Path, pvm_module: &Path) -> Option<String> {
+    use std::fs::OpenOptions;
+    if !dev_kvm.exists() {
+        return Some(format!("{} does not exist", dev_kvm.display()));
+    }
+    if let Err(e) = OpenOptions::new().read(true).write(true).open(dev_kvm) {
+        return Some(format!("{} cannot be opened ({e})", dev_kvm.display()));
+    }
+    if pvm_module.exists() {
+        return Some(format!(
+            "this KVM is PVM-flavoured nested virtualization ({} is present), which cannot run stock guests",
+            pvm_module.display()
+        ));
+    }
+    None
+}
+
+/// Picks the accelerator: `choice`, overridden by `LAGO_ACCEL` when `choice` is auto.
+/// Logs which one and why.
+pub fn choose_accel(choice: AccelChoice) -> Result<Accel, BackendError> {
+    let choice = match (choice, std::env::var("LAGO_ACCEL")) {
+        (AccelChoice::Auto, Ok(v)) if !v.is_empty() => v.parse().map_err(|_| BackendError::BadAccel {
+            value: v,
+            source_name: "LAGO_ACCEL",
+        })?,
+        (c, _) => c,
+    };
+    let reason = kvm_unusable_reason(Path::new("/dev/kvm"), Path::new("/sys/module/kvm_pvm"));
+    match (choice, reason) {
+        (AccelChoice::Tcg, _) => {
+            tracing::info!("accelerator: tcg (asked for)");
+            Ok(Accel::Tcg)
+        }
+        (AccelChoice::Kvm, None) => {
+            tracing::info!("accelerator: kvm (asked for)");
+            Ok(Accel::Kvm)
+        }
+        (AccelChoice::Kvm, Some(reason)) => Err(BackendError::KvmUnusable { reason }),
+        (AccelChoice::Auto, None) => {
+            tracing::info!("accelerator: kvm (auto: /dev/kvm is usable)");
+            Ok(Accel::Kvm)
+        }
+        (AccelChoice::Auto, Some(reason)) => {
+            tracing::info!(%reason, "accelerator: tcg (auto: KVM not usable)");
+            Ok(Accel::Tcg)
+        }
+    }
+}
+
+/// A connection to libvirt.
+pub struct Backend {
+    conn: Connect,
+    uri: String,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend")
+            .field("uri", &self.uri)
+            .finish_non_exhaustive()
+    }
+}
+
+fn not_found(e: &virt::error::Error) -> bool {
+    matches!(
+        Result::<ErrorNumber, _>::from(e.code()),
+        Ok(ErrorNumber::NoDomain) | Ok(ErrorNumber::NoNetwork)
+    )
+}
+
+impl Backend {
+    /// The URI that will be used: `uri`, else `LIBVIRT_DEFAULT_URI`, else `qemu:///system`.
+    pub fn resolve_uri(uri: Option<&str>) -> String {
+        uri.map(str::to_owned)
+            .or_else(|| std::env::var("LIBVIRT_DEFAULT_URI").ok().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| "qemu:///system".to_owned())
+    }
+
+    /// Connects (see [`Backend::resolve_uri`]).
+    pub fn connect(uri: Option<&str>) -> Result<Self, BackendError> {
+        let uri = Self::resolve_uri(uri);
+        virt::error::clear_error_callback();
+        let conn = Connect::open(Some(&uri)).map_err(|source| BackendError::Connect {
+            uri: uri.clone(),
+            source,
+        })?;
+        Ok(Backend { conn, uri })
+    }
+
+    /// The URI connected to.
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// Creates and starts a transient network.
+    pub fn start_network(&self, name: &str, xml: &str) -> Result<(), BackendError> {
+        if let Ok(n) = self.conn.lookup_network_by_name(name)
+            && n.is_active().unwrap_or(false)
+        {
+            return Ok(());
+        }
+        self.conn
+            .create_network_xml(xml)
+            .map(|_| ())
+            .map_err(|source| BackendError::StartNetwork {
+                name: name.to_owned(),
+                source,
+            })
+    }
+
+    /// Destroys a network; `false` if it did not exist.
+    pub fn stop_network(&self, name: &str) -> Result<bool, BackendError> {
+        let n = match self.conn.lookup_network_by_name(name) {
+            Ok(n) => n,
+            Err(e) if not_found(&e) => return Ok(false),
+            Err(source) => {
+                return Err(BackendError::StopNetwork {
+                    name: name.to_owned(),
+                    source,
+                });
+            }
+        };
+        match n.destroy() {
+            Ok(()) => Ok(true),
+            Err(e) if not_found(&e) => Ok(false),
+            Err(source) => Err(BackendError::StopNetwork {
+                name: name.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// Whether a network exists and is active.
+    pub fn network_active(&self, name: &str) -> bool {
+        self.conn
+            .lookup_network_by_name(name)
+            .and_then(|n| n.is_active())
+            .unwrap_or(false)
+    }
+
+    /// Creates and starts a transient domain.
+    pub fn start_domain(&self, name: &str, xml: &str) -> Result<(), BackendError> {
+        self.conn
+            .create_domain_xml(xml, 0)
+            .map(|_| ())
+            .map_err(|source| BackendError::StartDomain {
+                name: name.to_owned(),
+                source,
+            })
+    }
+
+    fn lookup(&self, name: &str) -> Result<Option<Domain>, virt::error::Error> {
+        match self.conn.lookup_domain_by_name(name) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Powers a domain off at once (it disappears, being transient); `false` if it was not there.
+    pub fn stop_domain(&self, name: &str) -> Result<bool, BackendError> {
+        let err = |source| BackendError::StopDomain {
+            name: name.to_owned(),
+            source,
+        };
+        let Some(d) = self.lookup(name).map_err(err)? else {
+            return Ok(false);
+        };
+        match d.destroy() {
+            Ok(()) => Ok(true),
+            Err(e) if not_found(&e) => Ok(false),
+            Err(e) => {
+                // It may have gone away on its own meanwhile.
+                if self.lookup(name).ok().flatten().is_none() {
+                    Ok(false)
+                } else {
+                    Err(err(e))
+                }
+            }
+        }
+    }
+
+    /// Presses the ACPI power button.
+    pub fn shutdown_domain(&self, name: &str) -> Result<(), BackendError> {
+        let err = |source| BackendError::Shutdown {
+            name: name.to_owned(),
+            source,
+        };
+        match self.lookup(name).map_err(err)? {
+            Some(d) => d
+                .shutdown_flags(virt::sys::VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+                .map_err(err),
+            None => Ok(()),
+        }
+    }
+
+    /// A domain's state (`Down` if it does not exist).
+    pub fn domain_state(&self, name: &str) -> Result<VmState, BackendError> {
+        let err = |source| BackendError::State {
+            name: name.to_owned(),
+            source,
+        };
+        let Some(d) = self.lookup(name).map_err(err)? else {
+            return Ok(VmState::Down);
+        };
+        match d.state() {
+            Ok((state, _)) => Ok(match Result::<DomainState, _>::from(state) {
+                Ok(DomainState::Running) | Ok(DomainState::Blocked) => VmState::Running,
+                Ok(DomainState::Paused) | Ok(DomainState::PMSuspended) => VmState::Paused,
+                Ok(DomainState::Shutdown) => VmState::ShuttingDown,
+                Ok(DomainState::Shutoff) | Ok(DomainState::Crashed) => VmState::Down,
+                _ => VmState::Other,
+            }),
+            Err(e) if not_found(&e) => Ok(VmState::Down),
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    /// Names of domains whose name starts with `prefix`.
+    pub fn domains_with_prefix(&self, prefix: &str) -> Result<Vec<String>, BackendError> {
+        let all = self.conn.list_all_domains(0).map_err(|source| BackendError::List {
+            what: "domains",
+            source,
+        })?;
+        Ok(all
+            .iter()
+            .filter_map(|d| d.name().ok())
+            .filter(|n| n.starts_with(prefix))
+            .collect())
+    }
+
+    /// Names of networks whose name starts with `prefix`.
+    pub fn networks_with_prefix(&self, prefix: &str) -> Result<Vec<String>, BackendError> {
+        let all = self.conn.list_all_networks(0).map_err(|source| BackendError::List {
+            what: "networks",
+            source,
+        })?;
+        Ok(all
+            .iter()
+            .filter_map(|n| n.name().ok())
+            .filter(|n| n.starts_with(prefix))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kvm_is_refused_without_a_device_or_under_pvm() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("kvm");
+        assert!(
+            kvm_unusable_reason(&missing, &dir.path().join("pvm"))
+                .unwrap()
+                .contains("does not exist")
+        );
+        let dev = dir.path().join("dev-kvm");
+        std::fs::write(&dev, "").unwrap();
+        let pvm = dir.path().join("kvm_pvm");
+        assert_eq!(kvm_unusable_reason(&dev, &pvm), None);
+        std::fs::create_dir(&pvm).unwrap();
+        assert!(kvm_unusable_reason(&dev, &pvm).unwrap().contains("PVM"));
+    }
+
+    #[test]
+    fn accel_names_parse() {
+        assert_eq!("auto".parse(), Ok(AccelChoice::Auto));
+        assert_eq!("kvm".parse(), Ok(AccelChoice::Kvm));
+        assert_eq!("tcg".parse(), Ok(AccelChoice::Tcg));
+        assert!("hvf".parse::<AccelChoice>().is_err());
+    }
+
+    #[test]
+    fn the_test_driver_lists_and_reports_missing_domains_as_down() {
+        let b = Backend::connect(Some("test:///default")).unwrap();
+        assert_eq!(b.uri(), "test:///default");
+        assert_eq!(b.domain_state("lago-nope-vm").unwrap(), VmState::Down);
+        assert!(!b.stop_domain("lago-nope-vm").unwrap());
+        assert!(!b.stop_network("lago-nope-net").unwrap());
+        assert_eq!(b.domains_with_prefix("test").unwrap(), ["test"]);
+        assert!(b.domains_with_prefix("lago-").unwrap().is_empty());
+    }
+}

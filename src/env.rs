@@ -1,0 +1,636 @@
+//! An environment: init (workdir, leases, keys, images, seeds), start, stop,
+//! shutdown, status, destroy, and attaching to a running one.
+//!
+//! Workdir layout (mode 0700):
+//!
+//! ```text
+//! env-id                  the env id (subnet leases check it to tell live from stale)
+//! env.json                everything needed to attach: spec, plan, libvirt XML, host keys
+//! id_ed25519{,.pub}       the environment's SSH client key (0600)
+//! images/<vm>_<disk>.*    overlays, empty disks, copies
+//! seeds/<vm>-cidata.img   cloud-init NoCloud seeds
+//! logs/lago.log           the environment's log
+//! logs/<vm>.console.log   serial consoles
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{self, AccelChoice, Backend, Boot, DomainParams, VmState};
+use crate::config::{self, DiskSource, EnvSpec};
+use crate::error::{Error, Result};
+use crate::image;
+use crate::keys::{self, KeyPair};
+use crate::lease::{LeaseOwner, LeaseStore, OWNER_ID_FILE};
+use crate::plan::{self, EnvId, EnvPlan};
+use crate::seed::{self, SeedKeys};
+use crate::ssh::{Connection, Target};
+use crate::store::{Template, TemplateStore};
+use crate::vm::Vm;
+
+/// The state file in a workdir.
+pub const STATE_FILE: &str = "env.json";
+const CLIENT_KEY: &str = "id_ed25519";
+
+/// Options for [`Env::init`].
+#[derive(Debug, Clone, Default)]
+pub struct InitOptions {
+    /// The workdir (default `./.lago`). Must not hold an environment yet.
+    pub workdir: Option<PathBuf>,
+    /// libvirt URI (default: `LIBVIRT_DEFAULT_URI`, else `qemu:///system`).
+    pub libvirt_uri: Option<String>,
+    /// Accelerator (default auto; `LAGO_ACCEL` overrides auto).
+    pub accel: AccelChoice,
+    /// Template store (default [`TemplateStore::from_env`]).
+    pub store: Option<TemplateStore>,
+    /// Subnet lease store (default [`LeaseStore::from_env`]).
+    pub leases: Option<LeaseStore>,
+    /// Show a progress bar while building templates (on a terminal).
+    pub progress: bool,
+}
+
+/// What is saved in the workdir to attach to the environment later.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SavedEnv {
+    pub env_id: EnvId,
+    pub spec: EnvSpec,
+    pub plan: EnvPlan,
+    pub libvirt_uri: String,
+    pub lease_dir: PathBuf,
+    pub accel: String,
+    pub network_xml: BTreeMap<String, String>,
+    pub domain_xml: BTreeMap<String, String>,
+    pub host_keys: BTreeMap<String, String>,
+    pub templates: BTreeMap<String, String>,
+}
+
+/// A network's status.
+#[derive(Debug, Clone, Serialize)]
+pub struct NetStatus {
+    /// Name.
+    pub name: String,
+    /// libvirt name.
+    pub libvirt_name: String,
+    /// Whether it is up.
+    pub up: bool,
+    /// Subnet.
+    pub subnet: Option<String>,
+    /// Gateway.
+    pub gateway: Option<String>,
+    /// Management net.
+    pub management: bool,
+}
+
+/// A VM's status.
+#[derive(Debug, Clone, Serialize)]
+pub struct VmStatus {
+    /// Name.
+    pub name: String,
+    /// libvirt name.
+    pub libvirt_name: String,
+    /// State.
+    pub state: VmState,
+    /// Management address.
+    pub ip: String,
+    /// FQDN.
+    pub fqdn: String,
+    /// NICs: name, net, ip, mac.
+    pub nics: Vec<(String, String, Option<String>, String)>,
+    /// Metadata from the init file.
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The status of a whole environment.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Workdir.
+    pub workdir: PathBuf,
+    /// Env id.
+    pub env_id: String,
+    /// Init file.
+    pub init_file: PathBuf,
+    /// Nets.
+    pub nets: Vec<NetStatus>,
+    /// VMs.
+    pub vms: Vec<VmStatus>,
+}
+
+/// A lago environment: its VMs and networks.
+#[derive(Debug)]
+pub struct Env {
+    workdir: PathBuf,
+    saved: SavedEnv,
+    backend: Arc<Backend>,
+    vms: BTreeMap<String, Vm>,
+}
+
+fn wd_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error + use<> {
+    let path = path.to_path_buf();
+    move |source| Error::Workdir { action, path, source }
+}
+
+fn mkdir(path: &Path, mode: u32) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+        .map_err(wd_err("create", path))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(wd_err("chmod", path))
+}
+
+/// Undoes a half-done init when dropped unarmed.
+struct InitGuard<'a> {
+    workdir: PathBuf,
+    created_workdir: bool,
+    lease: Option<(&'a LeaseStore, LeaseOwner)>,
+    armed: bool,
+}
+
+impl Drop for InitGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            return;
+        }
+        if let Some((store, owner)) = &self.lease
+            && let Err(e) = store.release(owner)
+        {
+            tracing::warn!(error = %e, "rollback: releasing subnet leases failed");
+        }
+        if self.created_workdir
+            && let Err(e) = fs::remove_dir_all(&self.workdir)
+        {
+            tracing::warn!(error = %e, workdir = %self.workdir.display(), "rollback: removing the workdir failed");
+        }
+    }
+}
+
+fn run_as() -> (u32, u32) {
+    (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw())
+}
+
+impl Env {
+    /// Creates an environment from `init_file` in a new workdir: leases
+    /// subnets, plans, makes keys, builds or finds templates, creates the
+    /// disk images and seeds. Does not start anything. On failure, everything
+    /// created is removed again.
+    pub fn init(init_file: impl AsRef<Path>, opts: InitOptions) -> Result<Env> {
+        let started = Instant::now();
+        let spec = config::load(init_file.as_ref())?;
+        let workdir = std::path::absolute(opts.workdir.clone().unwrap_or_else(|| PathBuf::from(".lago")))
+            .map_err(wd_err("resolve", init_file.as_ref()))?;
+        if workdir.join(STATE_FILE).exists() || workdir.join(OWNER_ID_FILE).exists() {
+            return Err(Error::WorkdirExists { path: workdir });
+        }
+        let created_workdir = !workdir.exists();
+        let leases = opts.leases.clone().unwrap_or_else(LeaseStore::from_env);
+        let mut guard = InitGuard {
+            workdir: workdir.clone(),
+            created_workdir,
+            lease: None,
+            armed: false,
+        };
+        mkdir(&workdir, 0o700)?;
+        for d in ["images", "seeds", "logs"] {
+            mkdir(&workdir.join(d), 0o700)?;
+        }
+        crate::logging::attach_env_log(&workdir.join("logs/lago.log"));
+        let env_id = EnvId::random();
+        fs::write(workdir.join(OWNER_ID_FILE), env_id.as_str())
+            .map_err(wd_err("write", &workdir.join(OWNER_ID_FILE)))?;
+        tracing::info!(%env_id, workdir = %workdir.display(), init_file = %spec.source.display(), "init");
+
+        let owner = LeaseOwner {
+            workdir: workdir.clone(),
+            env_id: env_id.clone(),
+        };
+        let subnets = leases.acquire(&owner, &plan::subnet_requests(&spec))?;
+        guard.lease = Some((&leases, owner));
+        let plan = plan::plan(&spec, &env_id, &subnets, &workdir)?;
+
+        let client = KeyPair::generate(&format!("lago-{env_id}"))?;
+        client.write(&workdir.join(CLIENT_KEY))?;
+
+        let store = opts
+            .store
+            .clone()
+            .unwrap_or_else(TemplateStore::from_env)
+            .with_progress(opts.progress);
+        let accel = backend::choose_accel(opts.accel)?;
+        let (uid, gid) = run_as();
+        let mut saved = SavedEnv {
+            env_id: env_id.clone(),
+            spec: spec.clone(),
+            plan: plan.clone(),
+            libvirt_uri: Backend::resolve_uri(opts.libvirt_uri.as_deref()),
+            lease_dir: leases.dir().to_path_buf(),
+            accel: format!("{accel:?}").to_lowercase(),
+            network_xml: BTreeMap::new(),
+            domain_xml: BTreeMap::new(),
+            host_keys: BTreeMap::new(),
+            templates: BTreeMap::new(),
+        };
+        for n in &plan.nets {
+            saved.network_xml.insert(n.name.clone(), backend::xml::network_xml(n));
+        }
+        for (vs, vp) in spec.vms.iter().zip(&plan.vms) {
+            let mut kernel_boot: Option<Template> = None;
+            for (ds, dp) in vs.disks.iter().zip(&vp.disks) {
+                match &dp.source {
+                    DiskSource::Template { name, version } => {
+                        let t = store.resolve(name, version.as_deref())?;
+                        image::create_overlay(&dp.path, &t.disk)?;
+                        saved
+                            .templates
+                            .insert(format!("{}/{}", vs.name, ds.name), format!("{}:{}", t.name, t.version));
+                        if kernel_boot.is_none() && std::ptr::eq(ds, &vs.disks[0]) && t.kernel.is_some() {
+                            kernel_boot = Some(t);
+                        }
+                    }
+                    DiskSource::TemplateFile { path } => image::create_overlay(&dp.path, path)?,
+                    DiskSource::Empty { size_bytes } => image::create_empty(&dp.path, dp.format, *size_bytes)?,
+                    DiskSource::File {
+                        path,
+                        make_a_copy: true,
+                    } => image::copy(path, &dp.path)?,
+                    DiskSource::File { path, .. } => {
+                        if !path.is_file() {
+                            return Err(image::ImageError::Missing { path: path.clone() }.into());
+                        }
+                    }
+                }
+            }
+            let host = KeyPair::generate(&format!("{}@lago-{env_id}", vs.name))?;
+            if let Some(seed_path) = &vp.seed {
+                let files = seed::seed_files(
+                    vs,
+                    vp,
+                    &format!("lago-{env_id}-{}", vs.name),
+                    &SeedKeys {
+                        authorized: vec![client.public_openssh.clone()],
+                        host_private: host.private_openssh.clone(),
+                        host_public: host.public_openssh.clone(),
+                    },
+                );
+                fs::write(seed_path, files.image()).map_err(wd_err("write", seed_path))?;
+                saved.host_keys.insert(vs.name.clone(), host.public_openssh.clone());
+            }
+            let root_dev = vp.disks.first().map(|d| d.dev.clone()).unwrap_or_else(|| "vda".into());
+            let boot = match kernel_boot {
+                Some(t) => Boot::Kernel {
+                    kernel: t.kernel.clone().unwrap_or_default(),
+                    initrd: t.initrd.clone(),
+                    cmdline: format!(
+                        "{} lago.root=/dev/{root_dev}{}",
+                        t.cmdline.clone().unwrap_or_default(),
+                        if vp.seed.is_some() { " lago.seed=1" } else { "" }
+                    ),
+                },
+                None => Boot::Disk,
+            };
+            let params = DomainParams {
+                spec: vs,
+                plan: vp,
+                env_id: env_id.as_str(),
+                workdir: &workdir,
+                accel,
+                boot,
+                seed_dev: vp.seed.as_ref().map(|_| backend::xml::free_virtio_dev(vp)),
+                run_as: (uid, gid),
+            };
+            saved
+                .domain_xml
+                .insert(vs.name.clone(), backend::xml::domain_xml(&params));
+        }
+        let state = workdir.join(STATE_FILE);
+        let text = serde_json::to_string_pretty(&saved).map_err(|source| Error::State {
+            path: state.clone(),
+            source,
+        })?;
+        fs::write(&state, text).map_err(wd_err("write", &state))?;
+        let env = Env::attach(workdir, saved)?;
+        guard.armed = true;
+        tracing::info!(secs = started.elapsed().as_secs_f64(), "init done");
+        Ok(env)
+    }
+
+    /// Attaches to the environment in `workdir` (created by [`Env::init`], maybe by another process).
+    pub fn load(workdir: impl AsRef<Path>) -> Result<Env> {
+        let workdir = std::path::absolute(workdir.as_ref()).map_err(wd_err("resolve", workdir.as_ref()))?;
+        let state = workdir.join(STATE_FILE);
+        let text = match fs::read_to_string(&state) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::NoEnv { path: workdir }),
+            Err(e) => return Err(wd_err("read", &state)(e)),
+        };
+        let saved: SavedEnv = serde_json::from_str(&text).map_err(|source| Error::State { path: state, source })?;
+        Env::attach(workdir, saved)
+    }
+
+    fn attach(workdir: PathBuf, saved: SavedEnv) -> Result<Env> {
+        let backend = Arc::new(Backend::connect(Some(&saved.libvirt_uri))?);
+        let mut vms = BTreeMap::new();
+        for (vs, vp) in saved.spec.vms.iter().zip(&saved.plan.vms) {
+            let target = Target {
+                vm: vs.name.clone(),
+                ip: std::net::IpAddr::V4(vp.ip),
+                port: 22,
+                user: vs.ssh_user.clone(),
+                key: workdir.join(CLIENT_KEY),
+                host_key: saved.host_keys.get(&vs.name).and_then(|k| keys::public_blob(k)),
+            };
+            vms.insert(
+                vs.name.clone(),
+                Vm {
+                    spec: vs.clone(),
+                    plan: vp.clone(),
+                    domain_xml: saved.domain_xml.get(&vs.name).cloned().unwrap_or_default(),
+                    backend: backend.clone(),
+                    conn: Connection::new(target),
+                },
+            );
+        }
+        Ok(Env {
+            workdir,
+            saved,
+            backend,
+            vms,
+        })
+    }
+
+    /// The workdir.
+    pub fn workdir(&self) -> &Path {
+        &self.workdir
+    }
+
+    /// The env id.
+    pub fn id(&self) -> &EnvId {
+        &self.saved.env_id
+    }
+
+    /// The plan.
+    pub fn plan(&self) -> &EnvPlan {
+        &self.saved.plan
+    }
+
+    /// The spec.
+    pub fn spec(&self) -> &EnvSpec {
+        &self.saved.spec
+    }
+
+    /// The VMs, by name.
+    pub fn get_vms(&self) -> &BTreeMap<String, Vm> {
+        &self.vms
+    }
+
+    /// The VM called `name`.
+    pub fn vm(&self, name: &str) -> Result<&Vm> {
+        self.vms.get(name).ok_or_else(|| Error::NoSuchVm {
+            name: name.to_owned(),
+            known: self.vms.keys().cloned().collect(),
+        })
+    }
+
+    /// The networks, by name.
+    pub fn get_nets(&self) -> BTreeMap<String, &crate::plan::NetPlan> {
+        self.saved.plan.nets.iter().map(|n| (n.name.clone(), n)).collect()
+    }
+
+    fn select(&self, names: &[&str]) -> Result<Vec<&Vm>> {
+        if names.is_empty() {
+            return Ok(self
+                .saved
+                .plan
+                .start_order
+                .vms
+                .iter()
+                .filter_map(|n| self.vms.get(n))
+                .collect());
+        }
+        names.iter().map(|n| self.vm(n)).collect()
+    }
+
+    /// Starts the nets the chosen VMs use, then the VMs in parallel, and waits
+    /// (in parallel) until every one answers SSH. `&[]` means all. A failure
+    /// rolls back what this call started.
+    pub fn start(&self, names: &[&str]) -> Result<()> {
+        let vms = self.select(names)?;
+        let wanted: BTreeSet<&str> = vms
+            .iter()
+            .flat_map(|v| v.plan.nics.iter().map(|n| n.net.as_str()))
+            .collect();
+        let mut started_nets = Vec::new();
+        for net in self.saved.plan.nets.iter().filter(|n| wanted.contains(n.name.as_str())) {
+            if self.backend.network_active(&net.libvirt_name) {
+                continue;
+            }
+            let xml = self.saved.network_xml.get(&net.name).cloned().unwrap_or_default();
+            if let Err(e) = self.backend.start_network(&net.libvirt_name, &xml) {
+                self.rollback(&[], &started_nets);
+                return Err(e.into());
+            }
+            tracing::info!(net = %net.name, "network up");
+            started_nets.push(net.libvirt_name.clone());
+        }
+        let to_start: Vec<&Vm> = vms
+            .into_iter()
+            .filter(|v| v.state().map(|s| s != VmState::Running).unwrap_or(true))
+            .collect();
+        let results: Vec<(String, Result<()>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = to_start
+                .iter()
+                .map(|vm| (vm.name().to_owned(), s.spawn(|| vm.start())))
+                .collect();
+            handles
+                .into_iter()
+                .map(|(name, h)| {
+                    let r = h.join().unwrap_or_else(|_| {
+                        Err(Error::NoSuchVm {
+                            name: name.clone(),
+                            known: vec!["(the start thread panicked)".into()],
+                        })
+                    });
+                    (name, r)
+                })
+                .collect()
+        });
+        let mut errors: Vec<Error> = Vec::new();
+        for (_, r) in results {
+            if let Err(e) = r {
+                errors.push(e);
+            }
+        }
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let started_vms: Vec<&str> = to_start.iter().map(|v| v.name()).collect();
+        self.rollback(&started_vms, &started_nets);
+        Err(if errors.len() == 1 {
+            errors.remove(0)
+        } else {
+            Error::Several(errors)
+        })
+    }
+
+    fn rollback(&self, vms: &[&str], nets: &[String]) {
+        for name in vms {
+            if let Some(vm) = self.vms.get(*name)
+                && let Err(e) = vm.stop()
+            {
+                tracing::warn!(vm = name, error = %e, "rollback: stopping VM failed");
+            }
+        }
+        for net in nets {
+            if let Err(e) = self.backend.stop_network(net) {
+                tracing::warn!(net, error = %e, "rollback: stopping network failed");
+            }
+        }
+    }
+
+    /// Nets no running VM uses any more.
+    fn stop_unused_nets(&self) -> Result<()> {
+        let mut used = BTreeSet::new();
+        for vm in self.vms.values() {
+            if vm.state()? != VmState::Down {
+                used.extend(vm.plan.nics.iter().map(|n| n.net.clone()));
+            }
+        }
+        for net in self.saved.plan.nets.iter().filter(|n| !used.contains(&n.name)) {
+            self.backend.stop_network(&net.libvirt_name)?;
+        }
+        Ok(())
+    }
+
+    /// Powers the chosen VMs off at once (`&[]`: all), then stops nets no running VM uses.
+    pub fn stop(&self, names: &[&str]) -> Result<()> {
+        for vm in self.select(names)? {
+            vm.stop()?;
+        }
+        self.stop_unused_nets()
+    }
+
+    /// ACPI shutdown of the chosen VMs (`&[]`: all), waiting up to `timeout` for each, then stops unused nets.
+    pub fn shutdown(&self, names: &[&str], timeout: Duration) -> Result<()> {
+        let vms = self.select(names)?;
+        let results: Vec<Result<()>> = std::thread::scope(|s| {
+            let hs: Vec<_> = vms.iter().map(|vm| s.spawn(move || vm.shutdown(timeout))).collect();
+            hs.into_iter().map(|h| h.join().unwrap_or(Ok(()))).collect()
+        });
+        for r in results {
+            r?;
+        }
+        self.stop_unused_nets()
+    }
+
+    /// The state of every VM and net.
+    pub fn status(&self) -> Result<Status> {
+        let mut vms = Vec::new();
+        for name in &self.saved.plan.start_order.vms {
+            let Some(vm) = self.vms.get(name) else { continue };
+            vms.push(VmStatus {
+                name: vm.name().to_owned(),
+                libvirt_name: vm.plan.libvirt_name.clone(),
+                state: vm.state()?,
+                ip: vm.plan.ip.to_string(),
+                fqdn: vm.plan.fqdn.clone(),
+                nics: vm
+                    .plan
+                    .nics
+                    .iter()
+                    .map(|n| {
+                        (
+                            n.name.clone(),
+                            n.net.clone(),
+                            n.ip.map(|i| i.to_string()),
+                            n.mac.to_string(),
+                        )
+                    })
+                    .collect(),
+                metadata: vm.spec.metadata.clone(),
+            });
+        }
+        let nets = self
+            .saved
+            .plan
+            .nets
+            .iter()
+            .map(|n| NetStatus {
+                name: n.name.clone(),
+                libvirt_name: n.libvirt_name.clone(),
+                up: self.backend.network_active(&n.libvirt_name),
+                subnet: n.subnet.map(|s| s.to_string()),
+                gateway: n.gateway.map(|g| g.to_string()),
+                management: n.management,
+            })
+            .collect();
+        Ok(Status {
+            workdir: self.workdir.clone(),
+            env_id: self.saved.env_id.to_string(),
+            init_file: self.saved.spec.source.clone(),
+            nets,
+            vms,
+        })
+    }
+
+    /// Tears everything down: domains, networks (also any other libvirt object
+    /// named with this env's id), subnet leases, the workdir. Idempotent.
+    pub fn destroy(self) -> Result<()> {
+        destroy_parts(
+            &self.workdir,
+            &self.saved.env_id,
+            &self.backend,
+            &LeaseStore::new(&self.saved.lease_dir),
+        )
+    }
+}
+
+fn destroy_parts(workdir: &Path, env_id: &EnvId, backend: &Backend, leases: &LeaseStore) -> Result<()> {
+    let prefix = format!("lago-{env_id}-");
+    for d in backend.domains_with_prefix(&prefix)? {
+        backend.stop_domain(&d)?;
+        tracing::info!(domain = d, "destroyed");
+    }
+    for n in backend.networks_with_prefix(&prefix)? {
+        backend.stop_network(&n)?;
+        tracing::info!(network = n, "destroyed");
+    }
+    leases.release(&LeaseOwner {
+        workdir: workdir.to_path_buf(),
+        env_id: env_id.clone(),
+    })?;
+    crate::logging::detach_env_log(&workdir.join("logs/lago.log"));
+    match fs::remove_dir_all(workdir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(wd_err("remove", workdir)(e)),
+    }
+}
+
+/// Destroys whatever environment `workdir` holds, even a half-created one
+/// (only `env-id` written) or one whose state file is unreadable. A missing
+/// workdir is not an error.
+pub fn destroy_workdir(workdir: impl AsRef<Path>, libvirt_uri: Option<&str>) -> Result<()> {
+    let workdir = std::path::absolute(workdir.as_ref()).map_err(wd_err("resolve", workdir.as_ref()))?;
+    if !workdir.exists() {
+        return Ok(());
+    }
+    if let Ok(env) = Env::load(&workdir) {
+        return env.destroy();
+    }
+    let id_path = workdir.join(OWNER_ID_FILE);
+    match fs::read_to_string(&id_path)
+        .ok()
+        .and_then(|s| EnvId::new(s.trim()).ok())
+    {
+        Some(env_id) => {
+            let backend = Backend::connect(libvirt_uri)?;
+            destroy_parts(&workdir, &env_id, &backend, &LeaseStore::from_env())
+        }
+        None => Err(Error::NoEnv { path: workdir }),
+    }
+}

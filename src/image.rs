@@ -1,0 +1,131 @@
+//! Disk images through `qemu-img`: qcow2 overlays on templates, empty disks,
+//! copies. Templates are only ever read: every VM writes to its own overlay.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::cmd::{CommandError, run};
+use crate::config::DiskFormat;
+
+/// An image operation that failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImageError {
+    /// Creating an overlay failed.
+    #[error("cannot create overlay {} on {}", path.display(), backing.display())]
+    Overlay {
+        /// The overlay.
+        path: PathBuf,
+        /// Its backing file.
+        backing: PathBuf,
+        /// qemu-img's failure.
+        #[source]
+        source: CommandError,
+    },
+    /// Creating an empty disk failed.
+    #[error("cannot create empty disk {}", path.display())]
+    Create {
+        /// The image.
+        path: PathBuf,
+        /// qemu-img's failure.
+        #[source]
+        source: CommandError,
+    },
+    /// Copying a disk failed.
+    #[error("cannot copy {} to {}", from.display(), to.display())]
+    Copy {
+        /// Source.
+        from: PathBuf,
+        /// Destination.
+        to: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Inspecting an image failed.
+    #[error("cannot read image {}", path.display())]
+    Info {
+        /// The image.
+        path: PathBuf,
+        /// qemu-img's failure.
+        #[source]
+        source: CommandError,
+    },
+    /// A file disk's image is missing.
+    #[error("disk image {} does not exist", path.display())]
+    Missing {
+        /// The image.
+        path: PathBuf,
+    },
+}
+
+/// Creates a qcow2 overlay at `path` backed by the qcow2 image `backing`.
+pub fn create_overlay(path: &Path, backing: &Path) -> Result<(), ImageError> {
+    if !backing.is_file() {
+        return Err(ImageError::Missing {
+            path: backing.to_path_buf(),
+        });
+    }
+    run(Command::new("qemu-img")
+        .args([
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            "qcow2",
+            "-o",
+            "lazy_refcounts=on",
+            "-b",
+        ])
+        .arg(backing)
+        .arg(path))
+    .map(|_| ())
+    .map_err(|source| ImageError::Overlay {
+        path: path.to_path_buf(),
+        backing: backing.to_path_buf(),
+        source,
+    })
+}
+
+/// Creates an empty image of `size_bytes`.
+pub fn create_empty(path: &Path, format: DiskFormat, size_bytes: u64) -> Result<(), ImageError> {
+    run(Command::new("qemu-img")
+        .args(["create", "-q", "-f", format.as_str()])
+        .arg(path)
+        .arg(size_bytes.to_string()))
+    .map(|_| ())
+    .map_err(|source| ImageError::Create {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Copies a file disk into the workdir.
+pub fn copy(from: &Path, to: &Path) -> Result<(), ImageError> {
+    if !from.is_file() {
+        return Err(ImageError::Missing {
+            path: from.to_path_buf(),
+        });
+    }
+    std::fs::copy(from, to).map(|_| ()).map_err(|source| ImageError::Copy {
+        from: from.to_path_buf(),
+        to: to.to_path_buf(),
+        source,
+    })
+}
+
+/// Bytes the image takes on disk and its virtual size.
+pub fn sizes(path: &Path) -> Result<(u64, u64), ImageError> {
+    let out = run(Command::new("qemu-img").args(["info", "-U", "--output=json"]).arg(path)).map_err(|source| {
+        ImageError::Info {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    Ok((
+        v["actual-size"].as_u64().unwrap_or(0),
+        v["virtual-size"].as_u64().unwrap_or(0),
+    ))
+}

@@ -1,0 +1,121 @@
+//! SSH keys: the environment's client key and each VM's host key (ed25519).
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use ssh_key::rand_core::OsRng;
+use ssh_key::{Algorithm, LineEnding, PrivateKey};
+
+/// Why a key could not be made or stored.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// Generating or encoding a key failed.
+    #[error("cannot generate an ed25519 key")]
+    Generate(#[source] ssh_key::Error),
+    /// Writing the key file failed.
+    #[error("cannot write key {}", path.display())]
+    Write {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading the key file failed.
+    #[error("cannot read key {}", path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// An ed25519 key pair in OpenSSH encodings.
+#[derive(Clone)]
+pub struct KeyPair {
+    /// Private key, OpenSSH PEM.
+    pub private_openssh: String,
+    /// Public key, `ssh-ed25519 AAAA… comment`.
+    pub public_openssh: String,
+    /// Public key in SSH wire encoding (what a server presents as its host key).
+    pub public_blob: Vec<u8>,
+}
+
+impl std::fmt::Debug for KeyPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyPair")
+            .field("public", &self.public_openssh)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyPair {
+    /// A fresh ed25519 key pair with `comment`.
+    pub fn generate(comment: &str) -> Result<Self, KeyError> {
+        let mut key = PrivateKey::random(&mut OsRng, Algorithm::Ed25519).map_err(KeyError::Generate)?;
+        key.set_comment(comment);
+        let private_openssh = key.to_openssh(LineEnding::LF).map_err(KeyError::Generate)?.to_string();
+        let public = key.public_key();
+        Ok(KeyPair {
+            private_openssh,
+            public_openssh: public.to_openssh().map_err(KeyError::Generate)?,
+            public_blob: public.to_bytes().map_err(KeyError::Generate)?,
+        })
+    }
+
+    /// Writes the private key to `path` (mode 0600) and the public one to `path.pub`.
+    pub fn write(&self, path: &Path) -> Result<(), KeyError> {
+        let err = |source| KeyError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(err)?;
+        f.write_all(self.private_openssh.as_bytes()).map_err(err)?;
+        let pub_path = path.with_extension("pub");
+        fs::write(&pub_path, format!("{}\n", self.public_openssh))
+            .map_err(|source| KeyError::Write { path: pub_path, source })
+    }
+}
+
+/// The SSH wire encoding of an OpenSSH public key line (`ssh-ed25519 AAAA…`).
+pub fn public_blob(openssh: &str) -> Option<Vec<u8>> {
+    let key = ssh_key::PublicKey::from_openssh(openssh.trim()).ok()?;
+    key.to_bytes().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn keys_are_ed25519_and_written_0600() {
+        let k = KeyPair::generate("lago-test").unwrap();
+        assert!(k.private_openssh.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
+        assert!(k.public_openssh.starts_with("ssh-ed25519 "));
+        assert!(k.public_openssh.ends_with(" lago-test"));
+        assert_eq!(public_blob(&k.public_openssh), Some(k.public_blob.clone()));
+        let other = KeyPair::generate("x").unwrap();
+        assert_ne!(other.public_blob, k.public_blob);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("id_ed25519");
+        k.write(&path).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(
+            fs::read_to_string(path.with_extension("pub")).unwrap().trim(),
+            k.public_openssh
+        );
+    }
+}

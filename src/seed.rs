@@ -1,0 +1,322 @@
+//! The cloud-init NoCloud seed of a VM: `meta-data`, `user-data`
+//! (`#cloud-config`) and `network-config` (version 2, NICs matched by MAC) on
+//! a small FAT12 disk labelled `CIDATA`, written here without any tool.
+//!
+//! Any cloud-init image (Debian, Ubuntu, Fedora cloud images) reads it; the
+//! built-in `tiny` template reads the same files.
+
+use std::fmt::Write as _;
+
+use crate::config::VmSpec;
+use crate::plan::VmPlan;
+
+/// SSH material handed to the guest.
+#[derive(Debug, Clone)]
+pub struct SeedKeys {
+    /// Public keys allowed to log in as the SSH user (OpenSSH format).
+    pub authorized: Vec<String>,
+    /// The guest's ed25519 host key, private (OpenSSH PEM).
+    pub host_private: String,
+    /// The guest's ed25519 host key, public (OpenSSH format).
+    pub host_public: String,
+}
+
+/// The three seed files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeedFiles {
+    /// `meta-data`.
+    pub meta_data: String,
+    /// `user-data`.
+    pub user_data: String,
+    /// `network-config`.
+    pub network_config: String,
+}
+
+fn yaml_str(s: &str) -> String {
+    format!("{s:?}")
+}
+
+/// The seed files for one VM.
+pub fn seed_files(spec: &VmSpec, plan: &VmPlan, instance_id: &str, keys: &SeedKeys) -> SeedFiles {
+    let meta_data = format!(
+        "instance-id: {}\nlocal-hostname: {}\n",
+        yaml_str(instance_id),
+        plan.name
+    );
+    let mut u = String::from("#cloud-config\n");
+    let _ = writeln!(u, "hostname: {}", plan.name);
+    let _ = writeln!(u, "fqdn: {}", plan.fqdn);
+    u.push_str("prefer_fqdn_over_hostname: false\nmanage_etc_hosts: true\nssh_pwauth: false\n");
+    if spec.ssh_user == "root" {
+        u.push_str("disable_root: false\n");
+    } else {
+        u.push_str("users:\n");
+        let _ = writeln!(u, "  - name: {}", spec.ssh_user);
+        u.push_str("    lock_passwd: true\n    shell: /bin/sh\n    sudo: \"ALL=(ALL) NOPASSWD:ALL\"\n");
+        u.push_str("    ssh_authorized_keys:\n");
+        for k in &keys.authorized {
+            let _ = writeln!(u, "      - {k}");
+        }
+    }
+    u.push_str("ssh_authorized_keys:\n");
+    for k in &keys.authorized {
+        let _ = writeln!(u, "  - {k}");
+    }
+    u.push_str("ssh_deletekeys: true\nssh_genkeytypes: []\nssh_keys:\n  ed25519_private: |\n");
+    for line in keys.host_private.lines() {
+        let _ = writeln!(u, "    {line}");
+    }
+    let _ = writeln!(u, "  ed25519_public: {}", keys.host_public.trim());
+
+    let mut n = String::from("version: 2\nethernets:\n");
+    for nic in &plan.nics {
+        let _ = writeln!(n, "  {}:", nic.name);
+        let _ = writeln!(n, "    match:\n      macaddress: \"{}\"", nic.mac);
+        let _ = writeln!(n, "    set-name: {}", nic.name);
+        n.push_str("    dhcp4: true\n");
+        if nic.net != plan.mgmt_net {
+            n.push_str("    dhcp4-overrides:\n      use-routes: false\n      use-dns: false\n");
+        }
+    }
+    SeedFiles {
+        meta_data,
+        user_data: u,
+        network_config: n,
+    }
+}
+
+impl SeedFiles {
+    /// The seed disk image (FAT12, label `CIDATA`).
+    pub fn image(&self) -> Vec<u8> {
+        fat12_image(
+            "CIDATA",
+            &[
+                ("meta-data", self.meta_data.as_bytes()),
+                ("user-data", self.user_data.as_bytes()),
+                ("network-config", self.network_config.as_bytes()),
+            ],
+        )
+    }
+}
+
+const SECTOR: usize = 512;
+const TOTAL_SECTORS: usize = 2048; // 1 MiB
+const ROOT_ENTRIES: usize = 64;
+const RESERVED: usize = 1;
+const FATS: usize = 2;
+
+fn short_name(i: usize, long: &str) -> [u8; 11] {
+    let mut base: Vec<u8> = long
+        .bytes()
+        .filter(|b| b.is_ascii_alphanumeric())
+        .map(|b| b.to_ascii_uppercase())
+        .take(6)
+        .collect();
+    base.extend(format!("~{}", i + 1).bytes());
+    let mut name = [b' '; 11];
+    name[..base.len().min(8)].copy_from_slice(&base[..base.len().min(8)]);
+    name
+}
+
+fn lfn_checksum(short: &[u8; 11]) -> u8 {
+    short
+        .iter()
+        .fold(0u8, |sum, &b| (sum >> 1).wrapping_add((sum & 1) << 7).wrapping_add(b))
+}
+
+/// A FAT12 image of 1 MiB holding `files` in its root directory, with long
+/// file names (VFAT). Files must fit (the seed is a few KiB).
+pub fn fat12_image(label: &str, files: &[(&str, &[u8])]) -> Vec<u8> {
+    let clusters_guess = TOTAL_SECTORS;
+    let fat_sectors = (clusters_guess * 3 / 2).div_ceil(SECTOR);
+    let root_sectors = ROOT_ENTRIES * 32 / SECTOR;
+    let data_start = RESERVED + FATS * fat_sectors + root_sectors;
+    let mut img = vec![0u8; TOTAL_SECTORS * SECTOR];
+
+    // Boot sector / BPB.
+    let b = &mut img[..SECTOR];
+    b[..3].copy_from_slice(&[0xEB, 0x3C, 0x90]);
+    b[3..11].copy_from_slice(b"LAGO    ");
+    b[11..13].copy_from_slice(&(SECTOR as u16).to_le_bytes());
+    b[13] = 1; // sectors per cluster
+    b[14..16].copy_from_slice(&(RESERVED as u16).to_le_bytes());
+    b[16] = FATS as u8;
+    b[17..19].copy_from_slice(&(ROOT_ENTRIES as u16).to_le_bytes());
+    b[19..21].copy_from_slice(&(TOTAL_SECTORS as u16).to_le_bytes());
+    b[21] = 0xF8;
+    b[22..24].copy_from_slice(&(fat_sectors as u16).to_le_bytes());
+    b[24..26].copy_from_slice(&32u16.to_le_bytes());
+    b[26..28].copy_from_slice(&64u16.to_le_bytes());
+    b[36] = 0x80;
+    b[38] = 0x29;
+    b[39..43].copy_from_slice(&0x1a90_5eedu32.to_le_bytes());
+    let mut lab = [b' '; 11];
+    for (d, s) in lab.iter_mut().zip(label.bytes()) {
+        *d = s.to_ascii_uppercase();
+    }
+    b[43..54].copy_from_slice(&lab);
+    b[54..62].copy_from_slice(b"FAT12   ");
+    b[510] = 0x55;
+    b[511] = 0xAA;
+
+    // Files: contiguous clusters from 2.
+    let mut fat: Vec<u16> = vec![0xFF8, 0xFFF];
+    let mut dir: Vec<[u8; 32]> = Vec::new();
+    let mut label_entry = [0u8; 32];
+    label_entry[..11].copy_from_slice(&lab);
+    label_entry[11] = 0x08;
+    dir.push(label_entry);
+    for (i, (name, data)) in files.iter().enumerate() {
+        let first = fat.len() as u16;
+        let n = data.len().div_ceil(SECTOR).max(1);
+        for c in 0..n {
+            fat.push(if c + 1 == n { 0xFFF } else { first + c as u16 + 1 });
+        }
+        let off = (data_start + (first as usize - 2)) * SECTOR;
+        img[off..off + data.len()].copy_from_slice(data);
+
+        let short = short_name(i, name);
+        let sum = lfn_checksum(&short);
+        let mut units: Vec<u16> = name.encode_utf16().collect();
+        units.push(0);
+        while !units.len().is_multiple_of(13) {
+            units.push(0xFFFF);
+        }
+        let parts: Vec<&[u16]> = units.chunks(13).collect();
+        for (k, chunk) in parts.iter().enumerate().rev() {
+            let mut e = [0u8; 32];
+            e[0] = (k as u8 + 1) | if k + 1 == parts.len() { 0x40 } else { 0 };
+            let put = |e: &mut [u8; 32], at: usize, cs: &[u16]| {
+                for (j, c) in cs.iter().enumerate() {
+                    e[at + 2 * j..at + 2 * j + 2].copy_from_slice(&c.to_le_bytes());
+                }
+            };
+            put(&mut e, 1, &chunk[..5]);
+            e[11] = 0x0F;
+            e[13] = sum;
+            put(&mut e, 14, &chunk[5..11]);
+            put(&mut e, 28, &chunk[11..13]);
+            dir.push(e);
+        }
+        let mut e = [0u8; 32];
+        e[..11].copy_from_slice(&short);
+        e[11] = 0x20;
+        e[16..18].copy_from_slice(&0x5b21u16.to_le_bytes()); // 2025-09-01
+        e[24..26].copy_from_slice(&0x5b21u16.to_le_bytes());
+        e[26..28].copy_from_slice(&first.to_le_bytes());
+        e[28..32].copy_from_slice(&(data.len() as u32).to_le_bytes());
+        dir.push(e);
+    }
+    // FAT12 packing, both copies.
+    let mut packed = vec![0u8; fat_sectors * SECTOR];
+    for (i, &v) in fat.iter().enumerate() {
+        let at = i * 3 / 2;
+        if i % 2 == 0 {
+            packed[at] = (v & 0xFF) as u8;
+            packed[at + 1] = (packed[at + 1] & 0xF0) | ((v >> 8) & 0x0F) as u8;
+        } else {
+            packed[at] = (packed[at] & 0x0F) | ((v & 0x0F) << 4) as u8;
+            packed[at + 1] = (v >> 4) as u8;
+        }
+    }
+    for f in 0..FATS {
+        let off = (RESERVED + f * fat_sectors) * SECTOR;
+        img[off..off + packed.len()].copy_from_slice(&packed);
+    }
+    let root_off = (RESERVED + FATS * fat_sectors) * SECTOR;
+    for (i, e) in dir.iter().enumerate() {
+        img[root_off + i * 32..root_off + i * 32 + 32].copy_from_slice(e);
+    }
+    img
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads a file back by long name, following the FAT12 chain: a self-check of the layout.
+    fn read_back(img: &[u8], want: &str) -> Option<Vec<u8>> {
+        let bps = u16::from_le_bytes([img[11], img[12]]) as usize;
+        let reserved = u16::from_le_bytes([img[14], img[15]]) as usize;
+        let fats = img[16] as usize;
+        let roots = u16::from_le_bytes([img[17], img[18]]) as usize;
+        let fat_sectors = u16::from_le_bytes([img[22], img[23]]) as usize;
+        let root_off = (reserved + fats * fat_sectors) * bps;
+        let data_start = root_off + roots * 32;
+        let fat = &img[reserved * bps..];
+        let mut long = Vec::<u16>::new();
+        for i in 0..roots {
+            let e = &img[root_off + i * 32..root_off + i * 32 + 32];
+            if e[0] == 0 {
+                break;
+            }
+            if e[11] == 0x0F {
+                let mut part = Vec::new();
+                for r in [1..11, 14..26, 28..32] {
+                    part.extend(e[r].chunks(2).map(|c| u16::from_le_bytes([c[0], c[1]])));
+                }
+                if e[0] & 0x40 != 0 {
+                    long.clear();
+                }
+                let mut merged = part;
+                merged.extend(&long);
+                long = merged;
+                continue;
+            }
+            if e[11] & 0x08 != 0 {
+                continue;
+            }
+            let name: String =
+                String::from_utf16_lossy(&long.iter().copied().take_while(|&c| c != 0).collect::<Vec<_>>());
+            long.clear();
+            if name != want {
+                continue;
+            }
+            let mut cluster = u16::from_le_bytes([e[26], e[27]]) as usize;
+            let size = u32::from_le_bytes([e[28], e[29], e[30], e[31]]) as usize;
+            let mut out = Vec::new();
+            while cluster < 0xFF8 {
+                let off = data_start + (cluster - 2) * bps;
+                out.extend_from_slice(&img[off..off + bps]);
+                let at = cluster * 3 / 2;
+                let raw = u16::from_le_bytes([fat[at], fat[at + 1]]);
+                cluster = if cluster.is_multiple_of(2) {
+                    (raw & 0x0FFF) as usize
+                } else {
+                    (raw >> 4) as usize
+                };
+            }
+            out.truncate(size);
+            return Some(out);
+        }
+        None
+    }
+
+    #[test]
+    fn fat_image_round_trips_long_names_and_multi_cluster_files() {
+        let big: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        let img = fat12_image(
+            "cidata",
+            &[
+                ("meta-data", b"instance-id: x\n"),
+                ("network-config", &big),
+                ("user-data", b""),
+            ],
+        );
+        assert_eq!(img.len(), 1 << 20);
+        assert_eq!(&img[510..512], &[0x55, 0xAA]);
+        assert_eq!(&img[43..54], b"CIDATA     ");
+        assert_eq!(read_back(&img, "meta-data").as_deref(), Some(&b"instance-id: x\n"[..]));
+        assert_eq!(read_back(&img, "network-config"), Some(big));
+        assert_eq!(read_back(&img, "user-data"), Some(Vec::new()));
+        assert_eq!(read_back(&img, "vendor-data"), None);
+    }
+
+    #[test]
+    fn short_names_are_numbered_and_padded() {
+        assert_eq!(short_name(0, "meta-data"), *b"METADA~1   ");
+        assert_eq!(short_name(2, "network-config"), *b"NETWOR~3   ");
+        // The checksum is the rotate-right-and-add of the 11 bytes.
+        assert_eq!(lfn_checksum(b"           "), 0xf7);
+    }
+}

@@ -1,0 +1,694 @@
+//! SSH to the guests: the only user of the `ssh2` crate.
+//!
+//! One session per VM, kept open and reused by every command (a new TCP + SSH
+//! handshake costs 150-200 ms under TCG); it reconnects when dropped. The
+//! guest's host key is checked against the one lago generated and handed over
+//! in the seed: no trust on first use. Files travel as tar streams over an
+//! exec channel, so any guest with `tar` works.
+
+mod quote;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ssh2::{BlockDirections, Session};
+
+pub use quote::{quote, quote_command};
+
+/// The outcome of a command run over SSH, as the Lago SDK prints it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CommandStatus {
+    /// Exit code (`-1` if the command was killed by a signal).
+    pub code: i32,
+    /// Standard output (lossy UTF-8).
+    pub out: String,
+    /// Standard error (lossy UTF-8).
+    pub err: String,
+}
+
+impl CommandStatus {
+    /// Whether the command exited with 0.
+    pub fn success(&self) -> bool {
+        self.code == 0
+    }
+}
+
+/// An SSH failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SshError {
+    /// The TCP connection to port 22 failed.
+    #[error("{vm}: cannot connect to {addr}")]
+    Connect {
+        /// VM name.
+        vm: String,
+        /// Address.
+        addr: SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The SSH handshake failed.
+    #[error("{vm}: SSH handshake failed")]
+    Handshake {
+        /// VM name.
+        vm: String,
+        /// libssh2's error.
+        #[source]
+        source: ssh2::Error,
+    },
+    /// The guest presented another host key than the one lago gave it.
+    #[error("{vm}: host key mismatch: expected {expected}, the server presented {found}; refusing to connect")]
+    HostKeyMismatch {
+        /// VM name.
+        vm: String,
+        /// Fingerprint expected.
+        expected: String,
+        /// Fingerprint presented.
+        found: String,
+    },
+    /// Public-key authentication failed.
+    #[error("{vm}: SSH authentication as {user} with {} failed", key.display())]
+    Auth {
+        /// VM name.
+        vm: String,
+        /// User.
+        user: String,
+        /// Key file.
+        key: PathBuf,
+        /// libssh2's error.
+        #[source]
+        source: ssh2::Error,
+    },
+    /// A channel operation failed.
+    #[error("{vm}: `{command}` failed over SSH")]
+    Channel {
+        /// VM name.
+        vm: String,
+        /// The command.
+        command: String,
+        /// libssh2's error.
+        #[source]
+        source: ssh2::Error,
+    },
+    /// Reading or writing the channel failed.
+    #[error("{vm}: I/O on the SSH channel of `{command}` failed")]
+    Io {
+        /// VM name.
+        vm: String,
+        /// The command.
+        command: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The command did not finish in time.
+    #[error("{vm}: `{command}` did not finish within {timeout:?}")]
+    Timeout {
+        /// VM name.
+        vm: String,
+        /// The command.
+        command: String,
+        /// The limit.
+        timeout: Duration,
+    },
+    /// A path to copy does not exist or could not be packed/unpacked.
+    #[error("{vm}: cannot copy {path}: {reason}")]
+    Copy {
+        /// VM name.
+        vm: String,
+        /// The path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Where and how to reach a guest.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// VM name (for messages).
+    pub vm: String,
+    /// Address.
+    pub ip: IpAddr,
+    /// Port.
+    pub port: u16,
+    /// User.
+    pub user: String,
+    /// Private key file.
+    pub key: PathBuf,
+    /// The host key the guest must present (SSH wire encoding); `None` trusts any.
+    pub host_key: Option<Vec<u8>>,
+}
+
+fn fingerprint(blob: &[u8]) -> String {
+    match ssh_key::PublicKey::from_bytes(blob) {
+        Ok(k) => k.fingerprint(ssh_key::HashAlg::Sha256).to_string(),
+        Err(_) => format!("{} bytes of unparsable key", blob.len()),
+    }
+}
+
+/// Opens a session: TCP connect, handshake, host-key check, key auth.
+/// Returns the session and a handle on its socket (for polling).
+pub fn connect(t: &Target, timeout: Duration) -> Result<(Session, TcpStream), SshError> {
+    let addr = SocketAddr::new(t.ip, t.port);
+    let tcp = TcpStream::connect_timeout(&addr, timeout).map_err(|source| SshError::Connect {
+        vm: t.vm.clone(),
+        addr,
+        source,
+    })?;
+    let _ = tcp.set_nodelay(true);
+    let poll_handle = tcp.try_clone().map_err(|source| SshError::Connect {
+        vm: t.vm.clone(),
+        addr,
+        source,
+    })?;
+    let mut sess = Session::new().map_err(|source| SshError::Handshake {
+        vm: t.vm.clone(),
+        source,
+    })?;
+    sess.set_tcp_stream(tcp);
+    sess.set_timeout(timeout.as_millis().min(u32::MAX as u128) as u32);
+    sess.handshake().map_err(|source| SshError::Handshake {
+        vm: t.vm.clone(),
+        source,
+    })?;
+    if let Some(expected) = &t.host_key {
+        let found = sess.host_key().map(|(k, _)| k.to_vec()).unwrap_or_default();
+        if &found != expected {
+            return Err(SshError::HostKeyMismatch {
+                vm: t.vm.clone(),
+                expected: fingerprint(expected),
+                found: fingerprint(&found),
+            });
+        }
+    }
+    sess.userauth_pubkey_file(&t.user, None, &t.key, None)
+        .map_err(|source| SshError::Auth {
+            vm: t.vm.clone(),
+            user: t.user.clone(),
+            key: t.key.clone(),
+            source,
+        })?;
+    sess.set_timeout(0);
+    Ok((sess, poll_handle))
+}
+
+const EAGAIN: i32 = -37;
+
+fn would_block(e: &ssh2::Error) -> bool {
+    matches!(e.code(), ssh2::ErrorCode::Session(EAGAIN))
+}
+
+/// Waits until the session's socket is ready in the direction libssh2 needs.
+fn wait_socket(sess: &Session, tcp: &TcpStream, max: Duration) {
+    use rustix::event::{PollFd, PollFlags, poll};
+    let mut flags = PollFlags::empty();
+    match sess.block_directions() {
+        BlockDirections::Inbound => flags |= PollFlags::IN,
+        BlockDirections::Outbound => flags |= PollFlags::OUT,
+        BlockDirections::Both => flags |= PollFlags::IN | PollFlags::OUT,
+        BlockDirections::None => flags |= PollFlags::IN,
+    }
+    let fd = tcp.as_fd();
+    let mut fds = [PollFd::new(&fd, flags)];
+    let ts = rustix::event::Timespec {
+        tv_sec: max.as_secs() as i64,
+        tv_nsec: max.subsec_nanos() as i64,
+    };
+    let _ = poll(&mut fds, Some(&ts));
+}
+
+/// A persistent, reconnecting SSH connection to one guest.
+pub struct Connection {
+    target: Target,
+    live: Mutex<Option<(Session, TcpStream)>>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Default time to (re)connect.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Connection {
+    /// A connection to `target`, opened on first use.
+    pub fn new(target: Target) -> Self {
+        Connection {
+            target,
+            live: Mutex::new(None),
+        }
+    }
+
+    /// The target.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// Installs an already-open session (from the wait for SSH).
+    pub fn adopt(&self, live: (Session, TcpStream)) {
+        if let Ok(mut g) = self.live.lock() {
+            *g = Some(live);
+        }
+    }
+
+    /// Drops the session; the next command reconnects.
+    pub fn reset(&self) {
+        if let Ok(mut g) = self.live.lock() {
+            *g = None;
+        }
+    }
+
+    /// Runs `command` (a shell command line) with `stdin` data, within `timeout`.
+    /// Reconnects once if the session was dropped.
+    pub fn exec(
+        &self,
+        command: &str,
+        stdin: Option<&[u8]>,
+        timeout: Option<Duration>,
+    ) -> Result<CommandStatus, SshError> {
+        self.exec_raw(command, stdin, timeout).map(|r| CommandStatus {
+            code: r.code,
+            out: String::from_utf8_lossy(&r.out).into_owned(),
+            err: String::from_utf8_lossy(&r.err).into_owned(),
+        })
+    }
+
+    /// Like [`Connection::exec`], with stdout and stderr as bytes.
+    pub fn exec_raw(
+        &self,
+        command: &str,
+        stdin: Option<&[u8]>,
+        timeout: Option<Duration>,
+    ) -> Result<RawStatus, SshError> {
+        let mut guard = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        for attempt in 0..2 {
+            if guard.is_none() {
+                *guard = Some(connect(&self.target, CONNECT_TIMEOUT)?);
+            }
+            let Some((sess, tcp)) = guard.as_ref() else { continue };
+            match run(&self.target.vm, sess, tcp, command, stdin, timeout) {
+                Ok(st) => return Ok(st),
+                Err(Failure::Stale(e)) if attempt == 0 => {
+                    tracing::debug!(vm = %self.target.vm, error = %e, "SSH session dropped; reconnecting");
+                    *guard = None;
+                }
+                Err(Failure::Stale(e)) | Err(Failure::Fatal(e)) => {
+                    *guard = None;
+                    return Err(e);
+                }
+            }
+        }
+        Err(SshError::Timeout {
+            vm: self.target.vm.clone(),
+            command: command.to_owned(),
+            timeout: timeout.unwrap_or_default(),
+        })
+    }
+
+    /// Copies a local file or directory to `remote` (the path the copy gets).
+    pub fn copy_to(&self, local: &Path, remote: &str) -> Result<(), SshError> {
+        let err = |reason: String| SshError::Copy {
+            vm: self.target.vm.clone(),
+            path: local.display().to_string(),
+            reason,
+        };
+        let meta = std::fs::metadata(local).map_err(|e| err(e.to_string()))?;
+        let (parent, name) = split_remote(remote).ok_or_else(|| err(format!("bad destination {remote:?}")))?;
+        let mut b = tar::Builder::new(Vec::new());
+        b.follow_symlinks(false);
+        let packed = if meta.is_dir() {
+            b.append_dir_all(&name, local)
+        } else {
+            b.append_path_with_name(local, &name)
+        };
+        packed.map_err(|e| err(e.to_string()))?;
+        let data = b.into_inner().map_err(|e| err(e.to_string()))?;
+        let cmd = format!("mkdir -p {p} && tar -x -f - -C {p}", p = quote(&parent));
+        let st = self.exec(&cmd, Some(&data), None)?;
+        if !st.success() {
+            return Err(err(format!("remote tar failed ({}): {}", st.code, st.err.trim())));
+        }
+        Ok(())
+    }
+
+    /// Copies the guest's `remote` file or directory to `local` (the path the copy gets).
+    pub fn copy_from(&self, remote: &str, local: &Path) -> Result<(), SshError> {
+        let err = |reason: String| SshError::Copy {
+            vm: self.target.vm.clone(),
+            path: remote.to_owned(),
+            reason,
+        };
+        let (parent, name) = split_remote(remote).ok_or_else(|| err("expected an absolute guest path".into()))?;
+        let cmd = format!("tar -c -f - -C {} {}", quote(&parent), quote(&name));
+        let st = self.exec_raw(&cmd, None, None)?;
+        if st.code != 0 || st.out.is_empty() {
+            return Err(err(format!(
+                "not found or unreadable ({})",
+                String::from_utf8_lossy(&st.err).trim()
+            )));
+        }
+        let data = st.out;
+        let dest_parent = local
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dest_parent).map_err(|e| err(e.to_string()))?;
+        let tmp = tempfile::tempdir_in(dest_parent).map_err(|e| err(e.to_string()))?;
+        tar::Archive::new(&data[..])
+            .unpack(tmp.path())
+            .map_err(|e| err(e.to_string()))?;
+        let unpacked = tmp.path().join(&name);
+        if local.is_dir() {
+            let _ = std::fs::remove_dir_all(local);
+        }
+        std::fs::rename(&unpacked, local).map_err(|e| err(format!("cannot place {}: {e}", local.display())))?;
+        Ok(())
+    }
+
+    /// Runs `command` (or a login shell) with a PTY bound to this terminal,
+    /// in raw mode, following window size changes. Returns the exit code.
+    pub fn interactive(&self, command: Option<&str>) -> Result<i32, SshError> {
+        let (sess, tcp) = connect(&self.target, CONNECT_TIMEOUT)?;
+        interactive(&self.target.vm, &sess, &tcp, command)
+    }
+}
+
+/// A command's outcome with raw output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawStatus {
+    /// Exit code (`-1` if killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub out: Vec<u8>,
+    /// Standard error.
+    pub err: Vec<u8>,
+}
+
+/// `(parent, name)` of an absolute guest path.
+fn split_remote(remote: &str) -> Option<(String, String)> {
+    let trimmed = remote.trim_end_matches('/');
+    let (parent, name) = trimmed.rsplit_once('/')?;
+    if name.is_empty() || name == "." || name == ".." {
+        return None;
+    }
+    let parent = if parent.is_empty() {
+        "/".to_owned()
+    } else {
+        parent.to_owned()
+    };
+    Some((parent, name.to_owned()))
+}
+
+enum Failure {
+    /// The session looks dead: reconnecting may help.
+    Stale(SshError),
+    /// Reconnecting would not help.
+    Fatal(SshError),
+}
+
+fn run(
+    vm: &str,
+    sess: &Session,
+    tcp: &TcpStream,
+    command: &str,
+    stdin: Option<&[u8]>,
+    timeout: Option<Duration>,
+) -> Result<RawStatus, Failure> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let chan_err = |source| SshError::Channel {
+        vm: vm.to_owned(),
+        command: command.to_owned(),
+        source,
+    };
+    let io_err = |source| SshError::Io {
+        vm: vm.to_owned(),
+        command: command.to_owned(),
+        source,
+    };
+    let timed_out = || SshError::Timeout {
+        vm: vm.to_owned(),
+        command: command.to_owned(),
+        timeout: timeout.unwrap_or_default(),
+    };
+    let expired = || deadline.is_some_and(|d| Instant::now() >= d);
+    let step = Duration::from_millis(50);
+
+    sess.set_blocking(false);
+    let result = (|| {
+        // Open the channel: a failure here usually means a dead session.
+        let mut ch = loop {
+            match sess.channel_session() {
+                Ok(c) => break c,
+                Err(e) if would_block(&e) => {
+                    if expired() {
+                        return Err(Failure::Fatal(timed_out()));
+                    }
+                    wait_socket(sess, tcp, step);
+                }
+                Err(e) => return Err(Failure::Stale(chan_err(e))),
+            }
+        };
+        loop {
+            match ch.exec(command) {
+                Ok(()) => break,
+                Err(e) if would_block(&e) => wait_socket(sess, tcp, step),
+                Err(e) => return Err(Failure::Stale(chan_err(e))),
+            }
+            if expired() {
+                return Err(Failure::Fatal(timed_out()));
+            }
+        }
+        let mut input = stdin.unwrap_or(&[]);
+        let mut eof_sent = false;
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            let mut progressed = false;
+            if !input.is_empty() {
+                match ch.write(input) {
+                    Ok(n) => {
+                        input = &input[n..];
+                        progressed = true;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(Failure::Fatal(io_err(e))),
+                }
+            }
+            if input.is_empty() && !eof_sent {
+                match ch.send_eof() {
+                    Ok(()) => eof_sent = true,
+                    Err(e) if would_block(&e) => {}
+                    Err(e) => return Err(Failure::Fatal(chan_err(e))),
+                }
+            }
+            for (stream, sink) in [(0, &mut out), (1, &mut err)] {
+                loop {
+                    let r = if stream == 0 {
+                        ch.read(&mut buf)
+                    } else {
+                        ch.stderr().read(&mut buf)
+                    };
+                    match r {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            sink.extend_from_slice(&buf[..n]);
+                            progressed = true;
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(Failure::Fatal(io_err(e))),
+                    }
+                }
+            }
+            if ch.eof() {
+                break;
+            }
+            if expired() {
+                let _ = ch.close();
+                return Err(Failure::Fatal(timed_out()));
+            }
+            if !progressed {
+                wait_socket(sess, tcp, step);
+            }
+        }
+        loop {
+            match ch.wait_close() {
+                Ok(()) => break,
+                Err(e) if would_block(&e) => wait_socket(sess, tcp, step),
+                Err(e) => return Err(Failure::Fatal(chan_err(e))),
+            }
+            if expired() {
+                return Err(Failure::Fatal(timed_out()));
+            }
+        }
+        let code = ch.exit_status().map_err(|e| Failure::Fatal(chan_err(e)))?;
+        let code = match ch.exit_signal() {
+            Ok(sig) if sig.exit_signal.is_some() => -1,
+            _ => code,
+        };
+        Ok(RawStatus { code, out, err })
+    })();
+    sess.set_blocking(true);
+    result
+}
+
+fn interactive(vm: &str, sess: &Session, tcp: &TcpStream, command: Option<&str>) -> Result<i32, SshError> {
+    use rustix::termios;
+    let shown = command.unwrap_or("<login shell>").to_owned();
+    let chan_err = |source| SshError::Channel {
+        vm: vm.to_owned(),
+        command: shown.clone(),
+        source,
+    };
+    let stdin = std::io::stdin();
+    let tty = termios::isatty(&stdin);
+    let size = || {
+        termios::tcgetwinsize(std::io::stdout())
+            .ok()
+            .map(|w| (u32::from(w.ws_col), u32::from(w.ws_row)))
+    };
+    let mut ch = sess.channel_session().map_err(chan_err)?;
+    if tty {
+        let (w, h) = size().unwrap_or((80, 24));
+        let term = std::env::var("TERM").unwrap_or_else(|_| "xterm".into());
+        ch.request_pty(&term, None, Some((w, h, 0, 0))).map_err(chan_err)?;
+    }
+    match command {
+        Some(c) => ch.exec(c).map_err(chan_err)?,
+        None => ch.shell().map_err(chan_err)?,
+    }
+    let saved = if tty { termios::tcgetattr(&stdin).ok() } else { None };
+    if let Some(orig) = &saved {
+        let mut raw = orig.clone();
+        raw.make_raw();
+        let _ = termios::tcsetattr(&stdin, termios::OptionalActions::Now, &raw);
+    }
+    let result = pump(vm, &shown, sess, tcp, &mut ch, &size);
+    if let Some(orig) = &saved {
+        let _ = termios::tcsetattr(&stdin, termios::OptionalActions::Now, orig);
+    }
+    result
+}
+
+fn pump(
+    vm: &str,
+    shown: &str,
+    sess: &Session,
+    tcp: &TcpStream,
+    ch: &mut ssh2::Channel,
+    size: &dyn Fn() -> Option<(u32, u32)>,
+) -> Result<i32, SshError> {
+    use rustix::event::{PollFd, PollFlags, poll};
+    let io_err = |source| SshError::Io {
+        vm: vm.to_owned(),
+        command: shown.to_owned(),
+        source,
+    };
+    sess.set_blocking(false);
+    let mut last = size();
+    let mut stdin_open = true;
+    let mut buf = vec![0u8; 16 * 1024];
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout();
+    let mut err = std::io::stderr();
+    let result = loop {
+        for (is_err, sink) in [(false, &mut out as &mut dyn Write), (true, &mut err as &mut dyn Write)] {
+            loop {
+                let r = if is_err {
+                    ch.stderr().read(&mut buf)
+                } else {
+                    ch.read(&mut buf)
+                };
+                match r {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let _ = sink.write_all(&buf[..n]);
+                        let _ = sink.flush();
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(io_err(e)),
+                }
+            }
+        }
+        if ch.eof() {
+            break Ok(());
+        }
+        let now = size();
+        if now != last {
+            if let Some((w, h)) = now {
+                let _ = ch.request_pty_size(w, h, None, None);
+            }
+            last = now;
+        }
+        let tcp_fd = tcp.as_fd();
+        let mut fds = vec![PollFd::new(&tcp_fd, PollFlags::IN)];
+        let stdin_fd = stdin.as_fd();
+        if stdin_open {
+            fds.push(PollFd::new(&stdin_fd, PollFlags::IN));
+        }
+        let ts = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 100_000_000,
+        };
+        let _ = poll(&mut fds, Some(&ts));
+        let ready = stdin_open && fds.get(1).is_some_and(|f| !f.revents().is_empty());
+        if ready {
+            match rustix::io::read(stdin_fd, &mut buf) {
+                Ok(0) | Err(_) => {
+                    stdin_open = false;
+                    let _ = ch.send_eof();
+                }
+                Ok(n) => {
+                    let mut data = &buf[..n];
+                    while !data.is_empty() {
+                        match ch.write(data) {
+                            Ok(k) => data = &data[k..],
+                            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                                wait_socket(sess, tcp, Duration::from_millis(20))
+                            }
+                            Err(e) => return Err(io_err(e)),
+                        }
+                    }
+                }
+            }
+        }
+    };
+    sess.set_blocking(true);
+    result?;
+    let _ = ch.wait_close();
+    Ok(ch.exit_status().unwrap_or(-1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_paths_split_into_parent_and_name() {
+        assert_eq!(split_remote("/tmp/a.txt"), Some(("/tmp".into(), "a.txt".into())));
+        assert_eq!(split_remote("/a"), Some(("/".into(), "a".into())));
+        assert_eq!(split_remote("/tmp/dir/"), Some(("/tmp".into(), "dir".into())));
+        assert_eq!(split_remote("relative"), None);
+        assert_eq!(split_remote("/"), None);
+    }
+
+    #[test]
+    fn status_success_is_exit_zero() {
+        let ok = CommandStatus {
+            code: 0,
+            out: String::new(),
+            err: String::new(),
+        };
+        assert!(ok.success());
+        assert!(!CommandStatus { code: 1, ..ok }.success());
+    }
+}

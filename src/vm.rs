@@ -1,0 +1,284 @@
+//! A VM of a running environment: SSH, copies, power.
+
+use std::fmt;
+use std::io::{Read, Seek, SeekFrom};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::backend::{Backend, VmState};
+use crate::config::VmSpec;
+use crate::error::{Error, Result};
+use crate::plan::VmPlan;
+use crate::ssh::{self, CommandStatus, Connection, SshError, quote_command};
+
+/// The stages of a boot, as [`Vm::wait_for_ssh`] watches them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BootStage {
+    /// libvirt reports the domain running.
+    DomainRunning,
+    /// The serial console shows the guest is up.
+    GuestUp,
+    /// TCP port 22 accepts connections.
+    PortOpen,
+    /// The SSH handshake, host-key check and key authentication passed.
+    Authenticated,
+}
+
+impl fmt::Display for BootStage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BootStage::DomainRunning => "domain running",
+            BootStage::GuestUp => "console shows the guest is up",
+            BootStage::PortOpen => "SSH port open",
+            BootStage::Authenticated => "authenticated",
+        })
+    }
+}
+
+/// Console lines that say a guest has booted far enough to be talked to.
+const UP_MARKERS: &[&str] = &[
+    "lago-tiny: up",
+    "login:",
+    "Cloud-init v.",
+    "Reached target",
+    "SSH host key",
+];
+
+/// A VM of an [`Env`](crate::Env).
+pub struct Vm {
+    pub(crate) spec: VmSpec,
+    pub(crate) plan: VmPlan,
+    pub(crate) domain_xml: String,
+    pub(crate) backend: Arc<Backend>,
+    pub(crate) conn: Connection,
+}
+
+impl fmt::Debug for Vm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Vm")
+            .field("name", &self.plan.name)
+            .field("ip", &self.plan.ip)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vm {
+    /// The VM's name (its hostname).
+    pub fn name(&self) -> &str {
+        &self.plan.name
+    }
+
+    /// Its address on the management net.
+    pub fn ip(&self) -> IpAddr {
+        IpAddr::V4(self.plan.ip)
+    }
+
+    /// Its fully qualified name (`vm01.lago.local`).
+    pub fn fqdn(&self) -> &str {
+        &self.plan.fqdn
+    }
+
+    /// Its spec (from the init file).
+    pub fn spec(&self) -> &VmSpec {
+        &self.spec
+    }
+
+    /// Its plan (NICs, disks, libvirt name).
+    pub fn plan(&self) -> &VmPlan {
+        &self.plan
+    }
+
+    /// The serial console log.
+    pub fn console_log(&self) -> &Path {
+        &self.plan.console_log
+    }
+
+    /// libvirt's view of it.
+    pub fn state(&self) -> Result<VmState> {
+        Ok(self.backend.domain_state(&self.plan.libvirt_name)?)
+    }
+
+    /// Runs a command (words, quoted for the shell) and returns its exit code and output.
+    /// A non-zero exit is not an error.
+    ///
+    /// ```no_run
+    /// # fn f(vm: &lago::Vm) -> lago::Result<()> {
+    /// let st = vm.ssh(["hostname", "-f"])?;
+    /// assert_eq!(st.out.trim(), "vm01.lago.local");
+    /// # Ok(()) }
+    /// ```
+    pub fn ssh<I, S>(&self, command: I) -> Result<CommandStatus>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.ssh_with(&quote_command(command), None, None)
+    }
+
+    /// Runs a shell command line with optional stdin data and timeout.
+    pub fn ssh_with(
+        &self,
+        command_line: &str,
+        stdin: Option<&[u8]>,
+        timeout: Option<Duration>,
+    ) -> Result<CommandStatus> {
+        let start = Instant::now();
+        let st = self.conn.exec(command_line, stdin, timeout)?;
+        tracing::debug!(vm = %self.name(), command = command_line, code = st.code, ms = start.elapsed().as_millis() as u64, "ssh");
+        Ok(st)
+    }
+
+    /// Copies a local file or directory to `remote` on the VM (the path the copy gets).
+    pub fn copy_to(&self, local: impl AsRef<Path>, remote: &str) -> Result<()> {
+        Ok(self.conn.copy_to(local.as_ref(), remote)?)
+    }
+
+    /// Copies the VM's `remote` file or directory to `local` (the path the copy gets).
+    pub fn copy_from(&self, remote: &str, local: impl AsRef<Path>) -> Result<()> {
+        Ok(self.conn.copy_from(remote, local.as_ref())?)
+    }
+
+    /// An interactive shell (or `command`) with a PTY on this terminal; returns its exit code.
+    pub fn interactive_ssh(&self, command: Option<&[&str]>) -> Result<i32> {
+        let line = command.map(|c| quote_command(c.iter().copied()));
+        Ok(self.conn.interactive(line.as_deref())?)
+    }
+
+    /// Starts the VM (its nets must be up; [`Env::start`](crate::Env::start) sees to that) and waits for SSH.
+    pub fn start(&self) -> Result<()> {
+        if self.state()? == VmState::Running {
+            return Ok(());
+        }
+        let offset = console_len(&self.plan.console_log);
+        self.backend.start_domain(&self.plan.libvirt_name, &self.domain_xml)?;
+        self.conn.reset();
+        self.wait_from(Duration::from_secs(self.spec.boot_time_sec), offset)
+    }
+
+    /// Powers the VM off at once (no guest shutdown).
+    pub fn stop(&self) -> Result<()> {
+        self.conn.reset();
+        self.backend.stop_domain(&self.plan.libvirt_name)?;
+        Ok(())
+    }
+
+    /// Presses the ACPI power button and waits up to `timeout` for the VM to power off.
+    pub fn shutdown(&self, timeout: Duration) -> Result<()> {
+        self.conn.reset();
+        self.backend.shutdown_domain(&self.plan.libvirt_name)?;
+        let start = Instant::now();
+        while self.state()? != VmState::Down {
+            if start.elapsed() >= timeout {
+                return Err(Error::ShutdownTimeout {
+                    vm: self.name().to_owned(),
+                    waited: start.elapsed(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    /// Waits until the VM answers SSH (domain running → console shows the guest
+    /// is up → port open → authenticated). The error names the stage that
+    /// stalled and carries the last console lines.
+    pub fn wait_for_ssh(&self, timeout: Duration) -> Result<()> {
+        self.wait_from(timeout, 0)
+    }
+
+    pub(crate) fn wait_from(&self, timeout: Duration, console_offset: u64) -> Result<()> {
+        let start = Instant::now();
+        let target = self.conn.target().clone();
+        let addr = SocketAddr::new(target.ip, target.port);
+        let mut stage = BootStage::DomainRunning;
+        let mut last_error: Option<String> = None;
+        let mut last_state_check = Instant::now() - Duration::from_secs(1);
+        loop {
+            if last_state_check.elapsed() >= Duration::from_millis(500) || stage == BootStage::DomainRunning {
+                last_state_check = Instant::now();
+                match self.state()? {
+                    VmState::Running => stage = stage.max(BootStage::GuestUp),
+                    VmState::Down => {
+                        return Err(self.stalled(
+                            stage,
+                            start,
+                            Some("the domain is not running (it stopped or crashed)".into()),
+                            console_offset,
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            if stage == BootStage::GuestUp && console_shows_up(&self.plan.console_log, console_offset) {
+                stage = BootStage::PortOpen;
+            }
+            if stage >= BootStage::GuestUp {
+                match TcpStream::connect_timeout(&addr, Duration::from_millis(250)) {
+                    Ok(_) => {
+                        stage = stage.max(BootStage::Authenticated);
+                        match ssh::connect(&target, Duration::from_secs(5)) {
+                            Ok(live) => {
+                                self.conn.adopt(live);
+                                tracing::info!(vm = %self.name(), secs = start.elapsed().as_secs_f64(), "SSH is up");
+                                return Ok(());
+                            }
+                            Err(e @ SshError::HostKeyMismatch { .. }) => return Err(e.into()),
+                            Err(e) => last_error = Some(e.to_string()),
+                        }
+                    }
+                    Err(e) => last_error = Some(format!("{addr}: {e}")),
+                }
+            }
+            if start.elapsed() >= timeout {
+                return Err(self.stalled(stage, start, last_error, console_offset));
+            }
+            std::thread::sleep(Duration::from_millis(40));
+        }
+    }
+
+    fn stalled(&self, stage: BootStage, start: Instant, last_error: Option<String>, offset: u64) -> Error {
+        Error::WaitForSsh {
+            vm: self.name().to_owned(),
+            stage,
+            waited: start.elapsed(),
+            last_error,
+            console: console_tail(&self.plan.console_log, offset, 15),
+        }
+    }
+
+    /// The last `n` lines the serial console printed (this boot and earlier ones).
+    pub fn console_lines(&self, n: usize) -> Vec<String> {
+        console_tail(&self.plan.console_log, 0, n)
+    }
+}
+
+pub(crate) fn console_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+fn read_from(path: &Path, offset: u64) -> String {
+    let mut buf = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let _ = f.seek(SeekFrom::Start(offset));
+        let _ = f.take(1 << 20).read_to_end(&mut buf);
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+fn console_shows_up(path: &Path, offset: u64) -> bool {
+    let text = read_from(path, offset);
+    UP_MARKERS.iter().any(|m| text.contains(m))
+}
+
+fn console_tail(path: &Path, offset: u64, n: usize) -> Vec<String> {
+    let text = read_from(path, offset);
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| l.chars().filter(|c| !c.is_control() || *c == '\t').collect::<String>())
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    lines[lines.len().saturating_sub(n)..].to_vec()
+}
