@@ -170,6 +170,8 @@ pub fn domain_xml(d: &DomainParams<'_>) -> String {
         }
     }
     let _ = writeln!(x, "    <bootmenu enable='no'/>");
+    // Firmware messages ("No bootable device") go to the serial console too.
+    let _ = writeln!(x, "    <bios useserial='yes'/>");
     let _ = writeln!(x, "  </os>");
     let _ = writeln!(x, "  <features><acpi/><apic/></features>");
     match (&spec.cpu_model, d.accel) {

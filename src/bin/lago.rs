@@ -1,8 +1,9 @@
 //! `lago`: the command line over the lago library.
 
-use std::io::Write;
+use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use lago::config::{self, DiskBus, DiskSource, EnvSpec};
@@ -12,6 +13,11 @@ use lago::plan::{self, EnvId, EnvPlan};
 #[derive(Debug, Parser)]
 #[command(name = "lago", version, about, propagate_version = true)]
 struct Cli {
+    /// The environment's workdir (default: `.lago` in this folder or the nearest parent that has one;
+    /// for `init`, `./.lago`).
+    #[arg(short, long, global = true, value_name = "DIR")]
+    workdir: Option<PathBuf>,
+
     /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
@@ -33,10 +39,124 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Create an environment (workdir, leases, keys, disk images, seeds); starts nothing.
+    Init {
+        /// The init file (YAML or JSON).
+        #[arg(default_value = "LagoInitFile")]
+        init_file: PathBuf,
+        /// Accelerator: auto (KVM where usable), kvm or tcg. Default: LAGO_ACCEL, else auto.
+        #[arg(long, value_name = "auto|kvm|tcg")]
+        accel: Option<lago::backend::AccelChoice>,
+        /// libvirt URI (default: LIBVIRT_DEFAULT_URI, else qemu:///system).
+        #[arg(long, value_name = "URI")]
+        libvirt_uri: Option<String>,
+    },
+    /// Start the networks and VMs (all, or the VMs named) and wait until they answer SSH.
+    Start {
+        /// VMs to start (default: all).
+        vms: Vec<String>,
+    },
+    /// Power VMs off at once (all, or the VMs named), then stop unused networks.
+    Stop {
+        /// VMs to stop (default: all).
+        vms: Vec<String>,
+    },
+    /// Shut VMs down through ACPI and wait for them to power off.
+    Shutdown {
+        /// VMs to shut down (default: all).
+        vms: Vec<String>,
+        /// Seconds to wait for each VM.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Show the state of every VM and network.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command on a VM over SSH (exit code: the command's), or an interactive shell.
+    Shell {
+        /// The VM.
+        vm: String,
+        /// The command and its arguments (after `--`); none: an interactive shell.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Attach to a VM's serial console (virsh console; Ctrl-] leaves).
+    Console {
+        /// The VM.
+        vm: String,
+    },
+    /// Copy a local file or directory to a VM.
+    CopyToVm {
+        /// The VM.
+        vm: String,
+        /// Local path.
+        src: PathBuf,
+        /// Path on the VM (the copy's own path).
+        dst: String,
+    },
+    /// Copy a file or directory from a VM.
+    CopyFromVm {
+        /// The VM.
+        vm: String,
+        /// Path on the VM.
+        src: String,
+        /// Local path (the copy's own path).
+        dst: PathBuf,
+    },
+    /// Destroy the environment: VMs, networks, leases and the workdir.
+    Destroy {
+        /// Do not ask.
+        #[arg(short, long)]
+        yes: bool,
+    },
+    /// Templates in the store.
+    Template {
+        #[command(subcommand)]
+        command: TemplateCommand,
+    },
 }
 
-/// An error that is the user's input: exit code 2.
-struct UsageError(String);
+#[derive(Debug, Subcommand)]
+enum TemplateCommand {
+    /// List the templates in the store.
+    List,
+    /// Build (or find up to date) the built-in template `tiny`.
+    Build,
+}
+
+/// How the command failed: the user's input (exit 2) or anything else (exit 1).
+enum Failure {
+    Usage(String),
+    Other(String),
+}
+
+impl From<lago::Error> for Failure {
+    fn from(e: lago::Error) -> Self {
+        use lago::Error as E;
+        let text = error_chain(&e);
+        match e {
+            E::Config(_) | E::NoEnv { .. } | E::NoSuchVm { .. } | E::WorkdirExists { .. } => Failure::Usage(text),
+            _ => Failure::Other(text),
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+        src = cause.source();
+    }
+    s
+}
 
 fn init_tracing(verbose: u8) {
     let default = match verbose {
@@ -57,23 +177,246 @@ fn init_tracing(verbose: u8) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
-    let result = match cli.command {
-        Command::Validate { init_file, json } => validate(&init_file, json),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(UsageError(msg)) => {
+    match run(cli) {
+        Ok(code) => code,
+        Err(Failure::Usage(msg)) => {
             eprintln!("error: {msg}");
             ExitCode::from(2)
+        }
+        Err(Failure::Other(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(1)
         }
     }
 }
 
-fn validate(init_file: &std::path::Path, json: bool) -> Result<(), UsageError> {
-    let spec = config::load(init_file).map_err(|e| UsageError(e.to_string()))?;
-    let subnets = plan::preview_subnets(&spec).map_err(|e| UsageError(e.to_string()))?;
+/// The workdir: `-w`, else `.lago` here or in the nearest parent holding one.
+fn find_workdir(explicit: Option<PathBuf>) -> Result<PathBuf, Failure> {
+    if let Some(w) = explicit {
+        return Ok(w);
+    }
+    let cwd = std::env::current_dir().map_err(|e| Failure::Other(format!("cannot read the current folder: {e}")))?;
+    for dir in cwd.ancestors() {
+        let candidate = dir.join(".lago");
+        if candidate.join(lago::env::STATE_FILE).is_file() || candidate.join(lago::lease::OWNER_ID_FILE).is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(Failure::Usage(format!(
+        "no .lago workdir in {} or any parent; give one with -w or create one with `lago init`",
+        cwd.display()
+    )))
+}
+
+fn names(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn print_out(text: &str) {
+    // A closed stdout (e.g. `| head`) is not an error worth a message.
+    let _ = std::io::stdout().write_all(text.as_bytes());
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    let tty = std::io::stderr().is_terminal();
+    match cli.command {
+        Command::Validate { init_file, json } => validate(&init_file, json).map(|()| ExitCode::SUCCESS),
+        Command::Init {
+            init_file,
+            accel,
+            libvirt_uri,
+        } => {
+            let opts = lago::InitOptions {
+                workdir: Some(cli.workdir.unwrap_or_else(|| PathBuf::from(".lago"))),
+                libvirt_uri,
+                accel: accel.unwrap_or_default(),
+                progress: tty,
+                ..Default::default()
+            };
+            let t = Instant::now();
+            let env = lago::Env::init(&init_file, opts)?;
+            eprintln!(
+                "initialized {} ({} VMs, {} nets) in {:.1?}",
+                env.workdir().display(),
+                env.get_vms().len(),
+                env.get_nets().len(),
+                t.elapsed()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Start { vms } => {
+            let env = lago::Env::load(find_workdir(cli.workdir)?)?;
+            let t = Instant::now();
+            if tty {
+                eprintln!(
+                    "starting {} ...",
+                    if vms.is_empty() {
+                        "all VMs".to_owned()
+                    } else {
+                        vms.join(", ")
+                    }
+                );
+            }
+            env.start(&names(&vms))?;
+            eprintln!("started; every VM answers SSH ({:.1?})", t.elapsed());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Stop { vms } => {
+            lago::Env::load(find_workdir(cli.workdir)?)?.stop(&names(&vms))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Shutdown { vms, timeout } => {
+            lago::Env::load(find_workdir(cli.workdir)?)?.shutdown(&names(&vms), Duration::from_secs(timeout))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { json } => {
+            let st = lago::Env::load(find_workdir(cli.workdir)?)?.status()?;
+            if json {
+                print_out(&(serde_json::to_string_pretty(&st).map_err(|e| Failure::Other(e.to_string()))? + "\n"));
+            } else {
+                print_out(&render_status(&st));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Shell { vm, command } => {
+            let env = lago::Env::load(find_workdir(cli.workdir)?)?;
+            let vm = env.vm(&vm)?;
+            let state = vm.state()?;
+            if state != lago::backend::VmState::Running {
+                return Err(Failure::Usage(
+                    lago::Error::NotRunning {
+                        vm: vm.name().into(),
+                        state,
+                    }
+                    .to_string(),
+                ));
+            }
+            let interactive = command.is_empty() || std::io::stdin().is_terminal();
+            let code = if interactive {
+                let words: Vec<&str> = command.iter().map(String::as_str).collect();
+                vm.interactive_ssh(if words.is_empty() { None } else { Some(&words) })?
+            } else {
+                let mut input = Vec::new();
+                let _ = std::io::stdin().read_to_end(&mut input);
+                let st = vm.ssh_with(&lago::ssh::quote_command(&command), Some(&input), None)?;
+                print_out(&st.out);
+                eprint!("{}", st.err);
+                st.code
+            };
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
+        }
+        Command::Console { vm } => {
+            let env = lago::Env::load(find_workdir(cli.workdir)?)?;
+            let vm = env.vm(&vm)?;
+            let uri = lago::backend::Backend::resolve_uri(None);
+            let status = std::process::Command::new("virsh")
+                .args(["-c", &uri, "console", &vm.plan().libvirt_name])
+                .status()
+                .map_err(|e| Failure::Other(format!("cannot run virsh (install libvirt-clients): {e}")))?;
+            Ok(ExitCode::from(
+                status.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(1),
+            ))
+        }
+        Command::CopyToVm { vm, src, dst } => {
+            lago::Env::load(find_workdir(cli.workdir)?)?
+                .vm(&vm)?
+                .copy_to(&src, &dst)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CopyFromVm { vm, src, dst } => {
+            lago::Env::load(find_workdir(cli.workdir)?)?
+                .vm(&vm)?
+                .copy_from(&src, &dst)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Destroy { yes } => {
+            let workdir = find_workdir(cli.workdir)?;
+            if !yes {
+                if !std::io::stdin().is_terminal() {
+                    return Err(Failure::Usage(format!(
+                        "refusing to destroy {} without --yes (stdin is not a terminal)",
+                        workdir.display()
+                    )));
+                }
+                eprint!(
+                    "destroy the environment in {} (VMs, networks, disks)? [y/N] ",
+                    workdir.display()
+                );
+                let mut answer = String::new();
+                let _ = std::io::stdin().read_line(&mut answer);
+                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                    eprintln!("nothing destroyed");
+                    return Ok(ExitCode::from(1));
+                }
+            }
+            lago::env::destroy_workdir(&workdir, None)?;
+            eprintln!("destroyed {}", workdir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Template { command } => {
+            let store = lago::store::TemplateStore::from_env().with_progress(tty);
+            match command {
+                TemplateCommand::List => {
+                    let list = store.list().map_err(|e| Failure::Other(error_chain(&e)))?;
+                    let mut out = format!("store: {}\n", store.root().display());
+                    for t in list {
+                        out += &format!("  {}:{}  {}\n", t.name, t.version, t.disk.display());
+                    }
+                    print_out(&out);
+                }
+                TemplateCommand::Build => {
+                    let t = store
+                        .resolve("tiny", None)
+                        .map_err(|e| Failure::Other(error_chain(&e)))?;
+                    print_out(&format!("{}:{}  {}\n", t.name, t.version, t.disk.display()));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn render_status(st: &lago::env::Status) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "env {}  workdir {}  ({})",
+        st.env_id,
+        st.workdir.display(),
+        st.init_file.display()
+    );
+    let _ = writeln!(s, "nets:");
+    for n in &st.nets {
+        let _ = writeln!(
+            s,
+            "  {:<12} {:<5} {:<18} gateway {}{}",
+            n.name,
+            if n.up { "up" } else { "down" },
+            n.subnet.as_deref().unwrap_or("-"),
+            n.gateway.as_deref().unwrap_or("-"),
+            if n.management { "  (management)" } else { "" }
+        );
+    }
+    let _ = writeln!(s, "vms:");
+    for v in &st.vms {
+        let _ = writeln!(s, "  {:<12} {:<8} {:<15} {}", v.name, v.state.to_string(), v.ip, v.fqdn);
+        for (nic, net, ip, mac) in &v.nics {
+            let _ = writeln!(
+                s,
+                "    {nic:<6} net {net:<10} {:<15} {mac}",
+                ip.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    s
+}
+
+fn validate(init_file: &std::path::Path, json: bool) -> Result<(), Failure> {
+    let spec = config::load(init_file).map_err(|e| Failure::Usage(e.to_string()))?;
+    let subnets = plan::preview_subnets(&spec).map_err(|e| Failure::Usage(e.to_string()))?;
     let workdir = spec.source.parent().unwrap_or(std::path::Path::new("/")).join(".lago");
-    let plan = plan::plan(&spec, &EnvId::preview(), &subnets, &workdir).map_err(|e| UsageError(e.to_string()))?;
+    let plan = plan::plan(&spec, &EnvId::preview(), &subnets, &workdir).map_err(|e| Failure::Usage(e.to_string()))?;
     let text = if json {
         let doc = serde_json::json!({
             "init_file": spec.source,
@@ -84,12 +427,11 @@ fn validate(init_file: &std::path::Path, json: bool) -> Result<(), UsageError> {
             "vms": plan.vms,
             "start_order": plan.start_order,
         });
-        serde_json::to_string_pretty(&doc).map_err(|e| UsageError(e.to_string()))? + "\n"
+        serde_json::to_string_pretty(&doc).map_err(|e| Failure::Other(e.to_string()))? + "\n"
     } else {
         render_plan(&spec, &plan)
     };
-    // A closed stdout (e.g. `| head`) is not an error worth a message.
-    let _ = std::io::stdout().write_all(text.as_bytes());
+    print_out(&text);
     Ok(())
 }
 
@@ -205,7 +547,52 @@ mod tests {
                 assert_eq!(init_file, PathBuf::from("LagoInitFile"));
                 assert!(!json);
             }
+            other => panic!("parsed as {other:?}"),
         }
+    }
+
+    #[test]
+    fn lifecycle_verbs_take_vm_names_and_a_global_workdir() {
+        let cli = Cli::try_parse_from(["lago", "-w", "/tmp/w", "start", "vm01", "vm02"]).unwrap();
+        assert_eq!(cli.workdir, Some(PathBuf::from("/tmp/w")));
+        assert!(matches!(cli.command, Command::Start { ref vms } if vms == &["vm01", "vm02"]));
+        let cli = Cli::try_parse_from(["lago", "stop", "-w", "x"]).unwrap();
+        assert_eq!(cli.workdir, Some(PathBuf::from("x")));
+        assert!(matches!(cli.command, Command::Stop { ref vms } if vms.is_empty()));
+        let cli = Cli::try_parse_from(["lago", "shutdown", "--timeout", "5", "vm01"]).unwrap();
+        assert!(matches!(cli.command, Command::Shutdown { timeout: 5, .. }));
+        let cli = Cli::try_parse_from(["lago", "init", "env.yaml", "--accel", "tcg"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Init {
+                accel: Some(lago::backend::AccelChoice::Tcg),
+                ..
+            }
+        ));
+        assert!(Cli::try_parse_from(["lago", "init", "--accel", "hvf"]).is_err());
+    }
+
+    #[test]
+    fn shell_takes_the_command_after_double_dash() {
+        let cli = Cli::try_parse_from(["lago", "shell", "vm01", "--", "ls", "-l", "/"]).unwrap();
+        match cli.command {
+            Command::Shell { vm, command } => {
+                assert_eq!(vm, "vm01");
+                assert_eq!(command, ["ls", "-l", "/"]);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let cli = Cli::try_parse_from(["lago", "copy-to-vm", "vm01", "a.txt", "/tmp/a.txt"]).unwrap();
+        assert!(matches!(cli.command, Command::CopyToVm { ref dst, .. } if dst == "/tmp/a.txt"));
+        let cli = Cli::try_parse_from(["lago", "destroy", "--yes"]).unwrap();
+        assert!(matches!(cli.command, Command::Destroy { yes: true }));
+        let cli = Cli::try_parse_from(["lago", "template", "list"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Template {
+                command: TemplateCommand::List
+            }
+        ));
     }
 
     #[test]
@@ -217,6 +604,7 @@ mod tests {
                 assert_eq!(init_file, PathBuf::from("env.yaml"));
                 assert!(json);
             }
+            other => panic!("parsed as {other:?}"),
         }
     }
 

@@ -1,0 +1,287 @@
+//! Real VMs under libvirt + QEMU (TCG here), talked to over SSH.
+//!
+//! These boot guests, so they are `#[ignore]`d in a plain `cargo test` and run
+//! by `scripts/test` (`--include-ignored`) inside the test network namespace;
+//! run outside it, they refuse to start instead of creating networks in the
+//! host's namespace. Few environments, many assertions each.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use lago::backend::{Backend, VmState};
+use lago::lease::LeaseStore;
+use lago::{Env, Error, InitOptions};
+
+const NEEDS_VMS: &str = "boots VMs: run through scripts/test (inside the test network namespace)";
+
+fn in_test_namespace() {
+    assert!(
+        std::env::var_os("LAGO_IN_NETNS").is_some(),
+        "VM tests must run inside lago's test network namespace: scripts/test, or scripts/netns-run cargo test -- --include-ignored"
+    );
+}
+
+fn envs(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/envs").join(name)
+}
+
+/// The host-wide lease store is used, as in real use: tests running at the
+/// same time must get different subnets.
+fn options(tmp: &Path) -> InitOptions {
+    InitOptions {
+        workdir: Some(tmp.join("env")),
+        ..Default::default()
+    }
+}
+
+/// Leases held by the environment in `workdir`.
+fn leases_of(workdir: &Path) -> usize {
+    LeaseStore::from_env()
+        .list()
+        .unwrap()
+        .iter()
+        .filter(|l| l.workdir == workdir)
+        .count()
+}
+
+/// Nothing of env `id` is left: no domain, no network, no lease, no workdir.
+fn assert_nothing_left(id: &str, workdir: &Path) {
+    let b = Backend::connect(None).unwrap();
+    let prefix = format!("lago-{id}-");
+    assert!(b.domains_with_prefix(&prefix).unwrap().is_empty(), "domains left");
+    assert!(b.networks_with_prefix(&prefix).unwrap().is_empty(), "networks left");
+    assert_eq!(leases_of(workdir), 0, "leases left");
+    assert!(!workdir.exists(), "workdir {} left", workdir.display());
+}
+
+fn sha256_local(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(fs::read(path).unwrap());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+#[ignore = "boots VMs: run through scripts/test (inside the test network namespace)"]
+fn pair_of_vms_end_to_end() {
+    in_test_namespace();
+    let _ = NEEDS_VMS;
+    let tmp = tempfile::tempdir().unwrap();
+    let env = Env::init(envs("pair.yaml"), options(tmp.path())).unwrap();
+    let id = env.id().to_string();
+    let workdir = env.workdir().to_path_buf();
+    // Whatever fails below, the environment goes away.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| exercise(&env, tmp.path())));
+    env.destroy().unwrap();
+    assert_nothing_left(&id, &workdir);
+    if let Err(p) = outcome {
+        std::panic::resume_unwind(p);
+    }
+}
+
+fn exercise(env: &Env, tmp: &Path) {
+    // Workdir and key permissions.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(env.workdir()), 0o700);
+    assert_eq!(mode(&env.workdir().join("id_ed25519")), 0o600);
+
+    env.start(&[]).unwrap();
+    let vms = env.get_vms();
+    assert_eq!(vms.len(), 2);
+    let (vm01, vm02) = (&vms["vm01"], &vms["vm02"]);
+    assert_eq!(vm01.state().unwrap(), VmState::Running);
+
+    // Names and DNS.
+    for vm in [vm01, vm02] {
+        let st = vm.ssh(["hostname", "-f"]).unwrap();
+        assert_eq!(st.code, 0, "{st:?}");
+        assert_eq!(st.out.trim(), format!("{}.lago.local", vm.name()));
+    }
+    let ping = vm01.ssh(["ping", "-c", "1", "-W", "3", "vm02"]).unwrap();
+    assert!(ping.success(), "vm01 cannot ping vm02 by name: {ping:?}");
+    assert!(ping.out.contains(&vm02.ip().to_string()), "{ping:?}");
+    let ping = vm02.ssh(["ping", "-c", "1", "-W", "3", "vm01.lago.local"]).unwrap();
+    assert!(ping.success(), "vm02 cannot ping vm01.lago.local: {ping:?}");
+
+    // vm02 booted from a virtio-scsi disk and has the 1 GiB empty disk.
+    let root = vm02
+        .ssh(["sh", "-c", "grep ' / ' /proc/mounts | cut -d' ' -f1"])
+        .unwrap();
+    assert_eq!(root.out.trim(), "/dev/sda", "{root:?}");
+    let size = vm02.ssh(["cat", "/sys/block/vda/size"]).unwrap();
+    assert_eq!(size.out.trim().parse::<u64>().unwrap() * 512, 1 << 30, "{size:?}");
+
+    // Exit codes and stderr.
+    let st = vm01
+        .ssh(["sh", "-c", "echo out; echo 'it failed' >&2; exit 7"])
+        .unwrap();
+    assert_eq!((st.code, st.out.as_str(), st.err.as_str()), (7, "out\n", "it failed\n"));
+    let st = vm01.ssh(["ls", "/no/such/path"]).unwrap();
+    assert!(!st.success() && st.err.contains("No such file"), "{st:?}");
+    // Arguments are quoted, not re-split by the remote shell.
+    let st = vm01.ssh(["echo", "a  b", "$HOME"]).unwrap();
+    assert_eq!(st.out, "a  b $HOME\n");
+
+    // Stdin data, small and 1 MiB.
+    let st = vm01.ssh_with("cat", Some(b"hello from stdin"), None).unwrap();
+    assert_eq!(st.out, "hello from stdin");
+    let big: Vec<u8> = (0..(1u32 << 20)).map(|i| (i * 7 % 251) as u8).collect();
+    let st = vm01.ssh_with("wc -c", Some(&big), None).unwrap();
+    assert_eq!(st.out.trim(), (1 << 20).to_string());
+
+    // A per-call timeout.
+    let err = vm01
+        .ssh_with("sleep 10", None, Some(Duration::from_millis(500)))
+        .unwrap_err();
+    assert!(matches!(err, Error::Ssh(lago::ssh::SshError::Timeout { .. })), "{err}");
+    assert_eq!(
+        vm01.ssh(["true"]).unwrap().code,
+        0,
+        "the session recovers after a timeout"
+    );
+
+    // Copy round trip: a file and a directory, checked by checksum.
+    let file = tmp.join("blob.bin");
+    fs::write(&file, &big).unwrap();
+    vm01.copy_to(&file, "/root/in/blob.bin").unwrap();
+    let st = vm01.ssh(["sha256sum", "/root/in/blob.bin"]).unwrap();
+    assert_eq!(st.out.split_whitespace().next(), Some(sha256_local(&file).as_str()));
+    let dir = tmp.join("tree");
+    fs::create_dir_all(dir.join("sub")).unwrap();
+    fs::write(dir.join("a.txt"), "alpha\n").unwrap();
+    fs::write(dir.join("sub/b.txt"), "beta\n").unwrap();
+    vm01.copy_to(&dir, "/root/tree").unwrap();
+    assert_eq!(vm01.ssh(["cat", "/root/tree/sub/b.txt"]).unwrap().out, "beta\n");
+    let back = tmp.join("back");
+    vm01.copy_from("/root/tree", &back).unwrap();
+    assert_eq!(fs::read_to_string(back.join("a.txt")).unwrap(), "alpha\n");
+    assert_eq!(fs::read_to_string(back.join("sub/b.txt")).unwrap(), "beta\n");
+    let blob_back = tmp.join("blob.back");
+    vm01.copy_from("/root/in/blob.bin", &blob_back).unwrap();
+    assert_eq!(sha256_local(&blob_back), sha256_local(&file));
+    assert!(vm01.copy_from("/no/such/file", tmp.join("x")).is_err());
+
+    // The guest's host key is pinned: another key is refused.
+    let mut target = lago::ssh::Target {
+        vm: "vm01".into(),
+        ip: vm01.ip(),
+        port: 22,
+        user: "root".into(),
+        key: env.workdir().join("id_ed25519"),
+        host_key: Some(lago::keys::KeyPair::generate("impostor").unwrap().public_blob),
+    };
+    match lago::ssh::connect(&target, Duration::from_secs(5)) {
+        Err(lago::ssh::SshError::HostKeyMismatch { .. }) => {}
+        other => panic!("expected a host key mismatch, got {:?}", other.map(|_| ())),
+    }
+    target.host_key = None;
+    target.key = tmp.join("nope");
+    assert!(
+        lago::ssh::connect(&target, Duration::from_secs(5)).is_err(),
+        "no key, no entry"
+    );
+
+    // A second process attaches to the running environment (load_env).
+    let out = Command::new(env!("CARGO_BIN_EXE_lago"))
+        .args(["-w"])
+        .arg(env.workdir())
+        .args(["shell", "vm02", "--", "cat", "/etc/hostname"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "vm02");
+    let other = lago::sdk::load_env(env.workdir()).unwrap();
+    assert_eq!(other.vm("vm01").unwrap().ssh(["hostname"]).unwrap().out.trim(), "vm01");
+    let status = other.status().unwrap();
+    assert!(status.vms.iter().all(|v| v.state == VmState::Running));
+    assert!(status.nets.iter().all(|n| n.up));
+
+    // Hard stop and start again: the overlay keeps what was written.
+    vm01.ssh(["sh", "-c", "echo kept > /root/kept && sync"]).unwrap();
+    env.stop(&["vm01"]).unwrap();
+    assert_eq!(vm01.state().unwrap(), VmState::Down);
+    assert!(vm02.ssh(["true"]).unwrap().success(), "vm02 is untouched");
+    env.start(&["vm01"]).unwrap();
+    assert_eq!(vm01.ssh(["cat", "/root/kept"]).unwrap().out, "kept\n");
+
+    // ACPI shutdown powers the guest off cleanly, within the bound.
+    env.shutdown(&["vm02"], Duration::from_secs(30)).unwrap();
+    assert_eq!(vm02.state().unwrap(), VmState::Down);
+    assert!(
+        vm02.console_lines(50).iter().any(|l| l.contains("lago-tiny: down")),
+        "{:?}",
+        vm02.console_lines(20)
+    );
+
+    // Stopping everything takes the network down too.
+    env.stop(&[]).unwrap();
+    let status = env.status().unwrap();
+    assert!(status.nets.iter().all(|n| !n.up));
+}
+
+#[test]
+#[ignore = "boots VMs: run through scripts/test (inside the test network namespace)"]
+fn failures_leave_nothing_behind() {
+    in_test_namespace();
+    let tmp = tempfile::tempdir().unwrap();
+
+    // init fails half-way (a template file that is not an image): no workdir, no lease.
+    let junk = tmp.path().join("junk.qcow2");
+    fs::write(&junk, "not an image").unwrap();
+    let init = tmp.path().join("bad-template.yaml");
+    fs::write(
+        &init,
+        format!(
+            "domains:\n  vm01:\n    nics: [{{net: lago}}]\n    disks: [{{type: template, template_type: qcow2, path: {}, name: root, dev: vda}}]\nnets:\n  lago: {{}}\n",
+            junk.display()
+        ),
+    )
+    .unwrap();
+    let err = Env::init(&init, options(tmp.path())).unwrap_err();
+    assert!(matches!(err, Error::Image(_)), "{err}");
+    assert!(!tmp.path().join("env").exists());
+    assert_eq!(leases_of(&tmp.path().join("env")), 0);
+
+    // start fails (nothing bootable): the error names the stalled stage, and
+    // the VM and network this start created are gone again.
+    let blank = tmp.path().join("blank.raw");
+    fs::write(&blank, vec![0u8; 1 << 20]).unwrap();
+    let text = fs::read_to_string(envs("broken.yaml"))
+        .unwrap()
+        .replace("$LAGO_TEST_BLANK_DISK", &blank.display().to_string());
+    let init = tmp.path().join("broken.yaml");
+    fs::write(&init, text).unwrap();
+    let env = Env::init(&init, options(tmp.path())).unwrap();
+    let id = env.id().to_string();
+    let workdir = env.workdir().to_path_buf();
+    let err = env.start(&[]).unwrap_err();
+    match &err {
+        Error::WaitForSsh { vm, stage, console, .. } => {
+            assert_eq!(vm, "vm01");
+            assert_eq!(*stage, lago::vm::BootStage::GuestUp, "{err}");
+            assert!(
+                console
+                    .iter()
+                    .any(|l| l.contains("No bootable device") || l.contains("Booting")),
+                "{err}"
+            );
+        }
+        other => panic!("expected WaitForSsh, got {other}"),
+    }
+    let b = Backend::connect(None).unwrap();
+    assert!(
+        b.domains_with_prefix(&format!("lago-{id}-")).unwrap().is_empty(),
+        "start rolled back its VM"
+    );
+    assert!(
+        b.networks_with_prefix(&format!("lago-{id}-")).unwrap().is_empty(),
+        "and its network"
+    );
+    env.destroy().unwrap();
+    assert_nothing_left(&id, &workdir);
+    // Destroying again (or a workdir that is gone) is fine.
+    lago::env::destroy_workdir(&workdir, None).unwrap();
+}
