@@ -256,3 +256,130 @@ pub fn domain_xml(d: &DomainParams<'_>) -> String {
     let _ = writeln!(x, "</domain>");
     x
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+    use crate::plan::{self, EnvId, Subnet};
+    use std::collections::BTreeMap;
+
+    const ENV: &str = "
+domains:
+  vm01:
+    memory: 300
+    vcpu: 2
+    nics: [{net: lago}, {net: lab}]
+    disks:
+      - {type: template, template_name: tiny, name: root, dev: sda}
+      - {type: empty, name: data, dev: vdb, size: 1G, format: raw}
+      - {type: file, name: cd, dev: hdc, format: iso, path: /isos/tools.iso}
+  vm02:
+    cpu_model: Skylake-Client
+    nics: [{net: lago}]
+    disks: [{type: template, template_name: tiny, name: root, dev: vda}]
+nets:
+  lago: {mtu: 1400}
+  lab: {type: bridge, bridge: br0}
+";
+
+    fn fixture() -> (config::EnvSpec, plan::EnvPlan) {
+        let spec = config::from_str(ENV, "/e/init.yaml").unwrap();
+        let subnets: BTreeMap<_, _> = [("lago".to_string(), Subnet::new(210).unwrap())].into();
+        let p = plan::plan(&spec, &EnvId::new("abcd1234").unwrap(), &subnets, Path::new("/w")).unwrap();
+        (spec, p)
+    }
+
+    fn params<'a>(spec: &'a config::EnvSpec, p: &'a plan::EnvPlan, i: usize, accel: Accel, boot: Boot) -> DomainParams<'a> {
+        DomainParams {
+            spec: &spec.vms[i],
+            plan: &p.vms[i],
+            env_id: "abcd1234",
+            workdir: Path::new("/w"),
+            accel,
+            boot,
+            seed_dev: Some(free_virtio_dev(&p.vms[i])),
+            run_as: (1000, 1000),
+        }
+    }
+
+    #[test]
+    fn nat_network_has_dhcp_reservations_dns_and_mtu() {
+        let (_, p) = fixture();
+        let x = network_xml(&p.nets[0]);
+        assert!(x.contains("<name>lago-abcd1234-lago</name>"), "{x}");
+        assert!(x.contains("<bridge name='lg-abcd1234-0' stp='off' delay='0'/>"), "{x}");
+        assert!(x.contains("<forward mode='nat'/>"), "{x}");
+        assert!(x.contains("<mtu size='1400'/>"), "{x}");
+        assert!(x.contains("<domain name='lago.local' localOnly='yes'/>"), "{x}");
+        assert!(x.contains("<ip address='192.168.210.1' netmask='255.255.255.0'>"), "{x}");
+        assert!(x.contains("<range start='192.168.210.100' end='192.168.210.254'/>"), "{x}");
+        assert!(x.contains("<host mac='54:52:c0:a8:d2:02' ip='192.168.210.2' name='vm01'/>"), "{x}");
+        assert!(x.contains("<host ip='192.168.210.3'>\n      <hostname>vm02</hostname>"), "{x}");
+    }
+
+    #[test]
+    fn isolated_networks_do_not_forward_and_bridges_attach_to_the_host_bridge() {
+        let spec = config::from_str(
+            "domains: {}\nnets:\n  a: {type: isolated}\n  b: {type: bridge, bridge: br9}\n",
+            "/x.yaml",
+        )
+        .unwrap();
+        let subnets: BTreeMap<_, _> = [("a".to_string(), Subnet::new(220).unwrap())].into();
+        let p = plan::plan(&spec, &EnvId::new("e1").unwrap(), &subnets, Path::new("/w")).unwrap();
+        let iso = network_xml(&p.nets[0]);
+        assert!(!iso.contains("<forward"), "{iso}");
+        assert!(iso.contains("<ip address='192.168.220.1'"), "{iso}");
+        let br = network_xml(&p.nets[1]);
+        assert!(br.contains("<forward mode='bridge'/>") && br.contains("<bridge name='br9'/>"), "{br}");
+        assert!(!br.contains("<ip"), "{br}");
+    }
+
+    #[test]
+    fn domain_has_disks_by_dev_seed_nics_console_and_metadata() {
+        let (spec, p) = fixture();
+        let boot = Boot::Kernel {
+            kernel: "/s/vmlinuz".into(),
+            initrd: Some("/s/initrd.img".into()),
+            cmdline: "console=ttyS0 lago.root=/dev/sda".into(),
+        };
+        let x = domain_xml(&params(&spec, &p, 0, Accel::Tcg, boot));
+        assert!(x.starts_with("<domain type='qemu'>"), "{x}");
+        assert!(x.contains("<name>lago-abcd1234-vm01</name>"));
+        assert!(x.contains("<lago:id>abcd1234</lago:id><lago:workdir>/w</lago:workdir><lago:vm>vm01</lago:vm>"));
+        assert!(x.contains("<memory unit='MiB'>300</memory>") && x.contains("<vcpu>2</vcpu>"));
+        assert!(x.contains("<kernel>/s/vmlinuz</kernel>") && x.contains("<initrd>/s/initrd.img</initrd>"));
+        assert!(x.contains("<cmdline>console=ttyS0 lago.root=/dev/sda</cmdline>"));
+        assert!(x.contains("<controller type='scsi' index='0' model='virtio-scsi'/>"));
+        assert!(x.contains("<source file='/w/images/vm01_root.qcow2'/>\n      <target dev='sda' bus='scsi'/>"), "{x}");
+        assert!(x.contains("<driver name='qemu' type='raw' cache='unsafe' discard='unmap'/>\n      <source file='/w/images/vm01_data.raw'/>\n      <target dev='vdb' bus='virtio'/>"), "{x}");
+        assert!(x.contains("<disk type='file' device='cdrom'>"), "{x}");
+        assert!(x.contains("<target dev='hdc' bus='ide'/>\n      <readonly/>"), "{x}");
+        // The seed takes the first free virtio name.
+        assert!(x.contains("<source file='/w/seeds/vm01-cidata.img'/>\n      <target dev='vda' bus='virtio'/>\n      <readonly/>"), "{x}");
+        assert!(x.contains("<source network='lago-abcd1234-lago'/>\n      <mac address='54:52:c0:a8:d2:02'/>"), "{x}");
+        assert!(x.contains("<source network='lago-abcd1234-lab'/>"), "{x}");
+        assert!(x.contains("<log file='/w/logs/vm01.console.log' append='on'/>"), "{x}");
+        assert!(x.contains("<rng model='virtio'>"));
+        assert!(x.contains("<label>+1000:+1000</label>"));
+        assert!(!x.contains("<cpu"), "TCG without cpu_model leaves the CPU to QEMU: {x}");
+    }
+
+    #[test]
+    fn accelerator_and_cpu_model_and_disk_boot() {
+        let (spec, p) = fixture();
+        let kvm = domain_xml(&params(&spec, &p, 0, Accel::Kvm, Boot::Disk));
+        assert!(kvm.starts_with("<domain type='kvm'>"));
+        assert!(kvm.contains("<cpu mode='host-passthrough'/>"));
+        assert!(kvm.contains("<boot dev='hd'/>") && !kvm.contains("<kernel>"));
+        assert!(kvm.contains("<bios useserial='yes'/>"));
+        let model = domain_xml(&params(&spec, &p, 1, Accel::Tcg, Boot::Disk));
+        assert!(model.contains("<model fallback='forbid'>Skylake-Client</model>"), "{model}");
+        assert!(!model.contains("virtio-scsi"), "no SCSI controller without sd disks");
+    }
+
+    #[test]
+    fn values_are_escaped() {
+        assert_eq!(esc("a<b>&'\""), "a&lt;b&gt;&amp;&apos;&quot;");
+    }
+}
