@@ -41,7 +41,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let run_one = || -> lago::Result<()> {
         let t = Instant::now();
         env.start(&[])?;
-        println!("start -> first SSH, 1 VM (network + domain + boot): {:.2?}", t.elapsed());
+        println!(
+            "start -> first SSH, 1 VM (network + domain + boot): {:.2?}",
+            t.elapsed()
+        );
         let vm = env.vm("vm01")?;
         let mut boots = Vec::new();
         for _ in 0..3 {
@@ -62,7 +65,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             assert!(st.success());
         }
         let min = *rtts.iter().min().unwrap_or(&Duration::ZERO);
-        println!("ssh exec round trip over 200 calls: median {:.1?} (min {min:.1?})", median(rtts));
+        println!(
+            "ssh exec round trip over 200 calls: median {:.1?} (min {min:.1?})",
+            median(rtts)
+        );
         let (actual, virtual_size) = lago::image::sizes(&vm.plan().disks[0].path)?;
         println!(
             "root overlay after boot: {} KiB on disk (virtual {} MiB)",

@@ -187,6 +187,8 @@ impl Env {
         if workdir.join(STATE_FILE).exists() || workdir.join(OWNER_ID_FILE).exists() {
             return Err(Error::WorkdirExists { path: workdir });
         }
+        // Reach libvirt before creating anything: an unreachable daemon is the commonest failure.
+        let backend = Arc::new(Backend::connect(opts.libvirt_uri.as_deref())?);
         let created_workdir = !workdir.exists();
         let leases = opts.leases.clone().unwrap_or_else(LeaseStore::from_env);
         let mut guard = InitGuard {
@@ -209,7 +211,7 @@ impl Env {
             workdir: workdir.clone(),
             env_id: env_id.clone(),
         };
-        let subnets = leases.acquire(&owner, &plan::subnet_requests(&spec))?;
+        let subnets = leases.acquire_avoiding(&owner, &plan::subnet_requests(&spec), &backend.subnets_in_use()?)?;
         guard.lease = Some((&leases, owner));
         let plan = plan::plan(&spec, &env_id, &subnets, &workdir)?;
 
@@ -227,7 +229,7 @@ impl Env {
             env_id: env_id.clone(),
             spec: spec.clone(),
             plan: plan.clone(),
-            libvirt_uri: Backend::resolve_uri(opts.libvirt_uri.as_deref()),
+            libvirt_uri: backend.uri().to_owned(),
             lease_dir: leases.dir().to_path_buf(),
             accel: format!("{accel:?}").to_lowercase(),
             network_xml: BTreeMap::new(),
@@ -313,7 +315,7 @@ impl Env {
             source,
         })?;
         fs::write(&state, text).map_err(wd_err("write", &state))?;
-        let env = Env::attach(workdir, saved)?;
+        let env = Env::attach_with(workdir, saved, backend);
         guard.armed = true;
         tracing::info!(secs = started.elapsed().as_secs_f64(), "init done");
         Ok(env)
@@ -334,6 +336,10 @@ impl Env {
 
     fn attach(workdir: PathBuf, saved: SavedEnv) -> Result<Env> {
         let backend = Arc::new(Backend::connect(Some(&saved.libvirt_uri))?);
+        Ok(Env::attach_with(workdir, saved, backend))
+    }
+
+    fn attach_with(workdir: PathBuf, saved: SavedEnv, backend: Arc<Backend>) -> Env {
         let mut vms = BTreeMap::new();
         for (vs, vp) in saved.spec.vms.iter().zip(&saved.plan.vms) {
             let target = Target {
@@ -355,12 +361,12 @@ impl Env {
                 },
             );
         }
-        Ok(Env {
+        Env {
             workdir,
             saved,
             backend,
             vms,
-        })
+        }
     }
 
     /// The workdir.
@@ -425,6 +431,7 @@ impl Env {
             .flat_map(|v| v.plan.nics.iter().map(|n| n.net.as_str()))
             .collect();
         let mut started_nets = Vec::new();
+        let t_nets = Instant::now();
         for net in self.saved.plan.nets.iter().filter(|n| wanted.contains(n.name.as_str())) {
             if self.backend.network_active(&net.libvirt_name) {
                 continue;
@@ -434,7 +441,7 @@ impl Env {
                 self.rollback(&[], &started_nets);
                 return Err(e.into());
             }
-            tracing::info!(net = %net.name, "network up");
+            tracing::info!(net = %net.name, ms = t_nets.elapsed().as_millis() as u64, "network up");
             started_nets.push(net.libvirt_name.clone());
         }
         let to_start: Vec<&Vm> = vms
@@ -508,9 +515,12 @@ impl Env {
 
     /// Powers the chosen VMs off at once (`&[]`: all), then stops nets no running VM uses.
     pub fn stop(&self, names: &[&str]) -> Result<()> {
-        for vm in self.select(names)? {
-            vm.stop()?;
-        }
+        let vms = self.select(names)?;
+        let results: Vec<Result<()>> = std::thread::scope(|s| {
+            let hs: Vec<_> = vms.iter().map(|vm| s.spawn(move || vm.stop())).collect();
+            hs.into_iter().map(|h| h.join().unwrap_or(Ok(()))).collect()
+        });
+        results.into_iter().collect::<Result<Vec<()>>>()?;
         self.stop_unused_nets()
     }
 
@@ -591,10 +601,22 @@ impl Env {
 
 fn destroy_parts(workdir: &Path, env_id: &EnvId, backend: &Backend, leases: &LeaseStore) -> Result<()> {
     let prefix = format!("lago-{env_id}-");
-    for d in backend.domains_with_prefix(&prefix)? {
-        backend.stop_domain(&d)?;
-        tracing::info!(domain = d, "destroyed");
-    }
+    // Domains in parallel: libvirt waits for each QEMU process to exit.
+    let domains = backend.domains_with_prefix(&prefix)?;
+    let results: Vec<Result<()>> = std::thread::scope(|s| {
+        let hs: Vec<_> = domains
+            .iter()
+            .map(|d| {
+                s.spawn(move || {
+                    backend.stop_domain(d)?;
+                    tracing::info!(domain = d, "destroyed");
+                    Ok(())
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap_or(Ok(()))).collect()
+    });
+    results.into_iter().collect::<Result<Vec<()>>>()?;
     for n in backend.networks_with_prefix(&prefix)? {
         backend.stop_network(&n)?;
         tracing::info!(network = n, "destroyed");

@@ -95,6 +95,14 @@ pub enum LeaseError {
         /// The lease directory.
         dir: PathBuf,
     },
+    /// A subnet the init file pins is held by a network on this host that no lease accounts for.
+    #[error("subnet {subnet} (pinned by net `{net}`) is used by an existing network on this host")]
+    InUse {
+        /// The subnet.
+        subnet: Subnet,
+        /// The net that needs it.
+        net: String,
+    },
     /// A subnet the init file pins is leased by another live environment.
     #[error("subnet {subnet} (pinned by net `{net}`) is leased by the environment in {}", owner.display())]
     Taken {
@@ -268,6 +276,18 @@ impl LeaseStore {
         owner: &LeaseOwner,
         requests: &[SubnetRequest],
     ) -> Result<BTreeMap<String, Subnet>, LeaseError> {
+        self.acquire_avoiding(owner, requests, &HashSet::new())
+    }
+
+    /// Like [`LeaseStore::acquire`], never handing out a subnet of `in_use`
+    /// (e.g. one a network left behind by a killed run still holds, whose
+    /// lease is stale).
+    pub fn acquire_avoiding(
+        &self,
+        owner: &LeaseOwner,
+        requests: &[SubnetRequest],
+        in_use: &HashSet<Subnet>,
+    ) -> Result<BTreeMap<String, Subnet>, LeaseError> {
         let _lock = self.lock()?;
         let mut held: BTreeMap<Subnet, Lease> = BTreeMap::new();
         for lease in self.read_all()? {
@@ -284,6 +304,12 @@ impl LeaseStore {
         let mut used: HashSet<Subnet> = HashSet::new();
         for r in requests.iter().filter(|r| r.pinned.is_some()) {
             let Some(s) = r.pinned else { continue };
+            if in_use.contains(&s) && !held.get(&s).is_some_and(|l| l.owned_by(owner)) {
+                return Err(LeaseError::InUse {
+                    subnet: s,
+                    net: r.net.clone(),
+                });
+            }
             if let Some(l) = held.get(&s)
                 && !l.owned_by(owner)
             {
@@ -297,11 +323,13 @@ impl LeaseStore {
             chosen.insert(r.net.clone(), s);
         }
         let mut reusable = mine.into_iter().filter(|s| !used.contains(s));
-        let mut free = Subnet::pool().filter(|s| !held.contains_key(s) && !used.contains(s));
+        let mut free = Subnet::pool().filter(|s| !held.contains_key(s) && !used.contains(s) && !in_use.contains(s));
         let unpinned: Vec<&SubnetRequest> = requests.iter().filter(|r| r.pinned.is_none()).collect();
         for r in &unpinned {
             let Some(s) = reusable.next().or_else(|| free.next()) else {
-                let free_count = Subnet::pool().filter(|s| !held.contains_key(s)).count();
+                let free_count = Subnet::pool()
+                    .filter(|s| !held.contains_key(s) && !in_use.contains(s))
+                    .count();
                 return Err(LeaseError::Exhausted {
                     needed: requests.len(),
                     free: free_count,

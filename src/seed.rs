@@ -350,29 +350,62 @@ mod content_tests {
 
     #[test]
     fn root_user_seed_has_names_keys_and_nics_by_mac() {
-        let (spec, p) = fixture("domains:\n  vm01:\n    nics: [{net: a}, {net: b}]\n    disks: [{type: empty, name: r, dev: vda, size: 1G}]\nnets:\n  a: {}\n  b: {type: isolated}\n");
+        let (spec, p) = fixture(
+            "domains:\n  vm01:\n    nics: [{net: a}, {net: b}]\n    disks: [{type: empty, name: r, dev: vda, size: 1G}]\nnets:\n  a: {}\n  b: {type: isolated}\n",
+        );
         let f = seed_files(&spec.vms[0], &p.vms[0], "lago-e1-vm01", &keys());
         assert_eq!(f.meta_data, "instance-id: \"lago-e1-vm01\"\nlocal-hostname: vm01\n");
         assert!(f.user_data.starts_with("#cloud-config\n"));
         assert!(f.user_data.contains("\nhostname: vm01\nfqdn: vm01.lago.local\n"));
         assert!(f.user_data.contains("disable_root: false\n"));
-        assert!(f.user_data.contains("ssh_authorized_keys:\n  - ssh-ed25519 AAAAclient lago-e1\n"));
-        assert!(f.user_data.contains("ssh_keys:\n  ed25519_private: |\n    -----BEGIN OPENSSH PRIVATE KEY-----\n    abc\n"));
-        assert!(f.user_data.contains("  ed25519_public: ssh-ed25519 AAAAhost vm01@lago-e1\n"));
+        assert!(
+            f.user_data
+                .contains("ssh_authorized_keys:\n  - ssh-ed25519 AAAAclient lago-e1\n")
+        );
+        assert!(
+            f.user_data
+                .contains("ssh_keys:\n  ed25519_private: |\n    -----BEGIN OPENSSH PRIVATE KEY-----\n    abc\n")
+        );
+        assert!(
+            f.user_data
+                .contains("  ed25519_public: ssh-ed25519 AAAAhost vm01@lago-e1\n")
+        );
         assert!(!f.user_data.contains("password"), "no password is ever set");
-        assert!(f.network_config.contains("  eth0:\n    match:\n      macaddress: \"54:52:c0:a8:c8:02\"\n    set-name: eth0\n    dhcp4: true\n"), "{}", f.network_config);
-        assert!(f.network_config.contains("  eth1:\n    match:\n      macaddress: \"54:52:c0:a8:c9:02\""), "{}", f.network_config);
+        assert!(
+            f.network_config.contains(
+                "  eth0:\n    match:\n      macaddress: \"54:52:c0:a8:c8:02\"\n    set-name: eth0\n    dhcp4: true\n"
+            ),
+            "{}",
+            f.network_config
+        );
+        assert!(
+            f.network_config
+                .contains("  eth1:\n    match:\n      macaddress: \"54:52:c0:a8:c9:02\""),
+            "{}",
+            f.network_config
+        );
         // Only the management NIC provides routes and DNS.
-        assert!(f.network_config.contains("    dhcp4-overrides:\n      use-routes: false\n      use-dns: false\n"));
+        assert!(
+            f.network_config
+                .contains("    dhcp4-overrides:\n      use-routes: false\n      use-dns: false\n")
+        );
         assert_eq!(f.network_config.matches("dhcp4-overrides").count(), 1);
     }
 
     #[test]
     fn other_users_get_a_users_entry_with_the_keys() {
-        let (spec, p) = fixture("domains:\n  vm01:\n    ssh-user: tester\n    nics: [{net: a}]\n    disks: [{type: empty, name: r, dev: vda, size: 1G}]\nnets:\n  a: {}\n");
+        let (spec, p) = fixture(
+            "domains:\n  vm01:\n    ssh-user: tester\n    nics: [{net: a}]\n    disks: [{type: empty, name: r, dev: vda, size: 1G}]\nnets:\n  a: {}\n",
+        );
         let f = seed_files(&spec.vms[0], &p.vms[0], "i", &keys());
-        assert!(f.user_data.contains("users:\n  - name: tester\n    lock_passwd: true\n"));
-        assert!(f.user_data.contains("    ssh_authorized_keys:\n      - ssh-ed25519 AAAAclient lago-e1\n"));
+        assert!(
+            f.user_data
+                .contains("users:\n  - name: tester\n    lock_passwd: true\n")
+        );
+        assert!(
+            f.user_data
+                .contains("    ssh_authorized_keys:\n      - ssh-ed25519 AAAAclient lago-e1\n")
+        );
         assert!(!f.user_data.contains("disable_root"));
         let img = f.image();
         assert_eq!(img.len(), 1 << 20);

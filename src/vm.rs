@@ -153,7 +153,9 @@ impl Vm {
             return Ok(());
         }
         let offset = console_len(&self.plan.console_log);
+        let t = Instant::now();
         self.backend.start_domain(&self.plan.libvirt_name, &self.domain_xml)?;
+        tracing::info!(vm = %self.name(), ms = t.elapsed().as_millis() as u64, "domain created");
         self.conn.reset();
         self.wait_from(Duration::from_secs(self.spec.boot_time_sec), offset)
     }
@@ -196,7 +198,12 @@ impl Vm {
         let mut stage = BootStage::DomainRunning;
         let mut last_error: Option<String> = None;
         let mut last_state_check = Instant::now() - Duration::from_secs(1);
+        let mut shown = stage;
         loop {
+            if stage != shown {
+                tracing::info!(vm = %self.name(), stage = %shown, ms = start.elapsed().as_millis() as u64, "boot stage passed");
+                shown = stage;
+            }
             if last_state_check.elapsed() >= Duration::from_millis(500) || stage == BootStage::DomainRunning {
                 last_state_check = Instant::now();
                 match self.state()? {
@@ -216,13 +223,17 @@ impl Vm {
                 stage = BootStage::PortOpen;
             }
             if stage >= BootStage::GuestUp {
-                match TcpStream::connect_timeout(&addr, Duration::from_millis(250)) {
+                match TcpStream::connect_timeout(&addr, Duration::from_millis(100)) {
                     Ok(_) => {
                         stage = stage.max(BootStage::Authenticated);
+                        if stage != shown {
+                            tracing::info!(vm = %self.name(), stage = %BootStage::PortOpen, ms = start.elapsed().as_millis() as u64, "boot stage passed");
+                            shown = stage;
+                        }
                         match ssh::connect(&target, Duration::from_secs(5)) {
                             Ok(live) => {
                                 self.conn.adopt(live);
-                                tracing::info!(vm = %self.name(), secs = start.elapsed().as_secs_f64(), "SSH is up");
+                                tracing::info!(vm = %self.name(), ms = start.elapsed().as_millis() as u64, "SSH is up (authenticated)");
                                 return Ok(());
                             }
                             Err(e @ SshError::HostKeyMismatch { .. }) => return Err(e.into()),
@@ -235,7 +246,7 @@ impl Vm {
             if start.elapsed() >= timeout {
                 return Err(self.stalled(stage, start, last_error, console_offset));
             }
-            std::thread::sleep(Duration::from_millis(40));
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

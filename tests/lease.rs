@@ -201,3 +201,20 @@ fn concurrent_processes_never_share_a_subnet() {
     assert_eq!(distinct, (200..224).collect());
     assert_eq!(LeaseStore::new(&dir).list().unwrap().len(), 24);
 }
+
+#[test]
+fn subnets_in_use_on_the_host_are_skipped_or_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = LeaseStore::new(tmp.path().join("leases"));
+    let a = owner(&tmp.path().join("a"), "aaaa");
+    let in_use: std::collections::HashSet<Subnet> = [Subnet::new(200).unwrap(), Subnet::new(201).unwrap()].into();
+    let got = store.acquire_avoiding(&a, &any(&["x"]), &in_use).unwrap();
+    assert_eq!(got["x"], Subnet::new(202).unwrap());
+    let pinned = vec![SubnetRequest {
+        net: "p".into(),
+        pinned: Subnet::new(201),
+    }];
+    let b = owner(&tmp.path().join("b"), "bbbb");
+    let err = store.acquire_avoiding(&b, &pinned, &in_use).unwrap_err();
+    assert!(matches!(err, LeaseError::InUse { net, .. } if net == "p"));
+}

@@ -395,6 +395,25 @@ impl Backend {
             .collect())
     }
 
+    /// The pool subnets that active networks on this connection use.
+    pub fn subnets_in_use(&self) -> Result<std::collections::HashSet<crate::plan::Subnet>, BackendError> {
+        let all = self.conn.list_all_networks(0).map_err(|source| BackendError::List {
+            what: "networks",
+            source,
+        })?;
+        let mut used = std::collections::HashSet::new();
+        for n in all.iter().filter(|n| n.is_active().unwrap_or(false)) {
+            let Ok(xml) = n.xml_desc(0) else { continue };
+            for part in xml.split("<ip address=").skip(1) {
+                let addr: String = part.chars().skip(1).take_while(|c| *c != '\'' && *c != '"').collect();
+                if let Some(s) = addr.parse().ok().and_then(crate::plan::Subnet::of) {
+                    used.insert(s);
+                }
+            }
+        }
+        Ok(used)
+    }
+
     /// Names of networks whose name starts with `prefix`.
     pub fn networks_with_prefix(&self, prefix: &str) -> Result<Vec<String>, BackendError> {
         let all = self.conn.list_all_networks(0).map_err(|source| BackendError::List {

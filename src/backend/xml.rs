@@ -290,7 +290,13 @@ nets:
         (spec, p)
     }
 
-    fn params<'a>(spec: &'a config::EnvSpec, p: &'a plan::EnvPlan, i: usize, accel: Accel, boot: Boot) -> DomainParams<'a> {
+    fn params<'a>(
+        spec: &'a config::EnvSpec,
+        p: &'a plan::EnvPlan,
+        i: usize,
+        accel: Accel,
+        boot: Boot,
+    ) -> DomainParams<'a> {
         DomainParams {
             spec: &spec.vms[i],
             plan: &p.vms[i],
@@ -312,10 +318,22 @@ nets:
         assert!(x.contains("<forward mode='nat'/>"), "{x}");
         assert!(x.contains("<mtu size='1400'/>"), "{x}");
         assert!(x.contains("<domain name='lago.local' localOnly='yes'/>"), "{x}");
-        assert!(x.contains("<ip address='192.168.210.1' netmask='255.255.255.0'>"), "{x}");
-        assert!(x.contains("<range start='192.168.210.100' end='192.168.210.254'/>"), "{x}");
-        assert!(x.contains("<host mac='54:52:c0:a8:d2:02' ip='192.168.210.2' name='vm01'/>"), "{x}");
-        assert!(x.contains("<host ip='192.168.210.3'>\n      <hostname>vm02</hostname>"), "{x}");
+        assert!(
+            x.contains("<ip address='192.168.210.1' netmask='255.255.255.0'>"),
+            "{x}"
+        );
+        assert!(
+            x.contains("<range start='192.168.210.100' end='192.168.210.254'/>"),
+            "{x}"
+        );
+        assert!(
+            x.contains("<host mac='54:52:c0:a8:d2:02' ip='192.168.210.2' name='vm01'/>"),
+            "{x}"
+        );
+        assert!(
+            x.contains("<host ip='192.168.210.3'>\n      <hostname>vm02</hostname>"),
+            "{x}"
+        );
     }
 
     #[test]
@@ -331,7 +349,10 @@ nets:
         assert!(!iso.contains("<forward"), "{iso}");
         assert!(iso.contains("<ip address='192.168.220.1'"), "{iso}");
         let br = network_xml(&p.nets[1]);
-        assert!(br.contains("<forward mode='bridge'/>") && br.contains("<bridge name='br9'/>"), "{br}");
+        assert!(
+            br.contains("<forward mode='bridge'/>") && br.contains("<bridge name='br9'/>"),
+            "{br}"
+        );
         assert!(!br.contains("<ip"), "{br}");
     }
 
@@ -351,13 +372,24 @@ nets:
         assert!(x.contains("<kernel>/s/vmlinuz</kernel>") && x.contains("<initrd>/s/initrd.img</initrd>"));
         assert!(x.contains("<cmdline>console=ttyS0 lago.root=/dev/sda</cmdline>"));
         assert!(x.contains("<controller type='scsi' index='0' model='virtio-scsi'/>"));
-        assert!(x.contains("<source file='/w/images/vm01_root.qcow2'/>\n      <target dev='sda' bus='scsi'/>"), "{x}");
+        assert!(
+            x.contains("<source file='/w/images/vm01_root.qcow2'/>\n      <target dev='sda' bus='scsi'/>"),
+            "{x}"
+        );
         assert!(x.contains("<driver name='qemu' type='raw' cache='unsafe' discard='unmap'/>\n      <source file='/w/images/vm01_data.raw'/>\n      <target dev='vdb' bus='virtio'/>"), "{x}");
         assert!(x.contains("<disk type='file' device='cdrom'>"), "{x}");
         assert!(x.contains("<target dev='hdc' bus='ide'/>\n      <readonly/>"), "{x}");
         // The seed takes the first free virtio name.
-        assert!(x.contains("<source file='/w/seeds/vm01-cidata.img'/>\n      <target dev='vda' bus='virtio'/>\n      <readonly/>"), "{x}");
-        assert!(x.contains("<source network='lago-abcd1234-lago'/>\n      <mac address='54:52:c0:a8:d2:02'/>"), "{x}");
+        assert!(
+            x.contains(
+                "<source file='/w/seeds/vm01-cidata.img'/>\n      <target dev='vda' bus='virtio'/>\n      <readonly/>"
+            ),
+            "{x}"
+        );
+        assert!(
+            x.contains("<source network='lago-abcd1234-lago'/>\n      <mac address='54:52:c0:a8:d2:02'/>"),
+            "{x}"
+        );
         assert!(x.contains("<source network='lago-abcd1234-lab'/>"), "{x}");
         assert!(x.contains("<log file='/w/logs/vm01.console.log' append='on'/>"), "{x}");
         assert!(x.contains("<rng model='virtio'>"));
@@ -374,7 +406,10 @@ nets:
         assert!(kvm.contains("<boot dev='hd'/>") && !kvm.contains("<kernel>"));
         assert!(kvm.contains("<bios useserial='yes'/>"));
         let model = domain_xml(&params(&spec, &p, 1, Accel::Tcg, Boot::Disk));
-        assert!(model.contains("<model fallback='forbid'>Skylake-Client</model>"), "{model}");
+        assert!(
+            model.contains("<model fallback='forbid'>Skylake-Client</model>"),
+            "{model}"
+        );
         assert!(!model.contains("virtio-scsi"), "no SCSI controller without sd disks");
     }
 
