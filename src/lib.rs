@@ -33,6 +33,7 @@
 //!
 //! See the README for the init-file schema, the CLI and the speed figures.
 
+pub mod backend;
 mod cmd;
 pub mod config;
 pub mod env;
