@@ -590,6 +590,12 @@ impl Env {
     /// Tears everything down: domains, networks (also any other libvirt object
     /// named with this env's id), subnet leases, the workdir. Idempotent.
     pub fn destroy(self) -> Result<()> {
+        self.teardown()
+    }
+
+    /// Like [`Env::destroy`], through a shared reference (for harnesses that
+    /// hand the environment to many tests).
+    pub fn teardown(&self) -> Result<()> {
         destroy_parts(
             &self.workdir,
             &self.saved.env_id,
@@ -597,6 +603,17 @@ impl Env {
             &LeaseStore::new(&self.saved.lease_dir),
         )
     }
+
+    /// The subnet lease directory this environment uses.
+    pub fn lease_dir(&self) -> &Path {
+        &self.saved.lease_dir
+    }
+
+    /// The libvirt URI this environment uses.
+    pub fn libvirt_uri(&self) -> &str {
+        &self.saved.libvirt_uri
+    }
+
 }
 
 fn destroy_parts(workdir: &Path, env_id: &EnvId, backend: &Backend, leases: &LeaseStore) -> Result<()> {

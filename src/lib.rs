@@ -35,8 +35,10 @@
 
 pub mod backend;
 mod cmd;
-pub mod config;
+pub use lago_config as config;
 pub mod env;
+pub mod fixtures;
+pub mod harness;
 mod error;
 pub mod image;
 pub mod keys;
@@ -48,14 +50,72 @@ pub mod sdk;
 pub mod seed;
 pub mod ssh;
 pub mod store;
+pub mod transcript;
 pub mod vm;
 
 pub use cmd::{CommandError, CommandFailure};
 
 pub use config::{ConfigError, EnvSpec};
 pub use env::{Env, InitOptions};
-pub use error::{Error, Result};
+pub use error::{Error, Result, error_chain};
 pub use lease::{LeaseError, LeaseStore};
 pub use plan::{EnvId, EnvPlan, PlanError, Subnet};
 pub use ssh::CommandStatus;
 pub use vm::Vm;
+
+/// Runs a test against the suite environment of an init file.
+///
+/// ```no_run
+/// use lago::{lago_env, Env, Vm};
+///
+/// #[lago_env("tests/envs/pair.yaml")]
+/// #[test]
+/// fn vm01_knows_its_name(vm01: &Vm) {
+///     let st = vm01.ssh(["hostname", "-f"]).unwrap();
+///     assert_eq!(st.code, 0);
+///     assert_eq!(st.out.trim(), "vm01.lago.local");
+/// }
+///
+/// #[lago_env("tests/envs/pair.yaml")]
+/// #[test]
+/// fn sees_both(env: &Env, vm02: &Vm) {
+///     assert_eq!(env.get_vms().len(), 2);
+///     assert!(vm02.ssh(["ping", "-c1", "vm01"]).unwrap().success());
+/// }
+/// ```
+///
+/// - The path is relative to the crate (`CARGO_MANIFEST_DIR`). The init file
+///   is read and validated when the test compiles: a missing or invalid file,
+///   or a `&Vm` parameter not named after one of its VMs, is a compile error
+///   on the offending token (listing the VMs). Editing the file rebuilds the test.
+/// - A `&Vm` parameter gets the VM of its name; a `&Env` parameter (any
+///   name) gets the whole environment. Other parameters stay (for rstest).
+/// - `#[test]` is added unless a test attribute is already there. With
+///   rstest, put `#[lago_env]` **above** `#[rstest]`, so that it takes out
+///   the VM parameters before rstest looks for fixtures of those names;
+///   cases, values and fixtures keep working:
+///   ```ignore
+///   #[lago_env("tests/envs/pair.yaml")]
+///   #[rstest]
+///   #[case("a b")]
+///   fn echoes(vm01: &Vm, #[case] text: &str) { /* … */ }
+///   ```
+/// - The environment is shared by every test of the binary naming the same
+///   file, booted on first use, torn down when the binary ends or is
+///   interrupted (see [`harness`]). A failing test gets a folder of failure
+///   artifacts under `target/lago-artifacts/<test>/`, named in its failure message.
+pub use lago_macros::lago_env;
+
+/// Used by the code `#[lago_env]` generates; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::harness::run_env_test;
+
+    /// The VM `name` of `env` (the macro checked it exists at compile time).
+    pub fn vm<'a>(env: &'a crate::Env, name: &str) -> &'a crate::Vm {
+        match env.vm(name) {
+            Ok(vm) => vm,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}

@@ -126,19 +126,45 @@ impl Vm {
         timeout: Option<Duration>,
     ) -> Result<CommandStatus> {
         let start = Instant::now();
-        let st = self.conn.exec(command_line, stdin, timeout)?;
+        let result = self.conn.exec(command_line, stdin, timeout);
+        crate::transcript::record(|| crate::transcript::Entry {
+            vm: self.name().to_owned(),
+            command: command_line.to_owned(),
+            outcome: result.as_ref().map(|s| s.code).map_err(|e| e.to_string()),
+            out: result.as_ref().map(|s| s.out.clone()).unwrap_or_default(),
+            err: result.as_ref().map(|s| s.err.clone()).unwrap_or_default(),
+            duration: start.elapsed(),
+        });
+        let st = result?;
         tracing::debug!(vm = %self.name(), command = command_line, code = st.code, ms = start.elapsed().as_millis() as u64, "ssh");
         Ok(st)
     }
 
     /// Copies a local file or directory to `remote` on the VM (the path the copy gets).
     pub fn copy_to(&self, local: impl AsRef<Path>, remote: &str) -> Result<()> {
-        Ok(self.conn.copy_to(local.as_ref(), remote)?)
+        let start = Instant::now();
+        let r = self.conn.copy_to(local.as_ref(), remote);
+        self.record_copy(format!("copy-to {} {remote}", local.as_ref().display()), &r, start);
+        Ok(r?)
+    }
+
+    fn record_copy(&self, what: String, r: &std::result::Result<(), SshError>, start: Instant) {
+        crate::transcript::record(|| crate::transcript::Entry {
+            vm: self.name().to_owned(),
+            command: what,
+            outcome: r.as_ref().map(|()| 0).map_err(|e| e.to_string()),
+            out: String::new(),
+            err: String::new(),
+            duration: start.elapsed(),
+        });
     }
 
     /// Copies the VM's `remote` file or directory to `local` (the path the copy gets).
     pub fn copy_from(&self, remote: &str, local: impl AsRef<Path>) -> Result<()> {
-        Ok(self.conn.copy_from(remote, local.as_ref())?)
+        let start = Instant::now();
+        let r = self.conn.copy_from(remote, local.as_ref());
+        self.record_copy(format!("copy-from {remote} {}", local.as_ref().display()), &r, start);
+        Ok(r?)
     }
 
     /// An interactive shell (or `command`) with a PTY on this terminal; returns its exit code.

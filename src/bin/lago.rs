@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use lago::config::{self, DiskBus, DiskSource, EnvSpec};
+use lago::error_chain;
 use lago::plan::{self, EnvId, EnvPlan};
 
 /// Turn a Lago init file into VMs and networks, and drive them.
@@ -142,20 +143,6 @@ impl From<lago::Error> for Failure {
             _ => Failure::Other(text),
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        let c = cause.to_string();
-        if !s.contains(&c) {
-            s.push_str(": ");
-            s.push_str(&c);
-        }
-        src = cause.source();
-    }
-    s
 }
 
 fn init_tracing(verbose: u8) {

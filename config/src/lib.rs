@@ -1,5 +1,8 @@
 //! The Lago init file: parsing, validation, and the validated [`EnvSpec`].
 //!
+//! Re-exported by the `lago` crate as `lago::config`; the `#[lago_env]`
+//! macro uses it to validate init files at compile time.
+//!
 //! An init file is YAML (or JSON, which is YAML too) with two top-level maps,
 //! `domains` (the VMs) and `nets`. [`load`] reads one and returns an
 //! [`EnvSpec`], or a [`ConfigError`] that lists **every** problem with its
@@ -7,7 +10,7 @@
 //! expected and what was found. Unknown keys are errors, with a "did you mean".
 //!
 //! ```
-//! let spec = lago::config::from_str(
+//! let spec = lago_config::from_str(
 //!     "domains:\n  vm01:\n    nics: [{net: lago}]\n    disks: [{type: empty, name: root, dev: vda, size: 1G}]\nnets:\n  lago: {}\n",
 //!     "/tmp/LagoInitFile",
 //! ).unwrap();

@@ -1,0 +1,195 @@
+//! Expansion of `#[lago_env]`: validate the init file at compile time,
+//! take the `&Vm` / `&Env` parameters out of the signature, and run the body
+//! inside the suite environment.
+
+use std::path::{Path, PathBuf};
+
+use proc_macro2::{Span, TokenStream};
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{FnArg, ItemFn, Pat, Type};
+
+use crate::args::Args;
+
+enum Binding {
+    Env(syn::Ident),
+    Vm(syn::Ident, String),
+}
+
+/// The last path segment of `&T` (`Vm` for `&Vm` or `&lago::Vm`).
+fn ref_target(ty: &Type) -> Option<String> {
+    let Type::Reference(r) = ty else { return None };
+    let Type::Path(p) = r.elem.as_ref() else { return None };
+    p.path.segments.last().map(|s| s.ident.to_string())
+}
+
+fn is_test_attr(attr: &syn::Attribute) -> bool {
+    attr.path()
+        .segments
+        .last()
+        .is_some_and(|s| matches!(s.ident.to_string().as_str(), "test" | "rstest"))
+}
+
+/// The original item with `error` prepended: IDEs keep seeing the function.
+fn with_error(error: syn::Error, item: TokenStream) -> TokenStream {
+    let e = error.to_compile_error();
+    quote! { #e #item }
+}
+
+pub(crate) fn lago_env(args: TokenStream, item: TokenStream) -> TokenStream {
+    let args: Args = match syn::parse2(args) {
+        Ok(a) => a,
+        Err(e) => return with_error(e, item),
+    };
+    let mut func: ItemFn = match syn::parse2(item.clone()) {
+        Ok(f) => f,
+        Err(e) => return with_error(e, item),
+    };
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
+    match expand(&args, &mut func, Path::new(&manifest)) {
+        Ok(tokens) => tokens,
+        Err(e) => with_error(e, item),
+    }
+}
+
+fn expand(args: &Args, func: &mut ItemFn, manifest_dir: &Path) -> syn::Result<TokenStream> {
+    let lit = &args.init_file;
+    let rel = lit.value();
+    let path: PathBuf = if Path::new(&rel).is_absolute() { PathBuf::from(&rel) } else { manifest_dir.join(&rel) };
+    let spec = match lago_config::load(&path) {
+        Ok(spec) => spec,
+        Err(lago_config::ConfigError::NotFound { path }) => {
+            return Err(syn::Error::new(
+                lit.span(),
+                format!("init file {} not found (paths are relative to the crate, {})", path.display(), manifest_dir.display()),
+            ));
+        }
+        Err(e) => return Err(syn::Error::new(lit.span(), format!("invalid init file: {e}"))),
+    };
+    let vm_names: Vec<&str> = spec.vms.iter().map(|v| v.name.as_str()).collect();
+
+    let mut bindings = Vec::new();
+    let mut errors: Option<syn::Error> = None;
+    let mut push_err = |e: syn::Error| match &mut errors {
+        Some(all) => all.combine(e),
+        None => errors = Some(e),
+    };
+    let mut kept = syn::punctuated::Punctuated::<FnArg, syn::Token![,]>::new();
+    for arg in std::mem::take(&mut func.sig.inputs) {
+        let FnArg::Typed(pt) = &arg else {
+            kept.push(arg);
+            continue;
+        };
+        let target = ref_target(&pt.ty);
+        let ident = match pt.pat.as_ref() {
+            Pat::Ident(i) => Some(i.ident.clone()),
+            _ => None,
+        };
+        match (target.as_deref(), ident) {
+            (Some("Env"), Some(id)) => bindings.push(Binding::Env(id)),
+            (Some("Vm"), Some(id)) => {
+                let name = id.to_string();
+                let name = name.strip_prefix("r#").unwrap_or(&name).to_owned();
+                if vm_names.contains(&name.as_str()) {
+                    bindings.push(Binding::Vm(id, name));
+                } else {
+                    push_err(syn::Error::new(
+                        id.span(),
+                        format!(
+                            "no VM named `{name}` in {rel}; a `&Vm` parameter must be named after one of its VMs: {}",
+                            vm_names.join(", ")
+                        ),
+                    ));
+                }
+            }
+            (Some("Env") | Some("Vm"), None) => push_err(syn::Error::new(
+                pt.pat.span(),
+                "expected a plain parameter name (a `&Vm` parameter is named after its VM)",
+            )),
+            _ => kept.push(arg),
+        }
+    }
+    if let Some(e) = errors {
+        return Err(e);
+    }
+    func.sig.inputs = kept;
+
+    let abs = path.display().to_string();
+    let fn_name = func.sig.ident.to_string();
+    let env_var = syn::Ident::new("__lago_env", Span::mixed_site());
+    let lets = bindings.iter().map(|b| match b {
+        Binding::Env(id) => quote_spanned! {id.span()=> let #id: &::lago::Env = #env_var; },
+        Binding::Vm(id, name) => quote_spanned! {id.span()=> let #id: &::lago::Vm = ::lago::__private::vm(#env_var, #name); },
+    });
+    let body = &func.block;
+    let ret = match &func.sig.output {
+        syn::ReturnType::Default => quote! { () },
+        syn::ReturnType::Type(_, ty) => quote! { #ty },
+    };
+    let new_body: syn::Block = syn::parse_quote! {{
+        // Rebuild when the init file changes.
+        const _: &str = ::core::include_str!(#abs);
+        ::lago::__private::run_env_test(
+            #abs,
+            ::core::concat!(::core::module_path!(), "::", #fn_name),
+            |#env_var: &::lago::Env| -> #ret { #(#lets)* #body },
+        )
+    }};
+    *func.block = new_body;
+    let add_test = !func.attrs.iter().any(is_test_attr);
+    let test_attr = add_test.then(|| quote! { #[::core::prelude::v1::test] });
+    Ok(quote! { #test_attr #func })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    }
+
+    fn run(args: TokenStream, item: TokenStream) -> syn::Result<String> {
+        let args: Args = syn::parse2(args)?;
+        let mut f: ItemFn = syn::parse2(item)?;
+        expand(&args, &mut f, &manifest()).map(|t| t.to_string())
+    }
+
+    #[test]
+    fn vm_and_env_parameters_become_bindings_and_test_is_added() {
+        let out = run(
+            quote!("tests/envs/pair.yaml"),
+            quote!(fn t(e: &Env, vm01: &lago::Vm) { body(); }),
+        )
+        .unwrap();
+        assert!(out.contains("# [:: core :: prelude :: v1 :: test]"), "{out}");
+        assert!(out.contains("fn t ()"), "{out}");
+        assert!(out.contains("let e : & :: lago :: Env = __lago_env"), "{out}");
+        assert!(out.contains(":: lago :: __private :: vm (__lago_env , \"vm01\")"), "{out}");
+        assert!(out.contains("include_str !"), "{out}");
+        assert!(out.contains("tests/envs/pair.yaml"), "{out}");
+    }
+
+    #[test]
+    fn existing_test_attributes_are_kept_and_other_parameters_stay() {
+        let out = run(
+            quote!("tests/envs/pair.yaml"),
+            quote!(#[rstest] #[case(1)] fn t(#[case] n: u32, vm02: &Vm) {}),
+        )
+        .unwrap();
+        assert!(!out.contains("prelude :: v1 :: test"), "{out}");
+        assert!(out.contains("# [rstest]"), "{out}");
+        assert!(out.contains("fn t (# [case] n : u32)"), "{out}");
+    }
+
+    #[test]
+    fn unknown_vm_and_missing_file_are_errors() {
+        let e = run(quote!("tests/envs/pair.yaml"), quote!(fn t(vm09: &Vm) {})).unwrap_err();
+        assert!(e.to_string().contains("no VM named `vm09`"), "{e}");
+        assert!(e.to_string().contains("vm01, vm02"), "{e}");
+        let e = run(quote!("tests/envs/nope.yaml"), quote!(fn t() {})).unwrap_err();
+        assert!(e.to_string().contains("not found"), "{e}");
+        let e = run(quote!("tests/data/invalid/memory_zero.yaml"), quote!(fn t() {})).unwrap_err();
+        assert!(e.to_string().contains("domains.vm01.memory"), "{e}");
+    }
+}

@@ -1,0 +1,108 @@
+//! rstest fixtures for suite-scoped environments.
+//!
+//! Wrap these in your own `#[fixture]`s; the environment is the same one
+//! `#[lago_env]` tests of the binary use, and a failing test gets its
+//! failure artifacts (see [`crate::harness`]).
+//!
+//! ```no_run
+//! use lago::fixtures::{SuiteEnv, SuiteVm};
+//! use rstest::{fixture, rstest};
+//!
+//! #[fixture]
+//! fn pair() -> SuiteEnv {
+//!     lago::fixtures::env("tests/envs/pair.yaml")
+//! }
+//!
+//! #[fixture]
+//! fn vm01() -> SuiteVm {
+//!     lago::fixtures::vm("tests/envs/pair.yaml", "vm01")
+//! }
+//!
+//! #[rstest]
+//! #[case("vm01")]
+//! #[case("vm02")]
+//! fn knows_its_name(pair: SuiteEnv, #[case] name: &str) {
+//!     let st = pair.vm(name).ssh(["hostname"]).unwrap();
+//!     assert_eq!(st.out.trim(), name);
+//! }
+//!
+//! #[rstest]
+//! fn has_a_root_disk(vm01: SuiteVm) {
+//!     assert!(vm01.ssh(["test", "-b", "/dev/vda"]).unwrap().success());
+//! }
+//! ```
+
+use std::ops::Deref;
+
+use crate::env::Env;
+use crate::harness::{TestGuard, current_test_name, suite_env};
+use crate::vm::Vm;
+
+/// The suite environment of an init file, for one test.
+pub struct SuiteEnv {
+    guard: TestGuard,
+}
+
+impl std::fmt::Debug for SuiteEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SuiteEnv").field("env", self.guard.env()).finish()
+    }
+}
+
+impl SuiteEnv {
+    /// The VM called `name` (panics, naming the VMs there are, if there is none).
+    pub fn vm(&self, name: &str) -> &Vm {
+        match self.guard.env().vm(name) {
+            Ok(vm) => vm,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+impl Deref for SuiteEnv {
+    type Target = Env;
+    fn deref(&self) -> &Env {
+        self.guard.env()
+    }
+}
+
+/// The environment of `init_file` (relative to the crate under test),
+/// booted on first use and shared by the test binary.
+pub fn env(init_file: &str) -> SuiteEnv {
+    let (suite, env) = suite_env(init_file);
+    let name = current_test_name(init_file);
+    SuiteEnv {
+        guard: TestGuard::start(env, suite, name),
+    }
+}
+
+/// One VM of a suite environment, for one test.
+#[derive(Debug)]
+pub struct SuiteVm {
+    env: SuiteEnv,
+    name: String,
+}
+
+impl SuiteVm {
+    /// The whole environment.
+    pub fn env(&self) -> &SuiteEnv {
+        &self.env
+    }
+}
+
+impl Deref for SuiteVm {
+    type Target = Vm;
+    fn deref(&self) -> &Vm {
+        self.env.vm(&self.name)
+    }
+}
+
+/// The VM `name` of the environment of `init_file`.
+pub fn vm(init_file: &str, name: &str) -> SuiteVm {
+    let env = env(init_file);
+    let _ = env.vm(name);
+    SuiteVm {
+        env,
+        name: name.to_owned(),
+    }
+}

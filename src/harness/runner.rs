@@ -1,0 +1,318 @@
+//! A libtest-mimic runner for system suites (`harness = false` test targets).
+//!
+//! ```no_run
+//! // tests/system.rs, with `[[test]] name = "system" harness = false` in Cargo.toml
+//! use lago::harness::runner::{Runner, Suite};
+//!
+//! fn main() {
+//!     Runner::new()
+//!         .suite(
+//!             Suite::new("tests/envs/pair.yaml")
+//!                 .test("hostname", |env| {
+//!                     let st = env.vm("vm01").map_err(|e| e.to_string())?.ssh(["hostname"]).map_err(|e| e.to_string())?;
+//!                     if st.out.trim() == "vm01" { Ok(()) } else { Err(format!("got {st:?}")) }
+//!                 })
+//!                 .test("ping", |env| {
+//!                     let vm = env.vm("vm02").map_err(|e| e.to_string())?;
+//!                     vm.ssh(["ping", "-c1", "vm01"]).map_err(|e| e.to_string())?.success().then_some(()).ok_or("no ping".into())
+//!                 }),
+//!         )
+//!         .run()
+//! }
+//! ```
+//!
+//! Each suite's environment boots once, when its first trial runs, and is
+//! torn down when all trials are done. libtest's arguments work
+//! (`--test-threads`, filters, `--exact`, `--list`, `--ignored`,
+//! `--include-ignored`), so `cargo test` and `cargo nextest run` both drive
+//! it. `--junit PATH` (or `LAGO_JUNIT=PATH`) writes a JUnit XML report. When
+//! libvirt cannot be reached, every trial is reported as ignored, with the
+//! reason, never as passed.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use libtest_mimic::{Arguments, Conclusion, Failed, Trial};
+
+use crate::env::Env;
+
+type TestFn = Arc<dyn Fn(&Env) -> Result<(), String> + Send + Sync>;
+
+struct Case {
+    name: String,
+    f: TestFn,
+    ignored: bool,
+}
+
+/// An init file and the tests that run against its environment.
+pub struct Suite {
+    init_file: String,
+    cases: Vec<Case>,
+}
+
+impl std::fmt::Debug for Suite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Suite")
+            .field("init_file", &self.init_file)
+            .field("tests", &self.cases.iter().map(|c| &c.name).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Suite {
+    /// A suite for `init_file` (relative to the crate under test).
+    pub fn new(init_file: impl Into<String>) -> Self {
+        Suite {
+            init_file: init_file.into(),
+            cases: Vec::new(),
+        }
+    }
+
+    /// Adds a test.
+    #[must_use]
+    pub fn test(mut self, name: impl Into<String>, f: impl Fn(&Env) -> Result<(), String> + Send + Sync + 'static) -> Self {
+        self.cases.push(Case {
+            name: name.into(),
+            f: Arc::new(f),
+            ignored: false,
+        });
+        self
+    }
+
+    /// Adds a test that runs only with `--ignored` / `--include-ignored`.
+    #[must_use]
+    pub fn ignored_test(
+        mut self,
+        name: impl Into<String>,
+        f: impl Fn(&Env) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        self.cases.push(Case {
+            name: name.into(),
+            f: Arc::new(f),
+            ignored: true,
+        });
+        self
+    }
+
+    fn prefix(&self) -> String {
+        Path::new(&self.init_file)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.init_file.clone())
+    }
+}
+
+/// How a trial ended, for the JUnit report.
+#[derive(Debug, Clone)]
+struct Record {
+    suite: String,
+    name: String,
+    time: Duration,
+    failure: Option<String>,
+    skipped: Option<String>,
+}
+
+/// The runner: suites in, libtest-format report out.
+#[derive(Debug, Default)]
+pub struct Runner {
+    suites: Vec<Suite>,
+}
+
+impl Runner {
+    /// An empty runner.
+    pub fn new() -> Self {
+        Runner::default()
+    }
+
+    /// Adds a suite.
+    #[must_use]
+    pub fn suite(mut self, suite: Suite) -> Self {
+        self.suites.push(suite);
+        self
+    }
+
+    /// Runs with the process's arguments and exits with libtest's exit code.
+    pub fn run(self) -> ! {
+        let conclusion = self.run_with_args(std::env::args());
+        conclusion.exit()
+    }
+
+    /// Runs with `args` (the first is the program name) and returns the conclusion.
+    pub fn run_with_args(self, args: impl IntoIterator<Item = String>) -> Conclusion {
+        let (junit, rest) = split_junit(args);
+        let args = Arguments::from_iter(rest);
+        let unreachable = if args.list {
+            None
+        } else {
+            crate::backend::Backend::connect(None).err().map(|e| crate::error_chain(&e))
+        };
+        if let Some(why) = &unreachable {
+            eprintln!("lago: VM trials are ignored: libvirt is not reachable here ({why})");
+        }
+        let records: Arc<Mutex<Vec<Record>>> = Arc::default();
+        let mut trials = Vec::new();
+        for suite in &self.suites {
+            let prefix = suite.prefix();
+            for case in &suite.cases {
+                let name = format!("{prefix}::{}", case.name);
+                let (init_file, f, rec) = (suite.init_file.clone(), case.f.clone(), records.clone());
+                let (suite_name, trial_name) = (prefix.clone(), name.clone());
+                let trial = Trial::test(name, move || {
+                    let start = Instant::now();
+                    let result = catch_unwind(AssertUnwindSafe(|| {
+                        crate::harness::run_named(&init_file, &trial_name, |env| f(env))
+                    }));
+                    let result: Result<(), String> = match result {
+                        Ok(r) => r,
+                        Err(p) => Err(p
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_else(|| "the test panicked".into())),
+                    };
+                    if let Ok(mut v) = rec.lock() {
+                        v.push(Record {
+                            suite: suite_name,
+                            name: trial_name,
+                            time: start.elapsed(),
+                            failure: result.clone().err(),
+                            skipped: None,
+                        });
+                    }
+                    result.map_err(Failed::from)
+                })
+                .with_kind("vm")
+                .with_ignored_flag(case.ignored || unreachable.is_some());
+                trials.push(trial);
+            }
+        }
+        // Ignored trials that are not run still belong in the report.
+        if let Ok(mut v) = records.lock() {
+            for t in trials.iter().filter(|t| args.is_ignored(t) && !args.is_filtered_out(t)) {
+                let (suite, name) = t.name().split_once("::").unwrap_or(("", t.name()));
+                v.push(Record {
+                    suite: suite.to_owned(),
+                    name: t.name().to_owned(),
+                    time: Duration::ZERO,
+                    failure: None,
+                    skipped: Some(unreachable.clone().unwrap_or_else(|| "ignored".into())),
+                });
+                let _ = name;
+            }
+        }
+        let conclusion = libtest_mimic::run(&args, trials);
+        if !args.list {
+            crate::harness::teardown_all();
+        }
+        if let Some(path) = junit {
+            let recs = records.lock().map(|v| v.clone()).unwrap_or_default();
+            if let Err(e) = std::fs::write(&path, junit_xml(&recs)) {
+                eprintln!("lago: cannot write the JUnit report {}: {e}", path.display());
+            }
+        }
+        conclusion
+    }
+}
+
+/// Takes `--junit PATH` / `--junit=PATH` out of the arguments (`LAGO_JUNIT` if absent).
+fn split_junit(args: impl IntoIterator<Item = String>) -> (Option<PathBuf>, Vec<String>) {
+    let mut junit = std::env::var_os("LAGO_JUNIT").filter(|v| !v.is_empty()).map(PathBuf::from);
+    let mut rest = Vec::new();
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        if a == "--junit" {
+            junit = it.next().map(PathBuf::from);
+        } else if let Some(p) = a.strip_prefix("--junit=") {
+            junit = Some(PathBuf::from(p));
+        } else {
+            rest.push(a);
+        }
+    }
+    (junit, rest)
+}
+
+fn xml_escape(s: &str) -> String {
+    crate::backend::xml::esc(s)
+        .chars()
+        .filter(|c| !c.is_control() || matches!(c, '\n' | '\t' | '\r'))
+        .collect()
+}
+
+/// The JUnit XML of `records`.
+fn junit_xml(records: &[Record]) -> String {
+    use std::fmt::Write as _;
+    let failures = records.iter().filter(|r| r.failure.is_some()).count();
+    let skipped = records.iter().filter(|r| r.skipped.is_some()).count();
+    let total: f64 = records.iter().map(|r| r.time.as_secs_f64()).sum();
+    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        x,
+        "<testsuites tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{total:.3}\">",
+        records.len()
+    );
+    let _ = writeln!(
+        x,
+        "  <testsuite name=\"lago\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{total:.3}\">",
+        records.len()
+    );
+    for r in records {
+        let _ = write!(
+            x,
+            "    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\"",
+            xml_escape(&r.suite),
+            xml_escape(&r.name),
+            r.time.as_secs_f64()
+        );
+        match (&r.failure, &r.skipped) {
+            (Some(f), _) => {
+                let first = f.lines().next().unwrap_or("failed");
+                let _ = writeln!(
+                    x,
+                    ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>",
+                    xml_escape(first),
+                    xml_escape(f)
+                );
+            }
+            (None, Some(why)) => {
+                let _ = writeln!(x, ">\n      <skipped message=\"{}\"/>\n    </testcase>", xml_escape(why));
+            }
+            (None, None) => {
+                let _ = writeln!(x, "/>");
+            }
+        }
+    }
+    x.push_str("  </testsuite>\n</testsuites>\n");
+    x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn junit_flag_is_taken_out_of_the_arguments() {
+        let args = ["prog", "--junit", "out.xml", "--exact", "a::b"].map(String::from);
+        let (junit, rest) = split_junit(args);
+        assert_eq!(junit, Some(PathBuf::from("out.xml")));
+        assert_eq!(rest, ["prog", "--exact", "a::b"]);
+        let (junit, rest) = split_junit(["prog", "--junit=r.xml"].map(String::from));
+        assert_eq!(junit, Some(PathBuf::from("r.xml")));
+        assert_eq!(rest, ["prog"]);
+    }
+
+    #[test]
+    fn junit_report_counts_and_escapes() {
+        let recs = vec![
+            Record { suite: "pair".into(), name: "pair::ok".into(), time: Duration::from_millis(1500), failure: None, skipped: None },
+            Record { suite: "pair".into(), name: "pair::bad".into(), time: Duration::ZERO, failure: Some("expected <1> & got 2\nmore".into()), skipped: None },
+            Record { suite: "pair".into(), name: "pair::skip".into(), time: Duration::ZERO, failure: None, skipped: Some("no libvirt".into()) },
+        ];
+        let x = junit_xml(&recs);
+        assert!(x.contains("<testsuites tests=\"3\" failures=\"1\" skipped=\"1\""), "{x}");
+        assert!(x.contains("<testcase classname=\"pair\" name=\"pair::ok\" time=\"1.500\"/>"), "{x}");
+        assert!(x.contains("<failure message=\"expected &lt;1&gt; &amp; got 2\">"), "{x}");
+        assert!(x.contains("<skipped message=\"no libvirt\"/>"), "{x}");
+    }
+}
