@@ -613,7 +613,6 @@ impl Env {
     pub fn libvirt_uri(&self) -> &str {
         &self.saved.libvirt_uri
     }
-
 }
 
 fn destroy_parts(workdir: &Path, env_id: &EnvId, backend: &Backend, leases: &LeaseStore) -> Result<()> {

@@ -40,9 +40,10 @@ pub fn set(rec: Option<Recorder>) {
 pub(crate) fn record(entry: impl FnOnce() -> Entry) {
     CURRENT.with(|c| {
         if let Some(rec) = c.borrow().as_ref()
-            && let Ok(mut v) = rec.lock() {
-                v.push(entry());
-            }
+            && let Ok(mut v) = rec.lock()
+        {
+            v.push(entry());
+        }
     });
 }
 

@@ -11,9 +11,11 @@ use syn::{FnArg, ItemFn, Pat, Type};
 
 use crate::args::Args;
 
+/// A parameter taken out of the signature, with its type as the user wrote
+/// it (so their `use lago::{Env, Vm}` stays used).
 enum Binding {
-    Env(syn::Ident),
-    Vm(syn::Ident, String),
+    Env(syn::Ident, Type),
+    Vm(syn::Ident, Type, String),
 }
 
 /// The last path segment of `&T` (`Vm` for `&Vm` or `&lago::Vm`).
@@ -28,6 +30,24 @@ fn is_test_attr(attr: &syn::Attribute) -> bool {
         .segments
         .last()
         .is_some_and(|s| matches!(s.ident.to_string().as_str(), "test" | "rstest"))
+}
+
+/// `a/b/../c` → `a/c`, without touching the file system (for messages and `include_str!`).
+fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// The original item with `error` prepended: IDEs keep seeing the function.
@@ -55,13 +75,21 @@ pub(crate) fn lago_env(args: TokenStream, item: TokenStream) -> TokenStream {
 fn expand(args: &Args, func: &mut ItemFn, manifest_dir: &Path) -> syn::Result<TokenStream> {
     let lit = &args.init_file;
     let rel = lit.value();
-    let path: PathBuf = if Path::new(&rel).is_absolute() { PathBuf::from(&rel) } else { manifest_dir.join(&rel) };
+    let path = normalize(&if Path::new(&rel).is_absolute() {
+        PathBuf::from(&rel)
+    } else {
+        manifest_dir.join(&rel)
+    });
     let spec = match lago_config::load(&path) {
         Ok(spec) => spec,
         Err(lago_config::ConfigError::NotFound { path }) => {
             return Err(syn::Error::new(
                 lit.span(),
-                format!("init file {} not found (paths are relative to the crate, {})", path.display(), manifest_dir.display()),
+                format!(
+                    "init file {} not found (paths are relative to the crate, {})",
+                    path.display(),
+                    manifest_dir.display()
+                ),
             ));
         }
         Err(e) => return Err(syn::Error::new(lit.span(), format!("invalid init file: {e}"))),
@@ -86,12 +114,12 @@ fn expand(args: &Args, func: &mut ItemFn, manifest_dir: &Path) -> syn::Result<To
             _ => None,
         };
         match (target.as_deref(), ident) {
-            (Some("Env"), Some(id)) => bindings.push(Binding::Env(id)),
+            (Some("Env"), Some(id)) => bindings.push(Binding::Env(id, (*pt.ty).clone())),
             (Some("Vm"), Some(id)) => {
                 let name = id.to_string();
                 let name = name.strip_prefix("r#").unwrap_or(&name).to_owned();
                 if vm_names.contains(&name.as_str()) {
-                    bindings.push(Binding::Vm(id, name));
+                    bindings.push(Binding::Vm(id, (*pt.ty).clone(), name));
                 } else {
                     push_err(syn::Error::new(
                         id.span(),
@@ -118,8 +146,10 @@ fn expand(args: &Args, func: &mut ItemFn, manifest_dir: &Path) -> syn::Result<To
     let fn_name = func.sig.ident.to_string();
     let env_var = syn::Ident::new("__lago_env", Span::mixed_site());
     let lets = bindings.iter().map(|b| match b {
-        Binding::Env(id) => quote_spanned! {id.span()=> let #id: &::lago::Env = #env_var; },
-        Binding::Vm(id, name) => quote_spanned! {id.span()=> let #id: &::lago::Vm = ::lago::__private::vm(#env_var, #name); },
+        Binding::Env(id, ty) => quote_spanned! {id.span()=> let #id: #ty = #env_var; },
+        Binding::Vm(id, ty, name) => {
+            quote_spanned! {id.span()=> let #id: #ty = ::lago::__private::vm(#env_var, #name); }
+        }
     });
     let body = &func.block;
     let ret = match &func.sig.output {
@@ -159,13 +189,20 @@ mod tests {
     fn vm_and_env_parameters_become_bindings_and_test_is_added() {
         let out = run(
             quote!("tests/envs/pair.yaml"),
-            quote!(fn t(e: &Env, vm01: &lago::Vm) { body(); }),
+            quote!(
+                fn t(e: &Env, vm01: &lago::Vm) {
+                    body();
+                }
+            ),
         )
         .unwrap();
         assert!(out.contains("# [:: core :: prelude :: v1 :: test]"), "{out}");
         assert!(out.contains("fn t ()"), "{out}");
-        assert!(out.contains("let e : & :: lago :: Env = __lago_env"), "{out}");
-        assert!(out.contains(":: lago :: __private :: vm (__lago_env , \"vm01\")"), "{out}");
+        assert!(out.contains("let e : & Env = __lago_env"), "{out}");
+        assert!(
+            out.contains(":: lago :: __private :: vm (__lago_env , \"vm01\")"),
+            "{out}"
+        );
         assert!(out.contains("include_str !"), "{out}");
         assert!(out.contains("tests/envs/pair.yaml"), "{out}");
     }
@@ -174,7 +211,11 @@ mod tests {
     fn existing_test_attributes_are_kept_and_other_parameters_stay() {
         let out = run(
             quote!("tests/envs/pair.yaml"),
-            quote!(#[rstest] #[case(1)] fn t(#[case] n: u32, vm02: &Vm) {}),
+            quote!(
+                #[rstest]
+                #[case(1)]
+                fn t(#[case] n: u32, vm02: &Vm) {}
+            ),
         )
         .unwrap();
         assert!(!out.contains("prelude :: v1 :: test"), "{out}");
@@ -183,13 +224,37 @@ mod tests {
     }
 
     #[test]
+    fn paths_are_normalized_lexically() {
+        assert_eq!(normalize(Path::new("/a/b/../../c/./d")), PathBuf::from("/c/d"));
+        assert_eq!(normalize(Path::new("x/../../y")), PathBuf::from("../y"));
+    }
+
+    #[test]
     fn unknown_vm_and_missing_file_are_errors() {
-        let e = run(quote!("tests/envs/pair.yaml"), quote!(fn t(vm09: &Vm) {})).unwrap_err();
+        let e = run(
+            quote!("tests/envs/pair.yaml"),
+            quote!(
+                fn t(vm09: &Vm) {}
+            ),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("no VM named `vm09`"), "{e}");
         assert!(e.to_string().contains("vm01, vm02"), "{e}");
-        let e = run(quote!("tests/envs/nope.yaml"), quote!(fn t() {})).unwrap_err();
+        let e = run(
+            quote!("tests/envs/nope.yaml"),
+            quote!(
+                fn t() {}
+            ),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("not found"), "{e}");
-        let e = run(quote!("tests/data/invalid/memory_zero.yaml"), quote!(fn t() {})).unwrap_err();
+        let e = run(
+            quote!("tests/data/invalid/memory_zero.yaml"),
+            quote!(
+                fn t() {}
+            ),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("domains.vm01.memory"), "{e}");
     }
 }

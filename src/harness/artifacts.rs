@@ -19,9 +19,10 @@ pub fn artifacts_root() -> PathBuf {
         // <target>/<profile>/deps/<test binary> or <target>/<profile>/examples/<bin>
         let parent = exe.parent();
         if let Some(dir) = parent.filter(|p| p.ends_with("deps") || p.ends_with("examples"))
-            && let Some(target) = dir.parent().and_then(Path::parent) {
-                return target.join("lago-artifacts");
-            }
+            && let Some(target) = dir.parent().and_then(Path::parent)
+        {
+            return target.join("lago-artifacts");
+        }
     }
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(t) => PathBuf::from(t).join("lago-artifacts"),
@@ -42,7 +43,11 @@ pub(crate) fn collect(env: &Env, test: &str, message: &str, offsets: &[(String, 
     let _ = fs::create_dir_all(&dir);
     // Fetching artifacts must not land in the transcript.
     transcript::set(None);
-    let mut summary = format!("test: {test}\nenv: {} ({})\n\nfailure:\n{message}\n\n", env.id(), env.workdir().display());
+    let mut summary = format!(
+        "test: {test}\nenv: {} ({})\n\nfailure:\n{message}\n\n",
+        env.id(),
+        env.workdir().display()
+    );
     let _ = fs::write(dir.join("transcript.txt"), transcript::render(entries));
     summary += &format!("transcript.txt: {} SSH commands\n", entries.len());
     for (name, vm) in env.get_vms() {
@@ -65,7 +70,12 @@ pub(crate) fn collect(env: &Env, test: &str, message: &str, offsets: &[(String, 
                 continue;
             }
             match vm.copy_from(path, &local) {
-                Ok(()) => summary += &format!("{name}:{path}: {}\n", local.strip_prefix(&dir).unwrap_or(&local).display()),
+                Ok(()) => {
+                    summary += &format!(
+                        "{name}:{path}: {}\n",
+                        local.strip_prefix(&dir).unwrap_or(&local).display()
+                    )
+                }
                 Err(e) => summary += &format!("{name}:{path}: missing ({e})\n"),
             }
         }

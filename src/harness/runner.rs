@@ -72,7 +72,11 @@ impl Suite {
 
     /// Adds a test.
     #[must_use]
-    pub fn test(mut self, name: impl Into<String>, f: impl Fn(&Env) -> Result<(), String> + Send + Sync + 'static) -> Self {
+    pub fn test(
+        mut self,
+        name: impl Into<String>,
+        f: impl Fn(&Env) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
         self.cases.push(Case {
             name: name.into(),
             f: Arc::new(f),
@@ -146,7 +150,9 @@ impl Runner {
         let unreachable = if args.list {
             None
         } else {
-            crate::backend::Backend::connect(None).err().map(|e| crate::error_chain(&e))
+            crate::backend::Backend::connect(None)
+                .err()
+                .map(|e| crate::error_chain(&e))
         };
         if let Some(why) = &unreachable {
             eprintln!("lago: VM trials are ignored: libvirt is not reachable here ({why})");
@@ -218,7 +224,9 @@ impl Runner {
 
 /// Takes `--junit PATH` / `--junit=PATH` out of the arguments (`LAGO_JUNIT` if absent).
 fn split_junit(args: impl IntoIterator<Item = String>) -> (Option<PathBuf>, Vec<String>) {
-    let mut junit = std::env::var_os("LAGO_JUNIT").filter(|v| !v.is_empty()).map(PathBuf::from);
+    let mut junit = std::env::var_os("LAGO_JUNIT")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
     let mut rest = Vec::new();
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
@@ -276,7 +284,11 @@ fn junit_xml(records: &[Record]) -> String {
                 );
             }
             (None, Some(why)) => {
-                let _ = writeln!(x, ">\n      <skipped message=\"{}\"/>\n    </testcase>", xml_escape(why));
+                let _ = writeln!(
+                    x,
+                    ">\n      <skipped message=\"{}\"/>\n    </testcase>",
+                    xml_escape(why)
+                );
             }
             (None, None) => {
                 let _ = writeln!(x, "/>");
@@ -305,14 +317,41 @@ mod tests {
     #[test]
     fn junit_report_counts_and_escapes() {
         let recs = vec![
-            Record { suite: "pair".into(), name: "pair::ok".into(), time: Duration::from_millis(1500), failure: None, skipped: None },
-            Record { suite: "pair".into(), name: "pair::bad".into(), time: Duration::ZERO, failure: Some("expected <1> & got 2\nmore".into()), skipped: None },
-            Record { suite: "pair".into(), name: "pair::skip".into(), time: Duration::ZERO, failure: None, skipped: Some("no libvirt".into()) },
+            Record {
+                suite: "pair".into(),
+                name: "pair::ok".into(),
+                time: Duration::from_millis(1500),
+                failure: None,
+                skipped: None,
+            },
+            Record {
+                suite: "pair".into(),
+                name: "pair::bad".into(),
+                time: Duration::ZERO,
+                failure: Some("expected <1> & got 2\nmore".into()),
+                skipped: None,
+            },
+            Record {
+                suite: "pair".into(),
+                name: "pair::skip".into(),
+                time: Duration::ZERO,
+                failure: None,
+                skipped: Some("no libvirt".into()),
+            },
         ];
         let x = junit_xml(&recs);
-        assert!(x.contains("<testsuites tests=\"3\" failures=\"1\" skipped=\"1\""), "{x}");
-        assert!(x.contains("<testcase classname=\"pair\" name=\"pair::ok\" time=\"1.500\"/>"), "{x}");
-        assert!(x.contains("<failure message=\"expected &lt;1&gt; &amp; got 2\">"), "{x}");
+        assert!(
+            x.contains("<testsuites tests=\"3\" failures=\"1\" skipped=\"1\""),
+            "{x}"
+        );
+        assert!(
+            x.contains("<testcase classname=\"pair\" name=\"pair::ok\" time=\"1.500\"/>"),
+            "{x}"
+        );
+        assert!(
+            x.contains("<failure message=\"expected &lt;1&gt; &amp; got 2\">"),
+            "{x}"
+        );
         assert!(x.contains("<skipped message=\"no libvirt\"/>"), "{x}");
     }
 }

@@ -101,6 +101,9 @@ impl Suite {
 
     fn boot(&self) -> Result<Arc<Env>, String> {
         install_signal_handler();
+        // The environment's log (logs/lago.log, copied into failure
+        // artifacts), unless the tests installed their own subscriber.
+        crate::logging::install(tracing::Level::DEBUG);
         let shown = self.init_file.display().to_string();
         let start = Instant::now();
         let root = tempfile::Builder::new()
@@ -119,7 +122,10 @@ impl Suite {
             Ok(env) => env,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&root);
-                return Err(format!("lago: environment {shown} could not be created: {}", error_chain(&e)));
+                return Err(format!(
+                    "lago: environment {shown} could not be created: {}",
+                    error_chain(&e)
+                ));
             }
         };
         spawn_watchdog(&env, &root);
@@ -209,8 +215,9 @@ cat >/dev/null
 [ -e "$ROOT/keep" ] && exit 0
 if [ -e "$WORKDIR/env-id" ]; then
     for d in $(virsh -q -c "$URI" list --name 2>/dev/null | grep "^lago-$ID-"); do
-        virsh -q -c "$URI" destroy "$d" >/dev/null 2>&1
+        virsh -q -c "$URI" destroy "$d" >/dev/null 2>&1 &
     done
+    wait
     for n in $(virsh -q -c "$URI" net-list --name 2>/dev/null | grep "^lago-$ID-"); do
         virsh -q -c "$URI" net-destroy "$n" >/dev/null 2>&1
     done
@@ -239,11 +246,15 @@ fn spawn_watchdog(env: &Env, root: &Path) {
     match child {
         Ok(mut c) => {
             if let Some(stdin) = c.stdin.take()
-                && let Ok(mut w) = watchdogs().lock() {
-                    w.push(stdin);
-                }
+                && let Ok(mut w) = watchdogs().lock()
+            {
+                w.push(stdin);
+            }
         }
-        Err(e) => eprintln!("lago: cannot start the teardown watchdog ({e}); a killed test binary may leave env {} behind", env.id()),
+        Err(e) => eprintln!(
+            "lago: cannot start the teardown watchdog ({e}); a killed test binary may leave env {} behind",
+            env.id()
+        ),
     }
 }
 

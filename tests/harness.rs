@@ -1,0 +1,218 @@
+//! The harness as a user meets it when things go wrong: a failing and a
+//! panicking test (failure artifacts, JUnit), SIGINT mid-run and SIGKILL —
+//! each run in a child process (`tests/child.rs`), after which nothing of its
+//! environment may be left: no domain, network, lease or workdir.
+//!
+//! These boot VMs: ignored in a plain `cargo test`, run by `scripts/test`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lago::backend::Backend;
+use lago::lease::LeaseStore;
+
+/// The `child` test binary, built beside this one by `cargo test`.
+fn child_exe() -> PathBuf {
+    let me = std::env::current_exe().unwrap();
+    let deps = me.parent().unwrap();
+    let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(deps)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            name.starts_with("child-") && p.extension().is_none()
+        })
+        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .map(|(_, p)| p)
+        .expect("the `child` test binary is built (cargo test builds it; or: cargo test --test child)")
+}
+
+fn child(mode: &str, artifacts: &Path) -> Command {
+    let mut c = Command::new(child_exe());
+    c.env("LAGO_CHILD", mode)
+        .env("LAGO_ARTIFACTS_DIR", artifacts)
+        .env("CARGO_MANIFEST_DIR", env!("CARGO_MANIFEST_DIR"))
+        .env_remove("LAGO_KEEP");
+    c
+}
+
+/// `(env id, workdir)` from the harness's "booted … as env ID in WORKDIR" line.
+fn booted(stderr: &str) -> (String, PathBuf) {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("lago: booted"))
+        .unwrap_or_else(|| panic!("no boot line in:\n{stderr}"));
+    let rest = line.split(" as env ").nth(1).unwrap();
+    let (id, rest) = rest.split_once(" in ").unwrap();
+    let workdir = rest.rsplit_once(" (").map(|(w, _)| w).unwrap_or(rest);
+    (id.to_owned(), PathBuf::from(workdir))
+}
+
+/// Waits (the watchdog works after the binary is gone) until nothing of env `id` is left.
+fn assert_nothing_left(id: &str, workdir: &Path, within: Duration) {
+    let b = Backend::connect(None).unwrap();
+    let prefix = format!("lago-{id}-");
+    let start = Instant::now();
+    loop {
+        let domains = b.domains_with_prefix(&prefix).unwrap();
+        let nets = b.networks_with_prefix(&prefix).unwrap();
+        let leases: Vec<_> = LeaseStore::from_env()
+            .list()
+            .unwrap()
+            .into_iter()
+            .filter(|l| l.env_id.as_str() == id)
+            .collect();
+        let root_left = workdir.parent().is_some_and(Path::exists);
+        if domains.is_empty() && nets.is_empty() && leases.is_empty() && !root_left {
+            return;
+        }
+        assert!(
+            start.elapsed() < within,
+            "after {within:?}, env {id} left: domains {domains:?}, networks {nets:?}, leases {leases:?}, workdir left: {root_left}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+#[ignore = "boots VMs: run through scripts/test"]
+fn failing_and_panicking_tests_leave_artifacts_junit_and_nothing_else() {
+    let tmp = tempfile::tempdir().unwrap();
+    let junit = tmp.path().join("junit.xml");
+    let out = child("mixed", &tmp.path().join("artifacts"))
+        .args(["--test-threads", "1", "--junit"])
+        .arg(&junit)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(101), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let result_of = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with("test ") && l.contains(&format!(" {name} ")))
+            .map(|l| l.rsplit(' ').next().unwrap_or("").to_owned())
+    };
+    assert_eq!(result_of("tiny1::passes").as_deref(), Some("ok"), "{stdout}");
+    assert_eq!(result_of("tiny1::fails").as_deref(), Some("FAILED"), "{stdout}");
+    assert_eq!(result_of("tiny1::panics").as_deref(), Some("FAILED"), "{stdout}");
+    assert!(
+        stdout.contains("deliberate panic\nlago: failure artifacts in "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("test result: FAILED. 1 passed; 2 failed"), "{stdout}");
+
+    // JUnit parses and says the same.
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let suites = doc.root_element();
+    assert_eq!(suites.tag_name().name(), "testsuites");
+    assert_eq!(suites.attribute("tests"), Some("3"));
+    assert_eq!(suites.attribute("failures"), Some("2"));
+    let cases: Vec<_> = doc.descendants().filter(|n| n.has_tag_name("testcase")).collect();
+    assert_eq!(cases.len(), 3);
+    let failed: Vec<_> = cases
+        .iter()
+        .filter(|c| c.children().any(|n| n.has_tag_name("failure")))
+        .map(|c| c.attribute("name").unwrap())
+        .collect();
+    assert_eq!(failed, ["tiny1::fails", "tiny1::panics"]);
+
+    // Artifacts of the failing test: console, transcript, the init file's artifacts, the log.
+    let dir = tmp.path().join("artifacts/tiny1::fails");
+    let transcript = std::fs::read_to_string(dir.join("transcript.txt")).unwrap();
+    assert!(transcript.contains("echo checking the agent"), "{transcript}");
+    assert!(transcript.contains("exit 3"), "{transcript}");
+    assert!(transcript.contains("agent missing"), "{transcript}");
+    assert!(
+        !transcript.contains("about to panic"),
+        "only this test's commands: {transcript}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("vm01/etc_hostname")).unwrap().trim(),
+        "vm01"
+    );
+    let summary = std::fs::read_to_string(dir.join("summary.txt")).unwrap();
+    assert!(summary.contains("vm01:/var/log/does-not-exist: missing"), "{summary}");
+    assert!(summary.contains("deliberate failure"), "{summary}");
+    assert!(dir.join("vm01.console.log").is_file());
+    assert!(std::fs::metadata(dir.join("lago.log")).unwrap().len() > 0);
+    let panicked = tmp.path().join("artifacts/tiny1::panics/transcript.txt");
+    assert!(
+        std::fs::read_to_string(panicked)
+            .unwrap()
+            .contains("echo 'about to panic'")
+    );
+    assert!(
+        !tmp.path().join("artifacts/tiny1::passes").exists(),
+        "no artifacts for a passing test"
+    );
+
+    let (id, workdir) = booted(&stderr);
+    assert_nothing_left(&id, &workdir, Duration::from_secs(30));
+}
+
+#[test]
+#[ignore = "boots VMs: run through scripts/test"]
+fn sigint_mid_run_tears_down() {
+    use rustix::process::{Pid, Signal, kill_process};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = child("sleep", tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = String::new();
+    let mut lines = BufReader::new(c.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        stderr.push_str(&line);
+        stderr.push('\n');
+        if line.contains("child: ready to be interrupted") {
+            break;
+        }
+    }
+    let (id, workdir) = booted(&stderr);
+    assert!(workdir.exists());
+    let pid = Pid::from_raw(c.id() as i32).unwrap();
+    kill_process(pid, Signal::INT).unwrap();
+    let status = c.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "the binary exits with 128 + SIGINT");
+    // Torn down before the binary exited: nothing left at once.
+    assert_nothing_left(&id, &workdir, Duration::from_millis(1));
+}
+
+#[test]
+#[ignore = "boots VMs: run through scripts/test"]
+fn sigkill_leaks_nothing_either() {
+    use rustix::process::{Pid, Signal, kill_process};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = child("sleep", tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = String::new();
+    for line in BufReader::new(c.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        stderr.push_str(&line);
+        stderr.push('\n');
+        if line.contains("child: ready to be interrupted") {
+            break;
+        }
+    }
+    let (id, workdir) = booted(&stderr);
+    kill_process(Pid::from_raw(c.id() as i32).unwrap(), Signal::KILL).unwrap();
+    let _ = c.wait();
+    // The watchdog notices and cleans up.
+    assert_nothing_left(&id, &workdir, Duration::from_secs(30));
+}

@@ -1,0 +1,6 @@
+use lago::lago_env;
+
+#[lago_env("../../../../tests/data/invalid/unknown_net.yaml")]
+fn t() {}
+
+fn main() {}

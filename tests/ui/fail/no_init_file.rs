@@ -1,0 +1,6 @@
+use lago::lago_env;
+
+#[lago_env]
+fn t() {}
+
+fn main() {}
