@@ -1,0 +1,47 @@
+//! A system suite on the libtest-mimic runner: one environment per init
+//! file, booted once, torn down at the end; libtest's arguments and
+//! `--junit PATH` work.
+//!
+//! ```sh
+//! scripts/netns-run cargo run --example custom_runner -- --test-threads 2 --junit target/junit.xml
+//! ```
+//!
+//! In a project, put this in `tests/system.rs` with
+//! `[[test]] name = "system" harness = false` in Cargo.toml, and `cargo test`
+//! (or `cargo nextest run`) drives it.
+
+use lago::Env;
+use lago::harness::runner::{Runner, Suite};
+
+/// A small helper: run a command, fail with its output unless it succeeds.
+fn check(env: &Env, vm: &str, cmd: &[&str]) -> Result<String, String> {
+    let st = env.vm(vm).map_err(|e| e.to_string())?.ssh(cmd).map_err(|e| e.to_string())?;
+    if st.success() {
+        Ok(st.out)
+    } else {
+        Err(format!("`{}` on {vm} exited {}: {}", cmd.join(" "), st.code, st.err.trim()))
+    }
+}
+
+fn main() {
+    Runner::new()
+        .suite(
+            Suite::new("examples/four.yaml")
+                .test("every_vm_has_its_name", |env| {
+                    for name in env.get_vms().keys() {
+                        let out = check(env, name, &["hostname"])?;
+                        if out.trim() != name {
+                            return Err(format!("{name} says it is {out:?}"));
+                        }
+                    }
+                    Ok(())
+                })
+                .test("vms_reach_each_other_by_name", |env| {
+                    check(env, "vm01", &["ping", "-c1", "-W3", "vm04"]).map(|_| ())
+                })
+                .test("root_disk_is_writable", |env| {
+                    check(env, "vm02", &["sh", "-c", "echo ok > /root/probe && cat /root/probe"]).map(|_| ())
+                }),
+        )
+        .run()
+}
