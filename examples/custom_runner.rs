@@ -15,11 +15,20 @@ use lago::harness::runner::{Runner, Suite};
 
 /// A small helper: run a command, fail with its output unless it succeeds.
 fn check(env: &Env, vm: &str, cmd: &[&str]) -> Result<String, String> {
-    let st = env.vm(vm).map_err(|e| e.to_string())?.ssh(cmd).map_err(|e| e.to_string())?;
+    let st = env
+        .vm(vm)
+        .map_err(|e| e.to_string())?
+        .ssh(cmd)
+        .map_err(|e| e.to_string())?;
     if st.success() {
         Ok(st.out)
     } else {
-        Err(format!("`{}` on {vm} exited {}: {}", cmd.join(" "), st.code, st.err.trim()))
+        Err(format!(
+            "`{}` on {vm} exited {}: {}",
+            cmd.join(" "),
+            st.code,
+            st.err.trim()
+        ))
     }
 }
 

@@ -6,7 +6,40 @@ use lago::harness::runner::{Runner, Suite};
 
 const ENV: &str = "tests/envs/tiny1.yaml";
 
+/// Takes three subnets for an owner workdir and prints them (for `tests/lease.rs`).
+fn lease() {
+    use lago::lease::{LeaseOwner, LeaseStore, OWNER_ID_FILE};
+    use lago::plan::{EnvId, SubnetRequest};
+    let dir = std::env::var("LAGO_TEST_LEASE_DIR").expect("LAGO_TEST_LEASE_DIR");
+    let workdir = std::path::PathBuf::from(std::env::var("LAGO_TEST_LEASE_OWNER").expect("LAGO_TEST_LEASE_OWNER"));
+    let id = workdir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("owner name")
+        .to_owned();
+    std::fs::create_dir_all(&workdir).expect("owner workdir");
+    std::fs::write(workdir.join(OWNER_ID_FILE), &id).expect("env-id");
+    let owner = LeaseOwner {
+        workdir,
+        env_id: EnvId::new(id).expect("env id"),
+    };
+    let requests: Vec<SubnetRequest> = ["a", "b", "c"]
+        .iter()
+        .map(|n| SubnetRequest {
+            net: n.to_string(),
+            pinned: None,
+        })
+        .collect();
+    let store = LeaseStore::new(dir).with_lock_timeout(std::time::Duration::from_secs(30));
+    let got = store.acquire(&owner, &requests).expect("lease");
+    let list: Vec<String> = got.values().map(|s| s.third_octet().to_string()).collect();
+    println!("SUBNETS {}", list.join(","));
+}
+
 fn main() {
+    if std::env::var("LAGO_CHILD").as_deref() == Ok("lease") {
+        return lease();
+    }
     let suite = match std::env::var("LAGO_CHILD").as_deref() {
         // A passing test, a failing one and a panicking one.
         Ok("mixed") => Suite::new(ENV)

@@ -6,6 +6,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+mod common;
+
 use lago::lease::{LeaseError, LeaseOwner, LeaseStore, OWNER_ID_FILE};
 use lago::plan::{EnvId, Subnet, SubnetRequest};
 
@@ -145,35 +147,17 @@ fn a_held_lock_times_out_instead_of_hanging() {
     assert!(store.acquire(&a, &any(&["x"])).is_ok());
 }
 
-const CHILD_DIR: &str = "LAGO_TEST_LEASE_DIR";
-const CHILD_OWNER: &str = "LAGO_TEST_LEASE_OWNER";
-
-/// Run by `concurrent_processes_never_share_a_subnet` in child processes.
-#[test]
-#[ignore = "child process of concurrent_processes_never_share_a_subnet"]
-fn lease_child() {
-    let (Ok(dir), Ok(workdir)) = (std::env::var(CHILD_DIR), std::env::var(CHILD_OWNER)) else {
-        return;
-    };
-    let id = Path::new(&workdir).file_name().unwrap().to_str().unwrap().to_owned();
-    let me = owner(Path::new(&workdir), &id);
-    let store = LeaseStore::new(dir).with_lock_timeout(Duration::from_secs(30));
-    let got = store.acquire(&me, &any(&["a", "b", "c"])).unwrap();
-    let list: Vec<String> = got.values().map(|s| s.third_octet().to_string()).collect();
-    println!("SUBNETS {}", list.join(","));
-}
-
 #[test]
 fn concurrent_processes_never_share_a_subnet() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("leases");
-    let exe = std::env::current_exe().unwrap();
+    let exe = common::child_exe();
     let children: Vec<_> = (0..8)
         .map(|i| {
             Command::new(&exe)
-                .args(["--exact", "lease_child", "--ignored", "--nocapture", "--test-threads=1"])
-                .env(CHILD_DIR, &dir)
-                .env(CHILD_OWNER, tmp.path().join(format!("owner{i}")))
+                .env("LAGO_CHILD", "lease")
+                .env("LAGO_TEST_LEASE_DIR", &dir)
+                .env("LAGO_TEST_LEASE_OWNER", tmp.path().join(format!("owner{i}")))
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
