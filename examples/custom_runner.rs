@@ -10,27 +10,7 @@
 //! `[[test]] name = "system" harness = false` in Cargo.toml, and `cargo test`
 //! (or `cargo nextest run`) drives it.
 
-use lago::Env;
-use lago::harness::runner::{Runner, Suite};
-
-/// A small helper: run a command, fail with its output unless it succeeds.
-fn check(env: &Env, vm: &str, cmd: &[&str]) -> Result<String, String> {
-    let st = env
-        .vm(vm)
-        .map_err(|e| e.to_string())?
-        .ssh(cmd)
-        .map_err(|e| e.to_string())?;
-    if st.success() {
-        Ok(st.out)
-    } else {
-        Err(format!(
-            "`{}` on {vm} exited {}: {}",
-            cmd.join(" "),
-            st.code,
-            st.err.trim()
-        ))
-    }
-}
+use lago::harness::runner::{Runner, Suite, ssh_ok};
 
 fn main() {
     Runner::new()
@@ -38,7 +18,7 @@ fn main() {
             Suite::new("examples/four.yaml")
                 .test("every_vm_has_its_name", |env| {
                     for name in env.get_vms().keys() {
-                        let out = check(env, name, &["hostname"])?;
+                        let out = ssh_ok(env, name, &["hostname"])?;
                         if out.trim() != name {
                             return Err(format!("{name} says it is {out:?}"));
                         }
@@ -46,10 +26,10 @@ fn main() {
                     Ok(())
                 })
                 .test("vms_reach_each_other_by_name", |env| {
-                    check(env, "vm01", &["ping", "-c1", "-W3", "vm04"]).map(|_| ())
+                    ssh_ok(env, "vm01", &["ping", "-c1", "-W3", "vm04"]).map(|_| ())
                 })
                 .test("root_disk_is_writable", |env| {
-                    check(env, "vm02", &["sh", "-c", "echo ok > /root/probe && cat /root/probe"]).map(|_| ())
+                    ssh_ok(env, "vm02", &["sh", "-c", "echo ok > /root/probe && cat /root/probe"]).map(|_| ())
                 }),
         )
         .run()

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::lock::{LockFailure, lock_exclusive};
+use crate::lock::{LockFailure, lock_exclusive, running_as_root};
 use crate::plan::{EnvId, Subnet, SubnetRequest};
 
 /// File, in an owner's workdir, that holds its env id. A lease is live while
@@ -157,11 +157,6 @@ impl Lease {
 pub struct LeaseStore {
     dir: PathBuf,
     lock_timeout: Duration,
-}
-
-fn running_as_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
 }
 
 impl LeaseStore {

@@ -36,3 +36,9 @@ pub(crate) fn lock_exclusive(path: &Path, timeout: Duration) -> Result<File, Loc
         }
     }
 }
+
+/// Whether this process runs as root (picks system-wide default directories).
+pub(crate) fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+}

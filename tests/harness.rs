@@ -25,6 +25,28 @@ fn child(mode: &str, artifacts: &Path) -> Command {
     c
 }
 
+/// Starts the child whose test sleeps, and returns once it has booted, with
+/// what it printed on stderr so far and the rest of its stderr (kept open:
+/// the child still writes to it when interrupted).
+fn spawn_until_ready(artifacts: &Path) -> (std::process::Child, String, impl Iterator) {
+    let mut c = child("sleep", artifacts)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = String::new();
+    let mut lines = BufReader::new(c.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        stderr.push_str(&line);
+        stderr.push('\n');
+        if line.contains("child: ready to be interrupted") {
+            break;
+        }
+    }
+    (c, stderr, lines)
+}
+
 /// `(env id, workdir)` from the harness's "booted … as env ID in WORKDIR" line.
 fn booted(stderr: &str) -> (String, PathBuf) {
     let line = stderr
@@ -148,21 +170,7 @@ fn failing_and_panicking_tests_leave_artifacts_junit_and_nothing_else() {
 fn sigint_mid_run_tears_down() {
     use rustix::process::{Pid, Signal, kill_process};
     let tmp = tempfile::tempdir().unwrap();
-    let mut c = child("sleep", tmp.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = String::new();
-    let mut lines = BufReader::new(c.stderr.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        stderr.push_str(&line);
-        stderr.push('\n');
-        if line.contains("child: ready to be interrupted") {
-            break;
-        }
-    }
+    let (mut c, stderr, _pipe) = spawn_until_ready(tmp.path());
     let (id, workdir) = booted(&stderr);
     assert!(workdir.exists());
     let pid = Pid::from_raw(c.id() as i32).unwrap();
@@ -178,20 +186,7 @@ fn sigint_mid_run_tears_down() {
 fn sigkill_leaks_nothing_either() {
     use rustix::process::{Pid, Signal, kill_process};
     let tmp = tempfile::tempdir().unwrap();
-    let mut c = child("sleep", tmp.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = String::new();
-    for line in BufReader::new(c.stderr.take().unwrap()).lines() {
-        let line = line.unwrap();
-        stderr.push_str(&line);
-        stderr.push('\n');
-        if line.contains("child: ready to be interrupted") {
-            break;
-        }
-    }
+    let (mut c, stderr, _pipe) = spawn_until_ready(tmp.path());
     let (id, workdir) = booted(&stderr);
     kill_process(Pid::from_raw(c.id() as i32).unwrap(), Signal::KILL).unwrap();
     let _ = c.wait();

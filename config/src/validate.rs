@@ -895,14 +895,12 @@ fn disk(
         ("empty", _) => &["size"],
         _ => &["path", "make_a_copy"],
     };
-    for k in [
-        "size",
-        "template_name",
-        "template_version",
-        "template_type",
-        "path",
-        "make_a_copy",
-    ] {
+    // Every disk key but the four all disks take.
+    let type_specific = DISK_KEYS
+        .iter()
+        .copied()
+        .filter(|k| !["type", "name", "dev", "format"].contains(k));
+    for k in type_specific {
         if let (false, Some(n)) = (allowed.contains(&k), f.get(k)) {
             let applies = match k {
                 "size" => "`type: empty` disks",

@@ -72,31 +72,22 @@ impl Suite {
 
     /// Adds a test.
     #[must_use]
-    pub fn test(
-        mut self,
-        name: impl Into<String>,
-        f: impl Fn(&Env) -> Result<(), String> + Send + Sync + 'static,
-    ) -> Self {
-        self.cases.push(Case {
-            name: name.into(),
-            f: Arc::new(f),
-            ignored: false,
-        });
-        self
+    pub fn test(self, name: impl Into<String>, f: impl Fn(&Env) -> Result<(), String> + Send + Sync + 'static) -> Self {
+        self.add(name.into(), Arc::new(f), false)
     }
 
     /// Adds a test that runs only with `--ignored` / `--include-ignored`.
     #[must_use]
     pub fn ignored_test(
-        mut self,
+        self,
         name: impl Into<String>,
         f: impl Fn(&Env) -> Result<(), String> + Send + Sync + 'static,
     ) -> Self {
-        self.cases.push(Case {
-            name: name.into(),
-            f: Arc::new(f),
-            ignored: true,
-        });
+        self.add(name.into(), Arc::new(f), true)
+    }
+
+    fn add(mut self, name: String, f: TestFn, ignored: bool) -> Self {
+        self.cases.push(Case { name, f, ignored });
         self
     }
 
@@ -105,6 +96,26 @@ impl Suite {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| self.init_file.clone())
+    }
+}
+
+/// Runs `cmd` on VM `vm` and returns its stdout, or an error message naming
+/// the command, its exit code and stderr: the usual step of a runner test.
+pub fn ssh_ok(env: &Env, vm: &str, cmd: &[&str]) -> Result<String, String> {
+    let st = env
+        .vm(vm)
+        .map_err(|e| e.to_string())?
+        .ssh(cmd)
+        .map_err(|e| crate::error_chain(&e))?;
+    if st.success() {
+        Ok(st.out)
+    } else {
+        Err(format!(
+            "`{}` on {vm} exited {}: {}",
+            cmd.join(" "),
+            st.code,
+            st.err.trim()
+        ))
     }
 }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::cmd::CommandError;
-use crate::lock::{LockFailure, lock_exclusive};
+use crate::lock::{LockFailure, lock_exclusive, running_as_root};
 
 /// Why a template could not be found or built.
 #[derive(Debug, thiserror::Error)]
@@ -119,11 +119,6 @@ const META: &str = "template.json";
 pub struct TemplateStore {
     root: PathBuf,
     progress: bool,
-}
-
-fn running_as_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
 }
 
 impl TemplateStore {
