@@ -145,8 +145,11 @@ impl From<lago::Error> for Failure {
     }
 }
 
-fn init_tracing(verbose: u8) {
+fn init_tracing(verbose: u8, command: &Command) {
+    // On a terminal, `init` and `start` show their progress: each VM's boot stages.
+    let progress = std::io::stderr().is_terminal() && matches!(command, Command::Init { .. } | Command::Start { .. });
     let default = match verbose {
+        0 if progress => "warn,lago::vm=info,lago::env=info",
         0 => "warn",
         1 => "info",
         2 => "debug",
@@ -163,7 +166,7 @@ fn init_tracing(verbose: u8) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.verbose);
+    init_tracing(cli.verbose, &cli.command);
     match run(cli) {
         Ok(code) => code,
         Err(Failure::Usage(msg)) => {
