@@ -73,7 +73,7 @@ fn assert_nothing_left(id: &str, workdir: &Path, within: Duration) {
             .into_iter()
             .filter(|l| l.env_id.as_str() == id)
             .collect();
-        let root_left = workdir.parent().is_some_and(Path::exists);
+        let root_left = workdir.exists();
         if domains.is_empty() && nets.is_empty() && leases.is_empty() && !root_left {
             return;
         }
@@ -192,4 +192,38 @@ fn sigkill_leaks_nothing_either() {
     let _ = c.wait();
     // The watchdog notices and cleans up.
     assert_nothing_left(&id, &workdir, Duration::from_secs(30));
+}
+
+#[test]
+#[ignore = "boots VMs: run through scripts/test"]
+fn lago_keep_on_failure_keeps_the_env_and_says_how_to_get_in() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = child("mixed", tmp.path())
+        .env("LAGO_KEEP", "on-failure")
+        .args(["--test-threads", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(101));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (id, workdir) = booted(&stderr);
+    let hint = format!("lago -w {} shell vm01", workdir.display());
+    assert!(stderr.contains(&hint), "{stderr}");
+    // Still there after the binary (and its watchdog) are done.
+    std::thread::sleep(Duration::from_secs(3));
+    let env = lago::Env::load(&workdir).unwrap();
+    assert_eq!(env.vm("vm01").unwrap().ssh(["hostname"]).unwrap().out.trim(), "vm01");
+    drop(env);
+    // And gone with the command it printed.
+    let destroyed = Command::new(env!("CARGO_BIN_EXE_lago"))
+        .args(["-w"])
+        .arg(&workdir)
+        .args(["destroy", "--yes"])
+        .output()
+        .unwrap();
+    assert!(
+        destroyed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&destroyed.stderr)
+    );
+    assert_nothing_left(&id, &workdir, Duration::from_secs(1));
 }

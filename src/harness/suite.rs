@@ -111,7 +111,8 @@ impl Suite {
             .tempdir()
             .map_err(|e| format!("lago: cannot create a workdir for {shown}: {e}"))?
             .keep();
-        let workdir = root.join("env");
+        // The temporary folder is the workdir: destroying the env removes it all.
+        let workdir = root.clone();
         let env = match Env::init(
             &self.init_file,
             InitOptions {
