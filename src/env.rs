@@ -240,12 +240,22 @@ impl Env {
         for n in &plan.nets {
             saved.network_xml.insert(n.name.clone(), backend::xml::network_xml(n));
         }
+        let mut templates: BTreeMap<(String, Option<String>), Template> = BTreeMap::new();
         for (vs, vp) in spec.vms.iter().zip(&plan.vms) {
             let mut kernel_boot: Option<Template> = None;
             for (ds, dp) in vs.disks.iter().zip(&vp.disks) {
                 match &dp.source {
                     DiskSource::Template { name, version } => {
-                        let t = store.resolve(name, version.as_deref())?;
+                        // Resolved once per template (for `tiny`, checking it is up to date reads its inputs).
+                        let key = (name.clone(), version.clone());
+                        let t = match templates.get(&key) {
+                            Some(t) => t.clone(),
+                            None => {
+                                let t = store.resolve(name, version.as_deref())?;
+                                templates.insert(key, t.clone());
+                                t
+                            }
+                        };
                         image::create_overlay(&dp.path, &t.disk)?;
                         saved
                             .templates
