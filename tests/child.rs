@@ -64,6 +64,10 @@ fn main() {
             std::thread::sleep(std::time::Duration::from_secs(300));
             Ok(())
         }),
+        // An environment that cannot boot, needed by two tests.
+        Ok("broken") => Suite::new("tests/envs/broken.yaml")
+            .test("first", |_| Ok(()))
+            .test("second", |_| Ok(())),
         _ => Suite::new(ENV),
     };
     Runner::new().suite(suite).run()

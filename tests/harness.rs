@@ -227,3 +227,39 @@ fn lago_keep_on_failure_keeps_the_env_and_says_how_to_get_in() {
     );
     assert_nothing_left(&id, &workdir, Duration::from_secs(1));
 }
+
+#[test]
+#[ignore = "boots VMs: run through scripts/test"]
+fn a_boot_failure_fails_every_test_with_the_same_error_without_retrying() {
+    let tmp = tempfile::tempdir().unwrap();
+    let blank = tmp.path().join("blank.raw");
+    std::fs::write(&blank, vec![0u8; 1 << 20]).unwrap();
+    let out = child("broken", tmp.path())
+        .env("LAGO_TEST_BLANK_DISK", &blank)
+        .args(["--test-threads", "2"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(101), "{stdout}");
+    assert!(stdout.contains("test result: FAILED. 0 passed; 2 failed"), "{stdout}");
+    let failures: Vec<&str> = stdout.lines().filter(|l| l.contains("failed to boot")).collect();
+    assert_eq!(failures.len(), 2, "{stdout}");
+    // One boot, one error: the same text, down to the measured wait.
+    assert_eq!(failures[0], failures[1]);
+    assert!(failures[0].contains("stalled at stage"), "{}", failures[0]);
+    // Torn down at once: nothing of it is left.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("failed to boot and was torn down"))
+        .expect("teardown line");
+    let rest = line.strip_prefix("lago: env ").unwrap();
+    let (id, rest) = rest.split_once(" (").unwrap();
+    let workdir = PathBuf::from(rest.split_once(')').unwrap().0);
+    assert_eq!(
+        stderr.matches("failed to boot and was torn down").count(),
+        1,
+        "booted once: {stderr}"
+    );
+    assert_nothing_left(id, &workdir, Duration::from_secs(1));
+}

@@ -136,6 +136,11 @@ impl Suite {
         if let Err(e) = env.start(&[]) {
             let _ = env.teardown();
             let _ = std::fs::remove_dir_all(&root);
+            eprintln!(
+                "lago: env {} ({}) failed to boot and was torn down",
+                env.id(),
+                root.display()
+            );
             return Err(format!("lago: environment {shown} failed to boot: {}", error_chain(&e)));
         }
         self.boots.fetch_add(1, Ordering::SeqCst);
