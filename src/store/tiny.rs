@@ -27,7 +27,7 @@ use crate::cmd::run;
 pub const NAME: &str = "tiny";
 
 /// Bumped whenever the build recipe changes.
-const RECIPE: &str = "tiny-1";
+const RECIPE: &str = "tiny-2";
 
 const INIT: &str = include_str!("tiny/init");
 const RCS: &str = include_str!("tiny/rcS");
@@ -472,12 +472,14 @@ fn write_rootfs(inputs: &Inputs, root: &Path) -> Result<(), StoreError> {
         "home",
         "var/log",
         "root",
+        "root/.ssh",
     ] {
         mk(&at(d))?;
     }
     let perm = |p: &Path, mode: u32| fs::set_permissions(p, fs::Permissions::from_mode(mode)).map_err(io("chmod", p));
     perm(&at("tmp"), 0o1777)?;
     perm(&at("root"), 0o700)?;
+    perm(&at("root/.ssh"), 0o700)?;
     let copy = |from: &Path, to: &Path| -> Result<(), StoreError> {
         if let Some(parent) = to.parent() {
             fs::create_dir_all(parent).map_err(io("create", parent))?;
