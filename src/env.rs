@@ -287,6 +287,7 @@ impl Env {
                         authorized: vec![client.public_openssh.clone()],
                         host_private: host.private_openssh.clone(),
                         host_public: host.public_openssh.clone(),
+                        host_private_dropbear: Some(host.private_dropbear.clone()),
                     },
                 );
                 fs::write(seed_path, files.image()).map_err(wd_err("write", seed_path))?;

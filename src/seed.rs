@@ -19,6 +19,9 @@ pub struct SeedKeys {
     pub host_private: String,
     /// The guest's ed25519 host key, public (OpenSSH format).
     pub host_public: String,
+    /// The same private key in dropbear's format, for the `tiny` guest
+    /// (an extra file on the seed; cloud-init ignores it).
+    pub host_private_dropbear: Option<Vec<u8>>,
 }
 
 /// The three seed files.
@@ -30,6 +33,8 @@ pub struct SeedFiles {
     pub user_data: String,
     /// `network-config`.
     pub network_config: String,
+    /// `lago-dropbear-host-key`, when given.
+    pub dropbear_host_key: Option<Vec<u8>>,
 }
 
 fn yaml_str(s: &str) -> String {
@@ -82,20 +87,22 @@ pub fn seed_files(spec: &VmSpec, plan: &VmPlan, instance_id: &str, keys: &SeedKe
         meta_data,
         user_data: u,
         network_config: n,
+        dropbear_host_key: keys.host_private_dropbear.clone(),
     }
 }
 
 impl SeedFiles {
     /// The seed disk image (FAT12, label `CIDATA`).
     pub fn image(&self) -> Vec<u8> {
-        fat12_image(
-            "CIDATA",
-            &[
-                ("meta-data", self.meta_data.as_bytes()),
-                ("user-data", self.user_data.as_bytes()),
-                ("network-config", self.network_config.as_bytes()),
-            ],
-        )
+        let mut files: Vec<(&str, &[u8])> = vec![
+            ("meta-data", self.meta_data.as_bytes()),
+            ("user-data", self.user_data.as_bytes()),
+            ("network-config", self.network_config.as_bytes()),
+        ];
+        if let Some(k) = &self.dropbear_host_key {
+            files.push(("lago-dropbear-host-key", k));
+        }
+        fat12_image("CIDATA", &files)
     }
 }
 
@@ -345,6 +352,7 @@ mod content_tests {
             authorized: vec!["ssh-ed25519 AAAAclient lago-e1".into()],
             host_private: "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n".into(),
             host_public: "ssh-ed25519 AAAAhost vm01@lago-e1".into(),
+            host_private_dropbear: Some(vec![1, 2, 3]),
         }
     }
 
