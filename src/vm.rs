@@ -27,6 +27,16 @@ pub enum BootStage {
     Authenticated,
 }
 
+impl BootStage {
+    /// The stages, in order.
+    pub const ALL: [BootStage; 4] = [
+        BootStage::DomainRunning,
+        BootStage::GuestUp,
+        BootStage::PortOpen,
+        BootStage::Authenticated,
+    ];
+}
+
 impl fmt::Display for BootStage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -225,11 +235,15 @@ impl Vm {
         let mut last_error: Option<String> = None;
         let mut last_state_check = Instant::now() - Duration::from_secs(1);
         let mut shown = stage;
-        loop {
-            if stage != shown {
-                tracing::info!(vm = %self.name(), stage = %shown, ms = start.elapsed().as_millis() as u64, "boot stage passed");
-                shown = stage;
+        // Logs every stage from `shown` up to (not including) `now` as passed.
+        let passed = |shown: &mut BootStage, now: BootStage| {
+            for s in BootStage::ALL.into_iter().filter(|s| *s >= *shown && *s < now) {
+                tracing::info!(vm = %self.name(), stage = %s, ms = start.elapsed().as_millis() as u64, "boot stage passed");
             }
+            *shown = (*shown).max(now);
+        };
+        loop {
+            passed(&mut shown, stage);
             if last_state_check.elapsed() >= Duration::from_millis(500) || stage == BootStage::DomainRunning {
                 last_state_check = Instant::now();
                 match self.state()? {
@@ -252,10 +266,7 @@ impl Vm {
                 match TcpStream::connect_timeout(&addr, Duration::from_millis(100)) {
                     Ok(_) => {
                         stage = stage.max(BootStage::Authenticated);
-                        if stage != shown {
-                            tracing::info!(vm = %self.name(), stage = %BootStage::PortOpen, ms = start.elapsed().as_millis() as u64, "boot stage passed");
-                            shown = stage;
-                        }
+                        passed(&mut shown, stage);
                         match ssh::connect(&target, Duration::from_secs(5)) {
                             Ok(live) => {
                                 self.conn.adopt(live);

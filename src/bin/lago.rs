@@ -298,9 +298,8 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Console { vm } => {
             let env = lago::Env::load(find_workdir(cli.workdir)?)?;
             let vm = env.vm(&vm)?;
-            let uri = lago::backend::Backend::resolve_uri(None);
             let status = std::process::Command::new("virsh")
-                .args(["-c", &uri, "console", &vm.plan().libvirt_name])
+                .args(["-c", env.libvirt_uri(), "console", &vm.plan().libvirt_name])
                 .status()
                 .map_err(|e| Failure::Other(format!("cannot run virsh (install libvirt-clients): {e}")))?;
             Ok(ExitCode::from(

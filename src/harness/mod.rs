@@ -62,12 +62,7 @@ impl TestGuard {
         let offsets = env
             .get_vms()
             .iter()
-            .map(|(n, vm)| {
-                (
-                    n.clone(),
-                    std::fs::metadata(vm.console_log()).map(|m| m.len()).unwrap_or(0),
-                )
-            })
+            .map(|(n, vm)| (n.clone(), crate::vm::console_len(vm.console_log())))
             .collect();
         let recorder: transcript::Recorder = Arc::new(Mutex::new(Vec::new()));
         transcript::set(Some(recorder.clone()));

@@ -65,7 +65,6 @@ const ROOT_SIZE: &str = "256M";
 
 struct Inputs {
     kernel: PathBuf,
-    modules_dir: PathBuf,
     early: Vec<PathBuf>,
     late: Vec<PathBuf>,
     busybox: PathBuf,
@@ -208,7 +207,6 @@ fn find_inputs() -> Result<Inputs, StoreError> {
     }
     Ok(Inputs {
         kernel,
-        modules_dir,
         early,
         late,
         busybox,
@@ -548,7 +546,6 @@ fn write_rootfs(inputs: &Inputs, root: &Path) -> Result<(), StoreError> {
         perm(&path, mode)?;
     }
     symlink("/run/resolv.conf", at("etc/resolv.conf")).map_err(io("link", &at("etc/resolv.conf")))?;
-    let _ = inputs.modules_dir.as_path();
     Ok(())
 }
 
