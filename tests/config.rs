@@ -480,3 +480,168 @@ fn management_net_is_picked_by_sorted_name_when_none_is_flagged() {
     assert!(!spec.net("zeta").unwrap().management);
     assert_eq!(spec.net("zeta").unwrap().dns_domain, None);
 }
+
+// ---- Bounded, panic-free input: crashers kept as regression files. ----
+
+/// A limit error: its variant, position and message (naming the limit).
+fn check_limit(err: &ConfigError, line: usize, col: usize, fragment: &str) {
+    let ConfigError::Limit { pos, message, .. } = err else {
+        panic!("expected a Limit error, got {err:?}");
+    };
+    assert_eq!((pos.line, pos.col), (line, col), "{err}");
+    assert!(message.contains(fragment), "{message:?} lacks {fragment:?}");
+}
+
+#[test]
+fn alias_bombs_stop_at_the_expansion_limit() {
+    let path = data("invalid/billion_laughs.yaml");
+    let start = std::time::Instant::now();
+    let err = config::load_with_env(&path, &no_vars).unwrap_err();
+    check_limit(&err, 8, 8, "aliases expand to more than the limit of 100000 nodes");
+    assert!(
+        err.to_string().starts_with(&format!("{}:8:8: ", path.display())),
+        "{err}"
+    );
+    // Not a speed target: a guard against the minute-long expansion it was.
+    assert!(start.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[test]
+fn deep_nesting_stops_at_the_depth_limit() {
+    let err = config::load_with_env(data("invalid/deep_nesting.yaml"), &no_vars).unwrap_err();
+    // The top map is level 1; the 64th list is the 65th level.
+    check_limit(&err, 3, 3 + 2 * 63, "nest deeper than the limit of 64 levels");
+    // Flow lists: the YAML scanner's own bound may be reached first, further on the line.
+    let err = config::load_with_env(data("invalid/deep_flow_nesting.yaml"), &no_vars).unwrap_err();
+    match &err {
+        ConfigError::Limit { pos, message, .. } => {
+            assert_eq!(pos.line, 2, "{err}");
+            assert!(pos.col >= 10 + 63, "{err}");
+            assert!(message.contains("nest deeper than the limit of 64 levels"), "{err}");
+        }
+        other => panic!("expected a Limit error, got {other:?}"),
+    }
+    // Exactly at the limit is fine for the loader (the validator then says what it expected).
+    let ok_depth = format!("domains: {}{}\nnets: {{lago: {{}}}}\n", "[".repeat(63), "]".repeat(63));
+    let err = config::from_str(&ok_depth, "/x/init.yaml").unwrap_err();
+    assert!(matches!(err, ConfigError::Invalid(_)), "{err:?}");
+}
+
+#[test]
+fn an_alias_cannot_smuggle_depth_past_the_limit() {
+    let text = format!(
+        "x-deep: &d {}{}\ndomains: {}*d{}\nnets: {{lago: {{}}}}\n",
+        "[".repeat(40),
+        "]".repeat(40),
+        "[".repeat(30),
+        "]".repeat(30)
+    );
+    let err = config::from_str(&text, "/x/init.yaml").unwrap_err();
+    check_limit(&err, 2, 10 + 30, "through this alias");
+}
+
+#[test]
+fn files_over_a_mebibyte_and_endless_devices_are_refused() {
+    // /dev/zero never ends: the read stops at the cap.
+    let err = config::load_with_env("/dev/zero", &no_vars).unwrap_err();
+    check_limit(&err, 1, (1 << 20) + 1, "larger than the limit of 1048576 bytes");
+    let tmp = tempfile::tempdir().unwrap();
+    let big = tmp.path().join("big.yaml");
+    let line = "# padding padding padding padding padding padding padding padding\n";
+    std::fs::write(&big, line.repeat((2 << 20) / line.len())).unwrap();
+    let err = config::load_with_env(&big, &no_vars).unwrap_err();
+    check_limit(&err, (1 << 20) / line.len() + 1, (1 << 20) % line.len() + 1, "1 MiB");
+    let err = config::from_str(&line.repeat((2 << 20) / line.len()), "/x/init.yaml").unwrap_err();
+    assert!(matches!(err, ConfigError::Limit { .. }), "{err:?}");
+}
+
+#[test]
+fn text_that_is_not_utf8_is_an_error_at_its_place() {
+    let path = data("invalid/not_utf8.yaml");
+    let err = config::load_with_env(&path, &no_vars).unwrap_err();
+    match &err {
+        ConfigError::Encoding { pos, .. } => assert_eq!((pos.line, pos.col), (3, 14), "{err}"),
+        other => panic!("expected an Encoding error, got {other:?}"),
+    }
+    assert!(
+        err.to_string().contains("not_utf8.yaml:3:14: expected UTF-8 text"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_folder_is_not_an_init_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let err = config::load_with_env(tmp.path(), &no_vars).unwrap_err();
+    assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
+}
+
+#[test]
+fn a_multibyte_device_name_is_a_problem_not_a_panic() {
+    check(
+        "non_ascii_dev.yaml",
+        &[(
+            6,
+            41,
+            "domains.vm01.disks[0].dev",
+            &["expected a device like `vda`", "found \"vé\""],
+        )],
+    );
+}
+
+#[test]
+fn forty_thousand_keys_load_in_linear_time() {
+    use std::fmt::Write as _;
+    // Duplicate checks were quadratic (~30 s for this).
+    let mut text = String::from(
+        "domains:\n  vm01:\n    nics: [{net: lago}]\n    disks: [{type: empty, name: root, dev: vda, size: 1G}]\n    metadata:\n",
+    );
+    for i in 0..40_000 {
+        let _ = writeln!(text, "      k{i}: {i}");
+    }
+    text += "nets:\n  lago: {}\n";
+    let start = std::time::Instant::now();
+    let spec = config::from_str(&text, "/x/init.yaml").unwrap();
+    assert_eq!(spec.vms[0].metadata.len(), 40_000);
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    // Many nets, each named by a NIC: lookups by name, not scans.
+    let mut text = String::from("domains:\n  vm01:\n    nics:\n");
+    for i in 0..8_000 {
+        let _ = writeln!(text, "      - net: n{i}");
+    }
+    text += "    disks: [{type: empty, name: root, dev: vda, size: 1G}]\nnets:\n";
+    for i in 0..8_000 {
+        let _ = writeln!(text, "  n{i}: {{management: {}}}", i == 0);
+    }
+    let start = std::time::Instant::now();
+    let _ = config::from_str(&text, "/x/init.yaml");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn very_long_unknown_names_get_no_suggestion_and_no_quadratic_work() {
+    let long = "n".repeat(300_000);
+    // (An implicit YAML key is at most 1024 characters; `? key` has no such limit.)
+    let text = format!(
+        "domains:\n  vm01:\n    ? {long}\n    : 1\n    nics: [{{net: {long}}}]\n    disks: [{{type: empty, name: root, dev: vda, size: 1G}}]\nnets:\n  lago: {{}}\n"
+    );
+    let start = std::time::Instant::now();
+    let err = config::from_str(&text, "/x/init.yaml").unwrap_err();
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    let problems = err.problems();
+    assert_eq!(problems.len(), 2, "{err}");
+    assert!(problems.iter().all(|p| p.hint.is_none()), "{err}");
+    assert_eq!(problems[1].path, "domains.vm01.nics[0].net");
+}

@@ -20,12 +20,21 @@ pub(crate) fn index(path: &str, i: usize) -> String {
     format!("{path}[{i}]")
 }
 
+/// Longest word (and candidate) a "did you mean" is computed for: the
+/// distances are quadratic in the lengths.
+const MAX_SUGGEST_LEN: usize = 64;
+
 /// The closest of `candidates` to `word`, if close enough to be a likely typo.
+/// Only short words get suggestions.
 pub(crate) fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    if word.len() > MAX_SUGGEST_LEN {
+        return None;
+    }
     let norm = |s: &str| s.to_ascii_lowercase().replace(['_', '-'], "");
     let w = norm(word);
     candidates
         .iter()
+        .filter(|c| c.len() <= MAX_SUGGEST_LEN)
         .map(|&c| {
             let n = norm(c);
             let score = if n == w { 2.0 } else { strsim::jaro_winkler(&w, &n) };
@@ -299,6 +308,11 @@ mod tests {
         assert_eq!(suggest("boot-time-sec", &keys), Some("boot_time_sec"));
         assert_eq!(suggest("nic", &keys), Some("nics"));
         assert_eq!(suggest("kernel", &keys), None);
+        assert_eq!(
+            suggest(&"memory".repeat(100), &keys),
+            None,
+            "long words get no suggestion"
+        );
     }
 
     #[test]

@@ -125,6 +125,24 @@ pub enum ConfigError {
         /// The parser's message.
         message: String,
     },
+    /// The file is not UTF-8 text.
+    #[error("{}:{pos}: expected UTF-8 text, found bytes that are not UTF-8", path.display())]
+    Encoding {
+        /// The init file.
+        path: PathBuf,
+        /// Where the first bad byte is.
+        pos: Pos,
+    },
+    /// The file crosses one of the loader's bounds (size, nesting depth, alias expansion).
+    #[error("{}:{pos}: {message}", path.display())]
+    Limit {
+        /// The init file.
+        path: PathBuf,
+        /// Where the limit was crossed.
+        pos: Pos,
+        /// Which limit, and its value.
+        message: String,
+    },
     /// The document parsed but does not describe a valid environment.
     #[error("{0}")]
     Invalid(Problems),

@@ -18,6 +18,11 @@
 //! assert_eq!(spec.nets[0].dns_domain.as_deref(), Some("lago.local"));
 //! ```
 //!
+//! Every input is bounded: a file of at most [`MAX_FILE_BYTES`], lists and
+//! maps nested at most [`MAX_DEPTH`] deep, aliases expanding to at most
+//! [`MAX_ALIAS_NODES`] nodes; crossing one is a [`ConfigError::Limit`] at the
+//! place it happened. No input makes the loader panic.
+//!
 //! The full schema, with every key and default, is in the crate's README.
 
 mod decode;
@@ -34,6 +39,7 @@ pub use error::{ConfigError, Pos, Problem, Problems};
 pub use size::parse_size;
 pub use spec::*;
 pub use validate::{POOL_FIRST, POOL_LAST};
+pub use yaml::limits::{MAX_ALIAS_NODES, MAX_DEPTH, MAX_FILE_BYTES};
 
 /// Reads and validates the init file at `path`, expanding `$VARS` in paths
 /// from the process environment.
@@ -44,12 +50,56 @@ pub fn load(path: impl AsRef<Path>) -> Result<EnvSpec, ConfigError> {
 /// Like [`load`], with variables looked up through `var` (for tests and embedding).
 pub fn load_with_env(path: impl AsRef<Path>, var: &dyn Fn(&str) -> Option<String>) -> Result<EnvSpec, ConfigError> {
     let path = absolute(path.as_ref());
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ConfigError::NotFound { path }),
-        Err(source) => return Err(ConfigError::Read { path, source }),
-    };
+    let text = read_bounded(&path)?;
     parse_with_env(&text, &path, var)
+}
+
+/// Reads at most [`MAX_FILE_BYTES`] (so `/dev/zero` or a huge file is an
+/// error, not a hang), as UTF-8.
+fn read_bounded(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let read_err = |source: std::io::Error| match source.kind() {
+        std::io::ErrorKind::NotFound => ConfigError::NotFound {
+            path: path.to_path_buf(),
+        },
+        _ => ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        },
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(too_large(path, &bytes));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        ConfigError::Encoding {
+            path: path.to_path_buf(),
+            pos: end_pos(good),
+        }
+    })
+}
+
+/// The position just after `prefix` (1-based line and column, columns in characters).
+fn end_pos(prefix: &[u8]) -> Pos {
+    let line_start = prefix.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    Pos {
+        line: prefix.iter().filter(|&&b| b == b'\n').count() + 1,
+        col: String::from_utf8_lossy(&prefix[line_start..]).chars().count() + 1,
+    }
+}
+
+fn too_large(path: &Path, text: &[u8]) -> ConfigError {
+    let cut = text.len().min(MAX_FILE_BYTES);
+    ConfigError::Limit {
+        path: path.to_path_buf(),
+        pos: end_pos(&text[..cut]),
+        message: format!("the file is larger than the limit of {} bytes (1 MiB)", MAX_FILE_BYTES),
+    }
 }
 
 /// Validates init-file `text` as if read from `path` (relative disk paths
@@ -60,9 +110,13 @@ pub fn from_str(text: &str, path: impl AsRef<Path>) -> Result<EnvSpec, ConfigErr
 
 fn parse_with_env(text: &str, path: &Path, var: &dyn Fn(&str) -> Option<String>) -> Result<EnvSpec, ConfigError> {
     let path = path.to_path_buf();
+    if text.len() > MAX_FILE_BYTES {
+        return Err(too_large(&path, text.as_bytes()));
+    }
     match yaml::parse(text) {
         yaml::Parsed::Empty => Err(ConfigError::Empty { path }),
         yaml::Parsed::Syntax(pos, message) => Err(ConfigError::Syntax { path, pos, message }),
+        yaml::Parsed::Limit(pos, message) => Err(ConfigError::Limit { path, pos, message }),
         yaml::Parsed::Doc(root, mut problems) => match validate::validate(&root, &path, var) {
             Ok(spec) if problems.is_empty() => Ok(spec),
             Ok(_) => Err(ConfigError::Invalid(Problems {

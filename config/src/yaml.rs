@@ -3,7 +3,7 @@
 //! serde stops at the first error and forgets positions; validation needs all
 //! problems with the place each value was written, so the loader works on this tree.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
@@ -59,13 +59,24 @@ impl Node {
     }
 }
 
+/// Bounds on what one init file may make the loader build.
+pub(crate) mod limits {
+    /// Largest init file read, in bytes.
+    pub const MAX_FILE_BYTES: usize = 1 << 20;
+    /// Deepest nesting of lists and maps (aliases count with what they stand for).
+    pub const MAX_DEPTH: usize = 64;
+    /// Most nodes that aliases may expand to, over the whole document.
+    pub const MAX_ALIAS_NODES: usize = 100_000;
+}
+
 /// The outcome of parsing: the first document, problems found while building
-/// the tree (duplicate keys, bad merges), or a syntax error.
+/// the tree (duplicate keys, bad merges), a syntax error, or a limit crossed.
 #[derive(Debug)]
 pub(crate) enum Parsed {
     Empty,
     Doc(Node, Vec<Problem>),
     Syntax(Pos, String),
+    Limit(Pos, String),
 }
 
 fn pos(m: &Marker) -> Pos {
@@ -78,9 +89,24 @@ fn pos(m: &Marker) -> Pos {
 /// Parses `text`. Only the first document is used; a second one is a problem.
 pub(crate) fn parse(text: &str) -> Parsed {
     let mut b = Builder::default();
+    // Events are pulled one by one: the parser's own `load` recurses once per
+    // nesting level and overflows the stack on deep input.
     let mut parser = Parser::new_from_str(text);
-    if let Err(e) = parser.load(&mut b, true) {
-        return Parsed::Syntax(pos(e.marker()), e.info().to_owned());
+    loop {
+        match parser.next_token() {
+            Ok((Event::StreamEnd, _)) => break,
+            Ok((ev, mark)) => b.on_event(ev, mark),
+            // The scanner has a nesting bound of its own for flow collections,
+            // which it may reach while looking ahead, before our check sees them.
+            Err(e) if e.info() == "recursion limit exceeded" => {
+                return Parsed::Limit(pos(e.marker()), depth_message(""));
+            }
+            Err(e) => return Parsed::Syntax(pos(e.marker()), e.info().to_owned()),
+        }
+        // A limit is reported where it was crossed; nothing after it is read.
+        if let Some((p, message)) = b.limit.take() {
+            return Parsed::Limit(p, message);
+        }
     }
     let mut docs = b.docs.into_iter();
     match docs.next() {
@@ -100,46 +126,138 @@ pub(crate) fn parse(text: &str) -> Parsed {
     }
 }
 
-/// A collection being built: start, anchor, items (a map's keys and values
-/// alternate), and its key path (for problems found while building).
-enum Frame {
-    Seq(Pos, usize, Vec<Node>, String),
-    Map(Pos, usize, Vec<Node>, String),
+fn depth_message(how: &str) -> String {
+    format!(
+        "lists and maps nest deeper than the limit of {} levels{how}",
+        limits::MAX_DEPTH
+    )
+}
+
+/// How much a node weighs: its nodes, and how deep its lists and maps nest.
+#[derive(Debug, Clone, Copy, Default)]
+struct Weight {
+    nodes: usize,
+    height: usize,
+}
+
+/// A collection being built.
+struct Frame {
+    map: bool,
+    start: Pos,
+    anchor: usize,
+    /// Items in order (a map's keys and values alternate).
+    items: Vec<Node>,
+    /// Key path (for problems found while building).
+    path: String,
+    /// Weight of the items so far.
+    nodes: usize,
+    height: usize,
 }
 
 #[derive(Default)]
 struct Builder {
     stack: Vec<Frame>,
-    anchors: HashMap<usize, Node>,
+    anchors: HashMap<usize, (Node, Weight)>,
     docs: Vec<Node>,
     problems: Vec<Problem>,
+    /// Nodes aliases have expanded to so far.
+    alias_nodes: usize,
+    /// The first limit crossed: everything after it is ignored.
+    limit: Option<(Pos, String)>,
 }
 
 impl Builder {
-    fn push(&mut self, node: Node, anchor: usize) {
+    fn push(&mut self, node: Node, anchor: usize, w: Weight) {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            self.anchors.insert(anchor, (node.clone(), w));
         }
         match self.stack.last_mut() {
-            Some(Frame::Seq(_, _, items, _)) | Some(Frame::Map(_, _, items, _)) => items.push(node),
+            Some(f) => {
+                f.items.push(node);
+                f.nodes += w.nodes;
+                f.height = f.height.max(w.height);
+            }
             None => self.docs.push(node),
+        }
+    }
+
+    fn open(&mut self, map: bool, start: Pos, anchor: usize) {
+        if self.stack.len() >= limits::MAX_DEPTH {
+            self.exceeded(start, depth_message(""));
+            return;
+        }
+        let path = self.next_path();
+        self.stack.push(Frame {
+            map,
+            start,
+            anchor,
+            items: Vec::new(),
+            path,
+            nodes: 0,
+            height: 0,
+        });
+    }
+
+    fn exceeded(&mut self, p: Pos, message: String) {
+        if self.limit.is_none() {
+            self.limit = Some((p, message));
         }
     }
 
     /// Key path of the next value pushed into the current frame.
     fn next_path(&self) -> String {
         match self.stack.last() {
-            Some(Frame::Seq(_, _, items, path)) => index(path, items.len()),
-            Some(Frame::Map(_, _, items, path)) => {
-                let key = items.last().and_then(Node::key_text).unwrap_or_default();
-                child(path, &key)
+            Some(f) if f.map => {
+                let key = f.items.last().and_then(Node::key_text).unwrap_or_default();
+                child(&f.path, &key)
             }
+            Some(f) => index(&f.path, f.items.len()),
             None => String::new(),
         }
     }
 
+    fn alias(&mut self, id: usize, p: Pos) {
+        let Some((node, w)) = self.anchors.get(&id) else {
+            let path = self.next_path();
+            self.problems.push(Problem::new(
+                Some(p),
+                &path,
+                "expected an alias to a defined anchor, found an unknown alias",
+            ));
+            self.push(
+                Node {
+                    kind: Kind::Null,
+                    pos: p,
+                },
+                0,
+                Weight { nodes: 1, height: 0 },
+            );
+            return;
+        };
+        let w = *w;
+        // Checked before copying: "billion laughs" files stop here.
+        if self.alias_nodes + w.nodes > limits::MAX_ALIAS_NODES {
+            self.exceeded(
+                p,
+                format!(
+                    "aliases expand to more than the limit of {} nodes",
+                    limits::MAX_ALIAS_NODES
+                ),
+            );
+            return;
+        }
+        if self.stack.len() + w.height > limits::MAX_DEPTH {
+            self.exceeded(p, depth_message(" (through this alias)"));
+            return;
+        }
+        self.alias_nodes += w.nodes;
+        let node = node.clone();
+        self.push(node, 0, w);
+    }
+
     fn finish_map(&mut self, start: Pos, flat: Vec<Node>, path: &str) -> Node {
         let mut entries: Vec<(Node, Node)> = Vec::new();
+        let mut seen: HashMap<String, Pos> = HashMap::new();
         let mut merges: Vec<Node> = Vec::new();
         let mut it = flat.into_iter();
         while let (Some(k), Some(v)) = (it.next(), it.next()) {
@@ -155,24 +273,20 @@ impl Builder {
                 ));
                 continue;
             };
-            if let Some((first, _)) = entries
-                .iter()
-                .find(|(e, _)| e.key_text().as_deref() == Some(text.as_str()))
-            {
+            if let Some(first) = seen.get(&text) {
                 self.problems.push(Problem::new(
                     Some(k.pos),
                     &child(path, &text),
-                    format!(
-                        "duplicate key `{text}` (first written at {}); expected every key once",
-                        first.pos
-                    ),
+                    format!("duplicate key `{text}` (first written at {first}); expected every key once"),
                 ));
                 continue;
             }
+            seen.insert(text, k.pos);
             entries.push((k, v));
         }
         // YAML merge keys (`<<: *anchor` or `<<: [*a, *b]`): keys written in
         // the map win, then earlier merged maps win over later ones.
+        let mut merged: HashSet<String> = HashSet::new();
         for m in merges {
             let sources = match m.kind {
                 Kind::Map(_) => vec![m],
@@ -196,8 +310,8 @@ impl Builder {
                     continue;
                 };
                 for (k, v) in src {
-                    let text = k.key_text();
-                    if !entries.iter().any(|(e, _)| e.key_text() == text) {
+                    let Some(text) = k.key_text() else { continue };
+                    if merged.insert(text.clone()) && !seen.contains_key(&text) {
                         entries.push((k, v));
                     }
                 }
@@ -258,51 +372,27 @@ impl MarkedEventReceiver for Builder {
                 } else {
                     Kind::Str(value)
                 };
-                self.push(Node { kind, pos: p }, anchor);
+                self.push(Node { kind, pos: p }, anchor, Weight { nodes: 1, height: 0 });
             }
-            Event::SequenceStart(anchor, _) => {
-                let path = self.next_path();
-                self.stack.push(Frame::Seq(p, anchor, Vec::new(), path));
-            }
-            Event::MappingStart(anchor, _) => {
-                let path = self.next_path();
-                self.stack.push(Frame::Map(p, anchor, Vec::new(), path));
-            }
-            Event::SequenceEnd => {
-                if let Some(Frame::Seq(start, anchor, items, _)) = self.stack.pop() {
-                    self.push(
-                        Node {
-                            kind: Kind::Seq(items),
-                            pos: start,
-                        },
-                        anchor,
-                    );
-                }
-            }
-            Event::MappingEnd => {
-                if let Some(Frame::Map(start, anchor, flat, path)) = self.stack.pop() {
-                    let node = self.finish_map(start, flat, &path);
-                    self.push(node, anchor);
-                }
-            }
-            Event::Alias(id) => {
-                let node = match self.anchors.get(&id) {
-                    Some(n) => n.clone(),
-                    None => {
-                        let path = self.next_path();
-                        self.problems.push(Problem::new(
-                            Some(p),
-                            &path,
-                            "expected an alias to a defined anchor, found an unknown alias",
-                        ));
-                        Node {
-                            kind: Kind::Null,
-                            pos: p,
-                        }
+            Event::SequenceStart(anchor, _) => self.open(false, p, anchor),
+            Event::MappingStart(anchor, _) => self.open(true, p, anchor),
+            Event::SequenceEnd | Event::MappingEnd => {
+                let Some(f) = self.stack.pop() else { return };
+                let w = Weight {
+                    nodes: f.nodes + 1,
+                    height: f.height + 1,
+                };
+                let node = if f.map {
+                    self.finish_map(f.start, f.items, &f.path)
+                } else {
+                    Node {
+                        kind: Kind::Seq(f.items),
+                        pos: f.start,
                     }
                 };
-                self.push(node, 0);
+                self.push(node, f.anchor, w);
             }
+            Event::Alias(id) => self.alias(id, p),
             Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentStart | Event::DocumentEnd => {}
         }
     }
