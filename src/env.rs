@@ -15,7 +15,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,14 +33,14 @@ use crate::ssh::{Connection, Target};
 use crate::store::{Template, TemplateStore};
 use crate::vm::Vm;
 
-/// The state file in a workdir.
-pub const STATE_FILE: &str = "env.json";
-const CLIENT_KEY: &str = "id_ed25519";
+pub use crate::workdir::STATE_FILE;
+use crate::workdir::{self, CLIENT_KEY};
 
 /// Options for [`Env::init`].
 #[derive(Debug, Clone, Default)]
 pub struct InitOptions {
-    /// The workdir (default `./.lago`). Must not hold an environment yet.
+    /// The workdir (default `./.lago`). It must not exist yet, or be an empty
+    /// folder: lago never takes over a folder that holds anything.
     pub workdir: Option<PathBuf>,
     /// libvirt URI (default: `LIBVIRT_DEFAULT_URI`, else `qemu:///system`).
     pub libvirt_uri: Option<String>,
@@ -135,19 +134,10 @@ fn wd_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> E
     move |source| Error::Workdir { action, path, source }
 }
 
-fn mkdir(path: &Path, mode: u32) -> Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(mode)
-        .create(path)
-        .map_err(wd_err("create", path))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(wd_err("chmod", path))
-}
-
-/// Undoes a half-done init when dropped unarmed.
+/// Undoes a half-done init when dropped unarmed: leases, then what the
+/// workdir claim made.
 struct InitGuard<'a> {
-    workdir: PathBuf,
-    created_workdir: bool,
+    claim: Option<workdir::Claim>,
     lease: Option<(&'a LeaseStore, LeaseOwner)>,
     armed: bool,
 }
@@ -162,10 +152,9 @@ impl Drop for InitGuard<'_> {
         {
             tracing::warn!(error = %e, "rollback: releasing subnet leases failed");
         }
-        if self.created_workdir
-            && let Err(e) = fs::remove_dir_all(&self.workdir)
-        {
-            tracing::warn!(error = %e, workdir = %self.workdir.display(), "rollback: removing the workdir failed");
+        if let Some(claim) = &self.claim {
+            crate::logging::detach_env_log(&claim.path.join("logs/lago.log"));
+            claim.undo();
         }
     }
 }
@@ -184,27 +173,17 @@ impl Env {
         let spec = config::load(init_file.as_ref())?;
         let workdir = std::path::absolute(opts.workdir.clone().unwrap_or_else(|| PathBuf::from(".lago")))
             .map_err(wd_err("resolve", init_file.as_ref()))?;
-        if workdir.join(STATE_FILE).exists() || workdir.join(OWNER_ID_FILE).exists() {
-            return Err(Error::WorkdirExists { path: workdir });
-        }
+        workdir::check_free(&workdir)?;
         // Reach libvirt before creating anything: an unreachable daemon is the commonest failure.
         let backend = Arc::new(Backend::connect(opts.libvirt_uri.as_deref())?);
-        let created_workdir = !workdir.exists();
         let leases = opts.leases.clone().unwrap_or_else(LeaseStore::from_env);
+        let env_id = EnvId::random();
         let mut guard = InitGuard {
-            workdir: workdir.clone(),
-            created_workdir,
+            claim: Some(workdir::claim(&workdir, &env_id)?),
             lease: None,
             armed: false,
         };
-        mkdir(&workdir, 0o700)?;
-        for d in ["images", "seeds", "logs"] {
-            mkdir(&workdir.join(d), 0o700)?;
-        }
         crate::logging::attach_env_log(&workdir.join("logs/lago.log"));
-        let env_id = EnvId::random();
-        fs::write(workdir.join(OWNER_ID_FILE), env_id.as_str())
-            .map_err(wd_err("write", &workdir.join(OWNER_ID_FILE)))?;
         tracing::info!(%env_id, workdir = %workdir.display(), init_file = %spec.source.display(), "init");
 
         let owner = LeaseOwner {
@@ -599,7 +578,8 @@ impl Env {
     }
 
     /// Tears everything down: domains, networks (also any other libvirt object
-    /// named with this env's id), subnet leases, the workdir. Idempotent.
+    /// named with this env's id), subnet leases, and what lago created in the
+    /// workdir (the folder itself only when lago created it). Idempotent.
     pub fn destroy(self) -> Result<()> {
         self.teardown()
     }
@@ -653,11 +633,7 @@ fn destroy_parts(workdir: &Path, env_id: &EnvId, backend: &Backend, leases: &Lea
         env_id: env_id.clone(),
     })?;
     crate::logging::detach_env_log(&workdir.join("logs/lago.log"));
-    match fs::remove_dir_all(workdir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(wd_err("remove", workdir)(e)),
-    }
+    workdir::remove(workdir)
 }
 
 /// Destroys whatever environment `workdir` holds, even a half-created one

@@ -37,6 +37,14 @@ pub enum Error {
         /// The workdir.
         path: PathBuf,
     },
+    /// The folder given as a new workdir holds files (lago takes only a new or empty folder).
+    #[error("workdir {} is not empty (it holds {}); lago takes only a new or empty folder as a workdir, so that destroy never removes anything lago did not create: give another one with -w", path.display(), list_some(holds))]
+    WorkdirNotEmpty {
+        /// The folder.
+        path: PathBuf,
+        /// What it holds (names).
+        holds: Vec<String>,
+    },
     /// No environment in the workdir.
     #[error("no lago environment in {} (expected {}; create one with `lago init`)", path.display(), path.join(crate::env::STATE_FILE).display())]
     NoEnv {
@@ -104,6 +112,20 @@ pub enum Error {
     /// Several VMs failed to start.
     #[error("{} VMs failed to start:\n  {}", .0.len(), .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n  "))]
     Several(Vec<Error>),
+}
+
+fn list_some(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut s = names
+        .iter()
+        .take(SHOWN)
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        s += &format!(" and {} more", names.len() - SHOWN);
+    }
+    s
 }
 
 fn console_tail(lines: &[String]) -> String {

@@ -52,6 +52,7 @@ pub mod ssh;
 pub mod store;
 pub mod transcript;
 pub mod vm;
+mod workdir;
 
 pub use cmd::{CommandError, CommandFailure};
 

@@ -132,3 +132,116 @@ fn missing_empty_and_broken_files_exit_2() {
     }
     assert!(listing(tmp.path()).is_empty());
 }
+
+/// An init file whose one VM boots from a raw file (no template store needed),
+/// for `init`/`destroy` against libvirt's in-process `test:///default` driver.
+fn file_disk_env(dir: &Path) -> PathBuf {
+    let disk = dir.join("disk.raw");
+    fs::write(&disk, vec![0u8; 4096]).unwrap();
+    let init = dir.join("init.yaml");
+    fs::write(
+        &init,
+        "domains:\n  vm01:\n    nics: [{net: lago}]\n    disks: [{type: file, name: root, dev: vda, format: raw, path: disk.raw}]\nnets:\n  lago: {}\n",
+    )
+    .unwrap();
+    init
+}
+
+fn lago_in(args: &[&str], cwd: &Path, state: &Path, workdir: &Path) -> Output {
+    let mut all = vec!["-w", workdir.to_str().unwrap()];
+    all.extend_from_slice(args);
+    lago(&all, cwd, state)
+}
+
+#[test]
+fn init_refuses_a_folder_that_holds_anything_and_touches_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let init = file_disk_env(tmp.path());
+    for name in ["project", ".ssh"] {
+        let folder = tmp.path().join(name);
+        fs::create_dir(&folder).unwrap();
+        fs::write(folder.join("keep.txt"), "precious").unwrap();
+        let before = listing(&folder);
+        let out = lago_in(
+            &["init", init.to_str().unwrap(), "--libvirt-uri", "test:///default"],
+            tmp.path(),
+            &tmp.path().join("state"),
+            &folder,
+        );
+        assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("workdir {} is not empty", folder.display())),
+            "{err}"
+        );
+        assert!(err.contains("`keep.txt`"), "{err}");
+        assert_eq!(listing(&folder), before);
+        assert_eq!(fs::read_to_string(folder.join("keep.txt")).unwrap(), "precious");
+        // destroy does not touch a folder that holds no environment.
+        let out = lago_in(&["destroy", "--yes"], tmp.path(), &tmp.path().join("state"), &folder);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no lago environment"));
+        assert_eq!(listing(&folder), before);
+    }
+}
+
+#[test]
+fn destroy_removes_only_what_lago_created() {
+    let tmp = tempfile::tempdir().unwrap();
+    let init = file_disk_env(tmp.path());
+    let state = tmp.path().join("state");
+    let uri = ["--libvirt-uri", "test:///default"];
+
+    // A folder lago creates: gone after destroy.
+    let new = tmp.path().join("new/env");
+    let out = lago_in(
+        &["init", init.to_str().unwrap(), uri[0], uri[1]],
+        tmp.path(),
+        &state,
+        &new,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(new.join("env.json").is_file() && new.join("id_ed25519").is_file());
+    let out = lago_in(&["destroy", "--yes"], tmp.path(), &state, &new);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!new.exists());
+    assert!(tmp.path().join("new").is_dir(), "the parent is not lago's");
+
+    // An empty folder the user made: emptied, kept.
+    let empty = tmp.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    let out = lago_in(
+        &["init", init.to_str().unwrap(), uri[0], uri[1]],
+        tmp.path(),
+        &state,
+        &empty,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Files the user puts into the workdir later survive destroy too.
+    fs::write(empty.join("notes.txt"), "mine").unwrap();
+    let out = lago_in(&["destroy", "--yes"], tmp.path(), &state, &empty);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(listing(&empty), [empty.join("notes.txt")]);
+
+    // A second init on a workdir that holds an environment is refused.
+    let out = lago_in(
+        &["init", init.to_str().unwrap(), uri[0], uri[1]],
+        tmp.path(),
+        &state,
+        &new,
+    );
+    assert!(out.status.success());
+    let out = lago_in(
+        &["init", init.to_str().unwrap(), uri[0], uri[1]],
+        tmp.path(),
+        &state,
+        &new,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already holds an environment"));
+    assert!(new.join("env.json").is_file(), "the first environment is intact");
+    // The disk file the init file named is the user's: never removed.
+    let out = lago_in(&["destroy", "--yes"], tmp.path(), &state, &new);
+    assert!(out.status.success());
+    assert_eq!(fs::read(tmp.path().join("disk.raw")).unwrap().len(), 4096);
+}

@@ -139,7 +139,11 @@ impl From<lago::Error> for Failure {
         use lago::Error as E;
         let text = error_chain(&e);
         match e {
-            E::Config(_) | E::NoEnv { .. } | E::NoSuchVm { .. } | E::WorkdirExists { .. } => Failure::Usage(text),
+            E::Config(_)
+            | E::NoEnv { .. }
+            | E::NoSuchVm { .. }
+            | E::WorkdirExists { .. }
+            | E::WorkdirNotEmpty { .. } => Failure::Usage(text),
             _ => Failure::Other(text),
         }
     }
