@@ -1,0 +1,154 @@
+//! The cross-field rules, in one place: which nets are management nets, that
+//! each VM has NICs on exactly one of them, that managed nets use distinct
+//! /24s, and the uniqueness of values within a scope (disk names and devices
+//! in a VM, static addresses on a net) through [`Unique`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
+
+use super::net::NetDraft;
+use super::subnet_text;
+use crate::decode::{Decoder, child};
+use crate::error::Pos;
+use crate::spec::*;
+
+/// Values that must be unique in a scope, each remembered with the key path
+/// and position of the entry that used it first.
+pub(super) struct Unique<K> {
+    seen: HashMap<K, (String, Pos)>,
+}
+
+impl<K> Default for Unique<K> {
+    fn default() -> Self {
+        Self { seen: HashMap::new() }
+    }
+}
+
+impl<K: Eq + Hash + Clone> Unique<K> {
+    /// Claims `value` for `owner` (the key path of the entry using it),
+    /// written at `pos`. If an earlier entry has it, reports
+    /// `message(earlier entry's path, its position)` at `pos` under `path`,
+    /// keeps the earlier claim and returns `false`.
+    pub(super) fn claim(
+        &mut self,
+        d: &mut Decoder,
+        value: &K,
+        owner: &str,
+        pos: Pos,
+        path: &str,
+        message: impl FnOnce(&str, Pos) -> String,
+    ) -> bool {
+        if let Some((other, other_pos)) = self.seen.get(value) {
+            d.report(Some(pos), path, message(other, *other_pos));
+            false
+        } else {
+            self.seen.insert(value.clone(), (owner.to_owned(), pos));
+            true
+        }
+    }
+}
+
+/// The message for a `value` used twice in one VM, `what` naming its kind:
+/// "expected a unique disk name in this VM, found `root`, also used by P (at L:C)".
+pub(super) fn used_twice_in_vm<'a>(what: &'a str, value: &'a str) -> impl FnOnce(&str, Pos) -> String + 'a {
+    move |other, pos| format!("expected a unique {what} in this VM, found `{value}`, also used by {other} (at {pos})")
+}
+
+/// Lago's rule: nets flagged `management: true` are management nets; when none
+/// is flagged, the first NAT/isolated net by sorted name (not flagged `false`) is.
+pub(super) fn pick_management(nets: &mut [NetDraft]) {
+    let any_explicit = nets.iter().any(|n| n.explicit_mgmt == Some(true));
+    if any_explicit {
+        for n in nets.iter_mut() {
+            n.spec.management = n.explicit_mgmt == Some(true);
+        }
+    } else if let Some(first) = nets
+        .iter_mut()
+        .filter(|n| n.spec.is_managed() && n.explicit_mgmt != Some(false))
+        .min_by(|a, b| a.spec.name.cmp(&b.spec.name))
+    {
+        first.spec.management = true;
+    }
+    for n in nets.iter_mut() {
+        if n.spec.management && n.spec.dns_domain.is_none() {
+            n.spec.dns_domain = Some(DEFAULT_DNS_DOMAIN.to_owned());
+        }
+    }
+}
+
+/// A VM's NICs must be on exactly one management net: returns its name, or
+/// reports the problem at `pos` (the VM's `nics` key) and returns `""`.
+pub(super) fn one_management_net(
+    d: &mut Decoder,
+    nets: &[NetDraft],
+    nics: &[NicSpec],
+    pos: Option<Pos>,
+    nics_path: &str,
+) -> String {
+    // The management nets this VM's NICs are on, in NIC order.
+    let mut mgmt_nets: Vec<String> = Vec::new();
+    for n in nics {
+        if nets.iter().any(|x| x.spec.name == n.net && x.spec.management) && !mgmt_nets.contains(&n.net) {
+            mgmt_nets.push(n.net.clone());
+        }
+    }
+    let mut mgmt_net = String::new();
+    let all_mgmt: Vec<_> = nets
+        .iter()
+        .filter(|n| n.spec.management)
+        .map(|n| format!("`{}`", n.spec.name))
+        .collect();
+    match mgmt_nets.len() {
+        0 => d.report_hint(
+            pos,
+            nics_path,
+            format!(
+                "expected a NIC on a management net ({}), found none",
+                if all_mgmt.is_empty() {
+                    "there is none".to_owned()
+                } else {
+                    all_mgmt.join(", ")
+                }
+            ),
+            "set `management: true` on one of this VM's nets",
+        ),
+        1 => mgmt_net = mgmt_nets.remove(0),
+        _ => d.report_hint(
+            pos,
+            nics_path,
+            format!(
+                "expected NICs on exactly one management net, found {}: {}",
+                mgmt_nets.len(),
+                mgmt_nets.join(", ")
+            ),
+            "set `management: false` on all but one of them",
+        ),
+    }
+    mgmt_net
+}
+
+/// Managed nets pinned to a /24 (by `gw` or a static address) must each use
+/// their own; reports every net pinned to a /24 an earlier net already uses.
+pub(super) fn check_pins_distinct(d: &mut Decoder, nets: &[NetDraft]) {
+    let mut seen: BTreeMap<u8, &NetDraft> = BTreeMap::new();
+    for n in nets {
+        let Some(pin) = &n.pin else { continue };
+        if let Some(other) = seen.get(&pin.octet) {
+            let other_pin = other.pin.as_ref().map(|p| p.pos);
+            d.report(
+                Some(pin.pos),
+                &child("nets", &n.spec.name),
+                format!(
+                    "{} puts net `{}` in {}, which net `{}` already uses ({}); expected one /24 per net",
+                    pin.what,
+                    n.spec.name,
+                    subnet_text(pin.octet),
+                    other.spec.name,
+                    other_pin.map(|p| format!("at {p}")).unwrap_or_default(),
+                ),
+            );
+        } else {
+            seen.insert(pin.octet, n);
+        }
+    }
+}
