@@ -172,8 +172,10 @@ fn dev_and_bus(d: &mut Decoder, e: &Entry<'_>, devs: &mut Unique<String>) -> (Op
     let mut bus = None;
     if let (Some(n), Some(dev)) = (e.f.get("dev"), &dev) {
         let p = child(e.path, "dev");
-        let (prefix, rest) = dev.split_at(dev.len().min(2));
-        let letters_ok = (1..=2).contains(&rest.len()) && rest.bytes().all(|b| b.is_ascii_lowercase());
+        // By bytes, not characters: `split_at` would panic inside a multi-byte character.
+        let (prefix, rest) = dev.as_bytes().split_at(dev.len().min(2));
+        let prefix = std::str::from_utf8(prefix).unwrap_or("");
+        let letters_ok = (1..=2).contains(&rest.len()) && rest.iter().all(|b| b.is_ascii_lowercase());
         bus = match (prefix, letters_ok) {
             ("vd", true) => Some(DiskBus::Virtio),
             ("sd", true) => Some(DiskBus::Scsi),

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::net::NetDraft;
+use super::net::Nets;
 use super::rules::{self, Unique};
 use super::{disk::disk, is_hostname_label, nic::nic, opt};
 use crate::decode::{Decoder, Fields, child, index, to_json};
@@ -55,7 +55,7 @@ pub(super) fn domain(
     d: &mut Decoder,
     key: &Node,
     node: &Node,
-    nets: &mut [NetDraft],
+    nets: &mut Nets,
     base_dir: &Path,
     var: &dyn Fn(&str) -> Option<String>,
 ) -> Option<VmSpec> {
@@ -168,7 +168,7 @@ fn ssh_user(d: &mut Decoder, n: &Node, p: &str) -> Option<String> {
 
 /// The `nics` list at `nics_path`: the NICs read, and whether the list and
 /// every NIC in it are valid (the management-net rule only applies then).
-fn nics(d: &mut Decoder, f: &Fields<'_>, node: &Node, nics_path: &str, nets: &mut [NetDraft]) -> (Vec<NicSpec>, bool) {
+fn nics(d: &mut Decoder, f: &Fields<'_>, node: &Node, nics_path: &str, nets: &mut Nets) -> (Vec<NicSpec>, bool) {
     let mut nics = Vec::new();
     let mut nics_ok = true;
     match f.get("nics") {

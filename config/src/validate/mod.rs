@@ -21,7 +21,7 @@ use crate::decode::{Decoder, Fields, child, suggest};
 use crate::error::Problem;
 use crate::spec::*;
 use crate::yaml::Node;
-use net::NetDraft;
+use net::Nets;
 
 /// First and last /24 of the subnet lease pool (third octet), as Lago.
 pub const POOL_FIRST: u8 = 200;
@@ -70,7 +70,7 @@ pub(crate) fn validate(
     let mut d = Decoder::default();
     let top = d.map_with_extensions(root, "", "a map with `domains` and `nets`", TOP_KEYS, TOP_UNSUPPORTED);
 
-    let mut nets: Vec<NetDraft> = Vec::new();
+    let mut nets = Nets::default();
     if let Some(top) = &top {
         match top.get("nets") {
             None => d.report(
@@ -92,7 +92,8 @@ pub(crate) fn validate(
             }
         }
     }
-    rules::pick_management(&mut nets);
+    rules::pick_management(&mut nets.list);
+    nets.management_decided();
 
     let mut vms = Vec::new();
     if let Some(top) = &top {
@@ -113,13 +114,13 @@ pub(crate) fn validate(
             }
         }
     }
-    rules::check_pins_distinct(&mut d, &nets);
+    rules::check_pins_distinct(&mut d, &nets.list);
 
     if d.problems.is_empty() {
         Ok(EnvSpec {
             source: file.to_path_buf(),
             vms,
-            nets: nets.into_iter().map(|n| n.spec).collect(),
+            nets: nets.list.into_iter().map(|n| n.spec).collect(),
         })
     } else {
         let mut problems = d.problems;

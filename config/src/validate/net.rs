@@ -38,6 +38,66 @@ pub(super) struct NetDraft {
     pub(super) ips: Unique<Ipv4Addr>,
 }
 
+/// The nets read so far, looked up by name in constant time (init files
+/// may name thousands), with the list of management nets made once.
+#[derive(Default)]
+pub(super) struct Nets {
+    pub(super) list: Vec<NetDraft>,
+    by_name: std::collections::HashMap<String, usize>,
+    /// The management nets as a message shows them (`` `a`, `b` ``).
+    pub(super) mgmt_shown: String,
+}
+
+/// Most names an "unknown net" message lists.
+const NAMES_SHOWN: usize = 20;
+
+impl Nets {
+    pub(super) fn push(&mut self, n: NetDraft) {
+        self.by_name.entry(n.spec.name.clone()).or_insert(self.list.len());
+        self.list.push(n);
+    }
+
+    pub(super) fn get(&self, name: &str) -> Option<&NetDraft> {
+        self.by_name.get(name).map(|&i| &self.list[i])
+    }
+
+    pub(super) fn get_mut(&mut self, name: &str) -> Option<&mut NetDraft> {
+        self.by_name.get(name).map(|&i| &mut self.list[i])
+    }
+
+    /// The names, for "did you mean" (only computed on an unknown net).
+    pub(super) fn names(&self) -> Vec<&str> {
+        self.list.iter().map(|n| n.spec.name.as_str()).collect()
+    }
+
+    /// The names as a message lists them (the first few, then a count).
+    pub(super) fn names_shown(&self) -> String {
+        let mut s = self
+            .list
+            .iter()
+            .take(NAMES_SHOWN)
+            .map(|n| format!("`{}`", n.spec.name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if self.list.len() > NAMES_SHOWN {
+            s += &format!(" and {} more", self.list.len() - NAMES_SHOWN);
+        }
+        s
+    }
+
+    /// Call once management is decided.
+    pub(super) fn management_decided(&mut self) {
+        self.mgmt_shown = self
+            .list
+            .iter()
+            .filter(|n| n.spec.management)
+            .take(NAMES_SHOWN)
+            .map(|n| format!("`{}`", n.spec.name))
+            .collect::<Vec<_>>()
+            .join(", ");
+    }
+}
+
 impl NetDraft {
     fn new(spec: NetSpec, explicit_mgmt: Option<bool>, pin: Option<Pin>) -> Self {
         Self {

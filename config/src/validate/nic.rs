@@ -4,7 +4,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::net::{NetDraft, Pin};
+use super::net::{NetDraft, Nets, Pin};
 use super::{POOL_FIRST, POOL_LAST, pool_octet, subnet_text};
 use crate::decode::{Decoder, child, suggest};
 use crate::error::Pos;
@@ -15,7 +15,7 @@ const NIC_KEYS: &[&str] = &["net", "ip"];
 const NIC_UNSUPPORTED: &[(&str, &str)] = &[("mtu", "set `mtu` on the net")];
 
 /// Reads the NIC at `path`; its net must be one of `nets`.
-pub(super) fn nic(d: &mut Decoder, node: &Node, path: &str, nets: &mut [NetDraft]) -> Option<NicSpec> {
+pub(super) fn nic(d: &mut Decoder, node: &Node, path: &str, nets: &mut Nets) -> Option<NicSpec> {
     let f = d.map(
         node,
         path,
@@ -33,17 +33,16 @@ pub(super) fn nic(d: &mut Decoder, node: &Node, path: &str, nets: &mut [NetDraft
         return None;
     };
     let net_name = d.string(net_node, &net_path)?;
-    if !nets.iter().any(|n| n.spec.name == net_name) {
-        let names: Vec<&str> = nets.iter().map(|n| n.spec.name.as_str()).collect();
-        let list = names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+    if nets.get(&net_name).is_none() {
+        let list = nets.names_shown();
         let msg = format!("expected the name of a net in `nets` ({list}), found unknown net `{net_name}`");
-        match suggest(&net_name, &names) {
+        match suggest(&net_name, &nets.names()) {
             Some(h) => d.report_hint(Some(net_node.pos), &net_path, msg, format!("did you mean `{h}`?")),
             None => d.report(Some(net_node.pos), &net_path, msg),
         }
         return None;
     }
-    let draft = nets.iter_mut().find(|n| n.spec.name == net_name)?;
+    let draft = nets.get_mut(&net_name)?;
     let ip = match f.get("ip") {
         None => None,
         Some(ip_node) => {

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
-use super::net::NetDraft;
+use super::net::{NetDraft, Nets};
 use super::subnet_text;
 use crate::decode::{Decoder, child};
 use crate::error::Pos;
@@ -80,7 +80,7 @@ pub(super) fn pick_management(nets: &mut [NetDraft]) {
 /// reports the problem at `pos` (the VM's `nics` key) and returns `""`.
 pub(super) fn one_management_net(
     d: &mut Decoder,
-    nets: &[NetDraft],
+    nets: &Nets,
     nics: &[NicSpec],
     pos: Option<Pos>,
     nics_path: &str,
@@ -88,26 +88,21 @@ pub(super) fn one_management_net(
     // The management nets this VM's NICs are on, in NIC order.
     let mut mgmt_nets: Vec<String> = Vec::new();
     for n in nics {
-        if nets.iter().any(|x| x.spec.name == n.net && x.spec.management) && !mgmt_nets.contains(&n.net) {
+        if nets.get(&n.net).is_some_and(|x| x.spec.management) && !mgmt_nets.contains(&n.net) {
             mgmt_nets.push(n.net.clone());
         }
     }
     let mut mgmt_net = String::new();
-    let all_mgmt: Vec<_> = nets
-        .iter()
-        .filter(|n| n.spec.management)
-        .map(|n| format!("`{}`", n.spec.name))
-        .collect();
     match mgmt_nets.len() {
         0 => d.report_hint(
             pos,
             nics_path,
             format!(
                 "expected a NIC on a management net ({}), found none",
-                if all_mgmt.is_empty() {
-                    "there is none".to_owned()
+                if nets.mgmt_shown.is_empty() {
+                    "there is none"
                 } else {
-                    all_mgmt.join(", ")
+                    &nets.mgmt_shown
                 }
             ),
             "set `management: true` on one of this VM's nets",
