@@ -278,9 +278,15 @@ impl Env {
                     kernel: t.kernel.clone().unwrap_or_default(),
                     initrd: t.initrd.clone(),
                     cmdline: format!(
-                        "{} lago.root=/dev/{root_dev}{}",
+                        "{} lago.root=/dev/{root_dev}{}{}",
                         t.cmdline.clone().unwrap_or_default(),
-                        if vp.seed.is_some() { " lago.seed=1" } else { "" }
+                        if vp.seed.is_some() { " lago.seed=1" } else { "" },
+                        // The NIC whose DHCP lease sets the default route and resolver.
+                        vp.nics
+                            .iter()
+                            .find(|n| n.net == vp.mgmt_net)
+                            .map(|n| format!(" lago.mgmt={}", n.mac))
+                            .unwrap_or_default()
                     ),
                 },
                 None => Boot::Disk,

@@ -11,7 +11,7 @@ use crate::backend::{Backend, VmState};
 use crate::config::VmSpec;
 use crate::error::{Error, Result};
 use crate::plan::VmPlan;
-use crate::ssh::{self, CommandStatus, Connection, SshError, quote_command};
+use crate::ssh::{self, CommandStatus, Connection, CopyLimits, CopyReport, SshError, quote_command};
 
 /// The stages of a boot, as [`Vm::wait_for_ssh`] watches them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -146,33 +146,52 @@ impl Vm {
             duration: start.elapsed(),
         });
         let st = result?;
-        tracing::debug!(vm = %self.name(), command = command_line, code = st.code, ms = start.elapsed().as_millis() as u64, "ssh");
+        // Command lines may carry secrets: trace level only.
+        tracing::trace!(vm = %self.name(), command = command_line, code = st.code, ms = start.elapsed().as_millis() as u64, "ssh");
         Ok(st)
     }
 
-    /// Copies a local file or directory to `remote` on the VM (the path the copy gets).
+    /// Copies a local file or folder to the VM, like `cp -r`: to `remote`, or
+    /// inside it when it is an existing folder (or ends with `/`). An existing
+    /// file is replaced only by a file; an existing folder is never replaced
+    /// or merged into. Bounded by [`CopyLimits::from_env`] (10 minutes, 1 GiB).
     pub fn copy_to(&self, local: impl AsRef<Path>, remote: &str) -> Result<()> {
+        self.copy_to_with(local, remote, &CopyLimits::from_env()?).map(|_| ())
+    }
+
+    /// [`Vm::copy_to`] with explicit limits; says what was copied and skipped.
+    pub fn copy_to_with(&self, local: impl AsRef<Path>, remote: &str, limits: &CopyLimits) -> Result<CopyReport> {
         let start = Instant::now();
-        let r = self.conn.copy_to(local.as_ref(), remote);
+        let r = self.conn.copy_to(local.as_ref(), remote, limits);
         self.record_copy(format!("copy-to {} {remote}", local.as_ref().display()), &r, start);
         Ok(r?)
     }
 
-    fn record_copy(&self, what: String, r: &std::result::Result<(), SshError>, start: Instant) {
+    fn record_copy(&self, what: String, r: &std::result::Result<CopyReport, SshError>, start: Instant) {
         crate::transcript::record(|| crate::transcript::Entry {
             vm: self.name().to_owned(),
             command: what,
-            outcome: r.as_ref().map(|()| 0).map_err(|e| e.to_string()),
+            outcome: r.as_ref().map(|_| 0).map_err(|e| crate::error_chain(e)),
             out: String::new(),
             err: String::new(),
             duration: start.elapsed(),
         });
     }
 
-    /// Copies the VM's `remote` file or directory to `local` (the path the copy gets).
+    /// Copies the VM's file or folder `remote` to the host, like `cp -r`: to
+    /// `local`, or inside it when it is an existing folder. An existing file
+    /// is replaced only by a file; an existing folder is never replaced or
+    /// merged into; nothing else is deleted. Only regular files and folders
+    /// are written (symlinks, hard links, devices are skipped, with a
+    /// warning in the log). Bounded by [`CopyLimits::from_env`].
     pub fn copy_from(&self, remote: &str, local: impl AsRef<Path>) -> Result<()> {
+        self.copy_from_with(remote, local, &CopyLimits::from_env()?).map(|_| ())
+    }
+
+    /// [`Vm::copy_from`] with explicit limits; says what was copied and skipped.
+    pub fn copy_from_with(&self, remote: &str, local: impl AsRef<Path>, limits: &CopyLimits) -> Result<CopyReport> {
         let start = Instant::now();
-        let r = self.conn.copy_from(remote, local.as_ref());
+        let r = self.conn.copy_from(remote, local.as_ref(), limits);
         self.record_copy(format!("copy-from {remote} {}", local.as_ref().display()), &r, start);
         Ok(r?)
     }

@@ -285,3 +285,227 @@ fn failures_leave_nothing_behind() {
     // Destroying again (or a workdir that is gone) is fine.
     lago::env::destroy_workdir(&workdir, None).unwrap();
 }
+
+#[test]
+#[ignore = "boots VMs: run through scripts/test (inside the test network namespace)"]
+fn multi_nic_vms_on_two_nets_and_copies_like_cp() {
+    in_test_namespace();
+    let tmp = tempfile::tempdir().unwrap();
+    let env = Env::init(envs("multinic.yaml"), options(tmp.path())).unwrap();
+    let id = env.id().to_string();
+    let workdir = env.workdir().to_path_buf();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        env.start(&[]).unwrap();
+        networks_per_nic(&env);
+        copies_like_cp(&env, tmp.path());
+    }));
+    env.destroy().unwrap();
+    assert_nothing_left(&id, &workdir);
+    if let Err(p) = outcome {
+        std::panic::resume_unwind(p);
+    }
+}
+
+fn out(vm: &lago::Vm, cmd: &[&str]) -> String {
+    let st = vm.ssh(cmd).unwrap();
+    assert!(st.success(), "{}: {cmd:?}: {st:?}", vm.name());
+    st.out
+}
+
+fn networks_per_nic(env: &Env) {
+    let vms = env.get_vms();
+    for vm in vms.values() {
+        assert_eq!(out(vm, &["hostname", "-f"]).trim(), format!("{}.lago.local", vm.name()));
+        // Every NIC has its planned address.
+        for (i, nic) in vm.plan().nics.iter().enumerate() {
+            let ip = nic.ip.unwrap().to_string();
+            let shown = out(vm, &["ip", "-4", "-o", "addr", "show", "dev", &format!("eth{i}")]);
+            assert!(shown.contains(&format!("{ip}/24")), "{} eth{i}: {shown}", vm.name());
+        }
+        // The default route goes out of the management NIC, whatever its position.
+        let mgmt = vm.plan().nics.iter().position(|n| n.net == "lago").unwrap();
+        let routes = out(vm, &["ip", "route"]);
+        let default: Vec<&str> = routes
+            .lines()
+            .find(|l| l.starts_with("default"))
+            .unwrap_or_else(|| panic!("{}: no default route: {routes}", vm.name()))
+            .split_whitespace()
+            .collect();
+        let dev = format!("eth{mgmt}");
+        assert!(
+            default.windows(2).any(|w| w == ["dev", dev.as_str()]),
+            "{}: {routes}",
+            vm.name()
+        );
+    }
+    // DNS names from every VM: <vm>, <vm>-<net>, <vm>-eth<N>, each answering pings at its address.
+    for from in vms.values() {
+        for to in vms.values() {
+            let mut names = vec![(to.name().to_owned(), to.ip().to_string())];
+            for (i, nic) in to.plan().nics.iter().enumerate() {
+                let ip = nic.ip.unwrap().to_string();
+                names.push((format!("{}-{}", to.name(), nic.net), ip.clone()));
+                names.push((format!("{}-eth{i}", to.name()), ip));
+            }
+            for (name, ip) in names {
+                let st = from.ssh(["ping", "-c", "1", "-W", "3", &name]).unwrap();
+                assert!(st.success(), "{} cannot ping {name}: {st:?}", from.name());
+                // A VM's own bare name is 127.0.1.1 in its /etc/hosts, as on Debian.
+                let own = from.name() == name && st.out.contains("(127.0.1.1)");
+                assert!(
+                    own || st.out.contains(&format!("({ip})")),
+                    "{} resolved {name} wrong: {}",
+                    from.name(),
+                    st.out
+                );
+            }
+        }
+    }
+    // Traffic to a back-end address goes over the isolated net's NIC.
+    let (vm01, vm02) = (&vms["vm01"], &vms["vm02"]);
+    let back02 = vm02.plan().nics[0].ip.unwrap().to_string();
+    let route = out(vm01, &["ip", "route", "get", &back02]);
+    assert!(route.contains("dev eth1"), "{route}");
+    // vm02: sd* root and the extra raw disk of 64 MiB.
+    let root = out(vm02, &["sh", "-c", "grep ' / ' /proc/mounts | cut -d' ' -f1"]);
+    assert_eq!(root.trim(), "/dev/sda");
+    let size: u64 = out(vm02, &["cat", "/sys/block/sdb/size"]).trim().parse().unwrap();
+    assert_eq!(size * 512, 64 << 20);
+}
+
+fn copies_like_cp(env: &Env, tmp: &Path) {
+    use lago::ssh::{CopyLimits, SshError};
+    let vm = env.vm("vm01").unwrap();
+    let is_copy_err = |e: &Error| matches!(e, Error::Ssh(SshError::Copy { .. }));
+
+    // Onto an existing folder: the copy goes inside; nothing there is touched.
+    let here = tmp.join("here");
+    fs::create_dir(&here).unwrap();
+    fs::write(here.join("keep.txt"), "mine").unwrap();
+    vm.copy_from("/etc/hostname", &here).unwrap();
+    assert_eq!(fs::read_to_string(here.join("hostname")).unwrap(), "vm01\n");
+    assert_eq!(fs::read_to_string(here.join("keep.txt")).unwrap(), "mine");
+    // The CLI the issue was found with: `copy-from-vm vm01 /etc/hostname .`
+    let cwd = tmp.join("cwd");
+    fs::create_dir(&cwd).unwrap();
+    fs::write(cwd.join("project.rs"), "fn main() {}").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_lago"))
+        .arg("-w")
+        .arg(env.workdir())
+        .args(["copy-from-vm", "vm01", "/etc/hostname", "."])
+        .current_dir(&cwd)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(fs::read_to_string(cwd.join("project.rs")).unwrap(), "fn main() {}");
+    assert_eq!(fs::read_to_string(cwd.join("hostname")).unwrap(), "vm01\n");
+    // A file replaces a file.
+    let file = tmp.join("existing.txt");
+    fs::write(&file, "old").unwrap();
+    vm.copy_from("/etc/hostname", &file).unwrap();
+    assert_eq!(fs::read_to_string(&file).unwrap(), "vm01\n");
+    // A folder never replaces a file, nor goes into an existing folder of its name.
+    out(vm, &["sh", "-c", "mkdir -p /root/d/sub && echo x > /root/d/sub/x"]);
+    let err = vm.copy_from("/root/d", &file).unwrap_err();
+    assert!(is_copy_err(&err), "{err}");
+    assert_eq!(fs::read_to_string(&file).unwrap(), "vm01\n");
+    fs::create_dir_all(here.join("d")).unwrap();
+    fs::write(here.join("d/mine"), "m").unwrap();
+    let err = vm.copy_from("/root/d", &here).unwrap_err();
+    assert!(
+        is_copy_err(&err) && err.to_string().contains("existing folder"),
+        "{err}"
+    );
+    assert_eq!(fs::read_to_string(here.join("d/mine")).unwrap(), "m");
+    assert!(!here.join("d/sub").exists());
+
+    // Guest data: only regular files and folders land on the host.
+    out(
+        vm,
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /root/evil && echo ok > /root/evil/file && ln -s /etc/passwd /root/evil/link \
+             && ln /root/evil/file /root/evil/hard && mkfifo /root/evil/fifo",
+        ],
+    );
+    let got = tmp.join("evil");
+    let report = vm.copy_from_with("/root/evil", &got, &CopyLimits::default()).unwrap();
+    assert!(fs::symlink_metadata(got.join("link")).is_err(), "no symlink written");
+    assert!(fs::symlink_metadata(got.join("fifo")).is_err(), "no fifo written");
+    let kinds: Vec<&str> = report.skipped.iter().map(|s| s.kind.as_str()).collect();
+    assert_eq!(kinds.len(), 3, "{report:?}");
+    assert!(
+        kinds.contains(&"symlink") && kinds.contains(&"fifo") && kinds.contains(&"hard link"),
+        "{report:?}"
+    );
+    // tar stores the first of two hard-linked names as the file, the other as a link to it.
+    let written: Vec<String> = ["file", "hard"]
+        .iter()
+        .filter_map(|n| fs::read_to_string(got.join(n)).ok())
+        .collect();
+    assert_eq!(written, ["ok\n"], "{report:?}");
+    // A guest path starting with `-` is a path, not a tar option.
+    out(vm, &["sh", "-c", "echo dash > /tmp/-rf"]);
+    vm.copy_from("/tmp/-rf", tmp.join("dash")).unwrap();
+    assert_eq!(fs::read_to_string(tmp.join("dash")).unwrap(), "dash\n");
+
+    // Limits: bytes and time; nothing placed, nothing left over.
+    out(vm, &["sh", "-c", "head -c 200000 /dev/urandom > /root/big"]);
+    let capped = tmp.join("capped");
+    fs::create_dir(&capped).unwrap();
+    let err = vm
+        .copy_from_with(
+            "/root/big",
+            capped.join("big"),
+            &CopyLimits::new(Duration::from_secs(60), 50_000),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Ssh(SshError::CopyTooLarge { limit: 50_000, .. })),
+        "{err}"
+    );
+    assert!(
+        fs::read_dir(&capped).unwrap().next().is_none(),
+        "no spool or staging files left"
+    );
+    let err = vm
+        .copy_from_with(
+            "/root/big",
+            capped.join("big"),
+            &CopyLimits::new(Duration::from_millis(1), 1 << 30),
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::Ssh(SshError::Timeout { .. })), "{err}");
+    assert!(vm.ssh(["true"]).unwrap().success(), "the session recovers");
+
+    // To the guest, the same rules.
+    let a = tmp.join("a.txt");
+    fs::write(&a, "A").unwrap();
+    out(vm, &["mkdir", "-p", "/root/into"]);
+    vm.copy_to(&a, "/root/into").unwrap();
+    assert_eq!(out(vm, &["cat", "/root/into/a.txt"]), "A");
+    vm.copy_to(&a, "/root/newdir/").unwrap();
+    assert_eq!(out(vm, &["cat", "/root/newdir/a.txt"]), "A");
+    out(vm, &["sh", "-c", "echo old > /root/f"]);
+    vm.copy_to(&a, "/root/f").unwrap();
+    assert_eq!(out(vm, &["cat", "/root/f"]), "A", "a file replaces a file");
+    let dir = tmp.join("tree2");
+    fs::create_dir_all(dir.join("s")).unwrap();
+    fs::write(dir.join("s/z"), "z").unwrap();
+    let err = vm.copy_to(&dir, "/root/f").unwrap_err();
+    assert!(is_copy_err(&err) && err.to_string().contains("not a folder"), "{err}");
+    assert_eq!(out(vm, &["cat", "/root/f"]), "A", "the guest file is untouched");
+    out(vm, &["mkdir", "-p", "/root/into/a.txt.d", "/root/into2/a.txt"]);
+    let err = vm.copy_to(&a, "/root/into2").unwrap_err();
+    assert!(
+        is_copy_err(&err) && err.to_string().contains("existing folder"),
+        "{err}"
+    );
+    let err = vm.copy_to(&a, "relative/path").unwrap_err();
+    assert!(is_copy_err(&err), "{err}");
+    assert_eq!(
+        out(vm, &["sh", "-c", "ls -a /root/into /root | grep -c lago-copy || true"]).trim(),
+        "0"
+    );
+}

@@ -239,7 +239,7 @@ pub fn domain_xml(d: &DomainParams<'_>) -> String {
         let _ = writeln!(x, "      <source network='{}'/>", esc(&nic.libvirt_net));
         let _ = writeln!(x, "      <mac address='{}'/>", nic.mac);
         let _ = writeln!(x, "      <model type='virtio'/>");
-        let _ = writeln!(x, "      <rom bar='off'/>");
+        let _ = writeln!(x, "      <rom enabled='no'/>");
         let _ = writeln!(x, "    </interface>");
     }
     let _ = writeln!(x, "    <serial type='pty'>");
@@ -354,6 +354,17 @@ nets:
             "{br}"
         );
         assert!(!br.contains("<ip"), "{br}");
+    }
+
+    #[test]
+    fn every_nic_turns_its_option_rom_off_without_a_rom_bar_clash() {
+        // `<rom bar='off'/>` on two virtio NICs made QEMU refuse to start
+        // (duplicate fw_cfg file genroms/efi-virtio.rom).
+        let (spec, p) = fixture();
+        let x = domain_xml(&params(&spec, &p, 0, Accel::Tcg, Boot::Disk));
+        assert_eq!(x.matches("<interface type='network'>").count(), 2, "{x}");
+        assert_eq!(x.matches("<rom enabled='no'/>").count(), 2, "{x}");
+        assert!(!x.contains("bar="), "{x}");
     }
 
     #[test]

@@ -89,22 +89,31 @@ enum Command {
         /// The VM.
         vm: String,
     },
-    /// Copy a local file or directory to a VM.
+    /// Copy a local file or folder to a VM, like `cp -r`.
+    ///
+    /// The copy goes to DST, or inside DST when it is an existing folder (or ends with `/`).
+    /// An existing file is replaced only by a file; an existing folder is never replaced.
+    /// Limits: LAGO_COPY_TIMEOUT (seconds, default 600), LAGO_COPY_MAX_BYTES (default 1G).
     CopyToVm {
         /// The VM.
         vm: String,
         /// Local path.
         src: PathBuf,
-        /// Path on the VM (the copy's own path).
+        /// Absolute path on the VM.
         dst: String,
     },
-    /// Copy a file or directory from a VM.
+    /// Copy a file or folder from a VM, like `cp -r`.
+    ///
+    /// The copy goes to DST, or inside DST when it is an existing folder. An existing file is
+    /// replaced only by a file; an existing folder is never replaced; nothing else is deleted.
+    /// Only regular files and folders are written (symlinks, devices: skipped, and said so).
+    /// Limits: LAGO_COPY_TIMEOUT (seconds, default 600), LAGO_COPY_MAX_BYTES (default 1G).
     CopyFromVm {
         /// The VM.
         vm: String,
-        /// Path on the VM.
+        /// Absolute path on the VM.
         src: String,
-        /// Local path (the copy's own path).
+        /// Local path.
         dst: PathBuf,
     },
     /// Destroy the environment: VMs, networks, leases and the workdir.
@@ -311,15 +320,17 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             ))
         }
         Command::CopyToVm { vm, src, dst } => {
-            lago::Env::load(find_workdir(cli.workdir)?)?
-                .vm(&vm)?
-                .copy_to(&src, &dst)?;
+            let env = lago::Env::load(find_workdir(cli.workdir)?)?;
+            let limits = lago::ssh::CopyLimits::from_env().map_err(lago::Error::from)?;
+            let report = env.vm(&vm)?.copy_to_with(&src, &dst, &limits)?;
+            print_copy(&vm, &report);
             Ok(ExitCode::SUCCESS)
         }
         Command::CopyFromVm { vm, src, dst } => {
-            lago::Env::load(find_workdir(cli.workdir)?)?
-                .vm(&vm)?
-                .copy_from(&src, &dst)?;
+            let env = lago::Env::load(find_workdir(cli.workdir)?)?;
+            let limits = lago::ssh::CopyLimits::from_env().map_err(lago::Error::from)?;
+            let report = env.vm(&vm)?.copy_from_with(&src, &dst, &limits)?;
+            print_copy(&vm, &report);
             Ok(ExitCode::SUCCESS)
         }
         Command::Destroy { yes } => {
@@ -366,6 +377,22 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Where a copy went and what it skipped (stderr, so stdout stays clean).
+fn print_copy(vm: &str, report: &lago::ssh::CopyReport) {
+    let place = if report.destination.is_empty() {
+        "?"
+    } else {
+        &report.destination
+    };
+    eprintln!("copied to {place} ({} bytes)", report.bytes);
+    for s in &report.skipped {
+        eprintln!(
+            "skipped {} on {vm}: a {}; only regular files and folders are copied",
+            s.path, s.kind
+        );
     }
 }
 

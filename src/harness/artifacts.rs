@@ -3,10 +3,13 @@
 //! the init file's `artifacts` lists (fetched over SSH), and the env's log.
 
 use std::fs;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use crate::backend::VmState;
 use crate::env::Env;
+use crate::error::error_chain;
+use crate::ssh::{CopyLimits, SshError};
 use crate::transcript::{self, Entry};
 
 /// Where artifacts go: `LAGO_ARTIFACTS_DIR`, else `<cargo target dir>/lago-artifacts`
@@ -36,11 +39,22 @@ fn sanitize(name: &str) -> String {
         .collect()
 }
 
+/// Artifacts may hold secrets (command lines, guest files): owner-only folders.
+fn private_dir(path: &Path) {
+    if let Err(e) = fs::DirBuilder::new().recursive(true).mode(0o700).create(path) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot create the failure-artifacts folder");
+    }
+}
+
 /// Writes the artifacts of failed test `test` and returns their folder.
 pub(crate) fn collect(env: &Env, test: &str, message: &str, offsets: &[(String, u64)], entries: &[Entry]) -> PathBuf {
-    let dir = artifacts_root().join(sanitize(test));
+    let root = artifacts_root();
+    private_dir(&root);
+    let dir = root.join(sanitize(test));
     let _ = fs::remove_dir_all(&dir);
-    let _ = fs::create_dir_all(&dir);
+    private_dir(&dir);
+    // Each file bounded in size and time, so a wedged guest cannot hang collection.
+    let limits = CopyLimits::artifacts_from_env();
     // Fetching artifacts must not land in the transcript.
     transcript::set(None);
     let mut summary = format!(
@@ -62,21 +76,39 @@ pub(crate) fn collect(env: &Env, test: &str, message: &str, offsets: &[(String, 
         }
         let running = vm.state().map(|s| s == VmState::Running).unwrap_or(false);
         let vm_dir = dir.join(name);
-        let _ = fs::create_dir_all(&vm_dir);
+        private_dir(&vm_dir);
+        let mut gave_up: Option<String> = None;
         for path in &vm.spec().artifacts {
             let local = vm_dir.join(path.trim_start_matches('/').replace('/', "_"));
-            if !running {
-                summary += &format!("{name}:{path}: not fetched, the VM is not running\n");
+            let why_not = match (&limits, running, &gave_up) {
+                (Err(e), _, _) => Some(error_chain(e)),
+                (_, false, _) => Some("the VM is not running".to_owned()),
+                (_, _, Some(why)) => Some(why.clone()),
+                _ => None,
+            };
+            if let Some(why) = why_not {
+                summary += &format!("{name}:{path}: not fetched, {why}\n");
                 continue;
             }
-            match vm.copy_from(path, &local) {
-                Ok(()) => {
+            let Ok(limits) = &limits else { continue };
+            match vm.copy_from_with(path, &local, limits) {
+                Ok(report) => {
                     summary += &format!(
-                        "{name}:{path}: {}\n",
-                        local.strip_prefix(&dir).unwrap_or(&local).display()
-                    )
+                        "{name}:{path}: {} ({} bytes)\n",
+                        local.strip_prefix(&dir).unwrap_or(&local).display(),
+                        report.bytes
+                    );
+                    for s in &report.skipped {
+                        summary += &format!("{name}:{path}: skipped {} ({})\n", s.path, s.kind);
+                    }
                 }
-                Err(e) => summary += &format!("{name}:{path}: missing ({e})\n"),
+                Err(e) => {
+                    summary += &format!("{name}:{path}: missing ({})\n", error_chain(&e));
+                    // A guest that timed out once is wedged: do not wait again for each file.
+                    if matches!(e, crate::Error::Ssh(SshError::Timeout { .. })) {
+                        gave_up = Some(format!("an earlier copy from {name} timed out"));
+                    }
+                }
             }
         }
     }

@@ -6,17 +6,19 @@
 //! in the seed: no trust on first use. Files travel as tar streams over an
 //! exec channel, so any guest with `tar` works.
 
+mod copy;
 mod quote;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ssh2::{BlockDirections, Session};
 
+pub use copy::{CopyLimits, CopyReport, Skipped};
 pub use quote::{quote, quote_command};
 
 /// The outcome of a command run over SSH, as the Lago SDK prints it.
@@ -116,7 +118,8 @@ pub enum SshError {
         /// The limit.
         timeout: Duration,
     },
-    /// A path to copy does not exist or could not be packed/unpacked.
+    /// A copy was refused or failed on the guest (no such path, a
+    /// destination that would have to be replaced by another kind, …).
     #[error("{vm}: cannot copy {path}: {reason}")]
     Copy {
         /// VM name.
@@ -125,6 +128,45 @@ pub enum SshError {
         path: String,
         /// Why.
         reason: String,
+    },
+    /// A local file operation of a copy failed.
+    #[error("{vm}: cannot {action} {} (copying {path})", local.display())]
+    CopyIo {
+        /// VM name.
+        vm: String,
+        /// The path being copied.
+        path: String,
+        /// What was being done.
+        action: &'static str,
+        /// The local file or folder.
+        local: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A setting from the environment is malformed.
+    #[error("{name}={value:?}: {expected}")]
+    Setting {
+        /// The variable.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// What was expected.
+        expected: String,
+    },
+    /// A copy grew past its byte limit; nothing was placed.
+    #[error(
+        "{vm}: copying {path} stopped at the limit of {limit} bytes (raise it with CopyLimits or {env_var}); nothing was written to the destination"
+    )]
+    CopyTooLarge {
+        /// VM name.
+        vm: String,
+        /// The path being copied.
+        path: String,
+        /// The limit.
+        limit: u64,
+        /// The environment variable that sets it.
+        env_var: &'static str,
     },
 }
 
@@ -195,10 +237,15 @@ pub fn connect(t: &Target, timeout: Duration) -> Result<(Session, TcpStream), Ss
             source,
         })?;
     sess.set_timeout(0);
+    // Keepalives (sent while commands run) keep NAT and firewalls from
+    // dropping an idle session; a wedged guest is bounded by each call's timeout.
+    sess.set_keepalive(true, KEEPALIVE_SECS);
     Ok((sess, poll_handle))
 }
 
 const EAGAIN: i32 = -37;
+/// Seconds between SSH keepalives.
+const KEEPALIVE_SECS: u32 = 15;
 
 fn would_block(e: &ssh2::Error) -> bool {
     matches!(e.code(), ssh2::ErrorCode::Session(EAGAIN))
@@ -290,14 +337,37 @@ impl Connection {
         stdin: Option<&[u8]>,
         timeout: Option<Duration>,
     ) -> Result<RawStatus, SshError> {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut input = stdin.unwrap_or(&[]);
+        let code = self.exec_streams(
+            command,
+            &mut Streams {
+                stdin: &mut input,
+                out: &mut out,
+                err: &mut err,
+            },
+            timeout,
+        )?;
+        Ok(RawStatus { code, out, err })
+    }
+
+    /// Runs `command` with its input read from, and its output written to,
+    /// `io` as they flow (nothing is held in memory). Reconnects once if the
+    /// session was dropped before the command started. Returns the exit code.
+    pub(crate) fn exec_streams(
+        &self,
+        command: &str,
+        io: &mut Streams<'_>,
+        timeout: Option<Duration>,
+    ) -> Result<i32, SshError> {
         let mut guard = self.live.lock().unwrap_or_else(|p| p.into_inner());
         for attempt in 0..2 {
             if guard.is_none() {
                 *guard = Some(connect(&self.target, CONNECT_TIMEOUT)?);
             }
             let Some((sess, tcp)) = guard.as_ref() else { continue };
-            match run(&self.target.vm, sess, tcp, command, stdin, timeout) {
-                Ok(st) => return Ok(st),
+            match run(&self.target.vm, sess, tcp, command, io, timeout) {
+                Ok(code) => return Ok(code),
                 Err(Failure::Stale(e)) if attempt == 0 => {
                     tracing::debug!(vm = %self.target.vm, error = %e, "SSH session dropped; reconnecting");
                     *guard = None;
@@ -313,66 +383,6 @@ impl Connection {
             command: command.to_owned(),
             timeout: timeout.unwrap_or_default(),
         })
-    }
-
-    /// Copies a local file or directory to `remote` (the path the copy gets).
-    pub fn copy_to(&self, local: &Path, remote: &str) -> Result<(), SshError> {
-        let err = |reason: String| SshError::Copy {
-            vm: self.target.vm.clone(),
-            path: local.display().to_string(),
-            reason,
-        };
-        let meta = std::fs::metadata(local).map_err(|e| err(e.to_string()))?;
-        let (parent, name) = split_remote(remote).ok_or_else(|| err(format!("bad destination {remote:?}")))?;
-        let mut b = tar::Builder::new(Vec::new());
-        b.follow_symlinks(false);
-        let packed = if meta.is_dir() {
-            b.append_dir_all(&name, local)
-        } else {
-            b.append_path_with_name(local, &name)
-        };
-        packed.map_err(|e| err(e.to_string()))?;
-        let data = b.into_inner().map_err(|e| err(e.to_string()))?;
-        let cmd = format!("mkdir -p {p} && tar -x -f - -C {p}", p = quote(&parent));
-        let st = self.exec(&cmd, Some(&data), None)?;
-        if !st.success() {
-            return Err(err(format!("remote tar failed ({}): {}", st.code, st.err.trim())));
-        }
-        Ok(())
-    }
-
-    /// Copies the guest's `remote` file or directory to `local` (the path the copy gets).
-    pub fn copy_from(&self, remote: &str, local: &Path) -> Result<(), SshError> {
-        let err = |reason: String| SshError::Copy {
-            vm: self.target.vm.clone(),
-            path: remote.to_owned(),
-            reason,
-        };
-        let (parent, name) = split_remote(remote).ok_or_else(|| err("expected an absolute guest path".into()))?;
-        let cmd = format!("tar -c -f - -C {} {}", quote(&parent), quote(&name));
-        let st = self.exec_raw(&cmd, None, None)?;
-        if st.code != 0 || st.out.is_empty() {
-            return Err(err(format!(
-                "not found or unreadable ({})",
-                String::from_utf8_lossy(&st.err).trim()
-            )));
-        }
-        let data = st.out;
-        let dest_parent = local
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dest_parent).map_err(|e| err(e.to_string()))?;
-        let tmp = tempfile::tempdir_in(dest_parent).map_err(|e| err(e.to_string()))?;
-        tar::Archive::new(&data[..])
-            .unpack(tmp.path())
-            .map_err(|e| err(e.to_string()))?;
-        let unpacked = tmp.path().join(&name);
-        if local.is_dir() {
-            let _ = std::fs::remove_dir_all(local);
-        }
-        std::fs::rename(&unpacked, local).map_err(|e| err(format!("cannot place {}: {e}", local.display())))?;
-        Ok(())
     }
 
     /// Runs `command` (or a login shell) with a PTY bound to this terminal,
@@ -416,14 +426,21 @@ enum Failure {
     Fatal(SshError),
 }
 
+/// Where a command's input comes from and its output goes.
+pub(crate) struct Streams<'a> {
+    pub stdin: &'a mut dyn Read,
+    pub out: &'a mut dyn Write,
+    pub err: &'a mut dyn Write,
+}
+
 fn run(
     vm: &str,
     sess: &Session,
     tcp: &TcpStream,
     command: &str,
-    stdin: Option<&[u8]>,
+    io: &mut Streams<'_>,
     timeout: Option<Duration>,
-) -> Result<RawStatus, Failure> {
+) -> Result<i32, Failure> {
     let deadline = timeout.map(|t| Instant::now() + t);
     let chan_err = |source| SshError::Channel {
         vm: vm.to_owned(),
@@ -468,30 +485,57 @@ fn run(
                 return Err(Failure::Fatal(timed_out()));
             }
         }
-        let mut input = stdin.unwrap_or(&[]);
+        let mut pending: Vec<u8> = Vec::new();
+        let mut sent = 0;
+        let mut input_done = false;
+        // A command may exit without reading all its input: its exit code tells.
+        let mut input_failed: Option<std::io::Error> = None;
         let mut eof_sent = false;
-        let (mut out, mut err) = (Vec::new(), Vec::new());
         let mut buf = vec![0u8; 32 * 1024];
         loop {
             let mut progressed = false;
-            if !input.is_empty() {
-                match ch.write(input) {
+            // A keepalive now and then (libssh2 sends one only when due).
+            let _ = sess.keepalive_send();
+            if sent == pending.len() && !input_done {
+                pending.resize(32 * 1024, 0);
+                match io.stdin.read(&mut pending) {
+                    Ok(0) => {
+                        pending.clear();
+                        input_done = true;
+                    }
+                    Ok(n) => pending.truncate(n),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => pending.clear(),
+                    Err(e) => {
+                        let _ = ch.close();
+                        return Err(Failure::Fatal(io_err(e)));
+                    }
+                }
+                sent = 0;
+            }
+            if sent < pending.len() {
+                match ch.write(&pending[sent..]) {
                     Ok(n) => {
-                        input = &input[n..];
+                        sent += n;
                         progressed = true;
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(Failure::Fatal(io_err(e))),
+                    Err(e) => {
+                        input_failed = Some(e);
+                        input_done = true;
+                        eof_sent = true;
+                        pending.clear();
+                        sent = 0;
+                    }
                 }
             }
-            if input.is_empty() && !eof_sent {
+            if input_done && !eof_sent {
                 match ch.send_eof() {
                     Ok(()) => eof_sent = true,
                     Err(e) if would_block(&e) => {}
-                    Err(e) => return Err(Failure::Fatal(chan_err(e))),
+                    Err(_) => eof_sent = true,
                 }
             }
-            for (stream, sink) in [(0, &mut out), (1, &mut err)] {
+            for stream in [0, 1] {
                 loop {
                     let r = if stream == 0 {
                         ch.read(&mut buf)
@@ -501,7 +545,11 @@ fn run(
                     match r {
                         Ok(0) => break,
                         Ok(n) => {
-                            sink.extend_from_slice(&buf[..n]);
+                            let sink: &mut dyn Write = if stream == 0 { &mut *io.out } else { &mut *io.err };
+                            if let Err(e) = sink.write_all(&buf[..n]) {
+                                let _ = ch.close();
+                                return Err(Failure::Fatal(io_err(e)));
+                            }
                             progressed = true;
                         }
                         Err(e) if e.kind() == ErrorKind::WouldBlock => break,
@@ -535,7 +583,10 @@ fn run(
             Ok(sig) if sig.exit_signal.is_some() => -1,
             _ => code,
         };
-        Ok(RawStatus { code, out, err })
+        match input_failed {
+            Some(e) if code == 0 => Err(Failure::Fatal(io_err(e))),
+            _ => Ok(code),
+        }
     })();
     sess.set_blocking(true);
     result
