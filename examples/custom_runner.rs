@@ -20,16 +20,22 @@ fn main() {
                     for name in env.get_vms().keys() {
                         let out = ssh_ok(env, name, &["hostname"])?;
                         if out.trim() != name {
-                            return Err(format!("{name} says it is {out:?}"));
+                            return Err(format!("{name} says it is {out:?}").into());
                         }
                     }
                     Ok(())
                 })
                 .test("vms_reach_each_other_by_name", |env| {
-                    ssh_ok(env, "vm01", &["ping", "-c1", "-W3", "vm04"]).map(|_| ())
+                    ssh_ok(env, "vm01", &["ping", "-c1", "-W3", "vm04"])?;
+                    Ok(())
                 })
                 .test("root_disk_is_writable", |env| {
-                    ssh_ok(env, "vm02", &["sh", "-c", "echo ok > /root/probe && cat /root/probe"]).map(|_| ())
+                    // `?` works on lago's own errors too.
+                    let st = env
+                        .vm("vm02")?
+                        .ssh(["sh", "-c", "echo ok > /root/probe && cat /root/probe"])?;
+                    assert_eq!(st.out, "ok\n");
+                    Ok(())
                 }),
         )
         .run()

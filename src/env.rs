@@ -444,40 +444,12 @@ impl Env {
             .into_iter()
             .filter(|v| v.state().map(|s| s != VmState::Running).unwrap_or(true))
             .collect();
-        let results: Vec<(String, Result<()>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = to_start
-                .iter()
-                .map(|vm| (vm.name().to_owned(), s.spawn(|| vm.start())))
-                .collect();
-            handles
-                .into_iter()
-                .map(|(name, h)| {
-                    let r = h.join().unwrap_or_else(|_| {
-                        Err(Error::NoSuchVm {
-                            name: name.clone(),
-                            known: vec!["(the start thread panicked)".into()],
-                        })
-                    });
-                    (name, r)
-                })
-                .collect()
-        });
-        let mut errors: Vec<Error> = Vec::new();
-        for (_, r) in results {
-            if let Err(e) = r {
-                errors.push(e);
-            }
+        let started = crate::error::for_each_parallel("start", &to_start, |vm| vm.name().to_owned(), |vm| vm.start());
+        if started.is_err() {
+            let started_vms: Vec<&str> = to_start.iter().map(|v| v.name()).collect();
+            self.rollback(&started_vms, &started_nets);
         }
-        if errors.is_empty() {
-            return Ok(());
-        }
-        let started_vms: Vec<&str> = to_start.iter().map(|v| v.name()).collect();
-        self.rollback(&started_vms, &started_nets);
-        Err(if errors.len() == 1 {
-            errors.remove(0)
-        } else {
-            Error::Several(errors)
-        })
+        started
     }
 
     fn rollback(&self, vms: &[&str], nets: &[String]) {
@@ -512,24 +484,14 @@ impl Env {
     /// Powers the chosen VMs off at once (`&[]`: all), then stops nets no running VM uses.
     pub fn stop(&self, names: &[&str]) -> Result<()> {
         let vms = self.select(names)?;
-        let results: Vec<Result<()>> = std::thread::scope(|s| {
-            let hs: Vec<_> = vms.iter().map(|vm| s.spawn(move || vm.stop())).collect();
-            hs.into_iter().map(|h| h.join().unwrap_or(Ok(()))).collect()
-        });
-        results.into_iter().collect::<Result<Vec<()>>>()?;
+        crate::error::for_each_parallel("stop", &vms, |vm| vm.name().to_owned(), |vm| vm.stop())?;
         self.stop_unused_nets()
     }
 
     /// ACPI shutdown of the chosen VMs (`&[]`: all), waiting up to `timeout` for each, then stops unused nets.
     pub fn shutdown(&self, names: &[&str], timeout: Duration) -> Result<()> {
         let vms = self.select(names)?;
-        let results: Vec<Result<()>> = std::thread::scope(|s| {
-            let hs: Vec<_> = vms.iter().map(|vm| s.spawn(move || vm.shutdown(timeout))).collect();
-            hs.into_iter().map(|h| h.join().unwrap_or(Ok(()))).collect()
-        });
-        for r in results {
-            r?;
-        }
+        crate::error::for_each_parallel("shut down", &vms, |vm| vm.name().to_owned(), |vm| vm.shutdown(timeout))?;
         self.stop_unused_nets()
     }
 
@@ -616,20 +578,11 @@ fn destroy_parts(workdir: &Path, env_id: &EnvId, backend: &Backend, leases: &Lea
     let prefix = format!("lago-{env_id}-");
     // Domains in parallel: libvirt waits for each QEMU process to exit.
     let domains = backend.domains_with_prefix(&prefix)?;
-    let results: Vec<Result<()>> = std::thread::scope(|s| {
-        let hs: Vec<_> = domains
-            .iter()
-            .map(|d| {
-                s.spawn(move || {
-                    backend.stop_domain(d)?;
-                    tracing::info!(domain = d, "destroyed");
-                    Ok(())
-                })
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap_or(Ok(()))).collect()
-    });
-    results.into_iter().collect::<Result<Vec<()>>>()?;
+    crate::error::for_each_parallel("destroy", &domains, String::clone, |d| {
+        backend.stop_domain(d)?;
+        tracing::info!(domain = d, "destroyed");
+        Ok(())
+    })?;
     for n in backend.networks_with_prefix(&prefix)? {
         backend.stop_network(&n)?;
         tracing::info!(network = n, "destroyed");

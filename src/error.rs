@@ -80,7 +80,7 @@ pub enum Error {
         known: Vec<String>,
     },
     /// A VM did not answer SSH in time.
-    #[error("{vm}: no SSH after {waited:?}: stalled at stage `{stage}`{}{}", last_error.as_ref().map(|e| format!(" (last error: {e})")).unwrap_or_default(), console_tail(console))]
+    #[error("{vm}: no SSH after {waited:?}: stalled at stage `{stage}`{}{}", last_error.as_ref().map(|e| format!(" (last error: {})", error_chain(e))).unwrap_or_default(), console_tail(console))]
     WaitForSsh {
         /// The VM.
         vm: String,
@@ -89,7 +89,35 @@ pub enum Error {
         /// How long we waited.
         waited: Duration,
         /// The last connection error.
-        last_error: Option<String>,
+        #[source]
+        last_error: Option<Box<crate::ssh::SshError>>,
+        /// The last lines of the serial console.
+        console: Vec<String>,
+    },
+    /// A test suite's environment could not be created or booted (every test
+    /// that needs it gets this error; the boot is not retried).
+    #[error("environment {} {what}", init_file.display())]
+    SuiteBoot {
+        /// The init file.
+        init_file: PathBuf,
+        /// `could not be created` or `failed to boot`.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
+    /// A VM's domain stopped (or crashed) while lago waited for SSH.
+    #[error(
+        "{vm}: the domain stopped (or crashed) {waited:?} into the boot, at stage `{stage}`{}",
+        console_tail(console)
+    )]
+    DomainStopped {
+        /// The VM.
+        vm: String,
+        /// The stage it had reached.
+        stage: crate::vm::BootStage,
+        /// How long after the start.
+        waited: Duration,
         /// The last lines of the serial console.
         console: Vec<String>,
     },
@@ -109,9 +137,108 @@ pub enum Error {
         /// Its state.
         state: crate::backend::VmState,
     },
-    /// Several VMs failed to start.
-    #[error("{} VMs failed to start:\n  {}", .0.len(), .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n  "))]
-    Several(Vec<Error>),
+    /// An operation on several VMs failed for more than one of them; each
+    /// keeps its own error (the first is the `source`).
+    #[error("cannot {action} {} VMs:{failures}", failures.0.len())]
+    Vms {
+        /// What was being done (`start`, `stop`, `shut down`, `destroy`).
+        action: &'static str,
+        /// Each VM's failure.
+        #[source]
+        failures: VmFailures,
+    },
+    /// A worker thread panicked (a bug in lago: please report it).
+    #[error("{vm}: {action} panicked: {message}")]
+    Panicked {
+        /// The VM the thread worked on.
+        vm: String,
+        /// What it was doing.
+        action: &'static str,
+        /// The panic message.
+        message: String,
+    },
+}
+
+/// One VM's failure in an operation on several.
+#[derive(Debug)]
+pub struct VmFailure {
+    /// The VM.
+    pub vm: String,
+    /// Its error.
+    pub error: Error,
+}
+
+/// The failures of an operation on several VMs, rendered one per line with
+/// each error's full chain of causes.
+#[derive(Debug)]
+pub struct VmFailures(pub Vec<VmFailure>);
+
+impl std::fmt::Display for VmFailures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for v in &self.0 {
+            let text = error_chain(&v.error);
+            if text.starts_with(&format!("{}:", v.vm)) {
+                write!(f, "\n  {text}")?;
+            } else {
+                write!(f, "\n  {}: {text}", v.vm)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for VmFailures {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.first().map(|v| &v.error as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Runs `work` for each of `items` on its own thread and waits for all.
+/// One failure is returned as it is; several as [`Error::Vms`]; a panicking
+/// thread is an [`Error::Panicked`] naming its item, never a success.
+pub(crate) fn for_each_parallel<T: Sync>(
+    action: &'static str,
+    items: &[T],
+    name: impl Fn(&T) -> String,
+    work: impl Fn(&T) -> Result<()> + Sync,
+) -> Result<()> {
+    let work = &work;
+    let results: Vec<(String, Result<()>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = items.iter().map(|it| (name(it), s.spawn(move || work(it)))).collect();
+        handles
+            .into_iter()
+            .map(|(vm, h)| {
+                let r = h.join().unwrap_or_else(|p| {
+                    Err(Error::Panicked {
+                        vm: vm.clone(),
+                        action,
+                        message: panic_text(p.as_ref()),
+                    })
+                });
+                (vm, r)
+            })
+            .collect()
+    });
+    let mut failures: Vec<VmFailure> = results
+        .into_iter()
+        .filter_map(|(vm, r)| r.err().map(|error| VmFailure { vm, error }))
+        .collect();
+    match failures.len() {
+        0 => Ok(()),
+        1 => Err(failures.remove(0).error),
+        _ => Err(Error::Vms {
+            action,
+            failures: VmFailures(failures),
+        }),
+    }
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 fn list_some(names: &[String]) -> String {
@@ -152,4 +279,99 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         src = cause.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Backend;
+
+    /// A real libvirt failure (the in-process test driver refuses bad XML),
+    /// with libvirt's reason as its source.
+    fn libvirt_failure(vm: &str) -> Error {
+        let b = Backend::connect(Some("test:///default")).unwrap();
+        b.start_domain(vm, "<domain type='test'><name>x</name></domain>")
+            .unwrap_err()
+            .into()
+    }
+
+    #[test]
+    fn several_failures_keep_each_vm_and_its_root_cause() {
+        let names = ["engine".to_owned(), "host0".to_owned()];
+        let err = for_each_parallel("start", &names, String::clone, |n| Err(libvirt_failure(n))).unwrap_err();
+        let Error::Vms { action, failures } = &err else {
+            panic!("expected Error::Vms, got {err:?}");
+        };
+        assert_eq!(*action, "start");
+        assert_eq!(failures.0.iter().map(|f| f.vm.as_str()).collect::<Vec<_>>(), names);
+        // libvirt's own reason is in the message, for each VM, and reachable as a source.
+        // (Error::Backend is transparent: its source is libvirt's error.)
+        let cause = std::error::Error::source(&failures.0[0].error)
+            .map(|c| c.to_string())
+            .expect("libvirt's error is the source");
+        assert!(!cause.is_empty());
+        let shown = err.to_string();
+        assert!(
+            shown.starts_with("cannot start 2 VMs:\n  engine: cannot start VM engine"),
+            "{shown}"
+        );
+        assert_eq!(shown.matches(&cause).count(), 2, "{shown}");
+        assert!(std::error::Error::source(&err).is_some());
+        assert_eq!(error_chain(&err), shown, "the chain adds nothing the message lacks");
+    }
+
+    #[test]
+    fn one_failure_is_returned_as_it_is() {
+        let names = ["a".to_owned(), "b".to_owned()];
+        let err = for_each_parallel("stop", &names, String::clone, |n| {
+            if n == "b" { Err(libvirt_failure(n)) } else { Ok(()) }
+        })
+        .unwrap_err();
+        assert!(matches!(err, Error::Backend(_)), "{err:?}");
+    }
+
+    #[test]
+    fn a_panicking_worker_is_an_error_naming_its_vm() {
+        let names = ["vm01".to_owned(), "vm02".to_owned()];
+        let err = for_each_parallel("destroy", &names, String::clone, |n| {
+            if n == "vm02" {
+                panic!("worker bug");
+            }
+            Ok(())
+        })
+        .unwrap_err();
+        match err {
+            Error::Panicked { vm, action, message } => {
+                assert_eq!(
+                    (vm.as_str(), action, message.as_str()),
+                    ("vm02", "destroy", "worker bug")
+                );
+            }
+            other => panic!("expected Panicked, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_stalled_boot_keeps_its_last_ssh_error_as_the_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let err = Error::WaitForSsh {
+            vm: "vm01".into(),
+            stage: crate::vm::BootStage::PortOpen,
+            waited: Duration::from_secs(4),
+            last_error: Some(Box::new(crate::ssh::SshError::Connect {
+                vm: "vm01".into(),
+                addr: "192.168.200.2:22".parse().unwrap(),
+                source: io,
+            })),
+            console: vec!["lago-tiny: up".into()],
+        };
+        let shown = err.to_string();
+        assert!(
+            shown.contains("(last error: vm01: cannot connect to 192.168.200.2:22: connection refused)"),
+            "{shown}"
+        );
+        let src = std::error::Error::source(&err).expect("a source");
+        assert!(src.to_string().contains("cannot connect"));
+        assert!(std::error::Error::source(src).is_some(), "down to the I/O error");
+    }
 }

@@ -251,7 +251,7 @@ impl Vm {
         let target = self.conn.target().clone();
         let addr = SocketAddr::new(target.ip, target.port);
         let mut stage = BootStage::DomainRunning;
-        let mut last_error: Option<String> = None;
+        let mut last_error: Option<Box<SshError>> = None;
         let mut last_state_check = Instant::now() - Duration::from_secs(1);
         let mut shown = stage;
         // Logs every stage from `shown` up to (not including) `now` as passed.
@@ -268,12 +268,12 @@ impl Vm {
                 match self.state()? {
                     VmState::Running => stage = stage.max(BootStage::GuestUp),
                     VmState::Down => {
-                        return Err(self.stalled(
+                        return Err(Error::DomainStopped {
+                            vm: self.name().to_owned(),
                             stage,
-                            start,
-                            Some("the domain is not running (it stopped or crashed)".into()),
-                            console_offset,
-                        ));
+                            waited: start.elapsed(),
+                            console: console_tail(&self.plan.console_log, console_offset, 15),
+                        });
                     }
                     _ => {}
                 }
@@ -293,10 +293,16 @@ impl Vm {
                                 return Ok(());
                             }
                             Err(e @ SshError::HostKeyMismatch { .. }) => return Err(e.into()),
-                            Err(e) => last_error = Some(e.to_string()),
+                            Err(e) => last_error = Some(Box::new(e)),
                         }
                     }
-                    Err(e) => last_error = Some(format!("{addr}: {e}")),
+                    Err(source) => {
+                        last_error = Some(Box::new(SshError::Connect {
+                            vm: self.name().to_owned(),
+                            addr,
+                            source,
+                        }))
+                    }
                 }
             }
             if start.elapsed() >= timeout {
@@ -306,7 +312,7 @@ impl Vm {
         }
     }
 
-    fn stalled(&self, stage: BootStage, start: Instant, last_error: Option<String>, offset: u64) -> Error {
+    fn stalled(&self, stage: BootStage, start: Instant, last_error: Option<Box<SshError>>, offset: u64) -> Error {
         Error::WaitForSsh {
             vm: self.name().to_owned(),
             stage,

@@ -44,13 +44,13 @@ fn main() {
         // A passing test, a failing one and a panicking one.
         Ok("mixed") => Suite::new(ENV)
             .test("passes", |env| {
-                let vm = env.vm("vm01").map_err(|e| e.to_string())?;
-                vm.ssh(["true"]).map_err(|e| e.to_string()).map(|_| ())
+                env.vm("vm01")?.ssh(["true"])?;
+                Ok(())
             })
             .test("fails", |env| {
-                let vm = env.vm("vm01").map_err(|e| e.to_string())?;
+                let vm = env.vm("vm01")?;
                 let st = vm.ssh(["sh", "-c", "echo checking the agent; echo agent missing >&2; exit 3"]);
-                Err(format!("deliberate failure after {st:?}"))
+                Err(format!("deliberate failure after {st:?}").into())
             })
             .test("panics", |env| {
                 let vm = env.vm("vm01").expect("vm01");
@@ -59,7 +59,7 @@ fn main() {
             }),
         // A test that runs until the binary is interrupted.
         Ok("sleep") => Suite::new(ENV).test("sleeps", |env| {
-            let _ = env.vm("vm01").map_err(|e| e.to_string())?.ssh(["true"]);
+            let _ = env.vm("vm01")?.ssh(["true"]);
             eprintln!("child: ready to be interrupted");
             std::thread::sleep(std::time::Duration::from_secs(300));
             Ok(())

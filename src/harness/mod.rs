@@ -123,7 +123,7 @@ pub(crate) fn suite_env(init_file: &str) -> (Arc<suite::Suite>, Arc<Env>) {
     let suite = suite::suite(&resolve_init_file(init_file));
     match suite.env() {
         Ok(env) => (suite, env),
-        Err(msg) => panic!("{msg}"),
+        Err(e) => panic!("lago: {}", crate::error::error_chain(&*e)),
     }
 }
 

@@ -2,24 +2,32 @@
 //!
 //! ```no_run
 //! // tests/system.rs, with `[[test]] name = "system" harness = false` in Cargo.toml
-//! use lago::harness::runner::{Runner, Suite};
+//! use lago::harness::runner::{Runner, Suite, ssh_ok};
 //!
 //! fn main() {
 //!     Runner::new()
 //!         .suite(
 //!             Suite::new("tests/envs/pair.yaml")
 //!                 .test("hostname", |env| {
-//!                     let st = env.vm("vm01").map_err(|e| e.to_string())?.ssh(["hostname"]).map_err(|e| e.to_string())?;
-//!                     if st.out.trim() == "vm01" { Ok(()) } else { Err(format!("got {st:?}")) }
+//!                     let st = env.vm("vm01")?.ssh(["hostname"])?; // `?` on lago's errors, or any other
+//!                     if st.out.trim() != "vm01" {
+//!                         return Err(format!("got {st:?}").into()); // or a message
+//!                     }
+//!                     Ok(())
 //!                 })
 //!                 .test("ping", |env| {
-//!                     let vm = env.vm("vm02").map_err(|e| e.to_string())?;
-//!                     vm.ssh(["ping", "-c1", "vm01"]).map_err(|e| e.to_string())?.success().then_some(()).ok_or("no ping".into())
+//!                     let out = ssh_ok(env, "vm02", &["ping", "-c1", "vm01"])?;
+//!                     assert!(out.contains("1 packets received")); // or a panic
+//!                     Ok(())
 //!                 }),
 //!         )
 //!         .run()
 //! }
 //! ```
+//!
+//! A trial returns [`TrialResult`]: `?` works on any error (lago's keep
+//! their whole chain of causes in the report), and a message is
+//! `Err("…".into())`. A panic fails the trial too.
 //!
 //! Each suite's environment boots once, when its first trial runs, and is
 //! torn down when all trials are done. libtest's arguments work
@@ -38,7 +46,11 @@ use libtest_mimic::{Arguments, Conclusion, Failed, Trial};
 
 use crate::env::Env;
 
-type TestFn = Arc<dyn Fn(&Env) -> Result<(), String> + Send + Sync>;
+/// What a trial returns: `Ok(())`, or any error (`?` converts it), or a
+/// message (`Err("…".into())`).
+pub type TrialResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+type TestFn = Arc<dyn Fn(&Env) -> TrialResult + Send + Sync>;
 
 struct Case {
     name: String,
@@ -72,7 +84,7 @@ impl Suite {
 
     /// Adds a test.
     #[must_use]
-    pub fn test(self, name: impl Into<String>, f: impl Fn(&Env) -> Result<(), String> + Send + Sync + 'static) -> Self {
+    pub fn test(self, name: impl Into<String>, f: impl Fn(&Env) -> TrialResult + Send + Sync + 'static) -> Self {
         self.add(name.into(), Arc::new(f), false)
     }
 
@@ -81,7 +93,7 @@ impl Suite {
     pub fn ignored_test(
         self,
         name: impl Into<String>,
-        f: impl Fn(&Env) -> Result<(), String> + Send + Sync + 'static,
+        f: impl Fn(&Env) -> TrialResult + Send + Sync + 'static,
     ) -> Self {
         self.add(name.into(), Arc::new(f), true)
     }
@@ -99,23 +111,15 @@ impl Suite {
     }
 }
 
-/// Runs `cmd` on VM `vm` and returns its stdout, or an error message naming
-/// the command, its exit code and stderr: the usual step of a runner test.
-pub fn ssh_ok(env: &Env, vm: &str, cmd: &[&str]) -> Result<String, String> {
-    let st = env
-        .vm(vm)
-        .map_err(|e| e.to_string())?
-        .ssh(cmd)
-        .map_err(|e| crate::error_chain(&e))?;
+/// Runs `cmd` on VM `vm` and returns its stdout, or an error: lago's own
+/// (unknown VM, SSH failure), or a message naming the command, its exit code
+/// and stderr. The usual step of a runner test.
+pub fn ssh_ok(env: &Env, vm: &str, cmd: &[&str]) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    let st = env.vm(vm)?.ssh(cmd)?;
     if st.success() {
         Ok(st.out)
     } else {
-        Err(format!(
-            "`{}` on {vm} exited {}: {}",
-            cmd.join(" "),
-            st.code,
-            st.err.trim()
-        ))
+        Err(format!("`{}` on {vm} exited {}: {}", cmd.join(" "), st.code, st.err.trim()).into())
     }
 }
 
@@ -179,7 +183,10 @@ impl Runner {
                 let trial = Trial::test(name, move || {
                     let start = Instant::now();
                     let result = catch_unwind(AssertUnwindSafe(|| {
-                        crate::harness::run_named(&init_file, &trial_name, |env| f(env))
+                        // The report shows an error with its whole chain of causes.
+                        crate::harness::run_named(&init_file, &trial_name, |env| {
+                            f(env).map_err(|e| crate::error_chain(&*e))
+                        })
                     }));
                     let result: Result<(), String> = match result {
                         Ok(r) => r,

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use crate::env::{Env, InitOptions};
-use crate::error::error_chain;
+use crate::error::{Error, error_chain};
 
 /// What `LAGO_KEEP` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +42,7 @@ impl Keep {
 
 pub(crate) struct Suite {
     pub init_file: PathBuf,
-    cell: OnceLock<Result<Arc<Env>, String>>,
+    cell: OnceLock<Result<Arc<Env>, Arc<Error>>>,
     boots: AtomicUsize,
     failed: AtomicBool,
     root: Mutex<Option<PathBuf>>,
@@ -95,21 +95,35 @@ pub fn boots(init_file: &str) -> usize {
 impl Suite {
     /// The environment, booted by the first caller; concurrent callers wait
     /// for that one boot. A failed boot is not retried: every caller gets its error.
-    pub(crate) fn env(self: &Arc<Self>) -> Result<Arc<Env>, String> {
-        self.cell.get_or_init(|| self.boot()).clone()
+    pub(crate) fn env(self: &Arc<Self>) -> Result<Arc<Env>, Arc<Error>> {
+        self.cell.get_or_init(|| self.boot().map_err(Arc::new)).clone()
     }
 
-    fn boot(&self) -> Result<Arc<Env>, String> {
+    fn boot(&self) -> Result<Arc<Env>, Error> {
         install_signal_handler();
         // The environment's log (logs/lago.log, copied into failure
         // artifacts), unless the tests installed their own subscriber.
         crate::logging::install(tracing::Level::DEBUG);
         let shown = self.init_file.display().to_string();
         let start = Instant::now();
+        let failed = |what: &'static str, e: Error| Error::SuiteBoot {
+            init_file: self.init_file.clone(),
+            what,
+            source: Box::new(e),
+        };
         let root = tempfile::Builder::new()
             .prefix("lago-test-")
             .tempdir()
-            .map_err(|e| format!("lago: cannot create a workdir for {shown}: {e}"))?
+            .map_err(|source| {
+                failed(
+                    "could not be created",
+                    Error::Workdir {
+                        action: "create",
+                        path: std::env::temp_dir(),
+                        source,
+                    },
+                )
+            })?
             .keep();
         // The temporary folder is the workdir: destroying the env removes it all.
         let workdir = root.clone();
@@ -123,10 +137,7 @@ impl Suite {
             Ok(env) => env,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&root);
-                return Err(format!(
-                    "lago: environment {shown} could not be created: {}",
-                    error_chain(&e)
-                ));
+                return Err(failed("could not be created", e));
             }
         };
         spawn_watchdog(&env, &root);
@@ -141,7 +152,7 @@ impl Suite {
                 env.id(),
                 root.display()
             );
-            return Err(format!("lago: environment {shown} failed to boot: {}", error_chain(&e)));
+            return Err(failed("failed to boot", e));
         }
         self.boots.fetch_add(1, Ordering::SeqCst);
         eprintln!(
@@ -192,7 +203,7 @@ impl Suite {
             return;
         }
         if let Err(e) = env.teardown() {
-            eprintln!("lago: tearing down env {} failed: {e}", env.id());
+            eprintln!("lago: tearing down env {} failed: {}", env.id(), error_chain(&e));
         }
         if let Some(root) = self.root.lock().ok().and_then(|r| r.clone()) {
             let _ = std::fs::remove_dir_all(root);
