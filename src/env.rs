@@ -190,7 +190,10 @@ impl Env {
             workdir: workdir.clone(),
             env_id: env_id.clone(),
         };
-        let subnets = leases.acquire_avoiding(&owner, &plan::subnet_requests(&spec), &backend.subnets_in_use()?)?;
+        // Subnets the daemon's networks (any user's) or the host's routes already use are never handed out.
+        let mut in_use = backend.subnets_in_use()?;
+        in_use.extend(crate::lease::host_route_subnets());
+        let subnets = leases.acquire_avoiding(&owner, &plan::subnet_requests(&spec), &in_use)?;
         guard.lease = Some((&leases, owner));
         let plan = plan::plan(&spec, &env_id, &subnets, &workdir)?;
 
@@ -311,7 +314,7 @@ impl Env {
             source,
         })?;
         fs::write(&state, text).map_err(wd_err("write", &state))?;
-        let env = Env::attach_with(workdir, saved, backend);
+        let env = Env::attach_with(workdir, saved, backend)?;
         guard.armed = true;
         tracing::info!(secs = started.elapsed().as_secs_f64(), "init done");
         Ok(env)
@@ -332,19 +335,27 @@ impl Env {
 
     fn attach(workdir: PathBuf, saved: SavedEnv) -> Result<Env> {
         let backend = Arc::new(Backend::connect(Some(&saved.libvirt_uri))?);
-        Ok(Env::attach_with(workdir, saved, backend))
+        Env::attach_with(workdir, saved, backend)
     }
 
-    fn attach_with(workdir: PathBuf, saved: SavedEnv, backend: Arc<Backend>) -> Env {
+    fn attach_with(workdir: PathBuf, saved: SavedEnv, backend: Arc<Backend>) -> Result<Env> {
         let mut vms = BTreeMap::new();
         for (vs, vp) in saved.spec.vms.iter().zip(&saved.plan.vms) {
+            // A saved host key that cannot be read is an error, never "trust any".
+            let host_key = match saved.host_keys.get(&vs.name) {
+                Some(k) => Some(keys::public_blob(k).ok_or_else(|| Error::HostKey {
+                    vm: vs.name.clone(),
+                    state: workdir.join(STATE_FILE),
+                })?),
+                None => None,
+            };
             let target = Target {
                 vm: vs.name.clone(),
                 ip: std::net::IpAddr::V4(vp.ip),
                 port: 22,
                 user: vs.ssh_user.clone(),
                 key: workdir.join(CLIENT_KEY),
-                host_key: saved.host_keys.get(&vs.name).and_then(|k| keys::public_blob(k)),
+                host_key,
             };
             vms.insert(
                 vs.name.clone(),
@@ -357,12 +368,12 @@ impl Env {
                 },
             );
         }
-        Env {
+        Ok(Env {
             workdir,
             saved,
             backend,
             vms,
-        }
+        })
     }
 
     /// The workdir.
@@ -607,14 +618,19 @@ pub fn destroy_workdir(workdir: impl AsRef<Path>, libvirt_uri: Option<&str>) -> 
         return env.destroy();
     }
     let id_path = workdir.join(OWNER_ID_FILE);
-    match fs::read_to_string(&id_path)
+    let Some(env_id) = fs::read_to_string(&id_path)
         .ok()
         .and_then(|s| EnvId::new(s.trim()).ok())
-    {
-        Some(env_id) => {
-            let backend = Backend::connect(libvirt_uri)?;
-            destroy_parts(&workdir, &env_id, &backend, &LeaseStore::from_env())
-        }
-        None => Err(Error::NoEnv { path: workdir }),
-    }
+    else {
+        return Err(Error::NoEnv { path: workdir });
+    };
+    // What can still be read of a damaged state: the env's own libvirt URI and lease directory.
+    let partial: Option<serde_json::Value> = fs::read_to_string(workdir.join(STATE_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let field = |k: &str| partial.as_ref().and_then(|v| v[k].as_str().map(str::to_owned));
+    let uri = libvirt_uri.map(str::to_owned).or_else(|| field("libvirt_uri"));
+    let leases = field("lease_dir").map_or_else(LeaseStore::from_env, LeaseStore::new);
+    let backend = Backend::connect(uri.as_deref())?;
+    destroy_parts(&workdir, &env_id, &backend, &leases)
 }

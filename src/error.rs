@@ -71,6 +71,14 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A VM's pinned SSH host key in the saved state cannot be read.
+    #[error("{vm}: the pinned SSH host key in {} cannot be read; refusing to connect without it (the state file is damaged: destroy and init again)", state.display())]
+    HostKey {
+        /// The VM.
+        vm: String,
+        /// The state file.
+        state: PathBuf,
+    },
     /// No VM of that name.
     #[error("no VM named `{name}` in this environment (VMs: {})", known.join(", "))]
     NoSuchVm {

@@ -7,9 +7,21 @@
 //! gone, or no longer holds the env id the lease names, is stale and is
 //! reclaimed by the next acquire.
 //!
-//! The lease directory is, in order: [`LeaseStore::new`]'s argument,
-//! `LAGO_LEASE_DIR`, `/var/lib/lago/subnets` when running as root, else
-//! `$XDG_STATE_HOME/lago/subnets` (default `~/.local/state/lago/subnets`).
+//! Leases are host-wide for one libvirt daemon, whichever user runs lago: the
+//! lease directory is, in order, [`LeaseStore::new`]'s argument,
+//! `LAGO_LEASE_DIR`, then `/var/lib/lago/subnets`, shared by root and by
+//! every user who can write it (`scripts/setup-host` makes it group
+//! `libvirt`, mode 2775: the users who may reach `qemu:///system`). Only a
+//! user who cannot write it falls back to `$XDG_STATE_HOME/lago/subnets`
+//! (`~/.local/state/lago/subnets`), with a warning; such private leases
+//! still never take a subnet that the daemon's networks or the host's routes
+//! use (see [`host_route_subnets`]).
+//!
+//! A damaged lease directory does not stop later acquires: a lease file that
+//! is not valid (not UTF-8, not JSON, or naming another subnet than its file
+//! name) is reclaimed; anything else named like a lease (a folder, …) is
+//! reported and its subnet left alone. Reclaiming deletes exactly the file
+//! that was read.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
@@ -124,6 +136,9 @@ pub struct LeaseOwner {
     pub env_id: EnvId,
 }
 
+/// The shared lease directory.
+pub const SHARED_DIR: &str = "/var/lib/lago/subnets";
+
 /// One lease, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
@@ -152,6 +167,10 @@ impl Lease {
     }
 }
 
+/// What a scan of the lease directory found: each valid lease with the file
+/// it was read from, and subnets blocked by entries that are not lease files.
+type Scan = (Vec<(PathBuf, Lease)>, HashSet<Subnet>);
+
 /// The host-wide lease store.
 #[derive(Debug, Clone)]
 pub struct LeaseStore {
@@ -176,11 +195,24 @@ impl LeaseStore {
         }
     }
 
-    /// `/var/lib/lago/subnets` for root, else the user's state directory.
+    /// [`SHARED_DIR`] for root and for every user who can write it, else
+    /// the user's state directory (with a warning: leases are then private).
     pub fn default_dir() -> PathBuf {
-        if running_as_root() {
-            return PathBuf::from("/var/lib/lago/subnets");
+        let shared = Path::new(SHARED_DIR);
+        let writable =
+            || rustix::fs::access(shared, rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK).is_ok();
+        if running_as_root() || writable() {
+            return shared.to_path_buf();
         }
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            tracing::warn!(
+                shared = SHARED_DIR,
+                "cannot write the shared subnet lease directory: leases are private to this user \
+                 (other users' environments are still avoided through libvirt's networks and the host's routes; \
+                 scripts/setup-host makes the shared directory writable for the libvirt group)"
+            );
+        });
         let state = std::env::var_os("XDG_STATE_HOME")
             .filter(|s| !s.is_empty())
             .map(PathBuf::from)
@@ -211,17 +243,23 @@ impl LeaseStore {
             source,
         })?;
         let path = self.dir.join(LOCK_FILE);
-        lock_exclusive(&path, self.lock_timeout).map_err(|e| match e {
+        let file = lock_exclusive(&path, self.lock_timeout).map_err(|e| match e {
             LockFailure::Io(source) => LeaseError::Lock { path, source },
             LockFailure::Timeout(waited) => LeaseError::LockTimeout { path, waited },
-        })
+        })?;
+        // In a shared directory every member of its group must be able to lock it
+        // (only the file's owner can change this; others find it done).
+        let _ = file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o664));
+        Ok(file)
     }
 
-    /// Every lease file, parsed (malformed ones are reported in the log and skipped).
-    fn read_all(&self) -> Result<Vec<Lease>, LeaseError> {
+    /// Every lease file, parsed, with the path it was read from. Invalid
+    /// lease files are reclaimed (deleted); other entries named like a lease
+    /// are reported and their subnets returned as blocked.
+    fn read_all(&self) -> Result<Scan, LeaseError> {
         let entries = match fs::read_dir(&self.dir) {
             Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
             Err(source) => {
                 return Err(LeaseError::Read {
                     path: self.dir.clone(),
@@ -230,6 +268,7 @@ impl LeaseStore {
             }
         };
         let mut out = Vec::new();
+        let mut blocked = HashSet::new();
         for entry in entries {
             let entry = entry.map_err(|source| LeaseError::Read {
                 path: self.dir.clone(),
@@ -239,27 +278,40 @@ impl LeaseStore {
             if path.extension().and_then(|e| e.to_str()) != Some("lease") {
                 continue;
             }
-            let text = match fs::read_to_string(&path) {
-                Ok(t) => t,
+            let named = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse::<u8>().ok())
+                .and_then(Subnet::new);
+            if !entry.file_type().is_ok_and(|t| t.is_file()) {
+                tracing::warn!(path = %path.display(), "not a lease file (a folder or other entry named like one); its subnet is not handed out until it is removed");
+                blocked.extend(named);
+                continue;
+            }
+            let bytes = match fs::read(&path) {
+                Ok(b) => b,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(source) => return Err(LeaseError::Read { path, source }),
             };
-            match serde_json::from_str::<Lease>(&text) {
-                Ok(l) => out.push(l),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "malformed subnet lease; reclaiming it");
-                    fs::remove_file(&path).map_err(|source| LeaseError::Remove { path, source })?;
+            let why = match serde_json::from_slice::<Lease>(&bytes) {
+                Ok(l) if Some(l.subnet) == named => {
+                    out.push((path, l));
+                    continue;
                 }
-            }
+                Ok(l) => format!("it names subnet {} but its file is {}", l.subnet, path.display()),
+                Err(e) => e.to_string(),
+            };
+            tracing::warn!(path = %path.display(), error = %why, "invalid subnet lease; reclaiming it");
+            remove_lease_file(&path)?;
         }
-        out.sort_by_key(|l| l.subnet);
-        Ok(out)
+        out.sort_by_key(|(_, l)| l.subnet);
+        Ok((out, blocked))
     }
 
     /// The current leases, live or stale.
     pub fn list(&self) -> Result<Vec<Lease>, LeaseError> {
         let _lock = self.lock()?;
-        self.read_all()
+        Ok(self.read_all()?.0.into_iter().map(|(_, l)| l).collect())
     }
 
     /// Leases one subnet per request for `owner`, all or none. Pinned
@@ -285,13 +337,16 @@ impl LeaseStore {
     ) -> Result<BTreeMap<String, Subnet>, LeaseError> {
         let _lock = self.lock()?;
         let mut held: BTreeMap<Subnet, Lease> = BTreeMap::new();
-        for lease in self.read_all()? {
+        let (leases, blocked) = self.read_all()?;
+        let in_use: HashSet<Subnet> = in_use.union(&blocked).copied().collect();
+        let in_use = &in_use;
+        for (path, lease) in leases {
             if lease.owned_by(owner) || lease.is_live() {
                 held.insert(lease.subnet, lease);
             } else {
                 tracing::info!(subnet = %lease.subnet, owner = %lease.workdir.display(), "reclaiming stale subnet lease");
-                let path = self.lease_path(lease.subnet);
-                fs::remove_file(&path).map_err(|source| LeaseError::Remove { path, source })?;
+                // The file that was read, nothing else.
+                remove_lease_file(&path)?;
             }
         }
         let mine: Vec<Subnet> = held.values().filter(|l| l.owned_by(owner)).map(|l| l.subnet).collect();
@@ -378,8 +433,7 @@ impl LeaseStore {
     pub fn release(&self, owner: &LeaseOwner) -> Result<Vec<Subnet>, LeaseError> {
         let _lock = self.lock()?;
         let mut freed = Vec::new();
-        for lease in self.read_all()?.into_iter().filter(|l| l.owned_by(owner)) {
-            let path = self.lease_path(lease.subnet);
+        for (path, lease) in self.read_all()?.0.into_iter().filter(|(_, l)| l.owned_by(owner)) {
             match fs::remove_file(&path) {
                 Ok(()) => freed.push(lease.subnet),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -387,5 +441,82 @@ impl LeaseStore {
             }
         }
         Ok(freed)
+    }
+}
+
+fn remove_lease_file(path: &Path) -> Result<(), LeaseError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(LeaseError::Remove {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Pool subnets that routes of this host (its current network namespace)
+/// already reach: handing them to a libvirt network would clash. The
+/// default route is not counted.
+pub fn host_route_subnets() -> HashSet<Subnet> {
+    match fs::read_to_string("/proc/net/route") {
+        Ok(text) => route_subnets(&text),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read /proc/net/route; not checking host routes");
+            HashSet::new()
+        }
+    }
+}
+
+/// The pool subnets the routes of a `/proc/net/route` table overlap.
+fn route_subnets(table: &str) -> HashSet<Subnet> {
+    let mut out = HashSet::new();
+    for line in table.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(dest), Some(mask)) = (f.get(1), f.get(7)) else {
+            continue;
+        };
+        // Addresses are hex in the kernel's (little-endian) byte order.
+        let (Ok(dest), Ok(mask)) = (u32::from_str_radix(dest, 16), u32::from_str_radix(mask, 16)) else {
+            continue;
+        };
+        let (dest, mask) = (
+            u32::from_be_bytes(dest.to_le_bytes()),
+            u32::from_be_bytes(mask.to_le_bytes()),
+        );
+        if mask == 0 {
+            continue;
+        }
+        for s in Subnet::pool() {
+            let net = u32::from_be_bytes([192, 168, s.third_octet(), 0]);
+            // Two prefixes overlap when they agree on the shorter mask.
+            let common = mask & 0xffff_ff00;
+            if net & common == dest & common {
+                out.insert(s);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_that_reach_pool_subnets_are_found() {
+        // 192.168.210.0/24 on a bridge, 192.168.0.0/16 through a VPN, the
+        // default route, and 10.0.0.0/8: only the first two touch the pool.
+        let table = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+eth0\t00000000\t0102A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+virbr1\t00D2A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+tun0\t0000000A\t00000000\t0001\t0\t0\t0\t000000FF\t0\t0\t0\n";
+        let got = route_subnets(table);
+        assert_eq!(got, [Subnet::new(210).unwrap()].into_iter().collect());
+        let vpn = "h\ntun0\t0000A8C0\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
+        assert_eq!(route_subnets(vpn).len(), 56, "a /16 covers the whole pool");
+        // A /25 inside one pool subnet blocks that subnet.
+        let half = "h\nx\t80DCA8C0\t00000000\t0001\t0\t0\t0\t80FFFFFF\t0\t0\t0\n";
+        assert_eq!(route_subnets(half), [Subnet::new(220).unwrap()].into_iter().collect());
     }
 }

@@ -245,3 +245,37 @@ fn destroy_removes_only_what_lago_created() {
     assert!(out.status.success());
     assert_eq!(fs::read(tmp.path().join("disk.raw")).unwrap().len(), 4096);
 }
+
+#[test]
+fn a_damaged_pinned_host_key_is_an_error_not_trust() {
+    let tmp = tempfile::tempdir().unwrap();
+    let init = file_disk_env(tmp.path());
+    let state = tmp.path().join("state");
+    let w = tmp.path().join("env");
+    let out = lago_in(
+        &["init", init.to_str().unwrap(), "--libvirt-uri", "test:///default"],
+        tmp.path(),
+        &state,
+        &w,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let path = w.join("env.json");
+    let mut saved: serde_json::Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    assert!(saved["host_keys"]["vm01"].is_string(), "the VM's host key is pinned");
+    saved["host_keys"]["vm01"] = "ssh-ed25519 garbage".into();
+    fs::write(&path, serde_json::to_string(&saved).unwrap()).unwrap();
+    let out = lago_in(&["status"], tmp.path(), &state, &w);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("vm01: the pinned SSH host key") && err.contains("refusing to connect"),
+        "{err}"
+    );
+    let out = lago_in(&["destroy", "--yes"], tmp.path(), &state, &w);
+    assert!(
+        out.status.success(),
+        "a damaged state can still be destroyed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!w.exists());
+}

@@ -202,3 +202,64 @@ fn subnets_in_use_on_the_host_are_skipped_or_refused() {
     let err = store.acquire_avoiding(&b, &pinned, &in_use).unwrap_err();
     assert!(matches!(err, LeaseError::InUse { net, .. } if net == "p"));
 }
+
+#[test]
+fn a_damaged_lease_directory_does_not_block_later_acquires() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("leases");
+    fs::create_dir_all(dir.join("200.lease")).unwrap(); // a folder named like a lease
+    fs::write(dir.join("201.lease"), b"\xff\xfe not utf-8").unwrap();
+    fs::write(dir.join("202.lease"), "{ truncated").unwrap();
+    let store = LeaseStore::new(&dir);
+    let a = owner(&tmp.path().join("a"), "aaaa");
+    let got = store.acquire(&a, &any(&["x", "y"])).unwrap();
+    // The folder's subnet is left alone; the invalid files are reclaimed.
+    assert_eq!(got["x"], Subnet::new(201).unwrap());
+    assert_eq!(got["y"], Subnet::new(202).unwrap());
+    assert!(dir.join("200.lease").is_dir(), "not lago's to delete");
+    assert_eq!(store.list().unwrap().len(), 2);
+    // A pinned request for the blocked subnet says so instead of clobbering it.
+    let b = owner(&tmp.path().join("b"), "bbbb");
+    let pinned = [SubnetRequest {
+        net: "p".into(),
+        pinned: Subnet::new(200),
+    }];
+    assert!(matches!(store.acquire(&b, &pinned), Err(LeaseError::InUse { .. })));
+}
+
+#[test]
+fn reclaiming_deletes_the_file_it_read_and_never_another_envs_lease() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("leases");
+    let store = LeaseStore::new(&dir);
+    let live = owner(&tmp.path().join("live"), "live");
+    assert_eq!(
+        store.acquire(&live, &any(&["x"])).unwrap()["x"],
+        Subnet::new(200).unwrap()
+    );
+    let live_lease = fs::read_to_string(dir.join("200.lease")).unwrap();
+    // A stale lease stored under another name than its subnet (copied by hand, say):
+    // reclaiming it must delete 203.lease, not 200.lease.
+    let stale = live_lease
+        .replace(&live.workdir.display().to_string(), "/gone/workdir")
+        .replace("\"live\"", "\"dead\"");
+    fs::write(dir.join("203.lease"), &stale).unwrap();
+    let other = owner(&tmp.path().join("other"), "othr");
+    let got = store.acquire(&other, &any(&["x"])).unwrap();
+    assert_eq!(got["x"], Subnet::new(201).unwrap());
+    assert_eq!(
+        fs::read_to_string(dir.join("200.lease")).unwrap(),
+        live_lease,
+        "the live lease is intact"
+    );
+    assert!(!dir.join("203.lease").exists(), "the bad file was reclaimed");
+    // An ordinary stale lease: its own file goes.
+    fs::remove_dir_all(tmp.path().join("other")).unwrap();
+    let third = owner(&tmp.path().join("third"), "thrd");
+    assert_eq!(
+        store.acquire(&third, &any(&["x"])).unwrap()["x"],
+        Subnet::new(201).unwrap()
+    );
+    let subnets: Vec<u8> = store.list().unwrap().iter().map(|l| l.subnet.third_octet()).collect();
+    assert_eq!(subnets, [200, 201]);
+}

@@ -219,15 +219,22 @@ pub fn connect(t: &Target, timeout: Duration) -> Result<(Session, TcpStream), Ss
         vm: t.vm.clone(),
         source,
     })?;
-    if let Some(expected) = &t.host_key {
-        let found = sess.host_key().map(|(k, _)| k.to_vec()).unwrap_or_default();
-        if &found != expected {
+    let found = sess.host_key().map(|(k, _)| k.to_vec()).unwrap_or_default();
+    match &t.host_key {
+        Some(expected) if &found != expected => {
             return Err(SshError::HostKeyMismatch {
                 vm: t.vm.clone(),
                 expected: fingerprint(expected),
                 found: fingerprint(&found),
             });
         }
+        Some(_) => {}
+        // Never silently: a VM without a seed (`bootstrap: false`) has no key lago gave it.
+        None => tracing::warn!(
+            vm = %t.vm,
+            presented = %fingerprint(&found),
+            "no pinned SSH host key for this VM (bootstrap: false): trusting the key it presents"
+        ),
     }
     sess.userauth_pubkey_file(&t.user, None, &t.key, None)
         .map_err(|source| SshError::Auth {
@@ -369,7 +376,8 @@ impl Connection {
             match run(&self.target.vm, sess, tcp, command, io, timeout) {
                 Ok(code) => return Ok(code),
                 Err(Failure::Stale(e)) if attempt == 0 => {
-                    tracing::debug!(vm = %self.target.vm, error = %e, "SSH session dropped; reconnecting");
+                    // The error names the command, which may carry secrets: trace level.
+                    tracing::trace!(vm = %self.target.vm, error = %e, "SSH session dropped; reconnecting");
                     *guard = None;
                 }
                 Err(Failure::Stale(e)) | Err(Failure::Fatal(e)) => {

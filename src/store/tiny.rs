@@ -259,25 +259,45 @@ pub(crate) fn ensure(store: &TemplateStore) -> Result<Template, StoreError> {
     let start = Instant::now();
     let parent = store.root().join(NAME);
     fs::create_dir_all(&parent).map_err(io("create", &parent))?;
-    let tmp = parent.join(format!(".build-{version}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&tmp);
+    // Under the lock no build runs: any build folder left is from one that was killed.
+    remove_stale_builds(&parent);
+    let tmp = parent.join(format!("{BUILD_PREFIX}{version}-{}", std::process::id()));
     fs::create_dir_all(&tmp).map_err(io("create", &tmp))?;
-    let result = build(&inputs, &tmp, &dir, &version, store.progress, start);
+    let result = build(&inputs, &tmp, &dir, &version, store.progress, start).and_then(|t| {
+        let meta = serde_json::to_string_pretty(&t).map_err(|e| StoreError::Io {
+            action: "write",
+            path: tmp.join(super::META),
+            source: std::io::Error::other(e),
+        })?;
+        fs::write(tmp.join(super::META), meta).map_err(io("write", &tmp.join(super::META)))?;
+        fs::rename(&tmp, &dir).map_err(io("rename into", &dir))?;
+        Ok(t)
+    });
     match result {
         Ok(t) => {
-            let meta = serde_json::to_string_pretty(&t).map_err(|e| StoreError::Io {
-                action: "write",
-                path: tmp.join(super::META),
-                source: std::io::Error::other(e),
-            })?;
-            fs::write(tmp.join(super::META), meta).map_err(io("write", &tmp.join(super::META)))?;
-            fs::rename(&tmp, &dir).map_err(io("rename into", &dir))?;
             tracing::info!(secs = t.build_secs, "template tiny built");
             Ok(t)
         }
         Err(e) => {
             let _ = fs::remove_dir_all(&tmp);
             Err(e)
+        }
+    }
+}
+
+/// Folders of builds in progress start with this.
+const BUILD_PREFIX: &str = ".build-";
+
+/// Removes the build folders in `parent` (call with the template's lock held).
+fn remove_stale_builds(parent: &Path) {
+    let Ok(entries) = fs::read_dir(parent) else { return };
+    for e in entries.flatten() {
+        let is_build = e.file_name().to_str().is_some_and(|n| n.starts_with(BUILD_PREFIX));
+        if is_build && e.file_type().is_ok_and(|t| t.is_dir()) {
+            tracing::info!(path = %e.path().display(), "removing the folder of a template build that was killed");
+            if let Err(err) = fs::remove_dir_all(e.path()) {
+                tracing::warn!(path = %e.path().display(), error = %err, "cannot remove a stale template build");
+            }
         }
     }
 }
@@ -572,6 +592,31 @@ mod tests {
         // mode of the file entry: regular, 0755
         let at = text.find("init\0").unwrap() - 110;
         assert_eq!(&text[at + 14..at + 22], "000081ed");
+    }
+
+    #[test]
+    #[ignore = "builds tiny from the host's packages (scripts/setup-host installs them; scripts/test runs this)"]
+    fn a_killed_build_leaves_no_folder_for_ever() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = TemplateStore::new(tmp.path());
+        let parent = tmp.path().join(NAME);
+        let stale = parent.join(format!("{BUILD_PREFIX}0123456789abcdef-4242"));
+        fs::create_dir_all(stale.join("half")).unwrap();
+        fs::write(stale.join("half/root.img.part"), "x").unwrap();
+        // Not a build folder: left alone.
+        fs::create_dir_all(parent.join("notes")).unwrap();
+        let t = ensure(&store).unwrap();
+        assert!(t.disk.is_file());
+        let left: Vec<String> = fs::read_dir(&parent)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!left.iter().any(|n| n.starts_with(BUILD_PREFIX)), "{left:?}");
+        assert!(
+            left.contains(&"notes".to_owned()) && left.contains(&t.version),
+            "{left:?}"
+        );
     }
 
     #[test]
