@@ -119,6 +119,12 @@ fn missing_empty_and_broken_files_exit_2() {
     let tmp = tempfile::tempdir().unwrap();
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/invalid");
     for (file, expected) in [
+        ("/dev/zero", "larger than the limit of 1048576 bytes"),
+        (
+            "billion_laughs.yaml",
+            "billion_laughs.yaml:8:8: aliases expand to more than the limit",
+        ),
+        ("deep_nesting.yaml", "nest deeper than the limit of 64 levels"),
         ("nope.yaml", "not found"),
         ("empty.yaml", "is empty"),
         ("syntax_error.yaml", "syntax_error.yaml:4:5: YAML syntax error"),
