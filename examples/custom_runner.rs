@@ -38,5 +38,23 @@ fn main() {
                     Ok(())
                 }),
         )
+        .suite(
+            // Two NICs per VM on two nets (examples/lab.yaml).
+            Suite::new("examples/lab.yaml")
+                .test("storage_net_carries_traffic", |env| {
+                    // `storage-storage`: the storage VM's address on the storage net.
+                    let st = ssh_ok(env, "engine", &["ping", "-c1", "-W3", "storage-storage"])?;
+                    let ip = env.vm("storage")?.plan().nics[0].ip.ok_or("no address")?;
+                    if !st.contains(&ip.to_string()) {
+                        return Err(format!("storage-storage is not {ip}: {st}").into());
+                    }
+                    Ok(())
+                })
+                .test("export_disk_is_there", |env| {
+                    let size = ssh_ok(env, "storage", &["cat", "/sys/block/sdb/size"])?;
+                    assert_eq!(size.trim().parse::<u64>()? * 512, 1 << 30);
+                    Ok(())
+                }),
+        )
         .run()
 }

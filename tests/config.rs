@@ -582,7 +582,7 @@ fn a_multibyte_device_name_is_a_problem_not_a_panic() {
         "non_ascii_dev.yaml",
         &[(
             6,
-            41,
+            40,
             "domains.vm01.disks[0].dev",
             &["expected a device like `vda`", "found \"vé\""],
         )],
