@@ -247,9 +247,14 @@ impl LeaseStore {
             LockFailure::Io(source) => LeaseError::Lock { path, source },
             LockFailure::Timeout(waited) => LeaseError::LockTimeout { path, waited },
         })?;
-        // In a shared directory every member of its group must be able to lock it
-        // (only the file's owner can change this; others find it done).
-        let _ = file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o664));
+        // In a shared directory every member of its group must be able to lock
+        // it: its owner makes it group-writable (the open refused a symlink).
+        if let Ok(m) = file.metadata()
+            && m.is_file()
+            && std::os::unix::fs::MetadataExt::uid(&m) == rustix::process::geteuid().as_raw()
+        {
+            let _ = file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o664));
+        }
         Ok(file)
     }
 
@@ -275,26 +280,34 @@ impl LeaseStore {
                 source,
             })?;
             let path = entry.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("lease") {
+            // Only `<third octet>.lease` of the pool is a lease: nothing else here is touched.
+            let Some(named) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".lease"))
+                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()) && !n.starts_with('0'))
+                .and_then(|n| n.parse::<u8>().ok())
+                .and_then(Subnet::new)
+            else {
                 continue;
-            }
-            let named = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .and_then(|s| s.parse::<u8>().ok())
-                .and_then(Subnet::new);
+            };
             if !entry.file_type().is_ok_and(|t| t.is_file()) {
                 tracing::warn!(path = %path.display(), "not a lease file (a folder or other entry named like one); its subnet is not handed out until it is removed");
-                blocked.extend(named);
+                blocked.insert(named);
                 continue;
             }
             let bytes = match fs::read(&path) {
                 Ok(b) => b,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(source) => return Err(LeaseError::Read { path, source }),
+                Err(e) => {
+                    // Another user's lease we may not read: held, not an error for everyone.
+                    tracing::warn!(path = %path.display(), error = %e, "cannot read a subnet lease; its subnet is not handed out");
+                    blocked.insert(named);
+                    continue;
+                }
             };
             let why = match serde_json::from_slice::<Lease>(&bytes) {
-                Ok(l) if Some(l.subnet) == named => {
+                Ok(l) if l.subnet == named => {
                     out.push((path, l));
                     continue;
                 }
@@ -415,18 +428,25 @@ impl LeaseStore {
 
     fn write_lease(&self, lease: &Lease) -> Result<(), LeaseError> {
         let path = self.lease_path(lease.subnet);
-        let tmp = path.with_extension(format!("lease.tmp{}", std::process::id()));
-        let text = serde_json::to_string_pretty(lease).map_err(|e| LeaseError::Write {
+        let write_err = |source| LeaseError::Write {
             path: path.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        let res = File::create(&tmp)
-            .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
-            .and_then(|()| fs::rename(&tmp, &path));
-        res.map_err(|source| {
-            let _ = fs::remove_file(&tmp);
-            LeaseError::Write { path, source }
-        })
+            source,
+        };
+        let text = serde_json::to_string_pretty(lease).map_err(|e| write_err(std::io::Error::other(e)))?;
+        // A new file of a random name (O_EXCL: never one planted in a shared
+        // directory), readable by every user of the directory, renamed into place.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".lease-")
+            .tempfile_in(&self.dir)
+            .map_err(write_err)?;
+        // Explicitly, whatever the umask.
+        tmp.as_file()
+            .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .and_then(|()| tmp.write_all(text.as_bytes()))
+            .and_then(|()| tmp.as_file().sync_all())
+            .map_err(write_err)?;
+        tmp.persist(&path).map_err(|e| write_err(e.error))?;
+        Ok(())
     }
 
     /// Releases every lease `owner` holds; returns the subnets freed.

@@ -15,11 +15,15 @@ pub(crate) enum LockFailure {
 
 /// Opens (creating) `path` and takes an exclusive lock on it, polling until `timeout`.
 /// The lock is released when the returned file is dropped.
+/// A symlink at `path` is refused (`O_NOFOLLOW`): in a shared directory
+/// another user could otherwise point it at a file of ours.
 pub(crate) fn lock_exclusive(path: &Path, timeout: Duration) -> Result<File, LockFailure> {
+    use std::os::unix::fs::OpenOptionsExt;
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(path)
         .map_err(LockFailure::Io)?;
     let start = Instant::now();

@@ -23,8 +23,12 @@ pub(crate) const CLIENT_KEY: &str = "id_ed25519";
 /// Present when lago created the workdir folder itself (so destroy may remove it).
 const CREATED_MARKER: &str = ".lago-created-this-folder";
 
+/// The test harness's "keep this environment" marker (`LAGO_KEEP`).
+pub(crate) const KEEP_MARKER: &str = ".lago-keep";
+
 /// Everything lago may create in a workdir; nothing else is ever removed.
 pub const ENTRIES: &[&str] = &[
+    KEEP_MARKER,
     OWNER_ID_FILE,
     STATE_FILE,
     CLIENT_KEY,

@@ -263,3 +263,31 @@ fn reclaiming_deletes_the_file_it_read_and_never_another_envs_lease() {
     let subnets: Vec<u8> = store.list().unwrap().iter().map(|l| l.subnet.third_octet()).collect();
     assert_eq!(subnets, [200, 201]);
 }
+
+#[test]
+fn files_that_are_not_pool_leases_are_never_touched_and_a_planted_lock_symlink_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("leases");
+    fs::create_dir_all(&dir).unwrap();
+    for name in ["foo.lease", "7.lease", "0200.lease", "notes.txt"] {
+        fs::write(dir.join(name), "not ours").unwrap();
+    }
+    let store = LeaseStore::new(&dir);
+    let a = owner(&tmp.path().join("a"), "aaaa");
+    store.acquire(&a, &any(&["x"])).unwrap();
+    for name in ["foo.lease", "7.lease", "0200.lease", "notes.txt"] {
+        assert_eq!(fs::read_to_string(dir.join(name)).unwrap(), "not ours", "{name}");
+    }
+    // Another user of a shared lease directory plants the lock as a symlink to our file.
+    use std::os::unix::fs::PermissionsExt;
+    let dir2 = tmp.path().join("shared");
+    fs::create_dir_all(&dir2).unwrap();
+    let victim = tmp.path().join("victim");
+    fs::write(&victim, "precious").unwrap();
+    fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink(&victim, dir2.join("subnet-lease.lock")).unwrap();
+    let err = LeaseStore::new(&dir2).acquire(&a, &any(&["x"])).unwrap_err();
+    assert!(matches!(err, LeaseError::Lock { .. }), "{err}");
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+    assert_eq!(fs::metadata(&victim).unwrap().permissions().mode() & 0o777, 0o600);
+}

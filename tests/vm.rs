@@ -502,6 +502,17 @@ fn copies_like_cp(env: &Env, tmp: &Path) {
         is_copy_err(&err) && err.to_string().contains("existing folder"),
         "{err}"
     );
+    // A sparse file travels as a plain one (busybox tar cannot read GNU sparse entries).
+    let sparse = tmp.join("sparse.img");
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = fs::File::create(&sparse).unwrap();
+        f.seek(SeekFrom::Start(3 << 20)).unwrap();
+        f.write_all(b"end").unwrap();
+    }
+    vm.copy_to(&sparse, "/root/sparse.img").unwrap();
+    let sum = out(vm, &["sha256sum", "/root/sparse.img"]);
+    assert_eq!(sum.split_whitespace().next(), Some(sha256_local(&sparse).as_str()));
     let err = vm.copy_to(&a, "relative/path").unwrap_err();
     assert!(is_copy_err(&err), "{err}");
     assert_eq!(

@@ -99,7 +99,10 @@ pub(crate) fn collect(env: &Env, test: &str, message: &str, offsets: &[(String, 
                         report.bytes
                     );
                     for s in &report.skipped {
-                        summary += &format!("{name}:{path}: skipped {} ({})\n", s.path, s.kind);
+                        summary += &format!("{name}:{path}: skipped {:?} ({})\n", s.path, s.kind);
+                    }
+                    if report.skipped_more > 0 {
+                        summary += &format!("{name}:{path}: skipped {} more entries\n", report.skipped_more);
                     }
                 }
                 Err(e) => {

@@ -125,7 +125,9 @@ impl Suite {
                 )
             })?
             .keep();
-        // The temporary folder is the workdir: destroying the env removes it all.
+        // The temporary name is the workdir, created by lago itself, so that
+        // destroying the env (also `lago destroy` of a kept one) removes it all.
+        let _ = std::fs::remove_dir(&root);
         let workdir = root.clone();
         let env = match Env::init(
             &self.init_file,
@@ -177,7 +179,7 @@ impl Suite {
 
     fn keep(&self, env: &Env, why: &str) {
         if let Some(root) = self.root.lock().ok().and_then(|r| r.clone()) {
-            let _ = std::fs::write(root.join("keep"), why);
+            let _ = std::fs::write(root.join(crate::workdir::KEEP_MARKER), why);
         }
         let vm = env.get_vms().keys().next().cloned().unwrap_or_else(|| "VM".into());
         eprintln!(
@@ -193,7 +195,7 @@ impl Suite {
             .lock()
             .ok()
             .and_then(|r| r.clone())
-            .is_some_and(|root| root.join("keep").exists())
+            .is_some_and(|root| root.join(crate::workdir::KEEP_MARKER).exists())
     }
 
     /// Tears the environment down now (unless kept).
@@ -229,7 +231,7 @@ pub fn teardown_all() {
 /// removes what is left of the environment.
 const WATCHDOG: &str = r#"
 cat >/dev/null
-[ -e "$ROOT/keep" ] && exit 0
+[ -e "$ROOT/.lago-keep" ] && exit 0
 if [ -e "$WORKDIR/env-id" ]; then
     for d in $(virsh -q -c "$URI" list --name 2>/dev/null | grep "^lago-$ID-"); do
         virsh -q -c "$URI" destroy "$d" >/dev/null 2>&1 &

@@ -86,10 +86,15 @@ impl CopyLimits {
     }
 }
 
+/// Longest copy timeout accepted: 30 days.
+const MAX_TIMEOUT_SECS: u64 = 30 * 24 * 3600;
+
 fn parse_secs(s: &str) -> Result<Duration, String> {
     match s.trim().parse::<u64>() {
-        Ok(n) if n > 0 => Ok(Duration::from_secs(n)),
-        _ => Err(format!("expected a whole number of seconds > 0, found {s:?}")),
+        Ok(n) if (1..=MAX_TIMEOUT_SECS).contains(&n) => Ok(Duration::from_secs(n)),
+        _ => Err(format!(
+            "expected a whole number of seconds from 1 to {MAX_TIMEOUT_SECS}, found {s:?}"
+        )),
     }
 }
 
@@ -130,8 +135,10 @@ pub struct CopyReport {
     pub dirs: u64,
     /// Bytes of file content written.
     pub bytes: u64,
-    /// Entries not written (only regular files and folders are).
+    /// Entries not written (only regular files and folders are); the first 100.
     pub skipped: Vec<Skipped>,
+    /// How many more entries were skipped than `skipped` lists.
+    pub skipped_more: u64,
 }
 
 /// A writer that fails once `left` bytes have been written.
@@ -153,6 +160,24 @@ impl<W: Write> Write for Capped<W> {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+/// Most skipped entries listed one by one (the rest are counted).
+const SKIPPED_LISTED: usize = 100;
+
+impl CopyReport {
+    fn skip(&mut self, path: String, kind: &str) {
+        if self.skipped.len() < SKIPPED_LISTED {
+            // Guest-chosen names: shortened, and shown with escapes where printed.
+            let path: String = path.chars().take(256).collect();
+            self.skipped.push(Skipped {
+                path,
+                kind: kind.to_owned(),
+            });
+        } else {
+            self.skipped_more += 1;
+        }
     }
 }
 
@@ -199,7 +224,7 @@ if [ -d "$target" ] && [ ! -L "$target" ]; then echo "$target is an existing fol
 if [ "$kind" = dir ] && {{ [ -e "$target" ] || [ -L "$target" ]; }}; then echo "$target exists and is not a folder: a folder does not replace it" >&2; exit {REFUSED}; fi
 tmp=$(mktemp -d "$(dirname "$target")/.lago-copy.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
-tar -x -f - -C "$tmp"
+tar -x -o -f - -C "$tmp"
 if [ -L "$target" ]; then rm -f "$target"; fi
 mv -f "$tmp/$name" "$target"
 echo "$target""#,
@@ -277,6 +302,8 @@ impl Connection {
             exceeded: false,
         });
         builder.follow_symlinks(false);
+        // Plain entries only: busybox tar cannot read GNU sparse ones.
+        builder.sparse(false);
         if let Err(e) = pack(&mut builder, local, &name, meta.is_dir(), &mut report).and_then(|()| builder.finish()) {
             return Err(if builder.get_ref().exceeded {
                 self.too_large(&shown, limits)
@@ -305,7 +332,12 @@ impl Connection {
             REFUSED => return Err(self.copy_error(&shown, err.text())),
             c => return Err(self.copy_error(&shown, format!("the guest's tar failed (exit {c}): {}", err.text()))),
         }
+        // The script's last word is where the copy went: without it, the
+        // copy did not finish (no exit status also reads as 0).
         report.destination = out.text();
+        if report.destination.is_empty() {
+            return Err(self.copy_error(&shown, "the guest did not confirm the copy (the session ended early?)"));
+        }
         log_skipped(&self.target.vm, &shown, &report);
         Ok(report)
     }
@@ -368,6 +400,10 @@ impl Connection {
             }
         }
         let mut spool = sink.inner;
+        // A complete archive ends with two zero blocks: a cut-off stream is not placed.
+        if !ends_complete(&mut spool).map_err(self.copy_io(remote, "read the spool file in", &dest_parent))? {
+            return Err(self.copy_error(remote, "the guest's archive ended early (the session was cut?)"));
+        }
         spool
             .seek(SeekFrom::Start(0))
             .map_err(self.copy_io(remote, "read the spool file in", &dest_parent))?;
@@ -406,16 +442,49 @@ impl Connection {
                 ),
             ));
         }
-        fs::rename(&staged, &target).map_err(self.copy_io(remote, "move the copy into place at", &target))?;
+        let placed = if staged_is_dir {
+            // A folder never replaces anything, even one that appeared since the check.
+            rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                &staged,
+                rustix::fs::CWD,
+                &target,
+                rustix::fs::RenameFlags::NOREPLACE,
+            )
+            .map_err(io::Error::from)
+        } else {
+            fs::rename(&staged, &target)
+        };
+        placed.map_err(self.copy_io(remote, "move the copy into place at", &target))?;
         report.destination = target.display().to_string();
         log_skipped(&self.target.vm, remote, &report);
         Ok(report)
     }
 }
 
+/// Whether a tar stream ends with its end-of-archive marker (two zero blocks).
+fn ends_complete(f: &mut File) -> io::Result<bool> {
+    let len = f.seek(SeekFrom::End(0))?;
+    if len < 1024 || len % 512 != 0 {
+        return Ok(false);
+    }
+    f.seek(SeekFrom::Start(len - 1024))?;
+    let mut tail = [0u8; 1024];
+    f.read_exact(&mut tail)?;
+    Ok(tail.iter().all(|&b| b == 0))
+}
+
 fn log_skipped(vm: &str, what: &str, report: &CopyReport) {
     for s in &report.skipped {
-        tracing::warn!(vm, copy = what, path = %s.path, kind = %s.kind, "not copied: only regular files and folders are");
+        tracing::warn!(vm, copy = what, path = ?s.path, kind = %s.kind, "not copied: only regular files and folders are");
+    }
+    if report.skipped_more > 0 {
+        tracing::warn!(
+            vm,
+            copy = what,
+            more = report.skipped_more,
+            "and more entries not copied"
+        );
     }
 }
 
@@ -429,11 +498,7 @@ fn pack<W: Write>(
     report: &mut CopyReport,
 ) -> io::Result<()> {
     if !is_dir {
-        let mut f = File::open(local)?;
-        let len = f.metadata()?.len();
-        b.append_file(name, &mut f)?;
-        report.files += 1;
-        report.bytes += len;
+        append_file(b, local, Path::new(name), report)?;
         return Ok(());
     }
     let mut stack = vec![(local.to_path_buf(), PathBuf::from(name))];
@@ -449,20 +514,28 @@ fn pack<W: Write>(
             if t.is_dir() {
                 stack.push((path, rel));
             } else if t.is_file() {
-                let mut f = File::open(&path)?;
-                report.bytes += f.metadata()?.len();
-                b.append_file(&rel, &mut f)?;
-                report.files += 1;
+                append_file(b, &path, &rel, report)?;
             } else if t.is_symlink() {
                 b.append_path_with_name(&path, &rel)?;
             } else {
-                report.skipped.push(Skipped {
-                    path: rel.display().to_string(),
-                    kind: "special file".into(),
-                });
+                report.skip(rel.display().to_string(), "special file");
             }
         }
     }
+    Ok(())
+}
+
+/// Appends the file at `path` as `rel`, exactly as long as it was when
+/// opened (a file that grows meanwhile cannot break the stream; one that
+/// shrinks is an error).
+fn append_file<W: Write>(b: &mut tar::Builder<W>, path: &Path, rel: &Path, report: &mut CopyReport) -> io::Result<()> {
+    let f = File::open(path)?;
+    let meta = f.metadata()?;
+    let mut h = tar::Header::new_gnu();
+    h.set_metadata(&meta);
+    b.append_data(&mut h, rel, f.take(meta.len()))?;
+    report.files += 1;
+    report.bytes += meta.len();
     Ok(())
 }
 
@@ -512,14 +585,12 @@ fn unpack(reader: impl Read, root: &Path, name: &str) -> io::Result<CopyReport> 
         }
         let raw = entry.path()?.into_owned();
         let Some(rel) = inside(&raw, name) else {
-            report.skipped.push(Skipped {
-                path: raw.display().to_string(),
-                kind: "path outside the copy".into(),
-            });
+            report.skip(raw.display().to_string(), "path outside the copy");
             continue;
         };
         let shown = rel.display().to_string();
-        let mode = entry.header().mode().unwrap_or(0o644) & 0o777;
+        // No set-id bits, nothing writable by others: the guest does not choose who may change host files.
+        let mode = entry.header().mode().unwrap_or(0o644) & 0o755;
         let dest = root.join(&rel);
         match t {
             tar::EntryType::Directory => {
@@ -534,10 +605,7 @@ fn unpack(reader: impl Read, root: &Path, name: &str) -> io::Result<CopyReport> 
                 let mut f = match OpenOptions::new().write(true).create_new(true).mode(0o600).open(&dest) {
                     Ok(f) => f,
                     Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                        report.skipped.push(Skipped {
-                            path: shown,
-                            kind: "duplicate entry".into(),
-                        });
+                        report.skip(shown, "duplicate entry");
                         continue;
                     }
                     Err(e) => return Err(e),
@@ -546,10 +614,7 @@ fn unpack(reader: impl Read, root: &Path, name: &str) -> io::Result<CopyReport> 
                 f.set_permissions(fs::Permissions::from_mode(mode | 0o600))?;
                 report.files += 1;
             }
-            other => report.skipped.push(Skipped {
-                path: shown,
-                kind: kind_name(other).into(),
-            }),
+            other => report.skip(shown, kind_name(other)),
         }
     }
     // Folder modes last (deepest first), so that a read-only folder does not
@@ -684,6 +749,7 @@ mod tests {
     fn limits_come_from_the_environment_or_fail_clearly() {
         assert_eq!(parse_secs("30"), Ok(Duration::from_secs(30)));
         assert!(parse_secs("0").is_err() && parse_secs("soon").is_err());
+        assert!(parse_secs("10000000000000000000").is_err(), "no deadline overflow");
         let d = CopyLimits::default();
         assert_eq!((d.timeout, d.max_bytes), (Duration::from_secs(600), 1 << 30));
     }

@@ -449,7 +449,8 @@ fn run(
     io: &mut Streams<'_>,
     timeout: Option<Duration>,
 ) -> Result<i32, Failure> {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    // (A timeout too far to represent is no deadline.)
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     let chan_err = |source| SshError::Channel {
         vm: vm.to_owned(),
         command: command.to_owned(),
@@ -544,7 +545,9 @@ fn run(
                 }
             }
             for stream in [0, 1] {
-                loop {
+                // Bounded per pass, so a guest streaming without pause cannot outrun the deadline.
+                let mut this_pass = 0;
+                while this_pass < (1 << 20) {
                     let r = if stream == 0 {
                         ch.read(&mut buf)
                     } else {
@@ -558,6 +561,7 @@ fn run(
                                 let _ = ch.close();
                                 return Err(Failure::Fatal(io_err(e)));
                             }
+                            this_pass += n;
                             progressed = true;
                         }
                         Err(e) if e.kind() == ErrorKind::WouldBlock => break,
