@@ -149,7 +149,16 @@ fn failing_and_panicking_tests_leave_artifacts_junit_and_nothing_else() {
     assert!(summary.contains("vm01:/var/log/does-not-exist: missing"), "{summary}");
     assert!(summary.contains("deliberate failure"), "{summary}");
     assert!(dir.join("vm01.console.log").is_file());
-    assert!(std::fs::metadata(dir.join("lago.log")).unwrap().len() > 0);
+    let log = std::fs::read_to_string(dir.join("lago.log")).unwrap();
+    assert!(!log.is_empty());
+    // The env's log (debug level) does not hold command lines: they may carry secrets.
+    assert!(!log.contains("checking the agent"), "{log}");
+    // Artifacts are private to their owner.
+    use std::os::unix::fs::PermissionsExt;
+    for d in [tmp.path().join("artifacts"), dir.clone(), dir.join("vm01")] {
+        let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", d.display());
+    }
     let panicked = tmp.path().join("artifacts/tiny1::panics/transcript.txt");
     assert!(
         std::fs::read_to_string(panicked)
