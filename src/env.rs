@@ -52,6 +52,11 @@ pub struct InitOptions {
     pub leases: Option<LeaseStore>,
     /// Show a progress bar while building templates (on a terminal).
     pub progress: bool,
+    /// The process that owns the environment's lifetime (the test harness
+    /// sets it), recorded in the workdir and in each domain's metadata so
+    /// that `lago gc` can sweep the environment once that process is gone.
+    /// `None`: it lives until destroyed.
+    pub owner: Option<crate::owner::Owner>,
 }
 
 /// What is saved in the workdir to attach to the environment later.
@@ -127,6 +132,7 @@ pub struct Env {
     saved: SavedEnv,
     backend: Arc<Backend>,
     vms: BTreeMap<String, Vm>,
+    autodestroy: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn wd_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error + use<> {
@@ -176,7 +182,12 @@ impl Env {
         workdir::check_free(&workdir)?;
         // Reach libvirt before creating anything: an unreachable daemon is the commonest failure.
         let backend = Arc::new(Backend::connect(opts.libvirt_uri.as_deref())?);
-        let leases = opts.leases.clone().unwrap_or_else(LeaseStore::from_env);
+        // Leases record the daemon they are for (so that `lago gc --all-uris` finds it).
+        let leases = opts
+            .leases
+            .clone()
+            .unwrap_or_else(LeaseStore::from_env)
+            .for_uri(backend.uri());
         let env_id = EnvId::random();
         let mut guard = InitGuard {
             claim: Some(workdir::claim(&workdir, &env_id)?),
@@ -184,6 +195,14 @@ impl Env {
             armed: false,
         };
         crate::logging::attach_env_log(&workdir.join("logs/lago.log"));
+        if let Some(owner) = &opts.owner {
+            let path = workdir.join(crate::owner::OWNER_FILE);
+            let text = serde_json::to_string_pretty(owner).map_err(|source| Error::State {
+                path: path.clone(),
+                source,
+            })?;
+            fs::write(&path, text).map_err(wd_err("write", &path))?;
+        }
         tracing::info!(%env_id, workdir = %workdir.display(), init_file = %spec.source.display(), "init");
 
         let owner = LeaseOwner {
@@ -264,7 +283,7 @@ impl Env {
                 let files = seed::seed_files(
                     vs,
                     vp,
-                    &format!("lago-{env_id}-{}", vs.name),
+                    &format!("{}{}", env_id.object_prefix(), vs.name),
                     &SeedKeys {
                         authorized: vec![client.public_openssh.clone()],
                         host_private: host.private_openssh.clone(),
@@ -303,6 +322,7 @@ impl Env {
                 boot,
                 seed_dev: vp.seed.as_ref().map(|_| backend::xml::free_virtio_dev(vp)),
                 run_as: (uid, gid),
+                owner: opts.owner.as_ref(),
             };
             saved
                 .domain_xml
@@ -340,6 +360,7 @@ impl Env {
 
     fn attach_with(workdir: PathBuf, saved: SavedEnv, backend: Arc<Backend>) -> Result<Env> {
         let mut vms = BTreeMap::new();
+        let autodestroy = Arc::new(std::sync::atomic::AtomicBool::new(false));
         for (vs, vp) in saved.spec.vms.iter().zip(&saved.plan.vms) {
             // A saved host key that cannot be read is an error, never "trust any".
             let host_key = match saved.host_keys.get(&vs.name) {
@@ -365,6 +386,7 @@ impl Env {
                     domain_xml: saved.domain_xml.get(&vs.name).cloned().unwrap_or_default(),
                     backend: backend.clone(),
                     conn: Connection::new(target),
+                    autodestroy: autodestroy.clone(),
                 },
             );
         }
@@ -373,6 +395,7 @@ impl Env {
             saved,
             backend,
             vms,
+            autodestroy,
         })
     }
 
@@ -574,6 +597,13 @@ impl Env {
         )
     }
 
+    /// From now on, VMs this handle starts are destroyed by libvirtd when
+    /// this process ends, however it ends (for environments one process owns
+    /// alone; never for kept or shared ones).
+    pub(crate) fn set_autodestroy(&self, on: bool) {
+        self.autodestroy.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The subnet lease directory this environment uses.
     pub fn lease_dir(&self) -> &Path {
         &self.saved.lease_dir
@@ -585,9 +615,10 @@ impl Env {
     }
 }
 
-fn destroy_parts(workdir: &Path, env_id: &EnvId, backend: &Backend, leases: &LeaseStore) -> Result<()> {
-    let prefix = format!("lago-{env_id}-");
-    // Domains in parallel: libvirt waits for each QEMU process to exit.
+/// Destroys every libvirt object named with `env_id` on `backend`: its
+/// domains (in parallel: libvirt waits for each QEMU process), then its networks.
+pub(crate) fn destroy_objects(backend: &Backend, env_id: &EnvId) -> Result<()> {
+    let prefix = env_id.object_prefix();
     let domains = backend.domains_with_prefix(&prefix)?;
     crate::error::for_each_parallel("destroy", &domains, String::clone, |d| {
         backend.stop_domain(d)?;
@@ -598,6 +629,18 @@ fn destroy_parts(workdir: &Path, env_id: &EnvId, backend: &Backend, leases: &Lea
         backend.stop_network(&n)?;
         tracing::info!(network = n, "destroyed");
     }
+    Ok(())
+}
+
+/// The one teardown: libvirt objects, then leases, then the workdir. It
+/// fails closed: while libvirt objects of the env may remain, its leases and
+/// workdir are kept (so that a later destroy or `lago gc` can find them).
+fn destroy_parts(workdir: &Path, env_id: &EnvId, backend: &Backend, leases: &LeaseStore) -> Result<()> {
+    destroy_objects(backend, env_id).map_err(|e| Error::TeardownIncomplete {
+        env_id: env_id.to_string(),
+        workdir: workdir.to_path_buf(),
+        source: Box::new(e),
+    })?;
     leases.release(&LeaseOwner {
         workdir: workdir.to_path_buf(),
         env_id: env_id.clone(),

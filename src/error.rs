@@ -114,6 +114,42 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// Destroying an environment's libvirt objects failed: its leases and
+    /// workdir are kept, so that a later destroy or `lago gc` finds it.
+    #[error("env {env_id}: libvirt objects may be left, so its leases and workdir {} are kept (run `lago destroy` or `lago gc` again once libvirt answers)", workdir.display())]
+    TeardownIncomplete {
+        /// The env id.
+        env_id: String,
+        /// Its workdir.
+        workdir: PathBuf,
+        /// The libvirt failure.
+        #[source]
+        source: Box<Error>,
+    },
+    /// `lago gc` found objects on a libvirt URI it could not reach.
+    #[error("cannot remove objects on {uri}: it could not be reached")]
+    NoBackendForGc {
+        /// The URI.
+        uri: String,
+    },
+    /// The reaper process of a test environment could not be started.
+    #[error("cannot start the reaper of {} (the process that tears it down when the tests end)", workdir.display())]
+    Reaper {
+        /// The workdir it would watch.
+        workdir: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Under nextest, another test process of this run failed to boot the
+    /// shared environment (its error, as text: it happened in that process).
+    #[error("environment {} failed to boot in another test process of this nextest run (not retried): {message}", init_file.display())]
+    SharedBootFailed {
+        /// The init file.
+        init_file: PathBuf,
+        /// That process's error.
+        message: String,
+    },
     /// A VM's domain stopped (or crashed) while lago waited for SSH.
     #[error(
         "{vm}: the domain stopped (or crashed) {waited:?} into the boot, at stage `{stage}`{}",
@@ -298,7 +334,7 @@ mod tests {
     /// with libvirt's reason as its source.
     fn libvirt_failure(vm: &str) -> Error {
         let b = Backend::connect(Some("test:///default")).unwrap();
-        b.start_domain(vm, "<domain type='test'><name>x</name></domain>")
+        b.start_domain(vm, "<domain type='test'><name>x</name></domain>", false)
             .unwrap_err()
             .into()
     }

@@ -152,6 +152,9 @@ pub struct Lease {
     pub pid: u32,
     /// When, in seconds since the Unix epoch.
     pub acquired_unix: u64,
+    /// The libvirt daemon the subnet is for (older leases: unknown).
+    #[serde(default)]
+    pub libvirt_uri: Option<String>,
 }
 
 impl Lease {
@@ -176,6 +179,7 @@ type Scan = (Vec<(PathBuf, Lease)>, HashSet<Subnet>);
 pub struct LeaseStore {
     dir: PathBuf,
     lock_timeout: Duration,
+    uri: Option<String>,
 }
 
 impl LeaseStore {
@@ -184,6 +188,7 @@ impl LeaseStore {
         LeaseStore {
             dir: dir.into(),
             lock_timeout: Duration::from_secs(10),
+            uri: None,
         }
     }
 
@@ -219,6 +224,13 @@ impl LeaseStore {
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
             .unwrap_or_else(std::env::temp_dir);
         state.join("lago/subnets")
+    }
+
+    /// Records `uri` (the libvirt daemon) in the leases this store writes.
+    #[must_use]
+    pub fn for_uri(mut self, uri: &str) -> Self {
+        self.uri = Some(uri.to_owned());
+        self
     }
 
     /// Sets how long to wait for the lock.
@@ -413,6 +425,7 @@ impl LeaseStore {
                 env_id: owner.env_id.clone(),
                 pid: std::process::id(),
                 acquired_unix: now,
+                libvirt_uri: self.uri.clone(),
             };
             if let Err(e) = self.write_lease(&lease) {
                 for s in written {
@@ -447,6 +460,18 @@ impl LeaseStore {
             .map_err(write_err)?;
         tmp.persist(&path).map_err(|e| write_err(e.error))?;
         Ok(())
+    }
+
+    /// Releases every lease of env `env_id`, whatever workdir it names (for
+    /// sweeping an environment whose workdir is gone); returns the subnets freed.
+    pub fn release_env(&self, env_id: &EnvId) -> Result<Vec<Subnet>, LeaseError> {
+        let _lock = self.lock()?;
+        let mut freed = Vec::new();
+        for (path, lease) in self.read_all()?.0.into_iter().filter(|(_, l)| &l.env_id == env_id) {
+            remove_lease_file(&path)?;
+            freed.push(lease.subnet);
+        }
+        Ok(freed)
     }
 
     /// Releases every lease `owner` holds; returns the subnets freed.

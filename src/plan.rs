@@ -116,7 +116,23 @@ impl EnvId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The prefix of every libvirt object of this environment, `lago-<id>-`:
+    /// the one place it is made (names, teardown, reaping, sweeping).
+    pub fn object_prefix(&self) -> String {
+        format!("{OBJECT_PREFIX}{}-", self.0)
+    }
+
+    /// The env id in a libvirt object name made with [`EnvId::object_prefix`].
+    pub fn from_object_name(name: &str) -> Option<EnvId> {
+        let rest = name.strip_prefix(OBJECT_PREFIX)?;
+        let (id, tail) = rest.split_once('-')?;
+        (!tail.is_empty()).then(|| EnvId::new(id).ok()).flatten()
+    }
 }
+
+/// What every lago libvirt object name starts with.
+pub const OBJECT_PREFIX: &str = "lago-";
 
 impl TryFrom<String> for EnvId {
     type Error = PlanError;
@@ -471,7 +487,7 @@ pub fn plan(
     subnets: &BTreeMap<String, Subnet>,
     workdir: &Path,
 ) -> Result<EnvPlan, PlanError> {
-    let prefix = format!("lago-{env_id}-");
+    let prefix = env_id.object_prefix();
     // Subnets and gateways.
     let mut net_subnet: BTreeMap<&str, (Subnet, Ipv4Addr)> = BTreeMap::new();
     for req in subnet_requests(spec) {
@@ -680,6 +696,17 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn object_names_carry_the_env_id_and_give_it_back() {
+        let id = EnvId::new("ab12cd34").unwrap();
+        assert_eq!(id.object_prefix(), "lago-ab12cd34-");
+        let name = format!("{}vm-01", id.object_prefix());
+        assert_eq!(EnvId::from_object_name(&name), Some(id));
+        assert_eq!(EnvId::from_object_name("lago-ab12cd34-"), None);
+        assert_eq!(EnvId::from_object_name("lago-NOTANID-x"), None);
+        assert_eq!(EnvId::from_object_name("default"), None);
+    }
     use crate::config;
 
     const TWO_VMS: &str = "

@@ -64,6 +64,9 @@ pub struct Vm {
     pub(crate) domain_xml: String,
     pub(crate) backend: Arc<Backend>,
     pub(crate) conn: Connection,
+    /// Start domains so that libvirtd destroys them when this process ends
+    /// (for environments one process owns alone).
+    pub(crate) autodestroy: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl fmt::Debug for Vm {
@@ -209,7 +212,9 @@ impl Vm {
         }
         let offset = console_len(&self.plan.console_log);
         let t = Instant::now();
-        self.backend.start_domain(&self.plan.libvirt_name, &self.domain_xml)?;
+        let autodestroy = self.autodestroy.load(std::sync::atomic::Ordering::Relaxed);
+        self.backend
+            .start_domain(&self.plan.libvirt_name, &self.domain_xml, autodestroy)?;
         tracing::info!(vm = %self.name(), ms = t.elapsed().as_millis() as u64, "domain created");
         self.conn.reset();
         self.wait_from(Duration::from_secs(self.spec.boot_time_sec), offset)

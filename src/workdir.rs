@@ -29,6 +29,7 @@ pub(crate) const KEEP_MARKER: &str = ".lago-keep";
 /// Everything lago may create in a workdir; nothing else is ever removed.
 pub const ENTRIES: &[&str] = &[
     KEEP_MARKER,
+    crate::owner::OWNER_FILE,
     OWNER_ID_FILE,
     STATE_FILE,
     CLIENT_KEY,

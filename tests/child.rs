@@ -36,9 +36,31 @@ fn lease() {
     println!("SUBNETS {}", list.join(","));
 }
 
+/// Uses the environment the way `#[lago_env]` and fixture tests do (no
+/// runner, whose end tears down by itself), then ends: normally, or with
+/// exit code 101 as libtest does when a test failed. Prints when it is done,
+/// in microseconds since the epoch, so that the parent can time the teardown.
+fn fixture_user(fail: bool) {
+    let env = lago::fixtures::env(ENV);
+    let st = env.vm("vm01").ssh(["hostname"]).expect("ssh");
+    println!("child: hostname {}", st.out.trim());
+    drop(env);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0);
+    println!("child: done at {now}");
+    if fail {
+        std::process::exit(101);
+    }
+}
+
 fn main() {
-    if std::env::var("LAGO_CHILD").as_deref() == Ok("lease") {
-        return lease();
+    match std::env::var("LAGO_CHILD").as_deref() {
+        Ok("lease") => return lease(),
+        Ok("fixture") => return fixture_user(false),
+        Ok("fixture-fail") => return fixture_user(true),
+        _ => {}
     }
     let suite = match std::env::var("LAGO_CHILD").as_deref() {
         // A passing test, a failing one and a panicking one.

@@ -110,6 +110,43 @@ pub enum BackendError {
     },
 }
 
+/// A domain lago made, as `lago gc` sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LagoDomain {
+    /// Its libvirt name.
+    pub name: String,
+    /// The env id in its name.
+    pub env_id: crate::plan::EnvId,
+    /// The workdir its metadata names.
+    pub workdir: Option<std::path::PathBuf>,
+    /// The owner its metadata names.
+    pub owner: Option<crate::owner::Owner>,
+}
+
+/// The workdir and owner in a domain's lago metadata.
+fn parse_metadata(xml: &str) -> (Option<std::path::PathBuf>, Option<crate::owner::Owner>) {
+    let Ok(doc) = roxmltree::Document::parse(xml) else {
+        return (None, None);
+    };
+    let ours = |n: &roxmltree::Node<'_, '_>, tag: &str| {
+        n.tag_name().name() == tag && n.tag_name().namespace() == Some(xml::METADATA_NS)
+    };
+    let workdir = doc
+        .descendants()
+        .find(|n| ours(n, "workdir"))
+        .and_then(|n| n.text())
+        .map(std::path::PathBuf::from);
+    let owner = doc.descendants().find(|n| ours(n, "owner")).and_then(|n| {
+        Some(crate::owner::Owner {
+            pid: n.attribute("pid")?.parse().ok()?,
+            start_ticks: n.attribute("start")?.parse().ok()?,
+            boot_id: n.attribute("boot")?.to_owned(),
+            machine_id: n.attribute("machine").unwrap_or_default().to_owned(),
+        })
+    });
+    (workdir, owner)
+}
+
 /// A VM's state, as libvirt reports it (`down`: no such domain).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -304,10 +341,17 @@ impl Backend {
             .unwrap_or(false)
     }
 
-    /// Creates and starts a transient domain.
-    pub fn start_domain(&self, name: &str, xml: &str) -> Result<(), BackendError> {
+    /// Creates and starts a transient domain. With `autodestroy`, libvirtd
+    /// itself destroys it when this connection closes (the process ends,
+    /// however it ends).
+    pub fn start_domain(&self, name: &str, xml: &str, autodestroy: bool) -> Result<(), BackendError> {
+        let flags = if autodestroy {
+            virt::sys::VIR_DOMAIN_START_AUTODESTROY
+        } else {
+            0
+        };
         self.conn
-            .create_domain_xml(xml, 0)
+            .create_domain_xml(xml, flags)
             .map(|_| ())
             .map_err(|source| BackendError::StartDomain {
                 name: name.to_owned(),
@@ -382,6 +426,45 @@ impl Backend {
         }
     }
 
+    /// Every domain lago made on this connection (named `lago-<id>-…`), with
+    /// what its metadata says.
+    pub fn lago_domains(&self) -> Result<Vec<LagoDomain>, BackendError> {
+        let all = self.conn.list_all_domains(0).map_err(|source| BackendError::List {
+            what: "domains",
+            source,
+        })?;
+        Ok(all
+            .iter()
+            .filter_map(|d| {
+                let name = d.name().ok()?;
+                let env_id = crate::plan::EnvId::from_object_name(&name)?;
+                let meta = d.xml_desc(0).ok().map(|x| parse_metadata(&x)).unwrap_or_default();
+                Some(LagoDomain {
+                    name,
+                    env_id,
+                    workdir: meta.0,
+                    owner: meta.1,
+                })
+            })
+            .collect())
+    }
+
+    /// Every network lago made on this connection, with its env id.
+    pub fn lago_networks(&self) -> Result<Vec<(String, crate::plan::EnvId)>, BackendError> {
+        let all = self.conn.list_all_networks(0).map_err(|source| BackendError::List {
+            what: "networks",
+            source,
+        })?;
+        Ok(all
+            .iter()
+            .filter_map(|n| {
+                let name = n.name().ok()?;
+                let id = crate::plan::EnvId::from_object_name(&name)?;
+                Some((name, id))
+            })
+            .collect())
+    }
+
     /// Names of domains whose name starts with `prefix`.
     pub fn domains_with_prefix(&self, prefix: &str) -> Result<Vec<String>, BackendError> {
         let all = self.conn.list_all_domains(0).map_err(|source| BackendError::List {
@@ -447,6 +530,20 @@ mod tests {
         assert_eq!(kvm_unusable_reason(&dev, &pvm), None);
         std::fs::create_dir(&pvm).unwrap();
         assert!(kvm_unusable_reason(&dev, &pvm).unwrap().contains("PVM"));
+    }
+
+    #[test]
+    fn metadata_gives_back_workdir_and_owner() {
+        let x = "<domain><name>lago-ab12-vm01</name><metadata><lago:env xmlns:lago='https://github.com/lago-project/lago-rs'><lago:id>ab12</lago:id><lago:workdir>/tmp/w &amp; co</lago:workdir><lago:vm>vm01</lago:vm><lago:owner pid='42' start='7' boot='b' machine='m'/></lago:env></metadata></domain>";
+        let (w, o) = parse_metadata(x);
+        assert_eq!(w.as_deref(), Some(Path::new("/tmp/w & co")));
+        let o = o.unwrap();
+        assert_eq!(
+            (o.pid, o.start_ticks, o.boot_id.as_str(), o.machine_id.as_str()),
+            (42, 7, "b", "m")
+        );
+        assert_eq!(parse_metadata("<domain/>"), (None, None));
+        assert_eq!(parse_metadata("not xml"), (None, None));
     }
 
     #[test]

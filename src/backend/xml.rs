@@ -53,6 +53,8 @@ pub struct DomainParams<'a> {
     pub seed_dev: Option<String>,
     /// uid:gid the QEMU process runs as (so it can open the workdir).
     pub run_as: (u32, u32),
+    /// The process that owns the environment's lifetime, if any (metadata, for `lago gc`).
+    pub owner: Option<&'a crate::owner::Owner>,
 }
 
 pub(crate) fn esc(s: &str) -> String {
@@ -142,10 +144,19 @@ pub fn domain_xml(d: &DomainParams<'_>) -> String {
     let _ = writeln!(x, "  <metadata>");
     let _ = writeln!(
         x,
-        "    <lago:env xmlns:lago='{METADATA_NS}'><lago:id>{}</lago:id><lago:workdir>{}</lago:workdir><lago:vm>{}</lago:vm></lago:env>",
+        "    <lago:env xmlns:lago='{METADATA_NS}'><lago:id>{}</lago:id><lago:workdir>{}</lago:workdir><lago:vm>{}</lago:vm>{}</lago:env>",
         esc(d.env_id),
         p(d.workdir),
-        esc(&plan.name)
+        esc(&plan.name),
+        d.owner
+            .map(|o| format!(
+                "<lago:owner pid='{}' start='{}' boot='{}' machine='{}'/>",
+                o.pid,
+                o.start_ticks,
+                esc(&o.boot_id),
+                esc(&o.machine_id)
+            ))
+            .unwrap_or_default()
     );
     let _ = writeln!(x, "  </metadata>");
     let _ = writeln!(x, "  <memory unit='MiB'>{}</memory>", spec.memory_mib);
@@ -306,6 +317,7 @@ nets:
             boot,
             seed_dev: Some(free_virtio_dev(&p.vms[i])),
             run_as: (1000, 1000),
+            owner: None,
         }
     }
 
@@ -354,6 +366,25 @@ nets:
             "{br}"
         );
         assert!(!br.contains("<ip"), "{br}");
+    }
+
+    #[test]
+    fn the_owner_is_recorded_in_the_metadata() {
+        let (spec, p) = fixture();
+        assert!(!domain_xml(&params(&spec, &p, 1, Accel::Tcg, Boot::Disk)).contains("lago:owner"));
+        let owner = crate::owner::Owner {
+            pid: 4242,
+            start_ticks: 99,
+            boot_id: "b-1".into(),
+            machine_id: "m<1>".into(),
+        };
+        let mut d = params(&spec, &p, 1, Accel::Tcg, Boot::Disk);
+        d.owner = Some(&owner);
+        let x = domain_xml(&d);
+        assert!(
+            x.contains("<lago:owner pid='4242' start='99' boot='b-1' machine='m&lt;1&gt;'/></lago:env>"),
+            "{x}"
+        );
     }
 
     #[test]

@@ -122,6 +122,25 @@ enum Command {
         #[arg(short, long)]
         yes: bool,
     },
+    /// Remove the environments crashed runs left behind (domains, networks, leases, workdirs).
+    ///
+    /// Only environments that are provably gone on this machine: their workdir is missing, or
+    /// the process that owned them (a test run) is gone. Never a running one, one kept by
+    /// LAGO_KEEP, one made by `lago init` whose workdir exists, or one owned by another machine.
+    Gc {
+        /// Only say what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also look at every libvirt URI that environments on this machine recorded.
+        #[arg(long)]
+        all_uris: bool,
+        /// libvirt URI to look at (default: LIBVIRT_DEFAULT_URI, else qemu:///system).
+        #[arg(long, value_name = "URI")]
+        libvirt_uri: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Templates in the store.
     Template {
         #[command(subcommand)]
@@ -357,6 +376,27 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             eprintln!("destroyed {}", workdir.display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Gc {
+            dry_run,
+            all_uris,
+            libvirt_uri,
+            json,
+        } => {
+            let opts = lago::gc::GcOptions {
+                dry_run,
+                all_uris,
+                uris: vec![lago::backend::Backend::resolve_uri(libvirt_uri.as_deref())],
+                ..Default::default()
+            };
+            let report = lago::gc::sweep(&opts)?;
+            if json {
+                print_out(&(serde_json::to_string_pretty(&report).map_err(|e| Failure::Other(e.to_string()))? + "\n"));
+            } else {
+                print_out(&render_gc(&report, dry_run));
+            }
+            let failed = report.envs.iter().any(|f| f.error.is_some());
+            Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
         Command::Template { command } => {
             let store = lago::store::TemplateStore::from_env().with_progress(tty);
             match command {
@@ -378,6 +418,45 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn render_gc(r: &lago::gc::GcReport, dry_run: bool) -> String {
+    use lago::gc::Verdict;
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    for (uri, why) in &r.unreachable {
+        let _ = writeln!(s, "{uri}: not reachable ({why})");
+    }
+    if r.envs.is_empty() {
+        s.push_str("no lago environments found\n");
+    }
+    for f in &r.envs {
+        let (state, why) = match &f.verdict {
+            Verdict::Live(why) => ("live", why.as_str()),
+            Verdict::Kept => ("kept", "LAGO_KEEP kept it"),
+            Verdict::Elsewhere => ("elsewhere", "its owner is on another machine"),
+            Verdict::Gone(why) => ("gone", why.as_str()),
+        };
+        let action = match (&f.verdict, f.removed, &f.error) {
+            (_, _, Some(e)) => format!("NOT removed: {e}"),
+            (_, true, _) => "removed".to_owned(),
+            (Verdict::Gone(_), false, None) if dry_run => "would be removed".to_owned(),
+            (Verdict::Gone(_), false, None) => "not removed (out of time)".to_owned(),
+            _ => "left alone".to_owned(),
+        };
+        let _ = writeln!(
+            s,
+            "{} {state}: {action} ({} domains, {} networks, {} leases; {}) - {why}",
+            f.env_id,
+            f.domains.len(),
+            f.networks.len(),
+            f.subnets.len(),
+            f.workdir
+                .as_ref()
+                .map_or_else(|| "no workdir".to_owned(), |w| w.display().to_string()),
+        );
+    }
+    s
 }
 
 /// Where a copy went and what it skipped (stderr, so stdout stays clean).

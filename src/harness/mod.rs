@@ -14,6 +14,7 @@
 //! `LAGO_KEEP=on-failure|always` keeps it and prints how to get in.
 
 mod artifacts;
+mod reaper;
 pub mod runner;
 mod suite;
 

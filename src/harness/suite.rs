@@ -1,18 +1,20 @@
-//! Suite-scoped environments: one per init file per test binary, booted on
-//! first use, torn down when the binary ends (a watchdog process), on
+//! Suite-scoped environments: one per init file per test binary (or per
+//! nextest run), booted on first use, torn down by a reaper process when the
+//! binary ends (the exit hook waits for it) or dies, at once on
 //! SIGINT/SIGTERM/SIGHUP (a signal thread), and never while tests still run.
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{ChildStdin, Command, Stdio};
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
+use super::reaper;
 use crate::env::{Env, InitOptions};
 use crate::error::{Error, error_chain};
+use crate::owner::Owner;
 
 /// What `LAGO_KEEP` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,18 +47,13 @@ pub(crate) struct Suite {
     cell: OnceLock<Result<Arc<Env>, Arc<Error>>>,
     boots: AtomicUsize,
     failed: AtomicBool,
-    root: Mutex<Option<PathBuf>>,
+    /// Shared with other processes of a nextest run.
+    shared: AtomicBool,
 }
 
 fn registry() -> &'static Mutex<HashMap<PathBuf, Arc<Suite>>> {
     static R: OnceLock<Mutex<HashMap<PathBuf, Arc<Suite>>>> = OnceLock::new();
     R.get_or_init(Default::default)
-}
-
-/// The watchdogs' stdin pipes: kept open until this process ends.
-fn watchdogs() -> &'static Mutex<Vec<ChildStdin>> {
-    static W: OnceLock<Mutex<Vec<ChildStdin>>> = OnceLock::new();
-    W.get_or_init(Default::default)
 }
 
 /// An init-file path as tests write it: relative to the crate under test
@@ -81,7 +78,7 @@ pub(crate) fn suite(init_file: &Path) -> Arc<Suite> {
                 cell: OnceLock::new(),
                 boots: AtomicUsize::new(0),
                 failed: AtomicBool::new(false),
-                root: Mutex::new(None),
+                shared: AtomicBool::new(false),
             })
         })
         .clone()
@@ -99,66 +96,29 @@ impl Suite {
         self.cell.get_or_init(|| self.boot().map_err(Arc::new)).clone()
     }
 
+    fn failed(&self, what: &'static str, e: Error) -> Error {
+        Error::SuiteBoot {
+            init_file: self.init_file.clone(),
+            what,
+            source: Box::new(e),
+        }
+    }
+
     fn boot(&self) -> Result<Arc<Env>, Error> {
         install_signal_handler();
         // The environment's log (logs/lago.log, copied into failure
         // artifacts), unless the tests installed their own subscriber.
         crate::logging::install(tracing::Level::DEBUG);
-        let shown = self.init_file.display().to_string();
+        sweep_once();
         let start = Instant::now();
-        let failed = |what: &'static str, e: Error| Error::SuiteBoot {
-            init_file: self.init_file.clone(),
-            what,
-            source: Box::new(e),
+        let env = match std::env::var("NEXTEST_RUN_ID") {
+            Ok(run) if !run.is_empty() => self.shared_boot(&run)?,
+            _ => self.own_boot()?,
         };
-        let root = tempfile::Builder::new()
-            .prefix("lago-test-")
-            .tempdir()
-            .map_err(|source| {
-                failed(
-                    "could not be created",
-                    Error::Workdir {
-                        action: "create",
-                        path: std::env::temp_dir(),
-                        source,
-                    },
-                )
-            })?
-            .keep();
-        // The temporary name is the workdir, created by lago itself, so that
-        // destroying the env (also `lago destroy` of a kept one) removes it all.
-        let _ = std::fs::remove_dir(&root);
-        let workdir = root.clone();
-        let env = match Env::init(
-            &self.init_file,
-            InitOptions {
-                workdir: Some(workdir.clone()),
-                ..Default::default()
-            },
-        ) {
-            Ok(env) => env,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&root);
-                return Err(failed("could not be created", e));
-            }
-        };
-        spawn_watchdog(&env, &root);
-        if let Ok(mut r) = self.root.lock() {
-            *r = Some(root.clone());
-        }
-        if let Err(e) = env.start(&[]) {
-            let _ = env.teardown();
-            let _ = std::fs::remove_dir_all(&root);
-            eprintln!(
-                "lago: env {} ({}) failed to boot and was torn down",
-                env.id(),
-                root.display()
-            );
-            return Err(failed("failed to boot", e));
-        }
         self.boots.fetch_add(1, Ordering::SeqCst);
         eprintln!(
-            "lago: booted {shown} as env {} in {} ({:.1?})",
+            "lago: booted {} as env {} in {} ({:.1?})",
+            self.init_file.display(),
             env.id(),
             env.workdir().display(),
             start.elapsed()
@@ -167,6 +127,95 @@ impl Suite {
             self.keep(&env, "LAGO_KEEP=always");
         }
         Ok(Arc::new(env))
+    }
+
+    /// An environment this process owns alone: its reaper starts before
+    /// `init` and tears it down when the process exits (or dies); with
+    /// `LAGO_KEEP=never`, libvirtd also destroys its domains if the process
+    /// and its reaper are both killed.
+    fn own_boot(&self) -> Result<Env, Error> {
+        let root = fresh_workdir_name().map_err(|e| self.failed("could not be created", e))?;
+        reaper::spawn(&root).map_err(|e| self.failed("could not be created", e))?;
+        let env = Env::init(
+            &self.init_file,
+            InitOptions {
+                workdir: Some(root.clone()),
+                owner: Owner::this_process(),
+                ..Default::default()
+            },
+        )
+        .map_err(|e| self.failed("could not be created", e))?;
+        env.set_autodestroy(Keep::from_env() == Keep::Never);
+        self.start_or_tear_down(env)
+    }
+
+    fn start_or_tear_down(&self, env: Env) -> Result<Env, Error> {
+        match env.start(&[]) {
+            Ok(()) => Ok(env),
+            Err(e) => {
+                let torn = env.teardown();
+                eprintln!(
+                    "lago: env {} ({}) failed to boot and {}",
+                    env.id(),
+                    env.workdir().display(),
+                    match &torn {
+                        Ok(()) => "was torn down".to_owned(),
+                        Err(t) => format!("tearing it down failed too: {}", error_chain(t)),
+                    }
+                );
+                Err(self.failed("failed to boot", e))
+            }
+        }
+    }
+
+    /// Under `cargo nextest run` every test is its own process: the processes
+    /// of one run that name this init file share one environment. The first
+    /// boots it (the others wait on a lock), the rest attach to it; a boot
+    /// failure is recorded and given to every later test without a new boot.
+    /// A reaper destroys it when the nextest run ends, however it ends.
+    fn shared_boot(&self, run_id: &str) -> Result<Env, Error> {
+        let shared = SharedDir::new(run_id, &self.init_file).map_err(|e| self.failed("could not be created", e))?;
+        self.shared.store(true, Ordering::SeqCst);
+        let _lock = shared.lock().map_err(|e| self.failed("could not be created", e))?;
+        if let Some(outcome) = shared.outcome() {
+            return match outcome {
+                Ok(()) => {
+                    let env = Env::load(&shared.workdir).map_err(|e| self.failed("could not be attached to", e))?;
+                    Ok(env)
+                }
+                Err(message) => Err(Error::SharedBootFailed {
+                    init_file: self.init_file.clone(),
+                    message,
+                }),
+            };
+        }
+        let booted = (|| {
+            // The nextest runner is our parent: the environment lives as long as it.
+            let runner = rustix::process::getppid().map_or(1, |p| p.as_raw_nonzero().get().unsigned_abs());
+            let watch = crate::owner::start_ticks(runner).map(|t| (runner, t)).ok_or_else(|| {
+                self.failed(
+                    "could not be created",
+                    Error::Reaper {
+                        workdir: shared.workdir.clone(),
+                        source: std::io::Error::other("the nextest runner (parent process) is gone"),
+                    },
+                )
+            })?;
+            let reaper = reaper::spawn_shared(&shared.workdir, &shared.dir, watch)
+                .map_err(|e| self.failed("could not be created", e))?;
+            let env = Env::init(
+                &self.init_file,
+                InitOptions {
+                    workdir: Some(shared.workdir.clone()),
+                    owner: Owner::of_pid(reaper),
+                    ..Default::default()
+                },
+            )
+            .map_err(|e| self.failed("could not be created", e))?;
+            self.start_or_tear_down(env)
+        })();
+        shared.record(booted.as_ref().map(|_| ()).map_err(|e| error_chain(e)));
+        booted
     }
 
     /// A test using this environment failed.
@@ -178,8 +227,9 @@ impl Suite {
     }
 
     fn keep(&self, env: &Env, why: &str) {
-        if let Some(root) = self.root.lock().ok().and_then(|r| r.clone()) {
-            let _ = std::fs::write(root.join(crate::workdir::KEEP_MARKER), why);
+        // The reaper sees the marker and leaves the environment alone.
+        if let Err(e) = std::fs::write(env.workdir().join(crate::workdir::KEEP_MARKER), why) {
+            eprintln!("lago: cannot mark env {} as kept: {e}", env.id());
         }
         let vm = env.get_vms().keys().next().cloned().unwrap_or_else(|| "VM".into());
         eprintln!(
@@ -191,24 +241,18 @@ impl Suite {
     }
 
     fn kept(&self) -> bool {
-        self.root
-            .lock()
-            .ok()
-            .and_then(|r| r.clone())
-            .is_some_and(|root| root.join(crate::workdir::KEEP_MARKER).exists())
+        matches!(self.cell.get(), Some(Ok(env)) if env.workdir().join(crate::workdir::KEEP_MARKER).exists())
     }
 
-    /// Tears the environment down now (unless kept).
+    /// Tears the environment down now (unless kept, or shared with other
+    /// processes of a nextest run: its reaper does that when the run ends).
     pub(crate) fn teardown(&self) {
         let Some(Ok(env)) = self.cell.get() else { return };
-        if self.kept() {
+        if self.kept() || self.shared.load(Ordering::SeqCst) {
             return;
         }
         if let Err(e) = env.teardown() {
             eprintln!("lago: tearing down env {} failed: {}", env.id(), error_chain(&e));
-        }
-        if let Some(root) = self.root.lock().ok().and_then(|r| r.clone()) {
-            let _ = std::fs::remove_dir_all(root);
         }
     }
 }
@@ -226,54 +270,124 @@ pub fn teardown_all() {
     });
 }
 
-/// The shell script of the watchdog: it waits for this process to end (its
-/// stdin reaches EOF however the process ends, SIGKILL included), then
-/// removes what is left of the environment.
-const WATCHDOG: &str = r#"
-cat >/dev/null
-[ -e "$ROOT/.lago-keep" ] && exit 0
-if [ -e "$WORKDIR/env-id" ]; then
-    for d in $(virsh -q -c "$URI" list --name 2>/dev/null | grep "^lago-$ID-"); do
-        virsh -q -c "$URI" destroy "$d" >/dev/null 2>&1 &
-    done
-    wait
-    for n in $(virsh -q -c "$URI" net-list --name 2>/dev/null | grep "^lago-$ID-"); do
-        virsh -q -c "$URI" net-destroy "$n" >/dev/null 2>&1
-    done
-    for f in "$LEASES"/*.lease; do
-        grep -q "\"env_id\": \"$ID\"" "$f" 2>/dev/null && rm -f "$f"
-    done
-fi
-rm -rf "$ROOT"
-"#;
+/// A fresh name for a workdir in the temporary folder; the folder itself is
+/// left for `init` to create, so that destroying the environment removes it.
+fn fresh_workdir_name() -> Result<PathBuf, Error> {
+    let tmp = tempfile::Builder::new()
+        .prefix("lago-test-")
+        .tempdir()
+        .map_err(|source| Error::Workdir {
+            action: "create",
+            path: std::env::temp_dir(),
+            source,
+        })?;
+    let path = tmp.path().to_path_buf();
+    // Dropping the (empty) folder frees the name, which stays unique.
+    drop(tmp);
+    Ok(path)
+}
 
-fn spawn_watchdog(env: &Env, root: &Path) {
-    let child = Command::new("sh")
-        .arg("-c")
-        .arg(WATCHDOG)
-        .env("ROOT", root)
-        .env("WORKDIR", env.workdir())
-        .env("URI", env.libvirt_uri())
-        .env("ID", env.id().as_str())
-        .env("LEASES", env.lease_dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        // Its own process group: a Ctrl-C to the terminal does not kill it.
-        .process_group(0)
-        .spawn();
-    match child {
-        Ok(mut c) => {
-            if let Some(stdin) = c.stdin.take()
-                && let Ok(mut w) = watchdogs().lock()
-            {
-                w.push(stdin);
+/// Sweeps what crashed runs left (bounded), once per process, before the first boot.
+fn sweep_once() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let opts = crate::gc::GcOptions {
+            deadline: Some(Instant::now() + std::time::Duration::from_secs(10)),
+            ..Default::default()
+        };
+        match crate::gc::sweep(&opts) {
+            Ok(report) => {
+                for f in report.removed() {
+                    eprintln!(
+                        "lago: swept env {} that a crashed run left ({} domains, {} networks, {} leases)",
+                        f.env_id,
+                        f.domains.len(),
+                        f.networks.len(),
+                        f.subnets.len()
+                    );
+                }
             }
+            Err(e) => tracing::warn!(error = %error_chain(&e), "sweeping environments of crashed runs failed"),
         }
-        Err(e) => eprintln!(
-            "lago: cannot start the teardown watchdog ({e}); a killed test binary may leave env {} behind",
-            env.id()
-        ),
+    });
+}
+
+/// The folder where the processes of one nextest run meet for one init file.
+struct SharedDir {
+    dir: PathBuf,
+    workdir: PathBuf,
+}
+
+impl SharedDir {
+    fn new(run_id: &str, init_file: &Path) -> Result<SharedDir, Error> {
+        use sha2::{Digest, Sha256};
+        use std::os::unix::fs::DirBuilderExt;
+        let run: String = run_id
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+            .take(64)
+            .collect();
+        let hash: String = Sha256::digest(init_file.as_os_str().as_encoded_bytes())
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let dir = std::env::temp_dir().join(format!("lago-nextest-{run}")).join(hash);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|source| Error::Workdir {
+                action: "create",
+                path: dir.clone(),
+                source,
+            })?;
+        Ok(SharedDir {
+            workdir: dir.join("env"),
+            dir,
+        })
+    }
+
+    /// Held while booting; others wait (bounded) for the outcome.
+    fn lock(&self) -> Result<std::fs::File, Error> {
+        let path = self.dir.join("boot.lock");
+        crate::lock::lock_exclusive(&path, std::time::Duration::from_secs(30 * 60)).map_err(|e| match e {
+            crate::lock::LockFailure::Io(source) => Error::Workdir {
+                action: "lock",
+                path,
+                source,
+            },
+            crate::lock::LockFailure::Timeout(_) => Error::Workdir {
+                action: "lock",
+                path,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "another test process held it for 30 minutes",
+                ),
+            },
+        })
+    }
+
+    /// What the first process recorded: booted, or the boot's error.
+    fn outcome(&self) -> Option<Result<(), String>> {
+        let text = std::fs::read_to_string(self.dir.join("outcome")).ok()?;
+        Some(match text.strip_prefix("failed\n") {
+            Some(message) => Err(message.to_owned()),
+            None => Ok(()),
+        })
+    }
+
+    fn record(&self, outcome: Result<(), String>) {
+        let text = match outcome {
+            Ok(()) => "ready\n".to_owned(),
+            Err(message) => format!("failed\n{message}"),
+        };
+        if let Err(e) = std::fs::write(self.dir.join("outcome"), text) {
+            eprintln!(
+                "lago: cannot record the shared environment's boot in {}: {e}",
+                self.dir.display()
+            );
+        }
     }
 }
 
