@@ -307,3 +307,157 @@ fn a_boot_failure_fails_every_test_with_the_same_error_without_retrying() {
     );
     assert_nothing_left(id, &workdir, Duration::from_secs(1));
 }
+
+/// The pid of the reaper that watches `workdir`.
+fn reaper_of(workdir: &Path) -> Option<i32> {
+    let needle = format!("LAGO_REAPER_WORKDIR={}\0", workdir.display());
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let environ = std::fs::read(e.path().join("environ")).ok()?;
+        String::from_utf8_lossy(&environ).contains(&needle).then_some(pid)
+    })
+}
+
+#[test]
+#[ignore = "boots VMs: run through scripts/test"]
+fn a_run_killed_with_its_reaper_is_swept_by_gc_and_a_live_env_is_left_alone() {
+    use rustix::process::{Pid, Signal, kill_process};
+    // A running environment whose owner (this test process) is alive.
+    let live_tmp = tempfile::tempdir().unwrap();
+    let live = lago::Env::init(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/envs/tiny1.yaml"),
+        lago::InitOptions {
+            workdir: Some(live_tmp.path().join("env")),
+            owner: lago::owner::Owner::this_process(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let outcome = std::panic::catch_unwind(|| {
+        live.start(&[]).unwrap();
+        // A test binary killed together with its reaper (an OOM kill, a CI job killed).
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut c, stderr, _pipe) = spawn_until_ready(tmp.path());
+        let (id, workdir) = booted(&stderr);
+        let reaper = reaper_of(&workdir).expect("the child's reaper runs");
+        kill_process(Pid::from_raw(reaper).unwrap(), Signal::KILL).unwrap();
+        kill_process(Pid::from_raw(c.id() as i32).unwrap(), Signal::KILL).unwrap();
+        let _ = c.wait();
+        std::thread::sleep(Duration::from_millis(500));
+        let b = Backend::connect(None).unwrap();
+        let prefix = format!("lago-{id}-");
+        assert!(
+            !b.networks_with_prefix(&prefix).unwrap().is_empty(),
+            "its network is left"
+        );
+        assert!(workdir.exists(), "its workdir is left");
+        // libvirt's auto-destroy took its domain down with the process.
+        assert!(b.domains_with_prefix(&prefix).unwrap().is_empty(), "autodestroy");
+
+        let gc = |args: &[&str]| {
+            let out = Command::new(env!("CARGO_BIN_EXE_lago")).args(args).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let dry = gc(&["gc", "--dry-run"]);
+        let line = dry
+            .lines()
+            .find(|l| l.starts_with(&id))
+            .unwrap_or_else(|| panic!("{dry}"));
+        assert!(
+            line.contains("gone: would be removed") && line.contains("owner is gone"),
+            "{dry}"
+        );
+        assert!(workdir.exists(), "a dry run removes nothing");
+        let live_line = dry
+            .lines()
+            .find(|l| l.starts_with(live.id().as_str()))
+            .unwrap_or_else(|| panic!("{dry}"));
+        assert!(live_line.contains("live: left alone"), "{dry}");
+
+        let done = gc(&["gc"]);
+        assert!(
+            done.lines().any(|l| l.starts_with(&id) && l.contains("removed")),
+            "{done}"
+        );
+        assert_nothing_left(&id, &workdir, Duration::ZERO);
+        // The live environment is untouched.
+        assert_eq!(live.vm("vm01").unwrap().ssh(["hostname"]).unwrap().out.trim(), "vm01");
+        assert!(live.status().unwrap().nets.iter().all(|n| n.up));
+    });
+    live.destroy().unwrap();
+    if let Err(p) = outcome {
+        std::panic::resume_unwind(p);
+    }
+}
+
+/// Runs the child twice in a row under one `sh`, with `NEXTEST_RUN_ID` set:
+/// the way nextest runs test processes (`sh` stands in for the runner).
+fn like_nextest(mode: &str, run_id: &str, tmp: &Path) -> std::process::Output {
+    let blank = tmp.join("blank.raw");
+    std::fs::write(&blank, vec![0u8; 1 << 20]).unwrap();
+    let c = child(mode, &tmp.join("artifacts"));
+    Command::new("sh")
+        .env("LAGO_TEST_BLANK_DISK", &blank)
+        .envs(c.get_envs().filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))))
+        .env("NEXTEST_RUN_ID", run_id)
+        .env("CHILD", c.get_program())
+        .args([
+            "-c",
+            "\"$CHILD\"; echo \"first exited $?\"; \"$CHILD\"; echo \"second exited $?\"",
+        ])
+        .output()
+        .unwrap()
+}
+
+#[test]
+#[ignore = "boots VMs: run through scripts/test"]
+fn test_processes_of_one_nextest_run_share_one_boot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run_id = format!("lago-test-{}", lago::EnvId::random());
+    let out = like_nextest("fixture", &run_id, tmp.path());
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        stdout.contains("first exited 0") && stdout.contains("second exited 0"),
+        "{stdout}\n{stderr}"
+    );
+    assert_eq!(stdout.matches("child: hostname vm01").count(), 2, "{stdout}");
+    assert_eq!(
+        stderr.matches("lago: booted").count(),
+        1,
+        "one boot for the run:\n{stderr}"
+    );
+    assert_eq!(stderr.matches("lago: attached to").count(), 1, "{stderr}");
+    let (id, workdir) = booted(&stderr);
+    assert!(
+        stderr.contains(&format!("(env {id} in {}", workdir.display())),
+        "the same env: {stderr}"
+    );
+    // The run (here: `sh`) is over: its reaper tears the environment down.
+    assert_nothing_left(&id, &workdir, Duration::from_secs(30));
+    assert!(!std::env::temp_dir().join(format!("lago-nextest-{run_id}")).exists());
+
+    // A boot failure is recorded once and given to the next process without a new boot.
+    let run_id = format!("lago-test-{}", lago::EnvId::random());
+    let out = like_nextest("broken", &run_id, tmp.path());
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        stdout.contains("first exited 101") && stdout.contains("second exited 101"),
+        "{stdout}\n{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("failed to boot and was torn down").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("failed to boot in another test process of this nextest run (not retried)"),
+        "{stdout}"
+    );
+}

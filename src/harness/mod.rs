@@ -6,12 +6,15 @@
 //! **Lifetime.** The first test that needs an init file's environment boots
 //! it into a fresh temporary workdir; tests that need it at the same time
 //! wait for that one boot; a failed boot fails each of them with the same
-//! error and is not retried. It is torn down when the test binary ends, pass
-//! or fail, by a watchdog process that notices the binary is gone (so even
-//! SIGKILL leaks nothing; the teardown finishes a second or two after the
-//! binary exits), and at once on SIGINT, SIGTERM or SIGHUP. A panicking test
-//! fails alone; the others go on using the environment.
-//! `LAGO_KEEP=on-failure|always` keeps it and prints how to get in.
+//! error and is not retried. It is torn down before the test binary exits,
+//! pass or fail (an exit hook waits for its reaper, a process started before
+//! `init` that runs the library's destroy), by that reaper alone when the
+//! binary is killed, and at once on SIGINT, SIGTERM or SIGHUP. A panicking
+//! test fails alone; the others go on using the environment.
+//! `LAGO_KEEP=on-failure|always` keeps it and prints how to get in. Under
+//! `cargo nextest run`, the test processes of one run share one environment
+//! per init file, destroyed when the run ends. Before its first boot, a test
+//! binary sweeps what crashed runs left (see [`crate::gc`]).
 
 mod artifacts;
 mod reaper;

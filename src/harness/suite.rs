@@ -84,9 +84,18 @@ pub(crate) fn suite(init_file: &Path) -> Arc<Suite> {
         .clone()
 }
 
-/// How many times this process booted the environment of `init_file` (0 or 1).
+/// How many times the environment of `init_file` was booted for this test
+/// binary (0 or 1), or, under `cargo nextest run`, for the whole run (every
+/// test process of the run shares it).
 pub fn boots(init_file: &str) -> usize {
-    suite(&resolve_init_file(init_file)).boots.load(Ordering::SeqCst)
+    let path = resolve_init_file(init_file);
+    if let Ok(run) = std::env::var("NEXTEST_RUN_ID")
+        && !run.is_empty()
+        && let Ok(shared) = SharedDir::new(&run, &path)
+    {
+        return shared.boots();
+    }
+    suite(&path).boots.load(Ordering::SeqCst)
 }
 
 impl Suite {
@@ -111,18 +120,27 @@ impl Suite {
         crate::logging::install(tracing::Level::DEBUG);
         sweep_once();
         let start = Instant::now();
-        let env = match std::env::var("NEXTEST_RUN_ID") {
+        let (env, attached) = match std::env::var("NEXTEST_RUN_ID") {
             Ok(run) if !run.is_empty() => self.shared_boot(&run)?,
-            _ => self.own_boot()?,
+            _ => (self.own_boot()?, false),
         };
-        self.boots.fetch_add(1, Ordering::SeqCst);
-        eprintln!(
-            "lago: booted {} as env {} in {} ({:.1?})",
-            self.init_file.display(),
-            env.id(),
-            env.workdir().display(),
-            start.elapsed()
-        );
+        if attached {
+            eprintln!(
+                "lago: attached to {} (env {} in {}, booted by another test process of this nextest run)",
+                self.init_file.display(),
+                env.id(),
+                env.workdir().display(),
+            );
+        } else {
+            self.boots.fetch_add(1, Ordering::SeqCst);
+            eprintln!(
+                "lago: booted {} as env {} in {} ({:.1?})",
+                self.init_file.display(),
+                env.id(),
+                env.workdir().display(),
+                start.elapsed()
+            );
+        }
         if Keep::from_env() == Keep::Always {
             self.keep(&env, "LAGO_KEEP=always");
         }
@@ -173,7 +191,7 @@ impl Suite {
     /// boots it (the others wait on a lock), the rest attach to it; a boot
     /// failure is recorded and given to every later test without a new boot.
     /// A reaper destroys it when the nextest run ends, however it ends.
-    fn shared_boot(&self, run_id: &str) -> Result<Env, Error> {
+    fn shared_boot(&self, run_id: &str) -> Result<(Env, bool), Error> {
         let shared = SharedDir::new(run_id, &self.init_file).map_err(|e| self.failed("could not be created", e))?;
         self.shared.store(true, Ordering::SeqCst);
         let _lock = shared.lock().map_err(|e| self.failed("could not be created", e))?;
@@ -181,7 +199,7 @@ impl Suite {
             return match outcome {
                 Ok(()) => {
                     let env = Env::load(&shared.workdir).map_err(|e| self.failed("could not be attached to", e))?;
-                    Ok(env)
+                    Ok((env, true))
                 }
                 Err(message) => Err(Error::SharedBootFailed {
                     init_file: self.init_file.clone(),
@@ -215,7 +233,7 @@ impl Suite {
             self.start_or_tear_down(env)
         })();
         shared.record(booted.as_ref().map(|_| ()).map_err(|e| error_chain(e)));
-        booted
+        booted.map(|env| (env, false))
     }
 
     /// A test using this environment failed.
@@ -377,7 +395,22 @@ impl SharedDir {
         })
     }
 
+    /// Boots recorded for this run (each boot attempt adds one).
+    fn boots(&self) -> usize {
+        std::fs::read_to_string(self.dir.join("boots"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     fn record(&self, outcome: Result<(), String>) {
+        let boots = self.boots() + 1;
+        if let Err(e) = std::fs::write(self.dir.join("boots"), boots.to_string()) {
+            eprintln!(
+                "lago: cannot record the shared environment's boots in {}: {e}",
+                self.dir.display()
+            );
+        }
         let text = match outcome {
             Ok(()) => "ready\n".to_owned(),
             Err(message) => format!("failed\n{message}"),
