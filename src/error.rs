@@ -126,6 +126,43 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// A snapshot name that cannot be used.
+    #[error("snapshot name {name:?}: expected 1-64 letters, digits, `-`, `_` or `.` (not starting with `.`)")]
+    SnapshotName {
+        /// The name.
+        name: String,
+    },
+    /// A snapshot of that name exists.
+    #[error("snapshot `{name}` exists already; revert to it, or take one under another name")]
+    SnapshotExists {
+        /// The name.
+        name: String,
+    },
+    /// No snapshot of that name.
+    #[error("no snapshot named `{name}` (snapshots: {})", if known.is_empty() { "none".to_owned() } else { known.join(", ") })]
+    NoSuchSnapshot {
+        /// The name asked for.
+        name: String,
+        /// The snapshots there are.
+        known: Vec<String>,
+    },
+    /// A VM uses a disk lago did not create: a snapshot would write into it.
+    #[error("{vm}: cannot snapshot: its disk {} is used in place (`type: file` without `make_a_copy`), and reverting would write into a file lago did not create", path.display())]
+    SnapshotForeignDisk {
+        /// The VM.
+        vm: String,
+        /// The disk file.
+        path: PathBuf,
+    },
+    /// Copying a disk for a snapshot (or back) failed.
+    #[error("{vm}: copying its disks for the snapshot failed")]
+    SnapshotCopy {
+        /// The VM.
+        vm: String,
+        /// The copy's failure.
+        #[source]
+        source: crate::cmd::CommandError,
+    },
     /// `lago gc` found objects on a libvirt URI it could not reach.
     #[error("cannot remove objects on {uri}: it could not be reached")]
     NoBackendForGc {

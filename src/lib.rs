@@ -50,6 +50,7 @@ pub mod owner;
 pub mod plan;
 pub mod sdk;
 pub mod seed;
+pub mod snapshot;
 pub mod ssh;
 pub mod store;
 pub mod transcript;

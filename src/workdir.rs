@@ -37,6 +37,7 @@ pub const ENTRIES: &[&str] = &[
     "images",
     "seeds",
     "logs",
+    crate::snapshot::SNAPSHOTS_DIR,
     CREATED_MARKER,
 ];
 

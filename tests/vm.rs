@@ -288,7 +288,7 @@ fn failures_leave_nothing_behind() {
 
 #[test]
 #[ignore = "boots VMs: run through scripts/test (inside the test network namespace)"]
-fn multi_nic_vms_on_two_nets_and_copies_like_cp() {
+fn multi_nic_vms_on_two_nets_copies_like_cp_and_snapshots() {
     in_test_namespace();
     let tmp = tempfile::tempdir().unwrap();
     let env = Env::init(envs("multinic.yaml"), options(tmp.path())).unwrap();
@@ -298,6 +298,7 @@ fn multi_nic_vms_on_two_nets_and_copies_like_cp() {
         env.start(&[]).unwrap();
         networks_per_nic(&env);
         copies_like_cp(&env, tmp.path());
+        snapshot_and_revert(&env);
     }));
     env.destroy().unwrap();
     assert_nothing_left(&id, &workdir);
@@ -519,4 +520,68 @@ fn copies_like_cp(env: &Env, tmp: &Path) {
         out(vm, &["sh", "-c", "ls -a /root/into /root | grep -c lago-copy || true"]).trim(),
         "0"
     );
+}
+
+fn snapshot_and_revert(env: &Env) {
+    use lago::snapshot::SnapshotKind;
+    let (vm01, vm02) = (env.vm("vm01").unwrap(), env.vm("vm02").unwrap());
+    // State before: a file on each, a running "service" on vm01, zeros at the start of vm02's raw disk.
+    for vm in [vm01, vm02] {
+        out(vm, &["sh", "-c", "echo before > /root/state && sync"]);
+    }
+    out(
+        vm01,
+        &["sh", "-c", "sleep 100000 >/dev/null 2>&1 & echo $! > /run/svc.pid"],
+    );
+    let svc = out(vm01, &["cat", "/run/svc.pid"]);
+    let info = env.snapshot("s1").unwrap();
+    // vm01's disks are qcow2: disks and memory; vm02 has a raw disk: disk copies.
+    assert_eq!(info.vms["vm01"], SnapshotKind::Memory);
+    assert_eq!(info.vms["vm02"], SnapshotKind::Disk);
+    assert!(matches!(env.snapshot("s1"), Err(Error::SnapshotExists { .. })));
+
+    // Change everything.
+    for vm in [vm01, vm02] {
+        out(vm, &["sh", "-c", "echo after > /root/state && sync"]);
+    }
+    out(vm01, &["sh", "-c", "kill $(cat /run/svc.pid); rm /run/svc.pid"]);
+    out(
+        vm02,
+        &["sh", "-c", "echo scribble | dd of=/dev/sdb conv=fsync 2>/dev/null"],
+    );
+    std::thread::sleep(Duration::from_secs(3));
+
+    let t = std::time::Instant::now();
+    env.revert("s1").unwrap();
+    eprintln!(
+        "revert of vm01 (memory) and vm02 (disks + boot), in parallel: {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    for vm in [vm01, vm02] {
+        assert_eq!(out(vm, &["cat", "/root/state"]), "before\n", "{}", vm.name());
+    }
+    // The memory revert brings the running service back, with the same pid.
+    assert_eq!(out(vm01, &["cat", "/run/svc.pid"]), svc);
+    assert!(
+        vm01.ssh(["sh", "-c", &format!("kill -0 {}", svc.trim())])
+            .unwrap()
+            .success(),
+        "the service runs"
+    );
+    // The raw disk is back too.
+    let head = out(vm02, &["sh", "-c", "head -c 8 /dev/sdb | od -An -tx1"]);
+    assert_eq!(head.split_whitespace().collect::<Vec<_>>(), ["00"; 8], "{head}");
+    // Guest clocks are the host's, not the snapshot's.
+    let host = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    for vm in [vm01, vm02] {
+        let guest: i64 = out(vm, &["date", "+%s"]).trim().parse().unwrap();
+        assert!((guest - host).abs() <= 2, "{}: guest {guest}, host {host}", vm.name());
+    }
+    let names: Vec<String> = env.snapshots().unwrap().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["s1"]);
+    assert!(matches!(env.revert("nope"), Err(Error::NoSuchSnapshot { .. })));
+    assert!(matches!(env.snapshot("../x"), Err(Error::SnapshotName { .. })));
 }

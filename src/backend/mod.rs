@@ -94,6 +94,30 @@ pub enum BackendError {
         #[source]
         source: virt::error::Error,
     },
+    /// A snapshot could not be taken, reverted to, listed or deleted.
+    #[error("cannot {action} snapshot `{snapshot}` of VM {name}")]
+    Snapshot {
+        /// `take`, `revert to`, `list` or `delete`.
+        action: &'static str,
+        /// libvirt name of the domain.
+        name: String,
+        /// The snapshot.
+        snapshot: String,
+        /// libvirt's error.
+        #[source]
+        source: virt::error::Error,
+    },
+    /// Pausing or resuming a domain failed.
+    #[error("cannot {action} VM {name}")]
+    Pause {
+        /// `pause` or `resume`.
+        action: &'static str,
+        /// libvirt name.
+        name: String,
+        /// libvirt's error.
+        #[source]
+        source: virt::error::Error,
+    },
     /// KVM was asked for but cannot be used.
     #[error("accelerator kvm asked for, but {reason}")]
     KvmUnusable {
@@ -463,6 +487,86 @@ impl Backend {
                 Some((name, id))
             })
             .collect())
+    }
+
+    /// Takes an internal snapshot `snap` of running domain `name`: memory and
+    /// the disks (by target) in `disks`; `skip` disks are left out (read-only
+    /// ones: the seed, CD-ROMs).
+    pub fn snapshot_domain(
+        &self,
+        name: &str,
+        snap: &str,
+        disks: &[String],
+        skip: &[String],
+    ) -> Result<(), BackendError> {
+        let err = |source| BackendError::Snapshot {
+            action: "take",
+            name: name.to_owned(),
+            snapshot: snap.to_owned(),
+            source,
+        };
+        let d = self.conn.lookup_domain_by_name(name).map_err(err)?;
+        let mut x = format!(
+            "<domainsnapshot><name>{}</name><description>lago</description><memory snapshot='internal'/><disks>",
+            xml::esc(snap)
+        );
+        for t in disks {
+            x += &format!("<disk name='{}' snapshot='internal'/>", xml::esc(t));
+        }
+        for t in skip {
+            x += &format!("<disk name='{}' snapshot='no'/>", xml::esc(t));
+        }
+        x += "</disks></domainsnapshot>";
+        d.create_snapshot_xml(&x, virt::sys::VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC)
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    /// Reverts running domain `name` to its snapshot `snap` (memory and
+    /// disks), leaving it running.
+    pub fn revert_domain(&self, name: &str, snap: &str) -> Result<(), BackendError> {
+        let err = |source| BackendError::Snapshot {
+            action: "revert to",
+            name: name.to_owned(),
+            snapshot: snap.to_owned(),
+            source,
+        };
+        let d = self.conn.lookup_domain_by_name(name).map_err(err)?;
+        let s = Domain::lookup_snapshot_by_name(&d, snap, 0).map_err(err)?;
+        s.revert(virt::sys::VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING).map_err(err)
+    }
+
+    /// The snapshots of domain `name` (none when it is not running).
+    pub fn domain_snapshots(&self, name: &str) -> Result<Vec<String>, BackendError> {
+        let err = |source| BackendError::Snapshot {
+            action: "list",
+            name: name.to_owned(),
+            snapshot: "*".to_owned(),
+            source,
+        };
+        let Some(d) = self.lookup(name).map_err(err)? else {
+            return Ok(Vec::new());
+        };
+        let mut names: Vec<String> = d
+            .list_all_snapshots(0)
+            .map_err(err)?
+            .iter()
+            .filter_map(|s| s.name().ok())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Pauses (`true`) or resumes (`false`) domain `name`.
+    pub fn pause_domain(&self, name: &str, pause: bool) -> Result<(), BackendError> {
+        let action = if pause { "pause" } else { "resume" };
+        let err = |source| BackendError::Pause {
+            action,
+            name: name.to_owned(),
+            source,
+        };
+        let d = self.conn.lookup_domain_by_name(name).map_err(err)?;
+        if pause { d.suspend() } else { d.resume() }.map_err(err)
     }
 
     /// Names of domains whose name starts with `prefix`.

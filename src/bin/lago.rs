@@ -122,6 +122,23 @@ enum Command {
         #[arg(short, long)]
         yes: bool,
     },
+    /// Take a snapshot of every running VM (disks and memory), or list the snapshots.
+    Snapshot {
+        /// The snapshot's name.
+        #[arg(required_unless_present = "list")]
+        name: Option<String>,
+        /// List the snapshots instead.
+        #[arg(long, conflicts_with = "name")]
+        list: bool,
+        /// With --list: print JSON.
+        #[arg(long, requires = "list")]
+        json: bool,
+    },
+    /// Revert every VM to a snapshot; they run and answer SSH when this returns.
+    Revert {
+        /// The snapshot's name.
+        name: String,
+    },
     /// Remove the environments crashed runs left behind (domains, networks, leases, workdirs).
     ///
     /// Only environments that are provably gone on this machine: their workdir is missing, or
@@ -374,6 +391,48 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             }
             lago::env::destroy_workdir(&workdir, None)?;
             eprintln!("destroyed {}", workdir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Snapshot { name, list, json } => {
+            let env = lago::Env::load(find_workdir(cli.workdir)?)?;
+            match name {
+                Some(name) if !list => {
+                    let t = Instant::now();
+                    let info = env.snapshot(&name)?;
+                    eprintln!("snapshot {} taken ({:.1?})", info.name, t.elapsed());
+                }
+                _ => {
+                    let snaps = env.snapshots()?;
+                    if json {
+                        print_out(
+                            &(serde_json::to_string_pretty(&snaps).map_err(|e| Failure::Other(e.to_string()))? + "\n"),
+                        );
+                    } else {
+                        let mut out = String::new();
+                        for s in &snaps {
+                            let kinds: Vec<String> = s
+                                .vms
+                                .iter()
+                                .map(|(vm, k)| format!("{vm}: {k:?}").to_lowercase())
+                                .collect();
+                            out += &format!(
+                                "{}  (taken at {} s since the epoch; {})\n",
+                                s.name,
+                                s.taken_unix,
+                                kinds.join(", ")
+                            );
+                        }
+                        print_out(&out);
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Revert { name } => {
+            let env = lago::Env::load(find_workdir(cli.workdir)?)?;
+            let t = Instant::now();
+            env.revert(&name)?;
+            eprintln!("reverted to {name}; every VM answers SSH ({:.1?})", t.elapsed());
             Ok(ExitCode::SUCCESS)
         }
         Command::Gc {
@@ -690,6 +749,34 @@ mod tests {
             cli.command,
             Command::Template {
                 command: TemplateCommand::List
+            }
+        ));
+    }
+
+    #[test]
+    fn snapshot_takes_a_name_or_list_and_revert_a_name() {
+        let cli = Cli::try_parse_from(["lago", "snapshot", "booted"]).unwrap();
+        assert!(matches!(cli.command, Command::Snapshot { name: Some(ref n), list: false, .. } if n == "booted"));
+        let cli = Cli::try_parse_from(["lago", "snapshot", "--list", "--json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Snapshot {
+                name: None,
+                list: true,
+                json: true
+            }
+        ));
+        assert!(Cli::try_parse_from(["lago", "snapshot"]).is_err(), "a name or --list");
+        assert!(Cli::try_parse_from(["lago", "snapshot", "x", "--list"]).is_err());
+        let cli = Cli::try_parse_from(["lago", "revert", "booted"]).unwrap();
+        assert!(matches!(cli.command, Command::Revert { ref name } if name == "booted"));
+        let cli = Cli::try_parse_from(["lago", "gc", "--dry-run", "--all-uris"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Gc {
+                dry_run: true,
+                all_uris: true,
+                ..
             }
         ));
     }
