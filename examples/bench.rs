@@ -1,6 +1,6 @@
 //! Speed figures (a benchmark, not a test): template build cold and warm,
 //! `init`, start → first SSH (1 VM), start → all SSH (4 VMs), SSH exec round
-//! trip, overlay size after boot.
+//! trip, overlay size after boot, snapshot and revert (1 VM and 4).
 //!
 //! ```sh
 //! scripts/netns-run cargo run --release --example bench
@@ -14,6 +14,28 @@ use lago::{Env, InitOptions};
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
+}
+
+/// Snapshot, then three reverts (each to a running guest answering SSH, clock set).
+fn snapshot_figures(env: &Env, what: &str) -> lago::Result<()> {
+    let t = Instant::now();
+    env.snapshot("bench")?;
+    println!("snapshot (disks + memory), {what}: {:.2?}", t.elapsed());
+    let mut reverts = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        env.revert("bench")?;
+        reverts.push(t.elapsed());
+    }
+    println!(
+        "revert -> SSH answered, {what}, 3 runs: {}",
+        reverts
+            .iter()
+            .map(|d| format!("{d:.2?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -75,7 +97,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             actual / 1024,
             virtual_size >> 20
         );
-        Ok(())
+        snapshot_figures(&env, "1 VM")
     };
     let r = run_one();
     env.destroy()?;
@@ -86,8 +108,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let env = Env::init("examples/four.yaml", opts("four"))?;
     println!("init (4 VMs): {:.2?}", t.elapsed());
     let t = Instant::now();
-    let r = env.start(&[]);
-    println!("start -> all SSH, 4 VMs: {:.2?}", t.elapsed());
+    let r = env.start(&[]).and_then(|()| {
+        println!("start -> all SSH, 4 VMs: {:.2?}", t.elapsed());
+        snapshot_figures(&env, "4 VMs")
+    });
     let t = Instant::now();
     env.destroy()?;
     println!("destroy (4 VMs): {:.2?}", t.elapsed());

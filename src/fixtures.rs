@@ -35,12 +35,15 @@
 use std::ops::Deref;
 
 use crate::env::Env;
-use crate::harness::{TestGuard, current_test_name, suite_env};
+use crate::harness::{FreshTeardown, Isolation, TestGuard, current_test_name, prepare, suite::UseGuard};
 use crate::vm::Vm;
 
 /// The suite environment of an init file, for one test.
 pub struct SuiteEnv {
+    // Dropped in this order: artifacts (on failure), then the hold, then a fresh env.
     guard: TestGuard,
+    _hold: UseGuard,
+    _fresh: FreshTeardown,
 }
 
 impl std::fmt::Debug for SuiteEnv {
@@ -69,10 +72,19 @@ impl Deref for SuiteEnv {
 /// The environment of `init_file` (relative to the crate under test),
 /// booted on first use and shared by the test binary.
 pub fn env(init_file: &str) -> SuiteEnv {
-    let (suite, env) = suite_env(init_file);
+    env_with(init_file, Isolation::Shared)
+}
+
+/// Like [`env`], with isolation: `Reset` reverts the VMs to their state
+/// right after boot and gives this test the environment to itself; `Fresh`
+/// boots an environment for this test alone (destroyed when the fixture is dropped).
+pub fn env_with(init_file: &str, isolation: Isolation) -> SuiteEnv {
     let name = current_test_name(init_file);
+    let (suite, env, hold, fresh) = prepare(init_file, &name, isolation);
     SuiteEnv {
         guard: TestGuard::start(env, suite, name),
+        _hold: hold,
+        _fresh: fresh,
     }
 }
 

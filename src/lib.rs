@@ -113,7 +113,17 @@ pub use lago_macros::lago_env;
 /// Used by the code `#[lago_env]` generates; not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::harness::run_env_test;
+    pub use crate::harness::registry::register;
+    pub use crate::harness::{run_env_test, run_env_test_timeout, run_env_test_with};
+    pub use ctor;
+
+    /// A test's outcome as a runner trial's result.
+    pub fn trial_result<T: crate::harness::Outcome>(outcome: T) -> crate::harness::runner::TrialResult {
+        match outcome.failure() {
+            None => Ok(()),
+            Some(why) => Err(why.into()),
+        }
+    }
 
     /// The VM `name` of `env` (the macro checked it exists at compile time).
     pub fn vm<'a>(env: &'a crate::Env, name: &str) -> &'a crate::Vm {

@@ -112,3 +112,38 @@ fn fixture_vm(second: SuiteVm) {
     assert_eq!(size.out.trim().parse::<u64>().unwrap() * 512, 1 << 30);
     booted_once();
 }
+
+// Isolation: a resetting test starts from the VMs' state right after boot
+// (a memory revert) and has the environment to itself.
+fn starts_from_boot(vm01: &Vm, who: &str) {
+    let st = vm01.ssh(["test", "-e", "/root/reset-mark"]).unwrap();
+    assert!(!st.success(), "{who}: the other resetting test's mark is gone");
+    let st = vm01
+        .ssh(["sh", "-c", &format!("echo {who} > /root/reset-mark")])
+        .unwrap();
+    assert!(st.success());
+    booted_once();
+}
+
+#[lago_env("tests/envs/pair.yaml", isolation = "reset")]
+#[ignore = "boots VMs: run through scripts/test"]
+fn reset_starts_from_boot_a(vm01: &Vm) {
+    starts_from_boot(vm01, "a");
+}
+
+#[lago_env("tests/envs/pair.yaml", isolation = "reset", timeout = "120s")]
+#[ignore = "boots VMs: run through scripts/test"]
+fn reset_starts_from_boot_b(vm01: &Vm) {
+    starts_from_boot(vm01, "b");
+}
+
+// An environment of its own: booted for this test, destroyed after it.
+#[lago_env("tests/envs/tiny1.yaml", isolation = "fresh")]
+#[ignore = "boots VMs: run through scripts/test"]
+fn fresh_gets_an_environment_of_its_own(env: &Env, vm01: &Vm) {
+    assert_eq!(env.get_vms().len(), 1);
+    assert_eq!(vm01.ssh(["hostname"]).unwrap().out.trim(), "vm01");
+    // Its own workdir, even under nextest (where suite environments are shared by the run).
+    let dir = env.workdir().file_name().unwrap().to_string_lossy().into_owned();
+    assert!(dir.starts_with("lago-test-"), "{}", env.workdir().display());
+}

@@ -3,6 +3,19 @@
 //! interrupted. Run by cargo directly, it has nothing to do (0 tests).
 
 use lago::harness::runner::{Runner, Suite};
+use lago::{Vm, lago_env};
+
+// Run by `LAGO_CHILD=nightly` (through `lago::harness::run_registered`, what
+// `lago::harness::main!()` expands to); registered, unused, in other modes.
+#[lago_env("tests/envs/tiny1.yaml", timeout = "3s")]
+fn hangs(vm01: &Vm) {
+    let _ = vm01.ssh(["sleep", "60"]);
+}
+
+#[lago_env("tests/envs/tiny1.yaml")]
+fn passes(vm01: &Vm) {
+    assert_eq!(vm01.ssh(["hostname"]).unwrap().out.trim(), "vm01");
+}
 
 const ENV: &str = "tests/envs/tiny1.yaml";
 
@@ -60,6 +73,7 @@ fn main() {
         Ok("lease") => return lease(),
         Ok("fixture") => return fixture_user(false),
         Ok("fixture-fail") => return fixture_user(true),
+        Ok("nightly") => lago::harness::run_registered(),
         _ => {}
     }
     let suite = match std::env::var("LAGO_CHILD").as_deref() {

@@ -461,3 +461,35 @@ fn test_processes_of_one_nextest_run_share_one_boot() {
         "{stdout}"
     );
 }
+
+#[test]
+#[ignore = "boots VMs: run through scripts/test"]
+fn registered_tests_run_in_the_runner_and_a_timeout_fails_only_its_test() {
+    let tmp = tempfile::tempdir().unwrap();
+    let start = Instant::now();
+    let out = child("nightly", &tmp.path().join("artifacts"))
+        .args(["--test-threads", "2"])
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(101), "{stdout}\n{stderr}");
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with("test ") && l.contains(name))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(line("child::passes").ends_with("ok"), "{stdout}");
+    assert!(line("child::hangs").ends_with("FAILED"), "{stdout}");
+    assert!(stdout.contains("timed out after 3s"), "{stdout}");
+    // Its artifacts, and no wait for the 60 s the hung body asked for (a bound, not a speed target).
+    assert!(tmp.path().join("artifacts/tiny1::child::hangs/summary.txt").is_file());
+    assert!(took < Duration::from_secs(45), "{took:?}");
+    let (id, workdir) = booted(&stderr);
+    assert_nothing_left(&id, &workdir, Duration::ZERO);
+}

@@ -26,6 +26,7 @@
 //! The full schema, with every key and default, is in the crate's README.
 
 mod decode;
+mod duration;
 mod error;
 mod size;
 mod spec;
@@ -35,6 +36,7 @@ mod yaml;
 
 use std::path::{Path, PathBuf};
 
+pub use duration::parse_duration;
 pub use error::{ConfigError, Pos, Problem, Problems};
 pub use size::parse_size;
 pub use spec::*;

@@ -1,12 +1,26 @@
-//! Parsing `#[lago_env("path/to/init.yaml")]`.
+//! Parsing `#[lago_env("path/to/init.yaml", isolation = "reset", timeout = "120s")]`.
 
-use syn::LitStr;
 use syn::parse::{Parse, ParseStream};
+use syn::{Ident, LitStr, Token};
 
-/// The attribute's arguments: the init file, relative to the crate.
+/// How a test shares its environment (`isolation = "…"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Isolation {
+    #[default]
+    Shared,
+    Reset,
+    Fresh,
+}
+
+/// The attribute's arguments: the init file, relative to the crate, and options.
 pub(crate) struct Args {
     pub init_file: LitStr,
+    pub isolation: Isolation,
+    /// The timeout in milliseconds, and the literal (for errors).
+    pub timeout: Option<(u64, LitStr)>,
 }
+
+const USAGE: &str = "expected #[lago_env(\"tests/envs/env.yaml\")], optionally with isolation = \"shared\" | \"reset\" | \"fresh\" and timeout = \"120s\"";
 
 impl Parse for Args {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
@@ -14,12 +28,60 @@ impl Parse for Args {
             return Err(input.error("expected the init file: #[lago_env(\"tests/envs/env.yaml\")]"));
         }
         let init_file: LitStr = input.parse()?;
-        if input.peek(syn::Token![,]) {
-            let _: syn::Token![,] = input.parse()?;
+        let mut args = Args {
+            init_file,
+            isolation: Isolation::Shared,
+            timeout: None,
+        };
+        let mut seen: Vec<String> = Vec::new();
+        while !input.is_empty() {
+            let _: Token![,] = input.parse()?;
+            if input.is_empty() {
+                break;
+            }
+            let key: Ident = input.parse().map_err(|e| syn::Error::new(e.span(), USAGE))?;
+            let _: Token![=] = input.parse()?;
+            let value: LitStr = input.parse()?;
+            let k = key.to_string();
+            if seen.contains(&k) {
+                return Err(syn::Error::new(key.span(), format!("`{k}` is given twice")));
+            }
+            seen.push(k.clone());
+            match k.as_str() {
+                "isolation" => {
+                    args.isolation = match value.value().as_str() {
+                        "shared" => Isolation::Shared,
+                        "reset" => Isolation::Reset,
+                        "fresh" => Isolation::Fresh,
+                        other => {
+                            return Err(syn::Error::new(
+                                value.span(),
+                                format!("expected isolation \"shared\", \"reset\" or \"fresh\", found {other:?}"),
+                            ));
+                        }
+                    }
+                }
+                "timeout" => {
+                    let d = lago_config::parse_duration(&value.value()).ok_or_else(|| {
+                        syn::Error::new(
+                            value.span(),
+                            format!(
+                                "expected a timeout like \"120s\", \"2m\" or \"500ms\", found {:?}",
+                                value.value()
+                            ),
+                        )
+                    })?;
+                    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+                    args.timeout = Some((ms, value));
+                }
+                other => {
+                    return Err(syn::Error::new(
+                        key.span(),
+                        format!("unknown option `{other}`; {USAGE}"),
+                    ));
+                }
+            }
         }
-        if !input.is_empty() {
-            return Err(input.error("expected only the init file: #[lago_env(\"tests/envs/env.yaml\")]"));
-        }
-        Ok(Args { init_file })
+        Ok(args)
     }
 }

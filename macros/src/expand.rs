@@ -9,7 +9,7 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{FnArg, ItemFn, Pat, Type};
 
-use crate::args::Args;
+use crate::args::{Args, Isolation};
 
 /// A parameter taken out of the signature, with its type as the user wrote
 /// it (so their `use lago::{Env, Vm}` stays used).
@@ -140,35 +140,107 @@ fn expand(args: &Args, func: &mut ItemFn, manifest_dir: &Path) -> syn::Result<To
     if let Some(e) = errors {
         return Err(e);
     }
+    // Parameters left for rstest (cases, values, fixtures): the body needs them.
+    let plain = kept.is_empty();
+    if let (Some((_, lit)), false) = (&args.timeout, plain) {
+        return Err(syn::Error::new(
+            lit.span(),
+            "a timeout needs a test whose parameters are all VMs or the env (the body runs on a thread of its own); drop the rstest parameters or the timeout",
+        ));
+    }
     func.sig.inputs = kept;
 
     let abs = path.display().to_string();
     let fn_name = func.sig.ident.to_string();
     let env_var = syn::Ident::new("__lago_env", Span::mixed_site());
-    let lets = bindings.iter().map(|b| match b {
-        Binding::Env(id, ty) => quote_spanned! {id.span()=> let #id: #ty = #env_var; },
-        Binding::Vm(id, ty, name) => {
-            quote_spanned! {id.span()=> let #id: #ty = ::lago::__private::vm(#env_var, #name); }
-        }
-    });
-    let body = &func.block;
+    let lets: Vec<TokenStream> = bindings
+        .iter()
+        .map(|b| match b {
+            Binding::Env(id, ty) => quote_spanned! {id.span()=> let #id: #ty = #env_var; },
+            Binding::Vm(id, ty, name) => {
+                quote_spanned! {id.span()=> let #id: #ty = ::lago::__private::vm(#env_var, #name); }
+            }
+        })
+        .collect();
+    let body = func.block.clone();
     let ret = match &func.sig.output {
         syn::ReturnType::Default => quote! { () },
         syn::ReturnType::Type(_, ty) => quote! { #ty },
     };
+    let isolation = match args.isolation {
+        Isolation::Shared => quote! { Shared },
+        Isolation::Reset => quote! { Reset },
+        Isolation::Fresh => quote! { Fresh },
+    };
+    let timeout = match &args.timeout {
+        Some((ms, _)) => quote! { ::core::option::Option::Some(::core::time::Duration::from_millis(#ms)) },
+        None => quote! { ::core::option::Option::None },
+    };
+    let options = quote! {
+        ::lago::harness::TestOptions {
+            isolation: ::lago::harness::Isolation::#isolation,
+            timeout: #timeout,
+        }
+    };
+    let name_expr = quote! { ::core::concat!(::core::module_path!(), "::", #fn_name) };
+    let call = if args.timeout.is_some() {
+        // A plain fn: the body may run on a thread of its own.
+        quote! {
+            fn __lago_body(#env_var: &::lago::Env) -> #ret { #(#lets)* #body }
+            ::lago::__private::run_env_test_timeout(#abs, #name_expr, #options, __lago_body)
+        }
+    } else if args.isolation == Isolation::Shared {
+        quote! {
+            ::lago::__private::run_env_test(#abs, #name_expr, |#env_var: &::lago::Env| -> #ret { #(#lets)* #body })
+        }
+    } else {
+        quote! {
+            ::lago::__private::run_env_test_with(#abs, #name_expr, #options, |#env_var: &::lago::Env| -> #ret { #(#lets)* #body })
+        }
+    };
     let new_body: syn::Block = syn::parse_quote! {{
         // Rebuild when the init file changes.
         const _: &str = ::core::include_str!(#abs);
-        ::lago::__private::run_env_test(
-            #abs,
-            ::core::concat!(::core::module_path!(), "::", #fn_name),
-            |#env_var: &::lago::Env| -> #ret { #(#lets)* #body },
-        )
+        #call
     }};
     *func.block = new_body;
+    let ignored = func.attrs.iter().any(|a| a.path().is_ident("ignore"));
+    // Registered before main: for `lago::harness::main!()` (nightly suites
+    // in `harness = false` targets) and so that the suite knows, as it
+    // boots, that a test will reset it.
+    let trial = if plain {
+        quote! {
+            fn __lago_trial(#env_var: &::lago::Env) -> ::lago::harness::runner::TrialResult {
+                let __lago_outcome = (|| -> #ret { #(#lets)* #body })();
+                ::lago::__private::trial_result(__lago_outcome)
+            }
+        }
+    } else {
+        quote! {}
+    };
+    let body_fn = if plain {
+        quote! { ::core::option::Option::Some(__lago_trial) }
+    } else {
+        quote! { ::core::option::Option::None }
+    };
+    let registration = quote! {
+        ::lago::__private::ctor::declarative::ctor! {
+            #[ctor(unsafe, anonymous)]
+            fn __lago_register() {
+                #trial
+                ::lago::__private::register(::lago::harness::registry::Registration {
+                    init_file: #abs,
+                    name: #name_expr,
+                    options: #options,
+                    ignored: #ignored,
+                    body: #body_fn,
+                });
+            }
+        }
+    };
     let add_test = !func.attrs.iter().any(is_test_attr);
     let test_attr = add_test.then(|| quote! { #[::core::prelude::v1::test] });
-    Ok(quote! { #test_attr #func })
+    Ok(quote! { #test_attr #func #registration })
 }
 
 #[cfg(test)]
@@ -221,6 +293,113 @@ mod tests {
         assert!(!out.contains("prelude :: v1 :: test"), "{out}");
         assert!(out.contains("# [rstest]"), "{out}");
         assert!(out.contains("fn t (# [case] n : u32)"), "{out}");
+    }
+
+    #[test]
+    fn options_choose_the_runtime_and_every_test_is_registered() {
+        let out = run(
+            quote!("tests/envs/pair.yaml"),
+            quote!(
+                fn t(vm01: &Vm) {}
+            ),
+        )
+        .unwrap();
+        assert!(out.contains(":: lago :: __private :: run_env_test ("), "{out}");
+        assert!(out.contains("ctor :: declarative :: ctor !"), "{out}");
+        assert!(out.contains("Isolation :: Shared"), "{out}");
+        assert!(
+            out.contains("body : :: core :: option :: Option :: Some (__lago_trial)"),
+            "{out}"
+        );
+        assert!(out.contains("ignored : false"), "{out}");
+
+        let out = run(
+            quote!("tests/envs/pair.yaml", isolation = "reset"),
+            quote!(
+                #[ignore]
+                fn t(vm01: &Vm) {}
+            ),
+        )
+        .unwrap();
+        assert!(out.contains("run_env_test_with ("), "{out}");
+        assert!(out.contains("Isolation :: Reset"), "{out}");
+        assert!(out.contains("ignored : true"), "{out}");
+
+        let out = run(
+            quote!("tests/envs/pair.yaml", isolation = "fresh", timeout = "2m"),
+            quote!(
+                fn t(env: &Env) {}
+            ),
+        )
+        .unwrap();
+        assert!(out.contains("run_env_test_timeout ("), "{out}");
+        assert!(out.contains("fn __lago_body"), "{out}");
+        assert!(out.contains("from_millis (120000u64)"), "{out}");
+
+        // rstest parameters: registered without a body (it needs the cases).
+        let out = run(
+            quote!("tests/envs/pair.yaml"),
+            quote!(
+                #[rstest]
+                #[case(1)]
+                fn t(#[case] n: u32, vm02: &Vm) {}
+            ),
+        )
+        .unwrap();
+        assert!(out.contains("body : :: core :: option :: Option :: None"), "{out}");
+    }
+
+    #[test]
+    fn bad_options_are_errors_on_their_token() {
+        let e = run(
+            quote!("tests/envs/pair.yaml", isolation = "solo"),
+            quote!(
+                fn t() {}
+            ),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("expected isolation \"shared\", \"reset\" or \"fresh\", found \"solo\""),
+            "{e}"
+        );
+        let e = run(
+            quote!("tests/envs/pair.yaml", timeout = "soon"),
+            quote!(
+                fn t() {}
+            ),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("expected a timeout like \"120s\""), "{e}");
+        let e = run(
+            quote!("tests/envs/pair.yaml", retries = "3"),
+            quote!(
+                fn t() {}
+            ),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown option `retries`"), "{e}");
+        let e = run(
+            quote!("tests/envs/pair.yaml", timeout = "1s", timeout = "2s"),
+            quote!(
+                fn t() {}
+            ),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("given twice"), "{e}");
+        let e = run(
+            quote!("tests/envs/pair.yaml", timeout = "10s"),
+            quote!(
+                #[rstest]
+                fn t(#[values(1, 2)] n: u32, vm01: &Vm) {}
+            ),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("a timeout needs a test whose parameters are all VMs"),
+            "{e}"
+        );
     }
 
     #[test]

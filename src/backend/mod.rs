@@ -524,6 +524,11 @@ impl Backend {
 
     /// Reverts running domain `name` to its snapshot `snap` (memory and
     /// disks), leaving it running.
+    ///
+    /// libvirt 9.0 reverts by restarting QEMU with `-loadvm` (~2.5 s under
+    /// TCG); QEMU's own `loadvm` in the running process takes ~0.2 s, so that
+    /// is tried first (through the monitor; libvirt marks the domain
+    /// "tainted: custom-monitor"), and libvirt's revert is the fallback.
     pub fn revert_domain(&self, name: &str, snap: &str) -> Result<(), BackendError> {
         let err = |source| BackendError::Snapshot {
             action: "revert to",
@@ -533,6 +538,20 @@ impl Backend {
         };
         let d = self.conn.lookup_domain_by_name(name).map_err(err)?;
         let s = Domain::lookup_snapshot_by_name(&d, snap, 0).map_err(err)?;
+        let running = matches!(self.domain_state(name), Ok(VmState::Running));
+        if running && !snap.is_empty() && snap.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            match d.qemu_monitor_command(
+                &format!("loadvm {snap}"),
+                virt::sys::VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP,
+            ) {
+                // HMP says nothing when it worked.
+                Ok(out) if out.trim().is_empty() => return Ok(()),
+                Ok(out) => {
+                    tracing::debug!(domain = name, output = %out.trim(), "monitor loadvm refused; using libvirt's revert")
+                }
+                Err(e) => tracing::debug!(domain = name, error = %e, "monitor loadvm failed; using libvirt's revert"),
+            }
+        }
         s.revert(virt::sys::VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING).map_err(err)
     }
 

@@ -18,8 +18,9 @@
 
 mod artifacts;
 mod reaper;
+pub mod registry;
 pub mod runner;
-mod suite;
+pub(crate) mod suite;
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -27,6 +28,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 pub use artifacts::artifacts_root;
+pub use registry::{Isolation, TestOptions};
 pub use suite::{Keep, boots, resolve_init_file, teardown_all};
 
 use crate::env::Env;
@@ -57,7 +59,7 @@ pub(crate) struct TestGuard {
     suite: Arc<suite::Suite>,
     name: String,
     offsets: Vec<(String, u64)>,
-    recorder: transcript::Recorder,
+    pub(crate) recorder: transcript::Recorder,
     done: bool,
 }
 
@@ -122,21 +124,106 @@ fn panic_message(p: &(dyn Any + Send)) -> Option<String> {
         .or_else(|| p.downcast_ref::<String>().cloned())
 }
 
-/// The environment of `init_file` for this process (booted on first use).
-pub(crate) fn suite_env(init_file: &str) -> (Arc<suite::Suite>, Arc<Env>) {
-    let suite = suite::suite(&resolve_init_file(init_file));
-    match suite.env() {
-        Ok(env) => (suite, env),
-        Err(e) => panic!("lago: {}", crate::error::error_chain(&*e)),
-    }
-}
-
 /// Runs test `name` against the environment of `init_file`; on failure,
 /// writes its artifacts and names their folder in the failure message.
 pub fn run_named<T: Outcome>(init_file: &str, name: &str, f: impl FnOnce(&Env) -> T) -> T {
-    let (suite, env) = suite_env(init_file);
+    run_named_with(init_file, name, TestOptions::default(), f)
+}
+
+/// Tears a fresh environment down when its test is done (also when it panicked).
+pub(crate) struct FreshTeardown(Option<Arc<suite::Suite>>);
+
+impl Drop for FreshTeardown {
+    fn drop(&mut self) {
+        if let Some(s) = &self.0 {
+            s.teardown();
+        }
+    }
+}
+
+/// The suite, its environment and the test's hold on it, as `opts` asks.
+pub(crate) fn prepare(
+    init_file: &str,
+    name: &str,
+    isolation: Isolation,
+) -> (Arc<suite::Suite>, Arc<Env>, suite::UseGuard, FreshTeardown) {
+    let path = resolve_init_file(init_file);
+    let suite = match isolation {
+        Isolation::Fresh => suite::Suite::fresh(&path),
+        _ => suite::suite(&path),
+    };
+    let fresh = FreshTeardown((isolation == Isolation::Fresh).then(|| suite.clone()));
+    let env = match suite.env() {
+        Ok(env) => env,
+        Err(e) => panic!("lago: {}", crate::error::error_chain(&*e)),
+    };
+    let hold = match suite.enter(&env, isolation) {
+        Ok(g) => g,
+        Err(e) => panic!(
+            "lago: {name}: cannot give the test its environment ({isolation:?}): {}",
+            crate::error::error_chain(&e)
+        ),
+    };
+    (suite, env, hold, fresh)
+}
+
+/// Like [`run_named`], with isolation (`Shared`, `Reset`, `Fresh`). Without
+/// a timeout; see [`run_named_timeout`].
+pub fn run_named_with<T: Outcome>(init_file: &str, name: &str, opts: TestOptions, f: impl FnOnce(&Env) -> T) -> T {
+    let (suite, env, _hold, _fresh) = prepare(init_file, name, opts.isolation);
+    let guard = TestGuard::start(env.clone(), suite, name.to_owned());
+    let result = catch_unwind(AssertUnwindSafe(|| f(&env)));
+    conclude(guard, name, result)
+}
+
+/// Like [`run_named_with`], failing the test (with its artifacts) when it
+/// runs longer than `opts.timeout`. The body runs on a thread of its own,
+/// which keeps running in the background after a timeout (threads cannot be
+/// killed) until the binary exits.
+pub fn run_named_timeout<T: Outcome + Send + 'static>(
+    init_file: &str,
+    name: &str,
+    opts: TestOptions,
+    f: impl FnOnce(&Env) -> T + Send + 'static,
+) -> T {
+    let Some(limit) = opts.timeout else {
+        return run_named_with(init_file, name, opts, f);
+    };
+    let (suite, env, _hold, _fresh) = prepare(init_file, name, opts.isolation);
     let mut guard = TestGuard::start(env.clone(), suite, name.to_owned());
-    match catch_unwind(AssertUnwindSafe(|| f(&env))) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let recorder = guard.recorder.clone();
+    let body_env = env.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("{name} (body)"))
+        .spawn(move || {
+            transcript::set(Some(recorder));
+            let _ = tx.send(catch_unwind(AssertUnwindSafe(|| f(&body_env))));
+        });
+    if let Err(e) = spawned {
+        let dir = guard.fail(&format!("cannot start the test's thread: {e}"));
+        drop(guard);
+        panic!(
+            "lago: {name}: cannot start the test's thread: {e}\nlago: failure artifacts in {}",
+            dir.display()
+        );
+    }
+    match rx.recv_timeout(limit) {
+        Ok(result) => conclude(guard, name, result),
+        Err(_) => {
+            let why = format!(
+                "timed out after {limit:?} (its body keeps running in the background until the test binary exits)"
+            );
+            let dir = guard.fail(&why);
+            drop(guard);
+            panic!("lago: {name}: {why}\nlago: failure artifacts in {}", dir.display());
+        }
+    }
+}
+
+/// Records a test's outcome: artifacts on failure or panic; the panic goes on.
+fn conclude<T: Outcome>(mut guard: TestGuard, name: &str, result: std::thread::Result<T>) -> T {
+    match result {
         Ok(v) => {
             match v.failure() {
                 Some(why) => {
@@ -162,8 +249,80 @@ pub fn run_named<T: Outcome>(init_file: &str, name: &str, f: impl FnOnce(&Env) -
     }
 }
 
+/// Runs every `#[lago_env]` test of this target through the runner
+/// ([`runner::Runner`]): for `harness = false` targets (nightly suites),
+/// with libtest's arguments, `--junit`, failure artifacts, and trials
+/// ignored with the reason when libvirt cannot be reached.
+///
+/// ```ignore
+/// // tests/nightly.rs, with `[[test]] name = "nightly" harness = false`
+/// use lago::{lago_env, Vm};
+///
+/// #[lago_env("tests/envs/tiny1.yaml", timeout = "120s")]
+/// fn knows_its_name(vm01: &Vm) {
+///     assert_eq!(vm01.ssh(["hostname"]).unwrap().out.trim(), "vm01");
+/// }
+///
+/// lago::harness::main!();
+/// ```
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __lago_harness_main {
+    () => {
+        fn main() {
+            $crate::harness::run_registered()
+        }
+    };
+}
+pub use crate::__lago_harness_main as main;
+
+/// What [`main!`] runs: a runner with one suite per init file, holding
+/// the registered tests (those with rstest parameters run under `cargo test` only).
+pub fn run_registered() -> ! {
+    let mut suites: std::collections::BTreeMap<&'static str, runner::Suite> = Default::default();
+    for r in registry::registrations() {
+        let Some(body) = r.body else {
+            eprintln!(
+                "lago: {} takes rstest parameters: it runs under `cargo test`, not in this runner",
+                r.name
+            );
+            continue;
+        };
+        let suite = suites
+            .remove(r.init_file)
+            .unwrap_or_else(|| runner::Suite::new(r.init_file));
+        suites.insert(r.init_file, suite.registered(r.name, r.options, r.ignored, body));
+    }
+    suites
+        .into_values()
+        .fold(runner::Runner::new(), runner::Runner::suite)
+        .run()
+}
+
 /// The runtime of `#[lago_env]`: [`run_named`] with the test's name.
 pub fn run_env_test<T: Outcome>(init_file: &str, fallback_name: &str, f: impl FnOnce(&Env) -> T) -> T {
     let name = current_test_name(fallback_name);
     run_named(init_file, &name, f)
+}
+
+/// The runtime of `#[lago_env(…, isolation = …)]`.
+pub fn run_env_test_with<T: Outcome>(
+    init_file: &str,
+    fallback_name: &str,
+    opts: TestOptions,
+    f: impl FnOnce(&Env) -> T,
+) -> T {
+    let name = current_test_name(fallback_name);
+    run_named_with(init_file, &name, opts, f)
+}
+
+/// The runtime of `#[lago_env(…, timeout = …)]` (tests without rstest parameters).
+pub fn run_env_test_timeout<T: Outcome + Send + 'static>(
+    init_file: &str,
+    fallback_name: &str,
+    opts: TestOptions,
+    f: fn(&Env) -> T,
+) -> T {
+    let name = current_test_name(fallback_name);
+    run_named_timeout(init_file, &name, opts, f)
 }

@@ -47,7 +47,7 @@ fn reaper_entry() {
         let code = run(Path::new(&workdir), watch);
         // The meeting folder of a nextest run (its lock and outcome files).
         if let Some(dir) = &shared_dir {
-            for f in ["outcome", "boot.lock", "boots"] {
+            for f in ["outcome", "boot.lock", "boots", "use.lock"] {
                 let _ = std::fs::remove_file(dir.join(f));
             }
             let _ = std::fs::remove_dir(dir);

@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Conclusion, Failed, Trial};
 
+use super::registry::{Isolation, TestOptions};
 use crate::env::Env;
 
 /// What a trial returns: `Ok(())`, or any error (`?` converts it), or a
@@ -56,6 +57,7 @@ struct Case {
     name: String,
     f: TestFn,
     ignored: bool,
+    options: TestOptions,
 }
 
 /// An init file and the tests that run against its environment.
@@ -98,8 +100,45 @@ impl Suite {
         self.add(name.into(), Arc::new(f), true)
     }
 
-    fn add(mut self, name: String, f: TestFn, ignored: bool) -> Self {
-        self.cases.push(Case { name, f, ignored });
+    /// Adds a test with options: isolation (`Reset` reverts the VMs to
+    /// their post-boot state first and runs it alone; `Fresh` boots an
+    /// environment for it) and a timeout (it then fails, with its artifacts).
+    #[must_use]
+    pub fn test_with(
+        self,
+        name: impl Into<String>,
+        options: TestOptions,
+        f: impl Fn(&Env) -> TrialResult + Send + Sync + 'static,
+    ) -> Self {
+        self.add_with(name.into(), Arc::new(f), false, options)
+    }
+
+    /// A `#[lago_env]` test registered for [`crate::harness::main!`].
+    pub(crate) fn registered(
+        self,
+        name: &str,
+        options: TestOptions,
+        ignored: bool,
+        f: fn(&Env) -> TrialResult,
+    ) -> Self {
+        self.add_with(name.to_owned(), Arc::new(f), ignored, options)
+    }
+
+    fn add(self, name: String, f: TestFn, ignored: bool) -> Self {
+        self.add_with(name, f, ignored, TestOptions::default())
+    }
+
+    fn add_with(mut self, name: String, f: TestFn, ignored: bool, options: TestOptions) -> Self {
+        // The suite takes its post-boot snapshot as it boots.
+        if options.isolation == Isolation::Reset {
+            super::registry::register_reset(&self.init_file);
+        }
+        self.cases.push(Case {
+            name,
+            f,
+            ignored,
+            options,
+        });
         self
     }
 
@@ -179,12 +218,13 @@ impl Runner {
             for case in &suite.cases {
                 let name = format!("{prefix}::{}", case.name);
                 let (init_file, f, rec) = (suite.init_file.clone(), case.f.clone(), records.clone());
+                let options = case.options;
                 let (suite_name, trial_name) = (prefix.clone(), name.clone());
                 let trial = Trial::test(name, move || {
                     let start = Instant::now();
                     let result = catch_unwind(AssertUnwindSafe(|| {
                         // The report shows an error with its whole chain of causes.
-                        crate::harness::run_named(&init_file, &trial_name, |env| {
+                        crate::harness::run_named_timeout(&init_file, &trial_name, options, move |env| {
                             f(env).map_err(|e| crate::error_chain(&*e))
                         })
                     }));

@@ -8,10 +8,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Instant;
 
 use super::reaper;
+use super::registry::{self, Isolation};
 use crate::env::{Env, InitOptions};
 use crate::error::{Error, error_chain};
 use crate::owner::Owner;
@@ -44,6 +45,11 @@ impl Keep {
 
 pub(crate) struct Suite {
     pub init_file: PathBuf,
+    /// An environment of one test's own (`Isolation::Fresh`): never shared.
+    fresh: bool,
+    users: UseLock,
+    /// Shared tests that ran on it (a post-boot snapshot taken later is not "post-boot").
+    shared_runs: AtomicUsize,
     cell: OnceLock<Result<Arc<Env>, Arc<Error>>>,
     boots: AtomicUsize,
     failed: AtomicBool,
@@ -72,16 +78,48 @@ pub fn resolve_init_file(path: &str) -> PathBuf {
 pub(crate) fn suite(init_file: &Path) -> Arc<Suite> {
     let mut r = registry().lock().unwrap_or_else(|p| p.into_inner());
     r.entry(init_file.to_path_buf())
-        .or_insert_with(|| {
-            Arc::new(Suite {
-                init_file: init_file.to_path_buf(),
-                cell: OnceLock::new(),
-                boots: AtomicUsize::new(0),
-                failed: AtomicBool::new(false),
-                shared: AtomicBool::new(false),
-            })
-        })
+        .or_insert_with(|| Suite::new(init_file, false))
         .clone()
+}
+
+/// The name of the snapshot taken right after boot, for `Isolation::Reset`.
+pub(crate) const POST_BOOT: &str = "lago-post-boot";
+
+/// Who uses a suite's environment now: any number of shared tests, or one
+/// resetting test (which waits for the shared ones, and they for it; a
+/// waiting resetting test goes first).
+#[derive(Default)]
+struct UseLock {
+    state: Mutex<UseState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct UseState {
+    readers: usize,
+    writer: bool,
+    writers_waiting: usize,
+}
+
+/// A test's hold on its suite's environment, released on drop.
+pub(crate) struct UseGuard {
+    suite: Arc<Suite>,
+    exclusive: bool,
+    /// Under nextest: the same, across the run's processes (a file lock).
+    _file: Option<std::fs::File>,
+}
+
+impl Drop for UseGuard {
+    fn drop(&mut self) {
+        let lock = &self.suite.users;
+        let mut st = lock.state.lock().unwrap_or_else(|p| p.into_inner());
+        if self.exclusive {
+            st.writer = false;
+        } else {
+            st.readers -= 1;
+        }
+        lock.changed.notify_all();
+    }
 }
 
 /// How many times the environment of `init_file` was booted for this test
@@ -99,6 +137,83 @@ pub fn boots(init_file: &str) -> usize {
 }
 
 impl Suite {
+    fn new(init_file: &Path, fresh: bool) -> Arc<Suite> {
+        Arc::new(Suite {
+            init_file: init_file.to_path_buf(),
+            fresh,
+            users: UseLock::default(),
+            shared_runs: AtomicUsize::new(0),
+            cell: OnceLock::new(),
+            boots: AtomicUsize::new(0),
+            failed: AtomicBool::new(false),
+            shared: AtomicBool::new(false),
+        })
+    }
+
+    /// A suite for one test's own environment (`Isolation::Fresh`); tear it
+    /// down with [`Suite::teardown`] when the test is done.
+    pub(crate) fn fresh(init_file: &Path) -> Arc<Suite> {
+        Suite::new(init_file, true)
+    }
+
+    /// Waits until the test may use the environment as `isolation` says;
+    /// for `Reset`, then reverts the VMs to their post-boot state.
+    pub(crate) fn enter(self: &Arc<Self>, env: &Env, isolation: Isolation) -> Result<UseGuard, Error> {
+        let exclusive = isolation == Isolation::Reset;
+        {
+            let lock = &self.users;
+            let mut st = lock.state.lock().unwrap_or_else(|p| p.into_inner());
+            if exclusive {
+                st.writers_waiting += 1;
+                while st.writer || st.readers > 0 {
+                    st = lock.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+                }
+                st.writers_waiting -= 1;
+                st.writer = true;
+            } else {
+                while st.writer || st.writers_waiting > 0 {
+                    st = lock.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+                }
+                st.readers += 1;
+            }
+        }
+        let mut guard = UseGuard {
+            suite: self.clone(),
+            exclusive,
+            _file: None,
+        };
+        if self.shared.load(Ordering::SeqCst)
+            && let Ok(run) = std::env::var("NEXTEST_RUN_ID")
+            && let Ok(dir) = SharedDir::new(&run, &self.init_file)
+        {
+            guard._file = Some(dir.use_lock(exclusive)?);
+        }
+        if exclusive {
+            self.reset(env)?;
+        } else {
+            self.shared_runs.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(guard)
+    }
+
+    /// Reverts to the post-boot snapshot (taken now if it is missing).
+    fn reset(&self, env: &Env) -> Result<(), Error> {
+        if env.snapshots()?.iter().any(|s| s.name == POST_BOOT) {
+            let t = Instant::now();
+            env.revert(POST_BOOT)?;
+            tracing::info!(ms = t.elapsed().as_millis() as u64, "reset to the post-boot snapshot");
+            return Ok(());
+        }
+        let before = self.shared_runs.load(Ordering::SeqCst);
+        if before > 0 {
+            eprintln!(
+                "lago: env {}: taking the post-boot snapshot only now, after {before} shared tests ran on it (declare resetting tests with #[lago_env(…, isolation = \"reset\")] so that it is taken right after boot)",
+                env.id()
+            );
+        }
+        env.snapshot(POST_BOOT).map(|_| ())
+    }
+
     /// The environment, booted by the first caller; concurrent callers wait
     /// for that one boot. A failed boot is not retried: every caller gets its error.
     pub(crate) fn env(self: &Arc<Self>) -> Result<Arc<Env>, Arc<Error>> {
@@ -121,7 +236,7 @@ impl Suite {
         sweep_once();
         let start = Instant::now();
         let (env, attached) = match std::env::var("NEXTEST_RUN_ID") {
-            Ok(run) if !run.is_empty() => self.shared_boot(&run)?,
+            Ok(run) if !run.is_empty() && !self.fresh => self.shared_boot(&run)?,
             _ => (self.own_boot()?, false),
         };
         if attached {
@@ -169,7 +284,21 @@ impl Suite {
 
     fn start_or_tear_down(&self, env: Env) -> Result<Env, Error> {
         match env.start(&[]) {
-            Ok(()) => Ok(env),
+            Ok(()) => {
+                // Resetting tests revert to this; taken now, before any test ran.
+                if !self.fresh && registry::wants_reset(&self.init_file) {
+                    let t = Instant::now();
+                    match env.snapshot(POST_BOOT) {
+                        Ok(_) => tracing::info!(ms = t.elapsed().as_millis() as u64, "post-boot snapshot taken"),
+                        Err(e) => eprintln!(
+                            "lago: env {}: the post-boot snapshot failed: {}",
+                            env.id(),
+                            error_chain(&e)
+                        ),
+                    }
+                }
+                Ok(env)
+            }
             Err(e) => {
                 let torn = env.teardown();
                 eprintln!(
@@ -393,6 +522,24 @@ impl SharedDir {
             Some(message) => Err(message.to_owned()),
             None => Ok(()),
         })
+    }
+
+    /// The run-wide use lock: shared, or exclusive for a resetting test.
+    fn use_lock(&self, exclusive: bool) -> Result<std::fs::File, Error> {
+        let path = self.dir.join("use.lock");
+        let err = |source| Error::Workdir {
+            action: "lock",
+            path: path.clone(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(err)?;
+        if exclusive { file.lock() } else { file.lock_shared() }.map_err(err)?;
+        Ok(file)
     }
 
     /// Boots recorded for this run (each boot attempt adds one).

@@ -367,7 +367,20 @@ impl Connection {
         io: &mut Streams<'_>,
         timeout: Option<Duration>,
     ) -> Result<i32, SshError> {
-        let mut guard = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        // The shared session runs one command at a time. When another thread
+        // is using it (parallel tests on one VM, or a hung command), this
+        // command gets a session of its own instead of waiting.
+        let mut guard = match self.live.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                let (sess, tcp) = connect(&self.target, CONNECT_TIMEOUT)?;
+                return match run(&self.target.vm, &sess, &tcp, command, io, timeout) {
+                    Ok(code) => Ok(code),
+                    Err(Failure::Stale(e)) | Err(Failure::Fatal(e)) => Err(e),
+                };
+            }
+        };
         for attempt in 0..2 {
             if guard.is_none() {
                 *guard = Some(connect(&self.target, CONNECT_TIMEOUT)?);

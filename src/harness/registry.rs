@@ -1,0 +1,90 @@
+//! The `#[lago_env]` tests of a binary, registered before `main` (the
+//! attribute emits a constructor), so that a `harness = false` target can run
+//! them all with [`crate::harness::main!`] and so that a suite knows, when it
+//! boots, whether some test will want it reset to its post-boot state.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::runner::TrialResult;
+use crate::env::Env;
+
+/// How a test shares its suite's environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// With every other test of the binary (or nextest run) naming the same
+    /// init file, in parallel. The default.
+    #[default]
+    Shared,
+    /// Like `Shared`, but the VMs are reverted to their state right after
+    /// boot before the test runs, and the test has the environment to itself
+    /// (it waits for the tests running on it to finish, and they for it).
+    Reset,
+    /// An environment of its own, booted for the test and destroyed after it.
+    Fresh,
+}
+
+/// Options of one test (`#[lago_env("…", isolation = "reset", timeout = "120s")]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TestOptions {
+    /// How it shares the environment.
+    pub isolation: Isolation,
+    /// Fail it (with its failure artifacts) when it runs longer.
+    pub timeout: Option<Duration>,
+}
+
+/// One `#[lago_env]` test, as the attribute registers it.
+#[derive(Debug, Clone, Copy)]
+pub struct Registration {
+    /// The init file (absolute).
+    pub init_file: &'static str,
+    /// `module::path::test_name`.
+    pub name: &'static str,
+    /// Its options.
+    pub options: TestOptions,
+    /// `#[ignore]`d.
+    pub ignored: bool,
+    /// Its body, when it takes no parameters besides VMs and the env (rstest
+    /// cases cannot run outside rstest).
+    pub body: Option<fn(&Env) -> TrialResult>,
+}
+
+static REGISTRY: Mutex<Vec<Registration>> = Mutex::new(Vec::new());
+
+/// Registers a test (called before `main`: only pushes to a list).
+pub fn register(r: Registration) {
+    REGISTRY.lock().unwrap_or_else(|p| p.into_inner()).push(r);
+}
+
+/// Every test registered so far, sorted by name.
+pub fn registrations() -> Vec<Registration> {
+    let mut all = REGISTRY.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    all.sort_by_key(|r| r.name);
+    all
+}
+
+/// Says that a test resets the environment of `init_file` (for runner
+/// suites, whose tests are known before they run).
+pub(crate) fn register_reset(init_file: &str) {
+    let path = super::resolve_init_file(init_file);
+    RESETS.lock().unwrap_or_else(|p| p.into_inner()).push(path);
+}
+
+static RESETS: Mutex<Vec<std::path::PathBuf>> = Mutex::new(Vec::new());
+
+/// Whether a test of this binary resets the environment of `init_file`
+/// (then the suite takes its post-boot snapshot as soon as it has booted).
+pub(crate) fn wants_reset(init_file: &Path) -> bool {
+    let registered = REGISTRY
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .any(|r| r.options.isolation == Isolation::Reset && Path::new(r.init_file) == init_file);
+    registered
+        || RESETS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|p| p == init_file)
+}
