@@ -381,6 +381,21 @@ fn a_run_killed_with_its_reaper_is_swept_by_gc_and_a_live_env_is_left_alone() {
             "{done}"
         );
         assert_nothing_left(&id, &workdir, Duration::ZERO);
+
+        // The next test run sweeps too, before it boots.
+        let (mut c, stderr, _pipe) = spawn_until_ready(tmp.path());
+        let (id2, workdir2) = booted(&stderr);
+        kill_process(Pid::from_raw(reaper_of(&workdir2).unwrap()).unwrap(), Signal::KILL).unwrap();
+        kill_process(Pid::from_raw(c.id() as i32).unwrap(), Signal::KILL).unwrap();
+        let _ = c.wait();
+        let next = child("fixture", tmp.path()).output().unwrap();
+        let next_err = String::from_utf8_lossy(&next.stderr);
+        assert!(next.status.success(), "{next_err}");
+        assert!(
+            next_err.contains(&format!("lago: swept env {id2} that a crashed run left")),
+            "{next_err}"
+        );
+        assert_nothing_left(&id2, &workdir2, Duration::ZERO);
         // The live environment is untouched.
         assert_eq!(live.vm("vm01").unwrap().ssh(["hostname"]).unwrap().out.trim(), "vm01");
         assert!(live.status().unwrap().nets.iter().all(|n| n.up));
