@@ -582,6 +582,25 @@ fn snapshot_and_revert(env: &Env) {
     }
     let names: Vec<String> = env.snapshots().unwrap().into_iter().map(|s| s.name).collect();
     assert_eq!(names, ["s1"]);
+    // The CLI sees them too.
+    let o = Command::new(env!("CARGO_BIN_EXE_lago"))
+        .arg("-w")
+        .arg(env.workdir())
+        .args(["snapshot", "--list", "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(listed[0]["name"], "s1");
+    assert_eq!(listed[0]["vms"]["vm02"], "disk");
+    let o = Command::new(env!("CARGO_BIN_EXE_lago"))
+        .arg("-w")
+        .arg(env.workdir())
+        .args(["revert", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no snapshot named `nope` (snapshots: s1)"));
     assert!(matches!(env.revert("nope"), Err(Error::NoSuchSnapshot { .. })));
     assert!(matches!(env.snapshot("../x"), Err(Error::SnapshotName { .. })));
 }

@@ -188,7 +188,10 @@ impl From<lago::Error> for Failure {
             | E::NoEnv { .. }
             | E::NoSuchVm { .. }
             | E::WorkdirExists { .. }
-            | E::WorkdirNotEmpty { .. } => Failure::Usage(text),
+            | E::WorkdirNotEmpty { .. }
+            | E::SnapshotName { .. }
+            | E::SnapshotExists { .. }
+            | E::NoSuchSnapshot { .. } => Failure::Usage(text),
             _ => Failure::Other(text),
         }
     }
