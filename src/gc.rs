@@ -244,6 +244,10 @@ fn reap(id: &EnvId, f: &Found, backend: Option<&Backend>, leases: &LeaseStore) -
         && owned_by(w, id)
     {
         crate::workdir::remove(w)?;
+        // The environment of a nextest run: its meeting folder goes too.
+        if let Some(dir) = crate::harness::meeting_dir_of(w) {
+            crate::harness::remove_meeting_dir(dir);
+        }
     }
     Ok(())
 }

@@ -45,15 +45,8 @@ fn reaper_entry() {
     let shared_dir = std::env::var_os(ENV_SHARED_DIR).map(PathBuf::from);
     let code = std::panic::catch_unwind(|| {
         let code = run(Path::new(&workdir), watch);
-        // The meeting folder of a nextest run (its lock and outcome files).
         if let Some(dir) = &shared_dir {
-            for f in ["outcome", "boot.lock", "boots", "use.lock"] {
-                let _ = std::fs::remove_file(dir.join(f));
-            }
-            let _ = std::fs::remove_dir(dir);
-            if let Some(parent) = dir.parent() {
-                let _ = std::fs::remove_dir(parent);
-            }
+            remove_meeting_dir(dir);
         }
         code
     })
@@ -86,6 +79,29 @@ fn run(workdir: &Path, watch: Option<(u32, u64)>) -> i32 {
         Ok(()) => 0,
         Err(_) => 1,
     }
+}
+
+/// Files of a nextest run's meeting folder (beside the shared workdir `env`).
+const MEETING_FILES: [&str; 4] = ["outcome", "boot.lock", "boots", "use.lock"];
+
+/// Removes a nextest run's meeting folder for one init file (its lock and
+/// outcome files), and the run's folder when that was the last one. What
+/// else is in them (a workdir that could not be removed) stays.
+pub(crate) fn remove_meeting_dir(dir: &Path) {
+    for f in MEETING_FILES {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    let _ = std::fs::remove_dir(dir);
+    if let Some(parent) = dir.parent() {
+        let _ = std::fs::remove_dir(parent);
+    }
+}
+
+/// The meeting folder a shared workdir is in, if it is one.
+pub(crate) fn meeting_dir_of(workdir: &Path) -> Option<&Path> {
+    let dir = workdir.parent()?;
+    let run = dir.parent()?.file_name()?.to_str()?;
+    (workdir.file_name()? == "env" && run.starts_with("lago-nextest-")).then_some(dir)
 }
 
 /// Waits until process `pid` (started at `start` ticks) is gone.
