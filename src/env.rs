@@ -57,6 +57,9 @@ pub struct InitOptions {
     /// that `lago gc` can sweep the environment once that process is gone.
     /// `None`: it lives until destroyed.
     pub owner: Option<crate::owner::Owner>,
+    /// Lago keys the init file uses that lago does not act on are errors,
+    /// not warnings (which are logged).
+    pub strict: bool,
 }
 
 /// What is saved in the workdir to attach to the environment later.
@@ -176,7 +179,10 @@ impl Env {
     /// created is removed again.
     pub fn init(init_file: impl AsRef<Path>, opts: InitOptions) -> Result<Env> {
         let started = Instant::now();
-        let spec = config::load(init_file.as_ref())?;
+        let spec = config::load_with(init_file.as_ref(), config::LoadOptions { strict: opts.strict })?;
+        for w in &spec.warnings {
+            tracing::warn!(file = %spec.source.display(), "{w}");
+        }
         let workdir = std::path::absolute(opts.workdir.clone().unwrap_or_else(|| PathBuf::from(".lago")))
             .map_err(wd_err("resolve", init_file.as_ref()))?;
         workdir::check_free(&workdir)?;
@@ -243,6 +249,10 @@ impl Env {
         }
         let mut templates: BTreeMap<(String, Option<String>), Template> = BTreeMap::new();
         for (vs, vp) in spec.vms.iter().zip(&plan.vms) {
+            // An existing machine (`vm-provider: ssh`): nothing to create.
+            if vs.provider == config::Provider::Ssh {
+                continue;
+            }
             let mut kernel_boot: Option<Template> = None;
             for (ds, dp) in vs.disks.iter().zip(&vp.disks) {
                 match &dp.source {
@@ -289,6 +299,7 @@ impl Env {
                         host_private: host.private_openssh.clone(),
                         host_public: host.public_openssh.clone(),
                         host_private_dropbear: Some(host.private_dropbear.clone()),
+                        root_password_hash: vs.root_password.as_deref().map(keys::password_hash).transpose()?,
                     },
                 );
                 fs::write(seed_path, files.image()).map_err(wd_err("write", seed_path))?;
@@ -370,13 +381,17 @@ impl Env {
                 })?),
                 None => None,
             };
+            let existing = vs.provider == config::Provider::Ssh;
             let target = Target {
                 vm: vs.name.clone(),
                 ip: std::net::IpAddr::V4(vp.ip),
                 port: 22,
                 user: vs.ssh_user.clone(),
-                key: workdir.join(CLIENT_KEY),
+                key: vs.ssh_key.clone().unwrap_or_else(|| workdir.join(CLIENT_KEY)),
                 host_key,
+                password: vs.ssh_password.clone().map(crate::ssh::Secret),
+                // A machine lago did not create: its host key is learned, then pinned.
+                learned_host_key: existing.then(|| workdir.join(workdir::KNOWN_HOSTS_DIR).join(&vs.name)),
             };
             vms.insert(
                 vs.name.clone(),
@@ -458,11 +473,18 @@ impl Env {
         let vms = self.select(names)?;
         let wanted: BTreeSet<&str> = vms
             .iter()
+            .filter(|v| !v.is_existing_machine())
             .flat_map(|v| v.plan.nics.iter().map(|n| n.net.as_str()))
             .collect();
         let mut started_nets = Vec::new();
         let t_nets = Instant::now();
-        for net in self.saved.plan.nets.iter().filter(|n| wanted.contains(n.name.as_str())) {
+        for net in self
+            .saved
+            .plan
+            .nets
+            .iter()
+            .filter(|n| wanted.contains(n.name.as_str()) && !n.external)
+        {
             if self.backend.network_active(&net.libvirt_name) {
                 continue;
             }
@@ -476,6 +498,7 @@ impl Env {
         }
         let to_start: Vec<&Vm> = vms
             .into_iter()
+            .filter(|v| !v.is_existing_machine())
             .filter(|v| v.state().map(|s| s != VmState::Running).unwrap_or(true))
             .collect();
         let started = crate::error::for_each_parallel("start", &to_start, |vm| vm.name().to_owned(), |vm| vm.start());
@@ -504,7 +527,7 @@ impl Env {
     /// Nets no running VM uses any more.
     fn stop_unused_nets(&self) -> Result<()> {
         let mut used = BTreeSet::new();
-        for vm in self.vms.values() {
+        for vm in self.vms.values().filter(|v| !v.is_existing_machine()) {
             if vm.state()? != VmState::Down {
                 used.extend(vm.plan.nics.iter().map(|n| n.net.clone()));
             }

@@ -12,6 +12,9 @@ use ssh_key::{Algorithm, LineEnding, PrivateKey};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
+    /// Hashing a password failed.
+    #[error("cannot hash the password: {0}")]
+    Hash(String),
     /// Generating or encoding a key failed.
     #[error("cannot generate an ed25519 key")]
     Generate(#[source] ssh_key::Error),
@@ -131,6 +134,39 @@ mod tests {
         assert_eq!(
             fs::read_to_string(path.with_extension("pub")).unwrap().trim(),
             k.public_openssh
+        );
+    }
+}
+
+/// A SHA-512 crypt hash (`$6$…`) of `password`, with a random salt, as
+/// `/etc/shadow` and cloud-init's `chpasswd` take it.
+pub fn password_hash(password: &str) -> Result<String, KeyError> {
+    use sha_crypt::PasswordHasher;
+    sha_crypt::ShaCrypt::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.as_str().to_owned())
+        .map_err(|e| KeyError::Hash(e.to_string()))
+}
+
+#[cfg(test)]
+mod password_tests {
+    #[test]
+    fn passwords_hash_to_sha512_crypt_with_a_fresh_salt() {
+        use sha_crypt::PasswordVerifier;
+        let a = super::password_hash("123456").unwrap();
+        let b = super::password_hash("123456").unwrap();
+        assert!(a.starts_with("$6$"), "{a}");
+        assert_ne!(a, b, "a new salt each time");
+        let parsed = sha_crypt::PasswordHashRef::new(&a).unwrap();
+        assert!(
+            sha_crypt::ShaCrypt::default()
+                .verify_password(b"123456", parsed)
+                .is_ok()
+        );
+        assert!(
+            sha_crypt::ShaCrypt::default()
+                .verify_password(b"12345", parsed)
+                .is_err()
         );
     }
 }

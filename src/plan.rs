@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{DiskBus, DiskFormat, DiskSource, EnvSpec, NetKind, POOL_FIRST, POOL_LAST};
+use crate::config::{DiskBus, DiskFormat, DiskSource, EnvSpec, NetKind, POOL_FIRST, POOL_LAST, Provider};
 
 /// Why a plan could not be made.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -387,6 +387,9 @@ pub struct NetPlan {
     pub dns_records: Vec<DnsRecord>,
     /// MTU.
     pub mtu: u32,
+    /// Only existing machines (`vm-provider: ssh`) use it: nothing is created for it.
+    #[serde(default)]
+    pub external: bool,
 }
 
 /// A DHCP range.
@@ -421,8 +424,11 @@ pub struct DnsRecord {
 /// One VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmPlan {
-    /// Name in the init file = guest hostname.
+    /// Name in the init file.
     pub name: String,
+    /// The guest's hostname and DNS name (the name, `_` as `-`).
+    #[serde(default)]
+    pub hostname: String,
     /// libvirt domain name.
     pub libvirt_name: String,
     /// Fully qualified name on the management net (`vm01.lago.local`).
@@ -527,6 +533,8 @@ pub fn plan(
         for (i, nic) in vm.nics.iter().enumerate() {
             let ip = match (nic.ip, net_subnet.get(nic.net.as_str())) {
                 (Some(ip), _) => Some(ip),
+                // An existing machine's other NICs: their addresses are its own business.
+                (None, Some(_)) if vm.provider == Provider::Ssh => None,
                 (None, Some((subnet, _))) => {
                     let taken = used.entry(nic.net.as_str()).or_default();
                     let host = (2..=254u8)
@@ -592,12 +600,14 @@ pub fn plan(
                 }
             })
             .collect();
+        let host = if vm.hostname.is_empty() { &vm.name } else { &vm.hostname };
         vms.push(VmPlan {
             name: vm.name.clone(),
+            hostname: host.clone(),
             libvirt_name: format!("{prefix}{}", vm.name),
             fqdn: match domain {
-                Some(d) => format!("{}.{d}", vm.name),
-                None => vm.name.clone(),
+                Some(d) => format!("{host}.{d}"),
+                None => host.clone(),
             },
             ip: mgmt_ip,
             mgmt_net: vm.mgmt_net.clone(),
@@ -610,27 +620,24 @@ pub fn plan(
         });
     }
 
-    // DNS records: every managed net serves the names of every VM.
+    // DNS records: every managed net serves the names of every VM (names
+    // longer than a DNS label, 63 characters, are left out).
     let mut records = Vec::new();
     for vm in &vms {
         let mut seen_nets = HashSet::new();
+        let mut add = |name: String, ip| {
+            if name.len() <= 63 {
+                records.push(DnsRecord { name, ip });
+            }
+        };
         if vm.ip != Ipv4Addr::UNSPECIFIED {
-            records.push(DnsRecord {
-                name: vm.name.clone(),
-                ip: vm.ip,
-            });
+            add(vm.hostname.clone(), vm.ip);
         }
         for nic in &vm.nics {
             let Some(ip) = nic.ip else { continue };
-            records.push(DnsRecord {
-                name: format!("{}-{}", vm.name, nic.name),
-                ip,
-            });
+            add(format!("{}-{}", vm.hostname, nic.name), ip);
             if seen_nets.insert(nic.net.clone()) {
-                records.push(DnsRecord {
-                    name: format!("{}-{}", vm.name, nic.net),
-                    ip,
-                });
+                add(format!("{}-{}", vm.hostname, nic.net.replace('_', "-")), ip);
             }
         }
     }
@@ -647,9 +654,9 @@ pub fn plan(
                     vm.nics.iter().filter(|nic| nic.net == n.name).filter_map(move |nic| {
                         let ip = nic.ip?;
                         let name = if nic.net == vm.mgmt_net && ip == vm.ip {
-                            vm.name.clone()
+                            vm.hostname.clone()
                         } else {
-                            format!("{}-{}", vm.name, nic.name)
+                            format!("{}-{}", vm.hostname, nic.name)
                         };
                         Some(Reservation { mac: nic.mac, ip, name })
                     })
@@ -677,6 +684,7 @@ pub fn plan(
                 dns_domain: n.dns_domain.clone(),
                 dns_records: if managed.is_some() { records.clone() } else { Vec::new() },
                 mtu: n.mtu,
+                external: n.external,
             }
         })
         .collect();

@@ -22,6 +22,9 @@ pub struct SeedKeys {
     /// The same private key in dropbear's format, for the `tiny` guest
     /// (an extra file on the seed; cloud-init ignores it).
     pub host_private_dropbear: Option<Vec<u8>>,
+    /// `root-password`, hashed (SHA-512 crypt): set for console logins;
+    /// SSH stays key-only.
+    pub root_password_hash: Option<String>,
 }
 
 /// The three seed files.
@@ -35,6 +38,8 @@ pub struct SeedFiles {
     pub network_config: String,
     /// `lago-dropbear-host-key`, when given.
     pub dropbear_host_key: Option<Vec<u8>>,
+    /// The root password's hash, as a file for the `tiny` guest too.
+    pub root_password_hash: Option<String>,
 }
 
 fn yaml_str(s: &str) -> String {
@@ -46,10 +51,10 @@ pub fn seed_files(spec: &VmSpec, plan: &VmPlan, instance_id: &str, keys: &SeedKe
     let meta_data = format!(
         "instance-id: {}\nlocal-hostname: {}\n",
         yaml_str(instance_id),
-        plan.name
+        plan.hostname
     );
     let mut u = String::from("#cloud-config\n");
-    let _ = writeln!(u, "hostname: {}", plan.name);
+    let _ = writeln!(u, "hostname: {}", plan.hostname);
     let _ = writeln!(u, "fqdn: {}", plan.fqdn);
     u.push_str("prefer_fqdn_over_hostname: false\nmanage_etc_hosts: true\nssh_pwauth: false\n");
     if spec.ssh_user == "root" {
@@ -72,6 +77,10 @@ pub fn seed_files(spec: &VmSpec, plan: &VmPlan, instance_id: &str, keys: &SeedKe
         let _ = writeln!(u, "    {line}");
     }
     let _ = writeln!(u, "  ed25519_public: {}", keys.host_public.trim());
+    if let Some(hash) = &keys.root_password_hash {
+        // A hash (cloud-init sees the `$6$`); `list` is read by old and new cloud-init.
+        let _ = writeln!(u, "chpasswd:\n  expire: false\n  list: |\n    root:{hash}");
+    }
 
     let mut n = String::from("version: 2\nethernets:\n");
     for nic in &plan.nics {
@@ -88,6 +97,7 @@ pub fn seed_files(spec: &VmSpec, plan: &VmPlan, instance_id: &str, keys: &SeedKe
         user_data: u,
         network_config: n,
         dropbear_host_key: keys.host_private_dropbear.clone(),
+        root_password_hash: keys.root_password_hash.clone(),
     }
 }
 
@@ -101,6 +111,9 @@ impl SeedFiles {
         ];
         if let Some(k) = &self.dropbear_host_key {
             files.push(("lago-dropbear-host-key", k));
+        }
+        if let Some(h) = &self.root_password_hash {
+            files.push(("lago-root-password-hash", h.as_bytes()));
         }
         fat12_image("CIDATA", &files)
     }
@@ -353,7 +366,38 @@ mod content_tests {
             host_private: "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n".into(),
             host_public: "ssh-ed25519 AAAAhost vm01@lago-e1".into(),
             host_private_dropbear: Some(vec![1, 2, 3]),
+            root_password_hash: None,
         }
+    }
+
+    #[test]
+    fn a_root_password_is_set_as_a_hash_and_ssh_stays_key_only() {
+        let (spec, p) = fixture(
+            "domains:\n  vm_01:\n    root-password: 123456\n    nics: [{net: a}]\n    disks: [{type: empty, name: r, dev: vda, size: 1G}]\nnets:\n  a: {}\n",
+        );
+        let mut k = keys();
+        k.root_password_hash = Some("$6$salt$hash".into());
+        let f = seed_files(&spec.vms[0], &p.vms[0], "lago-e1-vm_01", &k);
+        assert!(
+            f.user_data
+                .contains("chpasswd:\n  expire: false\n  list: |\n    root:$6$salt$hash\n"),
+            "{}",
+            f.user_data
+        );
+        assert!(f.user_data.contains("ssh_pwauth: false"));
+        assert!(!f.user_data.contains("123456"), "never the plain password");
+        // The hostname takes `-` for `_`.
+        assert!(f.meta_data.contains("local-hostname: vm-01\n"), "{}", f.meta_data);
+        assert!(
+            f.user_data.contains("hostname: vm-01\nfqdn: vm-01.lago.local\n"),
+            "{}",
+            f.user_data
+        );
+        let img = f.image();
+        assert!(
+            img.windows(12).any(|w| w == b"$6$salt$hash"),
+            "the file tiny reads is on the seed"
+        );
     }
 
     #[test]

@@ -212,7 +212,8 @@ impl Env {
         if self.snapshot_record(name).exists() {
             return Err(Error::SnapshotExists { name: name.to_owned() });
         }
-        let vms: Vec<&Vm> = self.get_vms().values().collect();
+        // Machines lago did not create are not lago's to snapshot.
+        let vms: Vec<&Vm> = self.get_vms().values().filter(|v| !v.is_existing_machine()).collect();
         for vm in &vms {
             let foreign = vm.foreign_disks();
             if !foreign.is_empty() {

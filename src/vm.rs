@@ -109,8 +109,21 @@ impl Vm {
         &self.plan.console_log
     }
 
-    /// libvirt's view of it.
+    /// Whether it is a machine lago did not create (`vm-provider: ssh`):
+    /// `start`/`stop` leave it alone, and it is "running" when its SSH port answers.
+    pub fn is_existing_machine(&self) -> bool {
+        self.spec.provider == crate::config::Provider::Ssh
+    }
+
+    /// libvirt's view of it (an existing machine: whether its SSH port answers).
     pub fn state(&self) -> Result<VmState> {
+        if self.is_existing_machine() {
+            let addr = SocketAddr::new(self.ip(), self.conn.target().port);
+            return Ok(match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                Ok(_) => VmState::Running,
+                Err(_) => VmState::Down,
+            });
+        }
         Ok(self.backend.domain_state(&self.plan.libvirt_name)?)
     }
 
@@ -207,7 +220,8 @@ impl Vm {
 
     /// Starts the VM (its nets must be up; [`Env::start`](crate::Env::start) sees to that) and waits for SSH.
     pub fn start(&self) -> Result<()> {
-        if self.state()? == VmState::Running {
+        // An existing machine is not lago's to start.
+        if self.is_existing_machine() || self.state()? == VmState::Running {
             return Ok(());
         }
         let offset = console_len(&self.plan.console_log);
@@ -223,6 +237,9 @@ impl Vm {
     /// Powers the VM off at once (no guest shutdown).
     pub fn stop(&self) -> Result<()> {
         self.conn.reset();
+        if self.is_existing_machine() {
+            return Ok(());
+        }
         self.backend.stop_domain(&self.plan.libvirt_name)?;
         Ok(())
     }
@@ -230,6 +247,9 @@ impl Vm {
     /// Presses the ACPI power button and waits up to `timeout` for the VM to power off.
     pub fn shutdown(&self, timeout: Duration) -> Result<()> {
         self.conn.reset();
+        if self.is_existing_machine() {
+            return Ok(());
+        }
         self.backend.shutdown_domain(&self.plan.libvirt_name)?;
         let start = Instant::now();
         while self.state()? != VmState::Down {
@@ -255,7 +275,12 @@ impl Vm {
         let start = Instant::now();
         let target = self.conn.target().clone();
         let addr = SocketAddr::new(target.ip, target.port);
-        let mut stage = BootStage::DomainRunning;
+        // An existing machine has no domain and no console lago reads: its port is all there is.
+        let mut stage = if self.is_existing_machine() {
+            BootStage::PortOpen
+        } else {
+            BootStage::DomainRunning
+        };
         let mut last_error: Option<Box<SshError>> = None;
         let mut last_state_check = Instant::now() - Duration::from_secs(1);
         let mut shown = stage;
@@ -268,7 +293,9 @@ impl Vm {
         };
         loop {
             passed(&mut shown, stage);
-            if last_state_check.elapsed() >= Duration::from_millis(500) || stage == BootStage::DomainRunning {
+            if !self.is_existing_machine()
+                && (last_state_check.elapsed() >= Duration::from_millis(500) || stage == BootStage::DomainRunning)
+            {
                 last_state_check = Instant::now();
                 match self.state()? {
                     VmState::Running => stage = stage.max(BootStage::GuestUp),

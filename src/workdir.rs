@@ -23,6 +23,9 @@ pub(crate) const CLIENT_KEY: &str = "id_ed25519";
 /// Present when lago created the workdir folder itself (so destroy may remove it).
 const CREATED_MARKER: &str = ".lago-created-this-folder";
 
+/// Host keys learned from machines lago did not create (`vm-provider: ssh`).
+pub(crate) const KNOWN_HOSTS_DIR: &str = "known_hosts";
+
 /// The test harness's "keep this environment" marker (`LAGO_KEEP`).
 pub(crate) const KEEP_MARKER: &str = ".lago-keep";
 
@@ -37,6 +40,7 @@ pub const ENTRIES: &[&str] = &[
     "images",
     "seeds",
     "logs",
+    KNOWN_HOSTS_DIR,
     crate::snapshot::SNAPSHOTS_DIR,
     CREATED_MARKER,
 ];

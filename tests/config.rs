@@ -80,10 +80,10 @@ fn lago_keys_we_do_not_support_say_why() {
     check(
         "lago_only_key.yaml",
         &[(
-            3,
-            5,
-            "domains.vm01.root-password",
-            &["Lago key that lago does not support", "SSH key"],
+            9,
+            9,
+            "domains.vm01.disks[0].build",
+            &["Lago key that lago does not support", "virt-customize"],
         )],
     );
 }

@@ -171,6 +171,8 @@ fn exercise(env: &Env, tmp: &Path) {
         user: "root".into(),
         key: env.workdir().join("id_ed25519"),
         host_key: Some(lago::keys::KeyPair::generate("impostor").unwrap().public_blob),
+        password: None,
+        learned_host_key: None,
     };
     match lago::ssh::connect(&target, Duration::from_secs(5)) {
         Err(lago::ssh::SshError::HostKeyMismatch { .. }) => {}

@@ -51,6 +51,11 @@ pub(crate) struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
+    /// The fields of map entries read without key checks.
+    pub fn of(entries: &'a [(Node, Node)]) -> Self {
+        Fields { entries }
+    }
+
     pub fn get(&self, key: &str) -> Option<&'a Node> {
         self.entries
             .iter()
@@ -67,10 +72,30 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// Collects problems while reading typed values.
+/// The keys a map may hold: lago's own, and the Lago keys lago refuses
+/// (an error saying why) or ignores (a warning saying what lago does instead).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Keys {
+    pub known: &'static [&'static str],
+    pub refused: &'static [(&'static str, &'static str)],
+    pub ignored: &'static [(&'static str, &'static str)],
+}
+
+impl Keys {
+    pub const fn only(known: &'static [&'static str]) -> Keys {
+        Keys {
+            known,
+            refused: &[],
+            ignored: &[],
+        }
+    }
+}
+
+/// Collects problems (errors) and warnings while reading typed values.
 #[derive(Debug, Default)]
 pub(crate) struct Decoder {
     pub problems: Vec<Problem>,
+    pub warnings: Vec<Problem>,
 }
 
 impl Decoder {
@@ -82,6 +107,11 @@ impl Decoder {
         self.problems.push(Problem::new(pos, path, message).with_hint(hint));
     }
 
+    /// Something lago does not act on: the file still loads (unless strict).
+    pub fn warn(&mut self, pos: Option<Pos>, path: &str, message: impl Into<String>) {
+        self.warnings.push(Problem::new(pos, path, message));
+    }
+
     fn expected(&mut self, node: &Node, path: &str, what: &str) {
         self.report(
             Some(node.pos),
@@ -90,52 +120,25 @@ impl Decoder {
         );
     }
 
-    /// Reads a map whose keys must be among `keys`. Keys Lago knew but lago
-    /// does not support are reported with the reason in `unsupported`.
-    pub fn map<'a>(
-        &mut self,
-        node: &'a Node,
-        path: &str,
-        what: &str,
-        keys: &[&str],
-        unsupported: &[(&str, &str)],
-    ) -> Option<Fields<'a>> {
-        self.map_inner(node, path, what, keys, unsupported, false)
+    /// Reads a map whose keys must be among `keys.known`. Lago keys lago
+    /// refuses are errors with the reason; Lago keys it ignores are warnings
+    /// saying what it does instead; `comment` is free text anywhere.
+    pub fn map<'a>(&mut self, node: &'a Node, path: &str, what: &str, keys: &Keys) -> Option<Fields<'a>> {
+        self.map_inner(node, path, what, keys)
     }
 
-    /// Like [`Decoder::map`], but keys starting with `x-` are allowed and
-    /// ignored (a place for YAML anchors, as in docker-compose files).
-    pub fn map_with_extensions<'a>(
-        &mut self,
-        node: &'a Node,
-        path: &str,
-        what: &str,
-        keys: &[&str],
-        unsupported: &[(&str, &str)],
-    ) -> Option<Fields<'a>> {
-        self.map_inner(node, path, what, keys, unsupported, true)
-    }
-
-    fn map_inner<'a>(
-        &mut self,
-        node: &'a Node,
-        path: &str,
-        what: &str,
-        keys: &[&str],
-        unsupported: &[(&str, &str)],
-        extensions: bool,
-    ) -> Option<Fields<'a>> {
+    fn map_inner<'a>(&mut self, node: &'a Node, path: &str, what: &str, keys: &Keys) -> Option<Fields<'a>> {
         let Kind::Map(entries) = &node.kind else {
             self.expected(node, path, what);
             return None;
         };
         for (k, _) in entries {
             let Some(text) = k.key_text() else { continue };
-            if keys.contains(&text.as_str()) || (extensions && text.starts_with("x-")) {
+            if keys.known.contains(&text.as_str()) || text == "comment" {
                 continue;
             }
             let kpath = child(path, &text);
-            if let Some((_, why)) = unsupported.iter().find(|(u, _)| *u == text) {
+            if let Some((_, why)) = keys.refused.iter().find(|(u, _)| *u == text) {
                 self.report(
                     Some(k.pos),
                     &kpath,
@@ -143,9 +146,22 @@ impl Decoder {
                 );
                 continue;
             }
-            let allowed = keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
+            if let Some((_, instead)) = keys.ignored.iter().find(|(u, _)| *u == text) {
+                self.warn(
+                    Some(k.pos),
+                    &kpath,
+                    format!("`{text}` (a Lago key) is ignored: {instead}"),
+                );
+                continue;
+            }
+            let allowed = keys
+                .known
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
             let msg = format!("unknown key `{text}`; expected one of {allowed}");
-            match suggest(&text, keys) {
+            match suggest(&text, keys.known) {
                 Some(s) => self.report_hint(Some(k.pos), &kpath, msg, format!("did you mean `{s}`?")),
                 None => self.report(Some(k.pos), &kpath, msg),
             }
@@ -206,6 +222,10 @@ impl Decoder {
     pub fn uint(&mut self, node: &Node, path: &str, min: u64, max: u64) -> Option<u64> {
         let value = match &node.kind {
             Kind::Int(i) => *i,
+            // Lago read numbers with int(): `memory: "2047"` works there.
+            Kind::Str(s) if !s.is_empty() && s.len() <= 18 && s.bytes().all(|b| b.is_ascii_digit()) => {
+                s.parse().unwrap_or(i64::MAX)
+            }
             _ => {
                 self.expected(node, path, &format!("an integer from {min} to {max}"));
                 return None;

@@ -8,6 +8,8 @@
 //! [`EnvSpec`], or a [`ConfigError`] that lists **every** problem with its
 //! file, line and column, key path (`domains.vm01.nics[0].net`), what was
 //! expected and what was found. Unknown keys are errors, with a "did you mean".
+//! Lago keys lago does not act on are warnings ([`EnvSpec::warnings`]), each
+//! saying what lago does instead; [`LoadOptions::strict`] makes them errors.
 //!
 //! ```
 //! let spec = lago_config::from_str(
@@ -49,11 +51,25 @@ pub fn load(path: impl AsRef<Path>) -> Result<EnvSpec, ConfigError> {
     load_with_env(path, &|name| std::env::var(name).ok())
 }
 
+/// How an init file is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Lago keys lago does not act on are errors, not warnings.
+    pub strict: bool,
+}
+
+/// Like [`load`], with options (e.g. strict).
+pub fn load_with(path: impl AsRef<Path>, opts: LoadOptions) -> Result<EnvSpec, ConfigError> {
+    let path = absolute(path.as_ref());
+    let text = read_bounded(&path)?;
+    parse_with_env(&text, &path, &|name| std::env::var(name).ok(), opts)
+}
+
 /// Like [`load`], with variables looked up through `var` (for tests and embedding).
 pub fn load_with_env(path: impl AsRef<Path>, var: &dyn Fn(&str) -> Option<String>) -> Result<EnvSpec, ConfigError> {
     let path = absolute(path.as_ref());
     let text = read_bounded(&path)?;
-    parse_with_env(&text, &path, var)
+    parse_with_env(&text, &path, var, LoadOptions::default())
 }
 
 /// Reads at most [`MAX_FILE_BYTES`] (so `/dev/zero` or a huge file is an
@@ -107,10 +123,20 @@ fn too_large(path: &Path, text: &[u8]) -> ConfigError {
 /// Validates init-file `text` as if read from `path` (relative disk paths
 /// resolve against `path`'s folder). Variables come from the process environment.
 pub fn from_str(text: &str, path: impl AsRef<Path>) -> Result<EnvSpec, ConfigError> {
-    parse_with_env(text, &absolute(path.as_ref()), &|name| std::env::var(name).ok())
+    parse_with_env(
+        text,
+        &absolute(path.as_ref()),
+        &|name| std::env::var(name).ok(),
+        LoadOptions::default(),
+    )
 }
 
-fn parse_with_env(text: &str, path: &Path, var: &dyn Fn(&str) -> Option<String>) -> Result<EnvSpec, ConfigError> {
+fn parse_with_env(
+    text: &str,
+    path: &Path,
+    var: &dyn Fn(&str) -> Option<String>,
+    opts: LoadOptions,
+) -> Result<EnvSpec, ConfigError> {
     let path = path.to_path_buf();
     if text.len() > MAX_FILE_BYTES {
         return Err(too_large(&path, text.as_bytes()));
@@ -119,7 +145,7 @@ fn parse_with_env(text: &str, path: &Path, var: &dyn Fn(&str) -> Option<String>)
         yaml::Parsed::Empty => Err(ConfigError::Empty { path }),
         yaml::Parsed::Syntax(pos, message) => Err(ConfigError::Syntax { path, pos, message }),
         yaml::Parsed::Limit(pos, message) => Err(ConfigError::Limit { path, pos, message }),
-        yaml::Parsed::Doc(root, mut problems) => match validate::validate(&root, &path, var) {
+        yaml::Parsed::Doc(root, mut problems) => match validate::validate(&root, &path, var, opts.strict) {
             Ok(spec) if problems.is_empty() => Ok(spec),
             Ok(_) => Err(ConfigError::Invalid(Problems {
                 file: path,

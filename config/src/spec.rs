@@ -32,6 +32,10 @@ pub struct EnvSpec {
     pub vms: Vec<VmSpec>,
     /// The networks (`nets`), in file order.
     pub nets: Vec<NetSpec>,
+    /// Lago keys the file uses that lago does not act on, each with what
+    /// lago does instead (with `strict`, these are errors instead).
+    #[serde(skip)]
+    pub warnings: Vec<crate::Problem>,
 }
 
 impl EnvSpec {
@@ -46,11 +50,38 @@ impl EnvSpec {
     }
 }
 
+/// How a VM comes to exist (`vm-provider`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Provider {
+    /// A libvirt domain lago creates (`local-libvirt`, the default).
+    #[default]
+    Libvirt,
+    /// A machine that exists already (`ssh`): lago creates nothing for it and
+    /// reaches it over SSH at its NICs' `ip`.
+    Ssh,
+}
+
 /// One VM (a `domains` entry).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VmSpec {
-    /// Name: map key, guest hostname and DNS name.
+    /// Name: the map key (the libvirt name is made from it).
     pub name: String,
+    /// The guest's hostname and DNS name: the name, with `_` as `-`.
+    #[serde(default)]
+    pub hostname: String,
+    /// `vm-provider`.
+    #[serde(default)]
+    pub provider: Provider,
+    /// `root-password`: set in the guest (console login); SSH stays key-only.
+    #[serde(default)]
+    pub root_password: Option<String>,
+    /// `ssh-password`: password authentication when key authentication fails.
+    #[serde(default)]
+    pub ssh_password: Option<String>,
+    /// `ssh-key`: the private key of an `ssh` VM (lago's own key otherwise).
+    #[serde(default)]
+    pub ssh_key: Option<PathBuf>,
     /// Memory in MiB (`memory`).
     pub memory_mib: u64,
     /// Virtual CPUs (`vcpu`).
@@ -216,12 +247,16 @@ pub struct NetSpec {
     pub gw: Option<Ipv4Addr>,
     /// MTU (`mtu`).
     pub mtu: u32,
+    /// Only `ssh` VMs use it: lago creates nothing for it and leases no subnet.
+    #[serde(default)]
+    pub external: bool,
 }
 
 impl NetSpec {
-    /// Whether lago manages addresses on this net (NAT and isolated nets).
+    /// Whether lago manages addresses on this net (NAT and isolated nets,
+    /// unless only `ssh` VMs use it).
     pub fn is_managed(&self) -> bool {
-        !matches!(self.kind, NetKind::Bridge { .. })
+        !matches!(self.kind, NetKind::Bridge { .. }) && !self.external
     }
 
     /// The kind as written in the init file.

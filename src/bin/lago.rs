@@ -39,12 +39,18 @@ enum Command {
         /// Print the plan as JSON.
         #[arg(long)]
         json: bool,
+        /// Lago keys lago does not act on are errors, not warnings.
+        #[arg(long)]
+        strict: bool,
     },
     /// Create an environment (workdir, leases, keys, disk images, seeds); starts nothing.
     Init {
         /// The init file (YAML or JSON).
         #[arg(default_value = "LagoInitFile")]
         init_file: PathBuf,
+        /// Lago keys lago does not act on are errors, not warnings.
+        #[arg(long)]
+        strict: bool,
         /// Accelerator: auto (KVM where usable), kvm or tcg. Default: LAGO_ACCEL, else auto.
         #[arg(long, value_name = "auto|kvm|tcg")]
         accel: Option<lago::backend::AccelChoice>,
@@ -262,9 +268,14 @@ fn print_out(text: &str) {
 fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let tty = std::io::stderr().is_terminal();
     match cli.command {
-        Command::Validate { init_file, json } => validate(&init_file, json).map(|()| ExitCode::SUCCESS),
+        Command::Validate {
+            init_file,
+            json,
+            strict,
+        } => validate(&init_file, json, strict).map(|()| ExitCode::SUCCESS),
         Command::Init {
             init_file,
+            strict,
             accel,
             libvirt_uri,
         } => {
@@ -273,6 +284,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 libvirt_uri,
                 accel: accel.unwrap_or_default(),
                 progress: tty,
+                strict,
                 ..Default::default()
             };
             let t = Instant::now();
@@ -573,8 +585,13 @@ fn render_status(st: &lago::env::Status) -> String {
     s
 }
 
-fn validate(init_file: &std::path::Path, json: bool) -> Result<(), Failure> {
-    let spec = config::load(init_file).map_err(|e| Failure::Usage(e.to_string()))?;
+fn validate(init_file: &std::path::Path, json: bool, strict: bool) -> Result<(), Failure> {
+    let spec =
+        config::load_with(init_file, config::LoadOptions { strict }).map_err(|e| Failure::Usage(e.to_string()))?;
+    // Lago keys lago does not act on: on stderr, so that stdout stays the plan.
+    for w in &spec.warnings {
+        eprintln!("warning: {}:{w}", spec.source.display());
+    }
     let subnets = plan::preview_subnets(&spec).map_err(|e| Failure::Usage(e.to_string()))?;
     let workdir = spec.source.parent().unwrap_or(std::path::Path::new("/")).join(".lago");
     let plan = plan::plan(&spec, &EnvId::preview(), &subnets, &workdir).map_err(|e| Failure::Usage(e.to_string()))?;
@@ -587,6 +604,7 @@ fn validate(init_file: &std::path::Path, json: bool) -> Result<(), Failure> {
             "nets": plan.nets,
             "vms": plan.vms,
             "start_order": plan.start_order,
+            "warnings": spec.warnings,
         });
         serde_json::to_string_pretty(&doc).map_err(|e| Failure::Other(e.to_string()))? + "\n"
     } else {
@@ -631,6 +649,18 @@ fn render_plan(spec: &EnvSpec, plan: &EnvPlan) -> String {
     }
     let _ = writeln!(s, "\nvms:");
     for (vm, vs) in plan.vms.iter().zip(&spec.vms) {
+        if vs.provider == config::Provider::Ssh {
+            let _ = writeln!(
+                s,
+                "  {:<12} an existing machine (vm-provider: ssh), ssh {}@{} ({})",
+                vm.name, vs.ssh_user, vm.ip, vm.fqdn
+            );
+            for nic in &vm.nics {
+                let ip = nic.ip.map(|i| i.to_string()).unwrap_or_else(|| "-".into());
+                let _ = writeln!(s, "    {:<6} net {:<10} {}", nic.name, nic.net, ip);
+            }
+            continue;
+        }
         let _ = writeln!(
             s,
             "  {:<12} {} MiB, {} vcpu, ssh {}@{} ({}){}",
@@ -704,7 +734,7 @@ mod tests {
     fn validate_defaults_to_lago_init_file() {
         let cli = Cli::try_parse_from(["lago", "validate"]).unwrap();
         match cli.command {
-            Command::Validate { init_file, json } => {
+            Command::Validate { init_file, json, .. } => {
                 assert_eq!(init_file, PathBuf::from("LagoInitFile"));
                 assert!(!json);
             }
@@ -789,7 +819,7 @@ mod tests {
         let cli = Cli::try_parse_from(["lago", "-vv", "validate", "env.yaml", "--json"]).unwrap();
         assert_eq!(cli.verbose, 2);
         match cli.command {
-            Command::Validate { init_file, json } => {
+            Command::Validate { init_file, json, .. } => {
                 assert_eq!(init_file, PathBuf::from("env.yaml"));
                 assert!(json);
             }

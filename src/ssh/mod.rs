@@ -86,6 +86,19 @@ pub enum SshError {
         #[source]
         source: ssh2::Error,
     },
+    /// Key authentication failed, and then the password too.
+    #[error("{vm}: SSH authentication failed with {} ({key_error}) and with the password", key.display())]
+    AuthPassword {
+        /// VM name.
+        vm: String,
+        /// Key file.
+        key: PathBuf,
+        /// Why the key failed.
+        key_error: Box<str>,
+        /// libssh2's error for the password.
+        #[source]
+        source: ssh2::Error,
+    },
     /// A channel operation failed.
     #[error("{vm}: `{command}` failed over SSH")]
     Channel {
@@ -170,6 +183,16 @@ pub enum SshError {
     },
 }
 
+/// A password: never shown in debug output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
 /// Where and how to reach a guest.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -185,6 +208,11 @@ pub struct Target {
     pub key: PathBuf,
     /// The host key the guest must present (SSH wire encoding); `None` trusts any.
     pub host_key: Option<Vec<u8>>,
+    /// A password to try when key authentication fails (Lago's `ssh-password`).
+    pub password: Option<Secret>,
+    /// Where the host key of a machine lago did not create is kept: learned
+    /// on first contact (with a warning), pinned from then on.
+    pub learned_host_key: Option<PathBuf>,
 }
 
 fn fingerprint(blob: &[u8]) -> String {
@@ -220,34 +248,87 @@ pub fn connect(t: &Target, timeout: Duration) -> Result<(Session, TcpStream), Ss
         source,
     })?;
     let found = sess.host_key().map(|(k, _)| k.to_vec()).unwrap_or_default();
-    match &t.host_key {
-        Some(expected) if &found != expected => {
-            return Err(SshError::HostKeyMismatch {
-                vm: t.vm.clone(),
-                expected: fingerprint(expected),
-                found: fingerprint(&found),
-            });
-        }
-        Some(_) => {}
-        // Never silently: a VM without a seed (`bootstrap: false`) has no key lago gave it.
-        None => tracing::warn!(
-            vm = %t.vm,
-            presented = %fingerprint(&found),
-            "no pinned SSH host key for this VM (bootstrap: false): trusting the key it presents"
-        ),
-    }
-    sess.userauth_pubkey_file(&t.user, None, &t.key, None)
-        .map_err(|source| SshError::Auth {
-            vm: t.vm.clone(),
-            user: t.user.clone(),
-            key: t.key.clone(),
-            source,
-        })?;
+    check_host_key(t, &found)?;
+    authenticate(t, &sess)?;
     sess.set_timeout(0);
     // Keepalives (sent while commands run) keep NAT and firewalls from
     // dropping an idle session; a wedged guest is bounded by each call's timeout.
     sess.set_keepalive(true, KEEPALIVE_SECS);
     Ok((sess, poll_handle))
+}
+
+/// The guest's host key against the pinned one, the learned one, or (first
+/// contact with a machine lago did not create) learns it.
+fn check_host_key(t: &Target, found: &[u8]) -> Result<(), SshError> {
+    let learned = t.learned_host_key.as_ref().and_then(|p| std::fs::read(p).ok());
+    match t.host_key.clone().or(learned) {
+        Some(expected) if found != expected.as_slice() => Err(SshError::HostKeyMismatch {
+            vm: t.vm.clone(),
+            expected: fingerprint(&expected),
+            found: fingerprint(found),
+        }),
+        Some(_) => Ok(()),
+        None => {
+            match &t.learned_host_key {
+                Some(path) => {
+                    let saved = path
+                        .parent()
+                        .map_or(Ok(()), std::fs::create_dir_all)
+                        .and_then(|()| std::fs::write(path, found));
+                    match saved {
+                        Ok(()) => tracing::warn!(
+                            vm = %t.vm,
+                            key = %fingerprint(found),
+                            saved = %path.display(),
+                            "learned the SSH host key of a machine lago did not create, on first contact; it is pinned from now on"
+                        ),
+                        Err(e) => {
+                            tracing::warn!(vm = %t.vm, error = %e, "cannot save the learned SSH host key; it is not pinned")
+                        }
+                    }
+                }
+                // Never silently: a VM without a seed (`bootstrap: false`) has no key lago gave it.
+                None => tracing::warn!(
+                    vm = %t.vm,
+                    presented = %fingerprint(found),
+                    "no pinned SSH host key for this VM (bootstrap: false): trusting the key it presents"
+                ),
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Key authentication, then the password when there is one.
+fn authenticate(t: &Target, sess: &Session) -> Result<(), SshError> {
+    let by_key = if t.key.exists() {
+        sess.userauth_pubkey_file(&t.user, None, &t.key, None)
+    } else {
+        Err(ssh2::Error::new(
+            ssh2::ErrorCode::Session(-18),
+            "the key file does not exist",
+        ))
+    };
+    let key_error = match by_key {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
+    match &t.password {
+        Some(Secret(pw)) => sess
+            .userauth_password(&t.user, pw)
+            .map_err(|source| SshError::AuthPassword {
+                vm: format!("{} (as {})", t.vm, t.user),
+                key: t.key.clone(),
+                key_error: key_error.to_string().into(),
+                source,
+            }),
+        None => Err(SshError::Auth {
+            vm: t.vm.clone(),
+            user: t.user.clone(),
+            key: t.key.clone(),
+            source: key_error,
+        }),
+    }
 }
 
 const EAGAIN: i32 = -37;

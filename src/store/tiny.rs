@@ -34,6 +34,7 @@ const RCS: &str = include_str!("tiny/rcS");
 const SEED: &str = include_str!("tiny/seed");
 const DHCP: &str = include_str!("tiny/dhcp");
 const INITTAB: &str = include_str!("tiny/inittab");
+const CONSOLE: &str = include_str!("tiny/console");
 const SHUTDOWN: &str = include_str!("tiny/shutdown");
 
 /// Kernel command line of the template (lago appends `lago.root=` and `lago.seed=`).
@@ -219,7 +220,7 @@ fn find_inputs() -> Result<Inputs, StoreError> {
 fn digest(inputs: &Inputs) -> Result<String, StoreError> {
     let mut h = Sha256::new();
     h.update(RECIPE);
-    for s in [INIT, RCS, SEED, DHCP, INITTAB, SHUTDOWN, CMDLINE, ROOT_SIZE] {
+    for s in [INIT, RCS, SEED, DHCP, INITTAB, CONSOLE, SHUTDOWN, CMDLINE, ROOT_SIZE] {
         h.update((s.len() as u64).to_le_bytes());
         h.update(s);
     }
@@ -542,8 +543,9 @@ fn write_rootfs(inputs: &Inputs, root: &Path) -> Result<(), StoreError> {
         late.push_str(&name);
         late.push('\n');
     }
-    let files: [(&str, &str, u32); 12] = [
+    let files: [(&str, &str, u32); 13] = [
         ("etc/lago/rcS", RCS, 0o755),
+        ("etc/lago/console", CONSOLE, 0o755),
         ("etc/lago/seed", SEED, 0o755),
         ("etc/lago/dhcp", DHCP, 0o755),
         ("etc/lago/shutdown", SHUTDOWN, 0o755),

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::rules::{Unique, used_twice_in_vm};
 use super::{is_simple_name, one_of, opt};
-use crate::decode::{Decoder, Fields, child};
+use crate::decode::{Decoder, Fields, Keys, child};
 use crate::size::parse_size;
 use crate::spec::*;
 use crate::vars::expand_path;
@@ -24,16 +24,23 @@ const DISK_KEYS: &[&str] = &[
     "path",
     "make_a_copy",
 ];
-const DISK_UNSUPPORTED: &[(&str, &str)] = &[
-    ("url", "download the image yourself and point `path` at it"),
-    (
-        "build",
-        "customise the guest over SSH after start, or bake it into the template",
-    ),
-    ("metadata", "put metadata on the VM"),
-    ("skip-export", "export is not supported"),
-    ("comment", "use a YAML comment (`# ...`)"),
-];
+const DISK_LAGO_KEYS: Keys = Keys {
+    known: DISK_KEYS,
+    refused: &[
+        (
+            "url",
+            "lago downloads nothing: download the image yourself and point `path` at it",
+        ),
+        (
+            "build",
+            "lago runs no virt-customize steps: customise the guest over SSH after start, or bake it into the template",
+        ),
+    ],
+    ignored: &[
+        ("metadata", "lago keeps no disk metadata; put metadata on the VM"),
+        ("skip-export", "lago exports nothing yet"),
+    ],
+};
 const DISK_TYPES: &[&str] = &["template", "empty", "file"];
 const DISK_FORMATS: &[&str] = &["qcow2", "raw", "iso"];
 const TEMPLATE_TYPES: &[&str] = &["lago", "qcow2"];
@@ -97,7 +104,7 @@ pub(super) fn disk(
     names: &mut Unique<String>,
     devs: &mut Unique<String>,
 ) -> Option<DiskSpec> {
-    let f = d.map(node, path, "a map of disk settings", DISK_KEYS, DISK_UNSUPPORTED)?;
+    let f = d.map(node, path, "a map of disk settings", &DISK_LAGO_KEYS)?;
     let e = Entry {
         f,
         node,
@@ -241,11 +248,23 @@ fn check_type_keys(d: &mut Decoder, e: &Entry<'_>, kind: &str, template_type: Op
                 "path" => "`type: file` disks and `template_type: qcow2` templates",
                 _ => "`type: file` disks",
             };
-            d.report(
-                Some(n.pos),
-                &child(e.path, k),
-                format!("`{k}` only applies to {applies}, found it on a `type: {kind}` disk"),
-            );
+            // Lago ignored a template's name once `template_type: qcow2` gave a path.
+            let qcow2_template = kind == "template" && matches!(k, "template_name" | "template_version");
+            if qcow2_template {
+                d.warn(
+                    Some(n.pos),
+                    &child(e.path, k),
+                    format!(
+                        "`{k}` is ignored on a `template_type: qcow2` disk, as in Lago: the image at `path` is used"
+                    ),
+                );
+            } else {
+                d.report(
+                    Some(n.pos),
+                    &child(e.path, k),
+                    format!("`{k}` only applies to {applies}, found it on a `type: {kind}` disk"),
+                );
+            }
         }
     }
 }

@@ -6,51 +6,81 @@ use std::path::Path;
 
 use super::net::Nets;
 use super::rules::{self, Unique};
-use super::{disk::disk, is_hostname_label, nic::nic, opt};
-use crate::decode::{Decoder, Fields, child, index, to_json};
+use super::{disk::disk, is_hostname_label, nic::nic, one_of, opt};
+use crate::decode::{Decoder, Fields, Keys, child, index, to_json};
 use crate::spec::*;
+use crate::vars::expand_path;
 use crate::yaml::{Kind, Node};
 
-const VM_KEYS: &[&str] = &[
-    "memory",
-    "vcpu",
-    "cpu_model",
-    "nics",
-    "disks",
-    "metadata",
-    "groups",
-    "artifacts",
-    "bootstrap",
-    "ssh-user",
-    "boot_time_sec",
-    "distro",
-];
-const VM_UNSUPPORTED: &[(&str, &str)] = &[
-    ("cpu_custom", "use `cpu_model`"),
-    ("vm-type", "there are no VM type plugins; every VM is a libvirt domain"),
-    ("vm-provider", "every VM runs under libvirt"),
-    ("service_provider", "manage guest services over SSH"),
-    ("service_class", "manage guest services over SSH"),
-    (
+const VM_KEYS: Keys = Keys {
+    known: &[
+        "memory",
+        "vcpu",
+        "cpu_model",
+        "nics",
+        "disks",
+        "metadata",
+        "groups",
+        "artifacts",
+        "bootstrap",
+        "ssh-user",
+        "boot_time_sec",
+        "distro",
         "root-password",
-        "guests are reached with the environment's SSH key; no password is set",
-    ),
-    (
         "ssh-password",
-        "guests are reached with the environment's SSH key; no password is set",
-    ),
-    (
-        "type",
-        "OVA import is not supported; convert the disk and use a `file` or qcow2 template disk",
-    ),
-    (
-        "based-on",
-        "share settings with YAML anchors and merge keys (`<<: *common`) instead",
-    ),
-    ("skip-export", "export is not supported"),
+        "ssh-key",
+        "vm-provider",
+        "vm-type",
+        "service_provider",
+        "service_class",
+    ],
+    refused: &[
+        (
+            "type",
+            "OVA import is not supported: convert the OVA's disk and use a `file` or qcow2 template disk",
+        ),
+        (
+            "url",
+            "OVA import is not supported: convert the OVA's disk and use a `file` or qcow2 template disk",
+        ),
+    ],
+    ignored: &[
+        ("cpu", "as in Lago, it has no effect: `vcpu` sets the number of CPUs"),
+        ("cpus", "as in Lago, it has no effect: `vcpu` sets the number of CPUs"),
+        (
+            "cpu_custom",
+            "the accelerator chooses the CPU (`cpu_model` sets an exact model)",
+        ),
+        ("skip-export", "lago exports nothing yet"),
+    ],
+};
+
+/// Lago keys kept in the VM's metadata under their own name (status output,
+/// inventories group by them, as Lago did): `(key, what lago does not do)`.
+const KEPT_IN_METADATA: &[(&str, &str)] = &[
+    ("vm-type", "lago has no VM type plugins"),
+    ("service_provider", "lago has no service plugins"),
+    ("service_class", "lago has no service plugins"),
 ];
 
-/// Reads the VM `key`: `node` (its settings map), given the nets read so far.
+/// `vm-provider` values.
+const PROVIDERS: &[&str] = &["local-libvirt", "ssh"];
+
+/// A VM name's hostname: the name with `_` as `-` (hostnames take no `_`),
+/// or why the name cannot be one.
+pub(super) fn hostname_of(name: &str) -> Result<String, String> {
+    let host = name.replace('_', "-");
+    if is_hostname_label(&host) {
+        Ok(host)
+    } else {
+        Err(format!(
+            "expected a VM name of 1-63 letters, digits, `-` or `_`, not starting or ending with `-` or `_` (it is the guest's hostname, with `_` as `-`), found {name:?}"
+        ))
+    }
+}
+
+/// Reads the VM `key`: `node` (its settings map, prototypes merged in),
+/// given the nets read so far.
 pub(super) fn domain(
     d: &mut Decoder,
     key: &Node,
@@ -61,33 +91,70 @@ pub(super) fn domain(
 ) -> Option<VmSpec> {
     let name = key.key_text().unwrap_or_default();
     let path = child("domains", &name);
-    if !is_hostname_label(&name) {
-        d.report(
-            Some(key.pos),
-            &path,
-            format!("expected a VM name usable as a hostname (1-63 letters, digits or `-`, not starting or ending with `-`), found {name:?}"),
-        );
-    }
-    let f = d.map(node, &path, "a map of VM settings", VM_KEYS, VM_UNSUPPORTED)?;
-    let mut vm = settings(d, &f, name, &path);
+    let hostname = match hostname_of(&name) {
+        Ok(h) => {
+            if h != name {
+                d.warn(
+                    Some(key.pos),
+                    &path,
+                    format!("the guest's hostname and DNS name are `{h}` (`_` is not allowed in hostnames)"),
+                );
+            }
+            h
+        }
+        Err(msg) => {
+            d.report(Some(key.pos), &path, msg);
+            name.clone()
+        }
+    };
+    let f = d.map(node, &path, "a map of VM settings", &VM_KEYS)?;
+    let mut vm = settings(d, &f, name, &path, base_dir, var);
+    vm.hostname = hostname;
     let nics_path = child(&path, "nics");
-    let (nics, nics_ok) = nics(d, &f, node, &nics_path, nets);
+    let (nics, nics_ok) = nics(d, &f, node, &nics_path, nets, vm.provider);
     if nics_ok {
         vm.mgmt_net = rules::one_management_net(d, nets, &nics, f.key_pos("nics"), &nics_path);
     }
     vm.nics = nics;
-    vm.disks = disks(d, &f, node, &child(&path, "disks"), base_dir, var);
+    let disks_path = child(&path, "disks");
+    match (vm.provider, f.get("disks")) {
+        (Provider::Ssh, Some(n)) => d.warn(
+            Some(n.pos),
+            &disks_path,
+            "ignored: a `vm-provider: ssh` VM exists already; lago creates no disks for it",
+        ),
+        (Provider::Ssh, None) => {}
+        (Provider::Libvirt, _) => vm.disks = disks(d, &f, node, &disks_path, base_dir, var),
+    }
     Some(vm)
 }
 
+/// The provider a VM map names (`local-libvirt` when none, or when it is not valid).
+pub(super) fn provider_of(node: &Node) -> Provider {
+    let Kind::Map(entries) = &node.kind else {
+        return Provider::Libvirt;
+    };
+    let named_ssh = entries
+        .iter()
+        .any(|(k, v)| k.key_text().as_deref() == Some("vm-provider") && matches!(&v.kind, Kind::Str(s) if s == "ssh"));
+    if named_ssh { Provider::Ssh } else { Provider::Libvirt }
+}
+
 /// The VM's own settings, defaults filled in; no NICs, disks or management net yet.
-fn settings(d: &mut Decoder, f: &Fields<'_>, name: String, path: &str) -> VmSpec {
+fn settings(
+    d: &mut Decoder,
+    f: &Fields<'_>,
+    name: String,
+    path: &str,
+    base_dir: &Path,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> VmSpec {
     let memory_mib = opt(d, f, "memory", path, |d, n, p| d.uint(n, p, 1, 4 << 20)).unwrap_or(DEFAULT_MEMORY_MIB);
     let vcpu = opt(d, f, "vcpu", path, |d, n, p| d.uint(n, p, 1, 255))
         .map(|v| v as u32)
         .unwrap_or(DEFAULT_VCPU);
     let cpu_model = opt(d, f, "cpu_model", path, |d, n, p| d.string(n, p));
-    let metadata = match f.get("metadata") {
+    let mut metadata = match f.get("metadata") {
         Some(n) => metadata(d, n, &child(path, "metadata")),
         None => serde_json::Map::new(),
     };
@@ -98,8 +165,68 @@ fn settings(d: &mut Decoder, f: &Fields<'_>, name: String, path: &str) -> VmSpec
     let boot_time_sec =
         opt(d, f, "boot_time_sec", path, |d, n, p| d.uint(n, p, 1, 86_400)).unwrap_or(DEFAULT_BOOT_TIME_SEC);
     let distro = opt(d, f, "distro", path, |d, n, p| d.string(n, p));
+    let provider = match opt(d, f, "vm-provider", path, |d, n, p| one_of(d, n, p, PROVIDERS)).as_deref() {
+        Some("ssh") => Provider::Ssh,
+        _ => Provider::Libvirt,
+    };
+    let root_password = opt(d, f, "root-password", path, password);
+    let ssh_password = opt(d, f, "ssh-password", path, password);
+    let ssh_key = opt(d, f, "ssh-key", path, |d, n, p| {
+        let raw = d.string(n, p)?;
+        match expand_path(&raw, base_dir, var) {
+            Ok(pb) => Some(pb),
+            Err(e) => {
+                d.report(Some(n.pos), p, e);
+                None
+            }
+        }
+    });
+    if let (Provider::Libvirt, Some(n)) = (provider, f.get("ssh-key")) {
+        d.report(
+            Some(n.pos),
+            &child(path, "ssh-key"),
+            "`ssh-key` only applies to `vm-provider: ssh` VMs (lago makes the key of the VMs it creates)",
+        );
+    }
+    // Lago's plugin choices: kept where inventories and status output find them.
+    for (key, no_plugin) in KEPT_IN_METADATA {
+        if let Some(n) = f.get(key)
+            && let Some(v) = d.string(n, &child(path, key))
+        {
+            d.warn(
+                f.key_pos(key),
+                &child(path, key),
+                format!("kept in the VM's metadata as `{key}` ({no_plugin})"),
+            );
+            let key = if *key == "service_class" {
+                "service_provider"
+            } else {
+                key
+            };
+            metadata.entry(key.to_owned()).or_insert(serde_json::Value::String(v));
+        }
+    }
+    if f.get("vm-provider").is_some() {
+        let p = match provider {
+            Provider::Ssh => "ssh",
+            Provider::Libvirt => "local-libvirt",
+        };
+        metadata
+            .entry("vm-provider")
+            .or_insert(serde_json::Value::String(p.into()));
+    }
+    if let Some(distro) = &distro {
+        metadata
+            .entry("distro")
+            .or_insert(serde_json::Value::String(distro.clone()));
+    }
     VmSpec {
+        hostname: name.clone(),
         name,
+        provider,
+        root_password,
+        ssh_password,
+        ssh_key,
         memory_mib,
         vcpu,
         cpu_model,
@@ -108,11 +235,19 @@ fn settings(d: &mut Decoder, f: &Fields<'_>, name: String, path: &str) -> VmSpec
         metadata,
         groups,
         artifacts,
-        bootstrap,
+        bootstrap: bootstrap && provider == Provider::Libvirt,
         ssh_user,
         boot_time_sec,
         distro,
         mgmt_net: String::new(),
+    }
+}
+
+/// A password: any non-empty string (or a number, which YAML makes of `123456`).
+fn password(d: &mut Decoder, n: &Node, p: &str) -> Option<String> {
+    match &n.kind {
+        Kind::Int(i) => Some(i.to_string()),
+        _ => d.string(n, p),
     }
 }
 
@@ -168,7 +303,14 @@ fn ssh_user(d: &mut Decoder, n: &Node, p: &str) -> Option<String> {
 
 /// The `nics` list at `nics_path`: the NICs read, and whether the list and
 /// every NIC in it are valid (the management-net rule only applies then).
-fn nics(d: &mut Decoder, f: &Fields<'_>, node: &Node, nics_path: &str, nets: &mut Nets) -> (Vec<NicSpec>, bool) {
+fn nics(
+    d: &mut Decoder,
+    f: &Fields<'_>,
+    node: &Node,
+    nics_path: &str,
+    nets: &mut Nets,
+    provider: Provider,
+) -> (Vec<NicSpec>, bool) {
     let mut nics = Vec::new();
     let mut nics_ok = true;
     match f.get("nics") {
@@ -192,7 +334,7 @@ fn nics(d: &mut Decoder, f: &Fields<'_>, node: &Node, nics_path: &str, nets: &mu
             }
             Some(items) => {
                 for (i, item) in items.iter().enumerate() {
-                    match nic(d, item, &index(nics_path, i), nets) {
+                    match nic(d, item, &index(nics_path, i), nets, provider) {
                         Some(n) => nics.push(n),
                         None => nics_ok = false,
                     }

@@ -7,17 +7,22 @@ use std::net::Ipv4Addr;
 
 use super::rules::Unique;
 use super::{POOL_FIRST, POOL_LAST, is_hostname_label, is_simple_name, one_of, pool_octet};
-use crate::decode::{Decoder, Fields, child};
+use crate::decode::{Decoder, Fields, Keys, child};
 use crate::error::Pos;
 use crate::spec::*;
 use crate::yaml::Node;
 
-const NET_KEYS: &[&str] = &["type", "dhcp", "management", "dns_domain_name", "gw", "mtu", "bridge"];
-const NET_UNSUPPORTED: &[(&str, &str)] = &[(
-    "main_dns",
-    "every NAT/isolated net serves the environment's DNS records; use `management` and `dns_domain_name`",
-)];
+const NET_KEYS: Keys = Keys {
+    known: &["type", "dhcp", "management", "dns_domain_name", "gw", "mtu", "bridge"],
+    refused: &[],
+    ignored: &[(
+        "main_dns",
+        "every NAT/isolated net serves the environment's DNS records; `management` and `dns_domain_name` choose the VMs' domain",
+    )],
+};
 const NET_TYPES: &[&str] = &["nat", "isolated", "bridge"];
+/// Longest net name (Lago's own test suites used names of up to 56).
+const MAX_NET_NAME: usize = 64;
 
 /// What pins a managed net to one /24: its `gw` or its first static IP.
 #[derive(Clone)]
@@ -119,6 +124,7 @@ impl NetDraft {
             dns_domain: None,
             gw: None,
             mtu: DEFAULT_MTU,
+            external: false,
         };
         Self::new(spec, None, None)
     }
@@ -129,14 +135,14 @@ impl NetDraft {
 pub(super) fn net(d: &mut Decoder, key: &Node, node: &Node) -> Option<NetDraft> {
     let name = key.key_text().unwrap_or_default();
     let path = child("nets", &name);
-    if !is_simple_name(&name, 32) {
+    if !is_simple_name(&name, MAX_NET_NAME) {
         d.report(
             Some(key.pos),
             &path,
-            format!("expected a net name of 1-32 letters, digits, `-`, `_` or `.` starting with a letter or digit, found {name:?}"),
+            format!("expected a net name of 1-64 letters, digits, `-`, `_` or `.` starting with a letter or digit, found {name:?}"),
         );
     }
-    let Some(f) = d.map(node, &path, "a map of network settings", NET_KEYS, NET_UNSUPPORTED) else {
+    let Some(f) = d.map(node, &path, "a map of network settings", &NET_KEYS) else {
         return Some(NetDraft::fallback(name));
     };
     let kind = kind(d, &f, key, &path, &name);
@@ -204,6 +210,7 @@ pub(super) fn net(d: &mut Decoder, key: &Node, node: &Node) -> Option<NetDraft> 
         dns_domain,
         gw,
         mtu,
+        external: false,
     };
     Some(NetDraft::new(spec, explicit_mgmt, pin))
 }
@@ -297,7 +304,12 @@ fn gateway(d: &mut Decoder, n: &Node, p: &str) -> (Option<Ipv4Addr>, Option<Pin>
 }
 
 fn dhcp(d: &mut Decoder, node: &Node, path: &str) -> Option<DhcpRange> {
-    let f = d.map(node, path, "a map with `start` and `end`", &["start", "end"], &[])?;
+    let f = d.map(
+        node,
+        path,
+        "a map with `start` and `end`",
+        &Keys::only(&["start", "end"]),
+    )?;
     let octet = |d: &mut Decoder, k: &str| match f.get(k) {
         Some(n) => d.uint(n, &child(path, k), 2, 254).map(|v| v as u8),
         None => {

@@ -6,23 +6,20 @@ use std::net::Ipv4Addr;
 
 use super::net::{NetDraft, Nets, Pin};
 use super::{POOL_FIRST, POOL_LAST, pool_octet, subnet_text};
-use crate::decode::{Decoder, child, suggest};
+use crate::decode::{Decoder, Keys, child, suggest};
 use crate::error::Pos;
 use crate::spec::*;
 use crate::yaml::Node;
 
-const NIC_KEYS: &[&str] = &["net", "ip"];
-const NIC_UNSUPPORTED: &[(&str, &str)] = &[("mtu", "set `mtu` on the net")];
+const NIC_KEYS: Keys = Keys {
+    known: &["net", "ip"],
+    refused: &[],
+    ignored: &[("mtu", "a NIC takes its net's `mtu`")],
+};
 
-/// Reads the NIC at `path`; its net must be one of `nets`.
-pub(super) fn nic(d: &mut Decoder, node: &Node, path: &str, nets: &mut Nets) -> Option<NicSpec> {
-    let f = d.map(
-        node,
-        path,
-        "a map with `net` (and optionally `ip`)",
-        NIC_KEYS,
-        NIC_UNSUPPORTED,
-    )?;
+/// Reads the NIC at `path` of a VM of `provider`; its net must be one of `nets`.
+pub(super) fn nic(d: &mut Decoder, node: &Node, path: &str, nets: &mut Nets, provider: Provider) -> Option<NicSpec> {
+    let f = d.map(node, path, "a map with `net` (and optionally `ip`)", &NIC_KEYS)?;
     let net_path = child(path, "net");
     let Some(net_node) = f.get("net") else {
         d.report(
@@ -44,6 +41,15 @@ pub(super) fn nic(d: &mut Decoder, node: &Node, path: &str, nets: &mut Nets) -> 
     }
     let draft = nets.get_mut(&net_name)?;
     let ip = match f.get("ip") {
+        // An existing machine is reached at its address on the management net.
+        None if provider == Provider::Ssh && draft.spec.management => {
+            d.report(
+                Some(node.pos),
+                &child(path, "ip"),
+                "expected `ip` on the management net: a `vm-provider: ssh` VM exists already and is reached at this address, found no `ip` key",
+            );
+            return None;
+        }
         None => None,
         Some(ip_node) => {
             let ip_path = child(path, "ip");
@@ -59,6 +65,15 @@ pub(super) fn nic(d: &mut Decoder, node: &Node, path: &str, nets: &mut Nets) -> 
 /// net, pinning the net to the address's /24 if nothing pinned it yet.
 fn static_ip(d: &mut Decoder, ip: Ipv4Addr, pos: Pos, ip_path: &str, nic_path: &str, net: &mut NetDraft) -> Option<()> {
     let name = net.spec.name.clone();
+    let unique = |d: &mut Decoder, net: &mut NetDraft| {
+        net.ips.claim(d, &ip, nic_path, pos, ip_path, |other, other_pos| {
+            format!("expected a unique address on net `{name}`, found {ip}, already used by {other} (at {other_pos})")
+        })
+    };
+    // A net only existing machines use: lago leases nothing there, any address goes.
+    if net.spec.external {
+        return unique(d, net).then_some(());
+    }
     if !net.spec.is_managed() {
         d.report(
             Some(pos),
@@ -112,8 +127,5 @@ fn static_ip(d: &mut Decoder, ip: Ipv4Addr, pos: Pos, ip_path: &str, nic_path: &
             })
         }
     }
-    let unique = net.ips.claim(d, &ip, nic_path, pos, ip_path, |other, other_pos| {
-        format!("expected a unique address on net `{name}`, found {ip}, already used by {other} (at {other_pos})")
-    });
-    unique.then_some(())
+    unique(d, net).then_some(())
 }

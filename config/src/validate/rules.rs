@@ -64,7 +64,8 @@ pub(super) fn pick_management(nets: &mut [NetDraft]) {
         }
     } else if let Some(first) = nets
         .iter_mut()
-        .filter(|n| n.spec.is_managed() && n.explicit_mgmt != Some(false))
+        // Not a host bridge (lago knows no addresses there); external nets may be.
+        .filter(|n| !matches!(n.spec.kind, NetKind::Bridge { .. }) && n.explicit_mgmt != Some(false))
         .min_by(|a, b| a.spec.name.cmp(&b.spec.name))
     {
         first.spec.management = true;
