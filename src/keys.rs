@@ -141,9 +141,16 @@ mod tests {
 /// A SHA-512 crypt hash (`$6$…`) of `password`, with a random salt, as
 /// `/etc/shadow` and cloud-init's `chpasswd` take it.
 pub fn password_hash(password: &str) -> Result<String, KeyError> {
+    use rand_core::RngCore;
     use sha_crypt::PasswordHasher;
+    // 12 random bytes are 16 salt characters: the most crypt(3) reads (it
+    // silently cuts a longer salt, and the hash would then never match).
+    let mut salt = [0u8; 12];
+    rand_core::OsRng
+        .try_fill_bytes(&mut salt)
+        .map_err(|e| KeyError::Hash(e.to_string()))?;
     sha_crypt::ShaCrypt::default()
-        .hash_password(password.as_bytes())
+        .hash_password_with_salt(password.as_bytes(), &salt)
         .map(|h| h.as_str().to_owned())
         .map_err(|e| KeyError::Hash(e.to_string()))
 }
@@ -157,6 +164,9 @@ mod password_tests {
         let b = super::password_hash("123456").unwrap();
         assert!(a.starts_with("$6$"), "{a}");
         assert_ne!(a, b, "a new salt each time");
+        let fields: Vec<&str> = a.split('$').collect();
+        let salt = fields.iter().rev().nth(1).unwrap();
+        assert_eq!(salt.len(), 16, "crypt(3) reads at most 16 salt characters: {a}");
         let parsed = sha_crypt::PasswordHashRef::new(&a).unwrap();
         assert!(
             sha_crypt::ShaCrypt::default()

@@ -606,3 +606,146 @@ fn snapshot_and_revert(env: &Env) {
     assert!(matches!(env.revert("nope"), Err(Error::NoSuchSnapshot { .. })));
     assert!(matches!(env.snapshot("../x"), Err(Error::SnapshotName { .. })));
 }
+
+#[test]
+#[ignore = "boots VMs: run through scripts/test (inside the test network namespace)"]
+fn passwords_and_machines_lago_did_not_create() {
+    in_test_namespace();
+    let tmp = tempfile::tempdir().unwrap();
+    let a_file = tmp.path().join("a.yaml");
+    fs::write(
+        &a_file,
+        "domains:\n  vm01:\n    memory: 192\n    boot_time_sec: 60\n    root-password: s3cret\n    nics: [{net: lago}]\n    disks: [{type: template, template_name: tiny, name: root, dev: vda}]\nnets:\n  lago: {}\n",
+    )
+    .unwrap();
+    let a = Env::init(&a_file, options(&tmp.path().join("a"))).unwrap();
+    let (a_id, a_workdir) = (a.id().to_string(), a.workdir().to_path_buf());
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        a.start(&[]).unwrap();
+        root_password_is_set_and_ssh_stays_key_only(&a, tmp.path());
+        an_existing_machine_is_reached_not_created(&a, tmp.path());
+    }));
+    a.destroy().unwrap();
+    assert_nothing_left(&a_id, &a_workdir);
+    if let Err(p) = outcome {
+        std::panic::resume_unwind(p);
+    }
+}
+
+fn root_password_is_set_and_ssh_stays_key_only(a: &Env, tmp: &Path) {
+    use sha_crypt::PasswordVerifier;
+    let vm = a.vm("vm01").unwrap();
+    let line = out(vm, &["grep", "^root:", "/etc/passwd"]);
+    let hash = line.split(':').nth(1).unwrap();
+    assert!(hash.starts_with("$6$"), "{line}");
+    let parsed = sha_crypt::PasswordHashRef::new(hash).unwrap();
+    assert!(
+        sha_crypt::ShaCrypt::default()
+            .verify_password(b"s3cret", parsed)
+            .is_ok(),
+        "the hash is of the root-password"
+    );
+    // The console asks for it.
+    assert!(
+        out(vm, &["ps"]).contains("getty"),
+        "a login prompt on the serial console"
+    );
+    // SSH does not take passwords.
+    let target = lago::ssh::Target {
+        vm: "vm01".into(),
+        ip: vm.ip(),
+        port: 22,
+        user: "root".into(),
+        key: tmp.join("no-such-key"),
+        host_key: None,
+        password: Some(lago::ssh::Secret("s3cret".into())),
+        learned_host_key: None,
+    };
+    let err = lago::ssh::connect(&target, Duration::from_secs(5))
+        .map(|_| ())
+        .unwrap_err();
+    assert!(matches!(err, lago::ssh::SshError::AuthPassword { .. }), "{err}");
+}
+
+fn an_existing_machine_is_reached_not_created(a: &Env, tmp: &Path) {
+    let vm01 = a.vm("vm01").unwrap();
+    // A user with a password, and an SSH server that takes passwords: a machine
+    // "that only knows a password". The old listener goes (its sessions stay).
+    let hash = lago::keys::password_hash("tester-pw").unwrap();
+    out(
+        vm01,
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "echo 'tester:{hash}:1000:1000:tester:/root:/bin/sh' >> /etc/passwd \
+                 && for p in $(pidof dropbear); do [ \"$(cut -d' ' -f4 /proc/$p/stat)\" = 1 ] && kill $p; done; \
+                 for i in 1 2 3 4 5 6 7 8 9 10; do \
+                   dropbear -r /etc/dropbear/dropbear_ed25519_host_key -p 22 2>/dev/null && break; sleep 0.2; \
+                 done"
+            ),
+        ],
+    );
+    let b_file = tmp.join("b.yaml");
+    fs::write(
+        &b_file,
+        format!(
+            "domains:\n  by-key:\n    vm-provider: ssh\n    ssh-key: {}\n    nics: [{{net: ext1, ip: {ip}}}]\n  by-password:\n    vm-provider: ssh\n    ssh-user: tester\n    ssh-password: tester-pw\n    nics: [{{net: ext2, ip: {ip}}}]\nnets:\n  ext1: {{management: true}}\n  ext2: {{management: true}}\n",
+            a.workdir().join("id_ed25519").display(),
+            ip = vm01.ip()
+        ),
+    )
+    .unwrap();
+    let b = Env::init(&b_file, options(&tmp.join("b"))).unwrap();
+    let (b_id, b_workdir) = (b.id().to_string(), b.workdir().to_path_buf());
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // Nothing is leased or created for it.
+        assert_eq!(leases_of(b.workdir()), 0);
+        b.start(&[]).unwrap();
+        let backend = Backend::connect(None).unwrap();
+        let prefix = format!("lago-{}-", b.id());
+        assert!(backend.domains_with_prefix(&prefix).unwrap().is_empty());
+        assert!(backend.networks_with_prefix(&prefix).unwrap().is_empty());
+        let by_key = b.vm("by-key").unwrap();
+        assert!(by_key.is_existing_machine());
+        assert_eq!(by_key.state().unwrap(), VmState::Running, "its SSH port answers");
+        by_key.wait_for_ssh(Duration::from_secs(30)).unwrap();
+        assert_eq!(out(by_key, &["hostname"]).trim(), "vm01");
+        // Copies work; its host key was learned and is pinned from now on.
+        let f = tmp.join("to-existing.txt");
+        fs::write(&f, "hello").unwrap();
+        by_key.copy_to(&f, "/root/to-existing.txt").unwrap();
+        by_key.copy_from("/root/to-existing.txt", tmp.join("back.txt")).unwrap();
+        assert_eq!(fs::read_to_string(tmp.join("back.txt")).unwrap(), "hello");
+        let learned = b.workdir().join("known_hosts/by-key");
+        assert!(learned.is_file(), "learned on first contact");
+        // Password authentication for a machine that only knows a password.
+        let by_password = b.vm("by-password").unwrap();
+        assert_eq!(out(by_password, &["id", "-un"]).trim(), "tester");
+        // stop leaves it alone.
+        b.stop(&[]).unwrap();
+        assert_eq!(vm01.state().unwrap(), VmState::Running);
+        // Another key presented later is refused.
+        fs::write(&learned, b"not the key it had").unwrap();
+        let err = by_key.ssh(["true"]).unwrap_err();
+        assert!(
+            matches!(err, Error::Ssh(lago::ssh::SshError::HostKeyMismatch { .. })),
+            "{err}"
+        );
+    }));
+    b.destroy().unwrap();
+    assert!(!b_workdir.exists());
+    assert_eq!(leases_of(&b_workdir), 0);
+    assert!(
+        Backend::connect(None)
+            .unwrap()
+            .networks_with_prefix(&format!("lago-{b_id}-"))
+            .unwrap()
+            .is_empty()
+    );
+    // The machine itself is untouched.
+    assert_eq!(vm01.ssh(["hostname"]).unwrap().out.trim(), "vm01");
+    if let Err(p) = outcome {
+        std::panic::resume_unwind(p);
+    }
+}
