@@ -285,3 +285,38 @@ fn a_damaged_pinned_host_key_is_an_error_not_trust() {
     );
     assert!(!w.exists());
 }
+
+#[test]
+fn lago_keys_lago_ignores_are_warnings_and_strict_makes_them_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("LagoInitFile");
+    fs::write(
+        &f,
+        "domains:\n  vm_01:\n    vm-type: ovirt-host\n    cpu: 2\n    memory: \"1024\"\n    nics: [{net: lago}]\n    disks: [{type: empty, name: root, dev: vda, size: 1G, comment: the root disk}]\nnets:\n  lago: {}\n",
+    )
+    .unwrap();
+    let out = lago(&["validate"], tmp.path(), tmp.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(":4:5: domains.vm_01.cpu: `cpu` (a Lago key) is ignored"),
+        "{err}"
+    );
+    assert!(
+        err.contains(":3:5: domains.vm_01.vm-type: kept in the VM's metadata"),
+        "{err}"
+    );
+    assert!(err.contains("hostname and DNS name are `vm-01`"), "{err}");
+    assert_eq!(err.matches("warning: ").count(), 3, "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1024 MiB"));
+    let out = lago(&["validate", "--json"], tmp.path(), tmp.path());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["warnings"].as_array().unwrap().len(), 3);
+    let out = lago(&["validate", "--strict"], tmp.path(), tmp.path());
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("3 problems") && err.contains("strict mode makes it an error"),
+        "{err}"
+    );
+}

@@ -18,9 +18,11 @@ pub(crate) struct Args {
     pub isolation: Isolation,
     /// The timeout in milliseconds, and the literal (for errors).
     pub timeout: Option<(u64, LitStr)>,
+    /// Lago keys lago does not act on are compile errors, not warnings.
+    pub strict: bool,
 }
 
-const USAGE: &str = "expected #[lago_env(\"tests/envs/env.yaml\")], optionally with isolation = \"shared\" | \"reset\" | \"fresh\" and timeout = \"120s\"";
+const USAGE: &str = "expected #[lago_env(\"tests/envs/env.yaml\")], optionally with isolation = \"shared\" | \"reset\" | \"fresh\", timeout = \"120s\" and strict";
 
 impl Parse for Args {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
@@ -32,6 +34,7 @@ impl Parse for Args {
             init_file,
             isolation: Isolation::Shared,
             timeout: None,
+            strict: false,
         };
         let mut seen: Vec<String> = Vec::new();
         while !input.is_empty() {
@@ -40,6 +43,13 @@ impl Parse for Args {
                 break;
             }
             let key: Ident = input.parse().map_err(|e| syn::Error::new(e.span(), USAGE))?;
+            if key == "strict" && !input.peek(Token![=]) {
+                if args.strict {
+                    return Err(syn::Error::new(key.span(), "`strict` is given twice"));
+                }
+                args.strict = true;
+                continue;
+            }
             let _: Token![=] = input.parse()?;
             let value: LitStr = input.parse()?;
             let k = key.to_string();

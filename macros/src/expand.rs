@@ -80,7 +80,7 @@ fn expand(args: &Args, func: &mut ItemFn, manifest_dir: &Path) -> syn::Result<To
     } else {
         manifest_dir.join(&rel)
     });
-    let spec = match lago_config::load(&path) {
+    let spec = match lago_config::load_with(&path, lago_config::LoadOptions { strict: args.strict }) {
         Ok(spec) => spec,
         Err(lago_config::ConfigError::NotFound { path }) => {
             return Err(syn::Error::new(
@@ -347,6 +347,46 @@ mod tests {
         )
         .unwrap();
         assert!(out.contains("body : :: core :: option :: Option :: None"), "{out}");
+    }
+
+    #[test]
+    fn strict_makes_lago_keys_lago_ignores_compile_errors() {
+        let dir = tempfile_dir();
+        let f = dir.join("warned.yaml");
+        std::fs::write(
+            &f,
+            "domains:\n  vm01:\n    cpu: 2\n    nics: [{net: l}]\n    disks: [{type: empty, name: r, dev: vda, size: 1G}]\nnets:\n  l: {}\n",
+        )
+        .unwrap();
+        let file = f.display().to_string();
+        assert!(
+            run(
+                quote!(#file),
+                quote!(
+                    fn t() {}
+                )
+            )
+            .is_ok(),
+            "a warning alone compiles"
+        );
+        let e = run(
+            quote!(#file, strict),
+            quote!(
+                fn t() {}
+            ),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("domains.vm01.cpu") && e.to_string().contains("strict mode"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("lago-macros-test-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
     }
 
     #[test]
