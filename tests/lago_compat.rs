@@ -1,195 +1,134 @@
-//! Real Lago init files: every `LagoInitFile`, `init.json` and
-//! `common/init-configs` file in the history of oVirt's system tests,
-//! rendered as its suites rendered them (`tests/data/lago-compat/`,
-//! `SOURCES.md` says from where; `render.py` makes them again).
+//! Lago's init files, as Lago users wrote them: `tests/data/lago-shapes/`
+//! holds files written for these tests in the shapes of oVirt's system-test
+//! suites (hosted engine, prototypes, YAML anchors, an appliance import).
+//! Each loads, with a warning for every Lago key lago does not act on, or
+//! fails only for an error that is real.
 //!
-//! Each must load, or fail only for an error that is real (listed below
-//! with the reason); every warning names the Lago key it is about.
+//! (The measurement over the real files of that history is a report:
+//! `cargo run --example lago_compat -- DIR`; see the README.)
 
 use std::path::{Path, PathBuf};
 
 use lago::config::{self, ConfigError, LoadOptions, Provider};
 
-fn corpus() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/lago-compat");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "json")))
-        .collect();
-    files.sort();
-    files
+fn shape(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/lago-shapes")
+        .join(name)
 }
 
-/// Variables the suites' paths use (`$LAGO_INITFILE_PATH` is lago's own).
+/// Variables paths use (`$LAGO_INITFILE_PATH` is lago's own).
 fn vars(name: &str) -> Option<String> {
     Some(format!("/srv/{name}"))
 }
 
-const OVA: &str = "OVA import is not supported";
-const BAD_IP: &str = "found \"192,168.200.3\"";
-const DOWNLOAD: &str = "lago downloads nothing";
-
-/// The files that do not load, and the real errors each has (every problem
-/// reported must be one of these).
-const REAL_ERRORS: &[(&str, &[&str])] = &[
-    // The image-ng suites imported an appliance OVA (refused: lago does not
-    // download or convert OVAs) and wrote the engine's address with a comma.
-    ("image-ng-suite-3.6__LagoInitFile.yaml", &[OVA, BAD_IP]),
-    ("image-ng-suite-4.0__LagoInitFile.yaml", &[OVA, BAD_IP]),
-    ("image-ng-suite-4.1__LagoInitFile.yaml", &[OVA, BAD_IP]),
-    ("image-ng-suite-4.2__LagoInitFile.yaml", &[OVA, BAD_IP]),
-    ("image-ng-suite-master__LagoInitFile.yaml", &[OVA, BAD_IP]),
-    ("image_ng_suite_3.6__LagoInitFile.in.yaml", &[OVA, BAD_IP]),
-    ("image_ng_suite_3.6__LagoInitFile.yaml", &[OVA, BAD_IP]),
-    ("image_ng_suite_3.6__init.json", &[OVA, BAD_IP]),
-    ("image_ng_suite_4.0__LagoInitFile.yaml", &[OVA, BAD_IP]),
-    ("init-configs__1_appliance_2_nodes.yaml", &[OVA, BAD_IP]),
-    ("init-configs__1_appliance_2_nodes_el7.yaml", &[OVA, BAD_IP]),
-    // Also downloads node disks by URL (refused), so they have no `path`.
-    (
-        "image_suite_3.6__init.json",
-        &[OVA, BAD_IP, DOWNLOAD, "expected `path` (the image file)"],
-    ),
-];
-
-#[test]
-fn ovirt_system_tests_init_files_load_or_fail_only_for_real_errors() {
-    let files = corpus();
-    assert_eq!(files.len(), 89, "the rendered corpus (SOURCES.md)");
-    let mut loaded = 0;
-    let mut warned_keys = std::collections::BTreeSet::new();
-    for path in &files {
-        let name = path.file_name().unwrap().to_str().unwrap();
-        let expected = REAL_ERRORS.iter().find(|(f, _)| *f == name).map(|(_, e)| *e);
-        match (config::load_with_env(path, &vars), expected) {
-            (Ok(spec), None) => {
-                loaded += 1;
-                for w in &spec.warnings {
-                    // Each warning is about one key, named in its path and its message.
-                    let key = w.path.rsplit('.').next().unwrap_or_default().trim_matches('"');
-                    let names_it = w.message.contains(&format!("`{key}`"))
-                        || w.message.contains("hostname")
-                        || w.message.contains("ignored");
-                    assert!(names_it && w.pos.is_some(), "{name}: {w}");
-                    warned_keys.insert(key.to_owned());
-                }
-            }
-            (Ok(_), Some(_)) => panic!("{name} loads, but is listed as failing"),
-            (Err(e), None) => panic!("{name} does not load:\n{e}"),
-            (Err(e), Some(reasons)) => {
-                let ConfigError::Invalid(problems) = &e else {
-                    panic!("{name}: {e}");
-                };
-                for p in &problems.list {
-                    let text = p.to_string();
-                    assert!(
-                        reasons.iter().any(|r| text.contains(r)),
-                        "{name}: unexpected problem {text}"
-                    );
-                }
-                for r in reasons {
-                    assert!(e.to_string().contains(r), "{name}: no {r:?} in\n{e}");
-                }
-            }
-        }
-    }
-    assert_eq!(loaded, 77, "77 of 89 load; the rest are listed in REAL_ERRORS");
-    for key in ["vm-type", "service_provider", "cpu", "cpus"] {
-        assert!(warned_keys.contains(key), "no warning about `{key}`: {warned_keys:?}");
-    }
+fn warnings(name: &str) -> Vec<String> {
+    let spec = config::load_with_env(shape(name), &vars).unwrap_or_else(|e| panic!("{name}: {e}"));
+    spec.warnings.iter().map(|w| w.to_string()).collect()
 }
 
 #[test]
-fn lago_keys_are_honoured_or_warned_about() {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/lago-compat/he-basic-suite-4.3__LagoInitFile.yaml");
-    let spec = config::load_with_env(&path, &vars).unwrap();
-    // The hosted engine: an existing machine, reached at its address with a password.
-    let engine = spec.vm("lago-he-basic-suite-4-3-engine").unwrap();
+fn a_hosted_engine_suite_loads_with_its_existing_engine() {
+    let spec = config::load_with_env(shape("hosted_engine.yaml"), &vars).unwrap();
+    // The engine: an existing machine, reached at its address with a password.
+    let engine = spec.vm("suite-he-engine").unwrap();
     assert_eq!(engine.provider, Provider::Ssh);
     assert_eq!(engine.ssh_password.as_deref(), Some("123456"));
     assert!(engine.disks.is_empty());
     assert_eq!(engine.nics[0].ip, Some("192.168.200.99".parse().unwrap()));
+    assert_eq!(engine.nics[1].ip, None, "its other NICs need no address");
     // Lago's plugin choices are kept in the metadata.
     assert_eq!(engine.metadata["vm-type"], "ovirt-engine");
     assert_eq!(engine.metadata["vm-provider"], "ssh");
     assert_eq!(engine.metadata["service_provider"], "systemd");
     assert_eq!(engine.metadata["distro"], "el7");
-    let storage = spec.vm("lago-he-basic-suite-4-3-storage").unwrap();
-    assert_eq!(storage.provider, Provider::Libvirt);
-    assert_eq!(storage.memory_mib, 750);
-    let w: Vec<String> = spec.warnings.iter().map(|w| w.to_string()).collect();
-    assert!(
-        w.iter().any(|w| w.contains(
-            "storage.cpu: `cpu` (a Lago key) is ignored: as in Lago, it has no effect: `vcpu` sets the number of CPUs"
-        )),
-        "{w:#?}"
-    );
-    assert!(
-        w.iter()
-            .any(|w| w.contains("engine.vm-type: kept in the VM's metadata as `vm-type`")),
-        "{w:#?}"
-    );
+    let storage = spec.vm("suite-he-storage").unwrap();
+    assert_eq!((storage.provider, storage.memory_mib), (Provider::Libvirt, 750));
+    assert_eq!(storage.disks.len(), 2, "a disk `comment` is free text");
+    // The engine's address pins the management net, as any static address does.
+    assert!(spec.net("suite-he-net-management").unwrap().is_managed());
+
+    let w = warnings("hosted_engine.yaml");
+    let expected = [
+        "8:5: domains.suite-he-engine.vm-type: kept in the VM's metadata as `vm-type` (lago has no VM type plugins)",
+        "11:5: domains.suite-he-engine.service_provider: kept in the VM's metadata as `service_provider`",
+        "22:5: domains.suite-he-storage.cpu: `cpu` (a Lago key) is ignored: as in Lago, it has no effect: `vcpu` sets the number of CPUs",
+        "23:5: domains.suite-he-storage.service_provider: kept in the VM's metadata",
+        "28:24: domains.suite-he-storage.disks[0].template_name: `template_name` is ignored on a `template_type: qcow2` disk, as in Lago",
+        "42:5: domains.suite-he-host-0.vm-type: kept in the VM's metadata as `vm-type`",
+    ];
+    assert_eq!(w.len(), expected.len(), "{w:#?}");
+    for (got, want) in w.iter().zip(expected) {
+        assert!(got.starts_with(want), "{got:?} is not {want:?}");
+    }
     // Strict: the same warnings are errors.
-    let err = config::load_with(&path, LoadOptions { strict: true }).unwrap_err();
-    assert_eq!(err.problems().len(), spec.warnings.len(), "{err}");
+    let err = config::load_with(shape("hosted_engine.yaml"), LoadOptions { strict: true }).unwrap_err();
+    assert_eq!(err.problems().len(), expected.len(), "{err}");
     assert!(err.to_string().contains("strict mode makes it an error"), "{err}");
 }
 
 #[test]
-fn prototypes_quoted_numbers_names_and_top_level_keys() {
-    let yaml = r#"
-vm-common-settings: &common
-  memory: "2047"
-prototypes:
-  host:
-    nics: [{net: lago}]
-    disks: [{type: empty, name: root, dev: vda, size: 1G}]
-    metadata: {role: host}
-domains:
-  lago_host_0:
-    based-on: host
-    <<: *common
-  lago_host_1:
-    based-on: host
-    memory: 1024
-    metadata: {role: special}
-nets:
-  lago: {}
-"#;
-    let spec = config::from_str(yaml, "/x/LagoInitFile").unwrap();
-    let (h0, h1) = (&spec.vms[0], &spec.vms[1]);
-    assert_eq!(
-        (h0.memory_mib, h1.memory_mib),
-        (2047, 1024),
-        "quoted numbers, and own keys win"
-    );
-    assert_eq!(h0.metadata["role"], "host");
-    assert_eq!(h1.metadata["role"], "special");
-    assert_eq!(h0.disks.len(), 1, "the prototype's disks");
-    assert_eq!(
-        (h0.hostname.as_str(), h1.hostname.as_str()),
-        ("lago-host-0", "lago-host-1")
-    );
-    let w: Vec<String> = spec.warnings.iter().map(|w| w.to_string()).collect();
-    assert!(
-        w.iter()
-            .any(|w| w.contains("top-level key `vm-common-settings` is ignored")),
-        "{w:#?}"
-    );
-    assert!(
-        w.iter().any(|w| w.contains("hostname and DNS name are `lago-host-0`")),
-        "{w:#?}"
-    );
-    assert_eq!(w.len(), 3, "{w:#?}");
+fn prototypes_and_quoted_numbers_load_as_lago_read_them() {
+    let spec = config::load_with_env(shape("prototypes.json"), &vars).unwrap();
+    assert!(spec.warnings.is_empty(), "{:?}", spec.warnings);
+    let (engine, h0, h1) = (&spec.vms[0], &spec.vms[1], &spec.vms[2]);
+    assert_eq!(engine.memory_mib, 4096, "a quoted number");
+    // The prototype's keys fill in what the VM lacks; the VM's own win.
+    assert_eq!(h0.disks[0].name, "root");
+    assert_eq!(h0.metadata["ovirt-role"], "host");
+    assert_eq!(h0.memory_mib, config::DEFAULT_MEMORY_MIB);
+    assert_eq!(h1.memory_mib, 2048);
+    assert_eq!(h1.nics[0].net, "lago");
+}
 
+#[test]
+fn anchor_holders_and_underscored_names_load_with_warnings() {
+    let spec = config::load_with_env(shape("anchors.yaml"), &vars).unwrap();
+    let engine = &spec.vms[0];
+    assert_eq!(engine.hostname, "lago-suite-engine");
+    assert_eq!(engine.root_password.as_deref(), Some("123456"), "from the anchor");
+    let w = warnings("anchors.yaml");
+    for want in [
+        "3:1: vm-common-settings: top-level key `vm-common-settings` is ignored",
+        "7:1: nat-settings: top-level key `nat-settings` is ignored",
+        "5:3: domains.lago_suite_engine.service_provider: kept in the VM's metadata",
+        "11:3: domains.lago_suite_engine: the guest's hostname and DNS name are `lago-suite-engine`",
+        "14:5: domains.lago_suite_engine.cpus: `cpus` (a Lago key) is ignored",
+        "17:3: domains.lago_suite_host0: the guest's hostname and DNS name are `lago-suite-host0`",
+    ] {
+        assert!(w.iter().any(|g| g.starts_with(want)), "no {want:?} in {w:#?}");
+    }
+}
+
+#[test]
+fn ova_imports_downloads_and_malformed_addresses_are_real_errors() {
+    let err = config::load_with_env(shape("appliance.yaml"), &vars).unwrap_err();
+    let ConfigError::Invalid(p) = &err else { panic!("{err}") };
+    let got: Vec<String> = p.list.iter().map(|p| p.to_string()).collect();
+    assert_eq!(got.len(), 3, "{got:#?}");
+    assert!(got[0].starts_with(
+        "5:5: domains.engine.type: `type` is a Lago key that lago does not support: OVA import is not supported"
+    ));
+    assert!(got[1].starts_with("6:5: domains.engine.url: `url` is a Lago key that lago does not support: OVA import"));
+    assert!(got[2].starts_with(
+        "10:13: domains.engine.nics[0].ip: expected an IPv4 address like 192.168.200.10, found \"192,168.200.3\""
+    ));
+
+    let err = config::load_with_env(shape("downloads.json"), &vars).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("disks[1].url: `url` is a Lago key that lago does not support: lago downloads nothing"),
+        "{err}"
+    );
+}
+
+#[test]
+fn typos_stay_errors_and_names_stay_distinct() {
     // A top-level key that looks like a typo is an error; an unknown prototype too.
     let err = config::from_str("domain:\n  vm01: {}\nnets:\n  lago: {}\n", "/x/f").unwrap_err();
+    let text = err.to_string();
     assert!(
-        err.to_string().contains("unknown top-level key `domain`")
-            && err.to_string().contains("did you mean `domains`?"),
+        text.contains("unknown top-level key `domain`") && text.contains("did you mean `domains`?"),
         "{err}"
     );
     let err = config::from_str(
@@ -209,7 +148,7 @@ nets:
 
 #[test]
 fn existing_machines_need_an_address_and_their_own_nets_are_external() {
-    let yaml = "domains:\n  old:\n    vm-provider: ssh\n    ssh-key: ~/.ssh/id_ed25519\n    nics: [{net: outside, ip: 10.1.2.3}]\nnets:\n  outside: {}\n";
+    let yaml = "domains:\n  old:\n    vm-provider: ssh\n    ssh-key: /keys/old\n    nics: [{net: outside, ip: 10.1.2.3}]\nnets:\n  outside: {}\n";
     let spec = config::from_str(yaml, "/x/f").unwrap();
     let old = &spec.vms[0];
     assert_eq!(old.provider, Provider::Ssh);

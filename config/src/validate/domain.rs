@@ -124,6 +124,8 @@ pub(super) fn domain(
             "ignored: a `vm-provider: ssh` VM exists already; lago creates no disks for it",
         ),
         (Provider::Ssh, None) => {}
+        // An OVA import (refused above) was to bring the disk.
+        (Provider::Libvirt, None) if f.get("url").is_some() || f.get("type").is_some() => {}
         (Provider::Libvirt, _) => vm.disks = disks(d, &f, node, &disks_path, base_dir, var),
     }
     Some(vm)
