@@ -175,8 +175,14 @@ enum Command {
 enum TemplateCommand {
     /// List the templates in the store.
     List,
-    /// Build (or find up to date) the built-in template `tiny`.
-    Build,
+    /// Build (or find up to date) a built-in template: `tiny` (from the
+    /// host's packages, seconds) or `debian-12` (from Debian's mirror with
+    /// mmdebstrap, minutes; needs root).
+    Build {
+        /// The template.
+        #[arg(default_value = "tiny", value_parser = ["tiny", "debian-12"])]
+        name: String,
+    },
 }
 
 /// How the command failed: the user's input (exit 2) or anything else (exit 1).
@@ -482,10 +488,8 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     }
                     print_out(&out);
                 }
-                TemplateCommand::Build => {
-                    let t = store
-                        .resolve("tiny", None)
-                        .map_err(|e| Failure::Other(error_chain(&e)))?;
+                TemplateCommand::Build { name } => {
+                    let t = store.build(&name).map_err(|e| Failure::Other(error_chain(&e)))?;
                     print_out(&format!("{}:{}  {}\n", t.name, t.version, t.disk.display()));
                 }
             }

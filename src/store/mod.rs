@@ -6,10 +6,12 @@
 //! place under a lock, so concurrent processes never see half a template.
 //! A template is never written after it is built: VMs use qcow2 overlays.
 //!
-//! The built-in template `tiny` is built on first use from the host's Debian
-//! packages (cloud kernel, busybox-static, dropbear) and rebuilt only when
-//! one of its inputs changes (see [`tiny`]).
+//! Two templates are built in. `tiny` is built on first use from the host's
+//! Debian packages (cloud kernel, busybox-static, dropbear) and rebuilt only
+//! when one of its inputs changes (see [`tiny`]). `debian-12` is a Debian 12
+//! cloud image built from Debian's mirror with mmdebstrap (see [`debian`]).
 
+pub mod debian;
 pub mod tiny;
 
 use std::fs;
@@ -26,7 +28,7 @@ use crate::lock::{LockFailure, lock_exclusive, running_as_root};
 #[non_exhaustive]
 pub enum StoreError {
     /// No template of that name.
-    #[error("unknown template `{name}`; available: {}", if available.is_empty() { "tiny (built on first use)".to_owned() } else { available.join(", ") })]
+    #[error("unknown template `{name}`; built in: tiny, debian-12{}", if available.is_empty() { String::new() } else { format!("; in the store: {}", available.join(", ")) })]
     Unknown {
         /// The name asked for.
         name: String,
@@ -41,9 +43,11 @@ pub enum StoreError {
         /// The version asked for.
         version: String,
     },
-    /// A host file the built-in template is made of is missing.
-    #[error("cannot build template `tiny`: {what} not found ({hint})")]
+    /// A host file or tool a built-in template is made with is missing.
+    #[error("cannot build template `{template}`: {what} not found ({hint})")]
     MissingInput {
+        /// The template.
+        template: String,
         /// What is missing.
         what: String,
         /// How to get it.
@@ -76,6 +80,42 @@ pub enum StoreError {
         /// The failing command.
         #[source]
         source: CommandError,
+    },
+    /// A built-in template is not in the store and cannot be built here.
+    #[error("template `{name}` is not in the store {} and cannot be built here: {reason}; build it where Debian's mirror is reachable: `{command}`", store.display())]
+    NotBuilt {
+        /// The template.
+        name: String,
+        /// The store searched.
+        store: PathBuf,
+        /// Why it cannot be built now.
+        reason: String,
+        /// The command that builds it.
+        command: String,
+    },
+    /// Building the template needs root (mmdebstrap installs packages as root).
+    #[error(
+        "building template `{template}` needs root (mmdebstrap --mode=root): run `sudo lago template build {template}`, or point LAGO_TEMPLATE_STORE at a store where root built it"
+    )]
+    NeedsRoot {
+        /// The template.
+        template: String,
+    },
+    /// The package mirror a build needs cannot be reached.
+    #[error("cannot build template `{template}`: {reason} (LAGO_DEBIAN_MIRROR names another mirror)")]
+    Unreachable {
+        /// The template.
+        template: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The boot sectors of a disk image could not be assembled.
+    #[error("cannot assemble the disk of template `{template}`: {reason}")]
+    Assemble {
+        /// The template.
+        template: String,
+        /// What was wrong.
+        reason: String,
     },
     /// A template's metadata file is not valid.
     #[error("template metadata {} is malformed", path.display())]
@@ -119,6 +159,7 @@ const META: &str = "template.json";
 pub struct TemplateStore {
     root: PathBuf,
     progress: bool,
+    offline: bool,
 }
 
 impl TemplateStore {
@@ -127,15 +168,18 @@ impl TemplateStore {
         TemplateStore {
             root: root.into(),
             progress: false,
+            offline: false,
         }
     }
 
-    /// The store at `LAGO_TEMPLATE_STORE`, else the default directory.
+    /// The store at `LAGO_TEMPLATE_STORE`, else the default directory;
+    /// offline when `LAGO_OFFLINE` is set (and not `0`).
     pub fn from_env() -> Self {
-        match std::env::var_os("LAGO_TEMPLATE_STORE") {
+        let store = match std::env::var_os("LAGO_TEMPLATE_STORE") {
             Some(d) if !d.is_empty() => TemplateStore::new(d),
             _ => TemplateStore::new(Self::default_dir()),
-        }
+        };
+        store.offline(offline_from_env())
     }
 
     /// `/var/lib/lago/store` for root, else `$XDG_CACHE_HOME/lago/store`.
@@ -156,6 +200,32 @@ impl TemplateStore {
     pub fn with_progress(mut self, progress: bool) -> Self {
         self.progress = progress;
         self
+    }
+
+    /// Uses only what is in the store: nothing is downloaded or built from
+    /// a mirror (`tiny`, made of the host's own files, is still built).
+    #[must_use]
+    pub fn offline(mut self, offline: bool) -> Self {
+        self.offline = offline;
+        self
+    }
+
+    /// Whether the store is offline.
+    pub fn is_offline(&self) -> bool {
+        self.offline
+    }
+
+    /// Builds the built-in template `name` (`tiny` or `debian-12`) for the
+    /// current recipe and inputs, or finds it already built.
+    pub fn build(&self, name: &str) -> Result<Template, StoreError> {
+        match name {
+            tiny::NAME => tiny::ensure(self),
+            debian::NAME => debian::build(self),
+            _ => Err(StoreError::Unknown {
+                name: name.to_owned(),
+                available: Vec::new(),
+            }),
+        }
     }
 
     /// The store directory.
@@ -211,8 +281,10 @@ impl TemplateStore {
     /// The template `name` at `version` (`None`: for `tiny`, the one matching
     /// the host's current inputs, built if needed; else the newest).
     pub fn resolve(&self, name: &str, version: Option<&str>) -> Result<Template, StoreError> {
-        if name == tiny::NAME && version.is_none() {
-            return tiny::ensure(self);
+        match (name, version) {
+            (tiny::NAME, None) => return tiny::ensure(self),
+            (debian::NAME, None) => return debian::ensure(self),
+            _ => {}
         }
         let mut found: Vec<Template> = self.list()?.into_iter().filter(|t| t.name == name).collect();
         if found.is_empty() {
@@ -239,5 +311,140 @@ impl TemplateStore {
                 })
             }
         }
+    }
+}
+
+fn offline_from_env() -> bool {
+    std::env::var("LAGO_OFFLINE").is_ok_and(|v| !v.trim().is_empty() && v.trim() != "0")
+}
+
+/// Folders of builds in progress start with this.
+pub(crate) const BUILD_PREFIX: &str = ".build-";
+
+/// Removes the build folders in `parent` (call with the template's lock held:
+/// no build runs, so any left is from one that was killed).
+pub(crate) fn remove_stale_builds(parent: &Path) {
+    let Ok(entries) = fs::read_dir(parent) else { return };
+    for e in entries.flatten() {
+        let is_build = e.file_name().to_str().is_some_and(|n| n.starts_with(BUILD_PREFIX));
+        if is_build && e.file_type().is_ok_and(|t| t.is_dir()) {
+            tracing::info!(path = %e.path().display(), "removing the folder of a template build that was killed");
+            remove_build(&e.path());
+        }
+    }
+}
+
+/// Removes a build folder without ever leaving it: a build killed halfway
+/// may have left the host's /proc, /sys or /dev mounted inside (mmdebstrap
+/// mounts them in its chroot), so mount points are unmounted first and the
+/// removal does not cross into another filesystem.
+pub(crate) fn remove_build(path: &Path) {
+    for m in mounts_under(path) {
+        tracing::warn!(mount = %m.display(), "unmounting what a killed template build left mounted");
+        if let Err(e) = crate::cmd::run(std::process::Command::new("umount").arg("--lazy").arg(&m)) {
+            tracing::warn!(mount = %m.display(), error = %e, "cannot unmount; the build folder is left in place");
+            return;
+        }
+    }
+    if let Err(e) = remove_same_fs(path) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot remove a template build folder");
+    }
+}
+
+/// Mount points at or below `path`, deepest first (from /proc/self/mountinfo).
+fn mounts_under(path: &Path) -> Vec<PathBuf> {
+    let Ok(base) = fs::canonicalize(path) else {
+        return Vec::new();
+    };
+    let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut found: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .map(PathBuf::from)
+        .filter(|m| m.starts_with(&base))
+        .collect();
+    found.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+    found.dedup();
+    found
+}
+
+/// Mount points in mountinfo escape space, tab, newline and backslash as octal.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `remove_dir_all` that refuses to descend into another filesystem.
+fn remove_same_fs(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let top = fs::symlink_metadata(path)?;
+    fn walk(p: &Path, dev: u64) -> std::io::Result<()> {
+        for e in fs::read_dir(p)? {
+            let e = e?;
+            let md = fs::symlink_metadata(e.path())?;
+            if md.is_dir() {
+                if md.dev() != dev {
+                    return Err(std::io::Error::other(format!(
+                        "{} is another filesystem (still mounted?)",
+                        e.path().display()
+                    )));
+                }
+                walk(&e.path(), dev)?;
+                fs::remove_dir(e.path())?;
+            } else {
+                fs::remove_file(e.path())?;
+            }
+        }
+        Ok(())
+    }
+    if !top.is_dir() {
+        return fs::remove_file(path);
+    }
+    walk(path, top.dev())?;
+    fs::remove_dir(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape_mountinfo(r"/a\040b/c\011d"), "/a b/c\td");
+        assert_eq!(unescape_mountinfo(r"/plain"), "/plain");
+        assert_eq!(unescape_mountinfo(r"/odd\"), r"/odd\");
+    }
+
+    #[test]
+    fn build_folders_are_removed_but_nothing_else() {
+        let tmp = tempfile::tempdir().unwrap();
+        let build = tmp.path().join(format!("{BUILD_PREFIX}abc-1"));
+        fs::create_dir_all(build.join("root/etc")).unwrap();
+        fs::write(build.join("root/etc/x"), "x").unwrap();
+        std::os::unix::fs::symlink("/etc", build.join("root/host-etc")).unwrap();
+        fs::create_dir_all(tmp.path().join("0123")).unwrap();
+        remove_stale_builds(tmp.path());
+        assert!(!build.exists());
+        assert!(tmp.path().join("0123").is_dir());
+        assert!(Path::new("/etc/passwd").exists(), "a link is removed, not followed");
+    }
+
+    #[test]
+    fn the_store_is_offline_when_asked() {
+        let s = TemplateStore::new("/nonexistent").offline(true);
+        assert!(s.is_offline());
+        assert!(!TemplateStore::new("/nonexistent").is_offline());
     }
 }

@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-use super::{StoreError, Template, TemplateStore, io};
+use super::{BUILD_PREFIX, StoreError, Template, TemplateStore, io, remove_stale_builds};
 use crate::cmd::run;
 
 /// The template's name.
@@ -76,6 +76,7 @@ struct Inputs {
 
 fn missing(what: &str, package: &str) -> StoreError {
     StoreError::MissingInput {
+        template: NAME.to_owned(),
         what: what.to_owned(),
         hint: format!("install Debian's `{package}`, e.g. with scripts/setup-host"),
     }
@@ -280,25 +281,8 @@ pub(crate) fn ensure(store: &TemplateStore) -> Result<Template, StoreError> {
             Ok(t)
         }
         Err(e) => {
-            let _ = fs::remove_dir_all(&tmp);
+            super::remove_build(&tmp);
             Err(e)
-        }
-    }
-}
-
-/// Folders of builds in progress start with this.
-const BUILD_PREFIX: &str = ".build-";
-
-/// Removes the build folders in `parent` (call with the template's lock held).
-fn remove_stale_builds(parent: &Path) {
-    let Ok(entries) = fs::read_dir(parent) else { return };
-    for e in entries.flatten() {
-        let is_build = e.file_name().to_str().is_some_and(|n| n.starts_with(BUILD_PREFIX));
-        if is_build && e.file_type().is_ok_and(|t| t.is_dir()) {
-            tracing::info!(path = %e.path().display(), "removing the folder of a template build that was killed");
-            if let Err(err) = fs::remove_dir_all(e.path()) {
-                tracing::warn!(path = %e.path().display(), error = %err, "cannot remove a stale template build");
-            }
         }
     }
 }
