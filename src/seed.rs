@@ -88,7 +88,10 @@ pub fn seed_files(spec: &VmSpec, plan: &VmPlan, instance_id: &str, keys: &SeedKe
         let _ = writeln!(n, "    match:\n      macaddress: \"{}\"", nic.mac);
         let _ = writeln!(n, "    set-name: {}", nic.name);
         n.push_str("    dhcp4: true\n");
-        if nic.net != plan.mgmt_net {
+        if nic.net == plan.mgmt_net {
+            // The lab's domain is searched (systemd-networkd ignores it by default).
+            n.push_str("    dhcp4-overrides:\n      use-domains: true\n");
+        } else {
             n.push_str("    dhcp4-overrides:\n      use-routes: false\n      use-dns: false\n");
         }
     }
@@ -441,7 +444,13 @@ mod content_tests {
             f.network_config
                 .contains("    dhcp4-overrides:\n      use-routes: false\n      use-dns: false\n")
         );
-        assert_eq!(f.network_config.matches("dhcp4-overrides").count(), 1);
+        assert_eq!(f.network_config.matches("use-routes: false").count(), 1);
+        // ... and its lab domain is searched.
+        assert!(
+            f.network_config
+                .contains("    set-name: eth0\n    dhcp4: true\n    dhcp4-overrides:\n      use-domains: true\n")
+        );
+        assert_eq!(f.network_config.matches("use-domains").count(), 1);
     }
 
     #[test]

@@ -788,6 +788,18 @@ mod tests {
                 command: TemplateCommand::List
             }
         ));
+        for (args, want) in [
+            (&["lago", "template", "build"][..], "tiny"),
+            (&["lago", "template", "build", "debian-12"][..], "debian-12"),
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            assert!(
+                matches!(cli.command, Command::Template { command: TemplateCommand::Build { ref name } } if name == want),
+                "{args:?}"
+            );
+        }
+        let err = Cli::try_parse_from(["lago", "template", "build", "centos-7"]).unwrap_err();
+        assert!(err.to_string().contains("debian-12"), "{err}");
     }
 
     #[test]

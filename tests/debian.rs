@@ -1,0 +1,196 @@
+//! The built-in `debian-12` cloud image under libvirt + QEMU: real systemd,
+//! real cloud-init applying lago's seed, real OpenSSH, its own bootloader.
+//!
+//! `scripts/test` builds the image before entering the test network
+//! namespace (the build needs Debian's mirror); this test boots it there.
+//! One environment, many assertions.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use lago::backend::VmState;
+use lago::{Env, InitOptions, Vm};
+
+fn in_test_namespace() {
+    assert!(
+        std::env::var_os("LAGO_IN_NETNS").is_some(),
+        "VM tests must run inside lago's test network namespace: scripts/test, or scripts/netns-run cargo test -- --include-ignored"
+    );
+}
+
+fn env_file() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/envs/debian.yaml")
+}
+
+fn out(vm: &Vm, cmd: &[&str]) -> String {
+    let st = vm.ssh(cmd).unwrap();
+    assert!(st.success(), "{}: {cmd:?}: {st:?}", vm.name());
+    st.out
+}
+
+#[test]
+#[ignore = "boots VMs: run through scripts/test (inside the test network namespace)"]
+fn debian_cloud_image_end_to_end() {
+    in_test_namespace();
+    let tmp = tempfile::tempdir().unwrap();
+    let env = Env::init(
+        env_file(),
+        InitOptions {
+            workdir: Some(tmp.path().join("env")),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| exercise(&env)));
+    env.destroy().unwrap();
+    if let Err(p) = outcome {
+        std::panic::resume_unwind(p);
+    }
+}
+
+fn exercise(env: &Env) {
+    // It boots through the generic path: its own bootloader, no kernel given by lago.
+    let saved: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(env.workdir().join(lago::env::STATE_FILE)).unwrap()).unwrap();
+    for vm in ["deb1", "deb2"] {
+        let xml = saved["domain_xml"][vm].as_str().unwrap();
+        assert!(xml.contains("<boot dev='hd'/>") && !xml.contains("<kernel>"), "{xml}");
+        assert!(
+            saved["templates"][format!("{vm}/root")]
+                .as_str()
+                .unwrap()
+                .starts_with("debian-12:")
+        );
+    }
+
+    let t = Instant::now();
+    env.start(&[]).unwrap();
+    eprintln!(
+        "debian-12: start -> SSH answered by both VMs: {:.1?} (TCG, booted together)",
+        t.elapsed()
+    );
+    let vms = env.get_vms();
+    let (deb1, deb2) = (&vms["deb1"], &vms["deb2"]);
+
+    for vm in [deb1, deb2] {
+        // systemd finished booting; a degraded system lists its failed units.
+        let st = vm.ssh(["systemctl", "is-system-running", "--wait"]).unwrap();
+        let state = st.out.trim().to_owned();
+        if state != "running" {
+            let failed = vm.ssh(["systemctl", "--failed", "--no-legend", "--plain"]).unwrap().out;
+            eprintln!("{}: system is {state}; failed units:\n{failed}", vm.name());
+            assert_eq!(state, "degraded", "{}: {st:?}", vm.name());
+        }
+        // cloud-init applied the seed from lago's NoCloud disk, without errors.
+        let ci = out(vm, &["cloud-init", "status", "--long"]);
+        assert!(ci.contains("status: done") && ci.contains("DataSourceNoCloud"), "{ci}");
+
+        // Names.
+        assert_eq!(out(vm, &["hostname"]).trim(), vm.name());
+        assert_eq!(out(vm, &["hostname", "--fqdn"]).trim(), vm.fqdn());
+
+        // The host key is lago's (pinned before the first connection), and the only one.
+        let saved_key = saved["host_keys"][vm.name()].as_str().unwrap().to_owned();
+        // (cloud-init writes the public half 0600: read it as root.)
+        let guest_key = out(vm, &["sudo", "-n", "cat", "/etc/ssh/ssh_host_ed25519_key.pub"]);
+        let fields = |k: &str| k.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+        assert_eq!(fields(&guest_key), fields(&saved_key), "{}", vm.name());
+        let keys = out(vm, &["sh", "-c", "ls /etc/ssh/ | grep '^ssh_host_'"]);
+        assert_eq!(
+            keys.split_whitespace().collect::<Vec<_>>(),
+            ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"],
+            "{}",
+            vm.name()
+        );
+
+        // Every NIC has its planned MAC, name and address; the management NIC
+        // has the default route and the DNS server, the other NIC neither.
+        for (i, nic) in vm.plan().nics.iter().enumerate() {
+            let dev = format!("eth{i}");
+            let mac = out(vm, &["cat", &format!("/sys/class/net/{dev}/address")]);
+            assert_eq!(mac.trim(), nic.mac.to_string(), "{} {dev}", vm.name());
+            let addr = out(vm, &["ip", "-4", "-o", "addr", "show", "dev", &dev]);
+            assert!(
+                addr.contains(&format!(" {}/", nic.ip.unwrap())),
+                "{} {dev}: {addr}",
+                vm.name()
+            );
+        }
+        let mgmt = vm.plan().nics.iter().position(|n| n.net == vm.plan().mgmt_net).unwrap();
+        let routes = out(vm, &["ip", "-4", "route", "show", "default"]);
+        assert_eq!(routes.lines().count(), 1, "{}: {routes}", vm.name());
+        assert!(routes.contains(&format!("dev eth{mgmt} ")), "{}: {routes}", vm.name());
+        let dns = out(vm, &["resolvectl", "dns"]);
+        let with_dns: Vec<&str> = dns.lines().filter(|l| l.contains("192.168.")).collect();
+        assert_eq!(with_dns.len(), 1, "{}: {dns}", vm.name());
+        assert!(with_dns[0].contains(&format!("(eth{mgmt})")), "{}: {dns}", vm.name());
+    }
+
+    // deb1 logs in as root; deb2 as `tester`, who has passwordless sudo.
+    assert_eq!(out(deb1, &["id", "-un"]).trim(), "root");
+    assert_eq!(out(deb2, &["id", "-un"]).trim(), "tester");
+    assert_eq!(out(deb2, &["sudo", "-n", "id", "-u"]).trim(), "0");
+    let root_keys = out(deb2, &["sudo", "-n", "cat", "/root/.ssh/authorized_keys"]);
+    assert!(
+        root_keys.contains("Please login as the user"),
+        "with a non-root ssh-user, root logins are turned away as in any cloud image: {root_keys}"
+    );
+    // Root on deb2: the key is known, the login is refused with cloud-init's message.
+    let as_root = lago::ssh::Target {
+        vm: "deb2".into(),
+        ip: deb2.ip(),
+        port: 22,
+        user: "root".into(),
+        key: env.workdir().join("id_ed25519"),
+        host_key: None,
+        password: None,
+        learned_host_key: None,
+    };
+    let st = lago::ssh::Connection::new(as_root)
+        .exec("id -u", None, Some(Duration::from_secs(60)))
+        .unwrap();
+    assert!(st.out.contains("Please login as the user") && st.code != 0, "{st:?}");
+
+    // Names of the other VM resolve, bare and qualified, from both sides.
+    let mut want: BTreeMap<String, String> = BTreeMap::new();
+    for vm in [deb1, deb2] {
+        want.insert(vm.name().to_owned(), vm.ip().to_string());
+        want.insert(vm.fqdn().to_owned(), vm.ip().to_string());
+    }
+    for (from, to) in [(deb1, deb2), (deb2, deb1)] {
+        for name in [to.name(), to.fqdn()] {
+            let st = from.ssh(["getent", "hosts", name]).unwrap();
+            assert!(st.success(), "{} cannot resolve {name}: {st:?}", from.name());
+            assert_eq!(
+                st.out.split_whitespace().next(),
+                Some(want[name].as_str()),
+                "{} resolved {name}",
+                from.name()
+            );
+            let ping = from.ssh(["ping", "-c", "1", "-W", "5", name]).unwrap();
+            assert!(ping.success(), "{} cannot ping {name}: {ping:?}", from.name());
+        }
+    }
+
+    // `lago shutdown` powers deb2 off through ACPI: systemd stops and says so on the console.
+    let t = Instant::now();
+    let cli = Command::new(env!("CARGO_BIN_EXE_lago"))
+        .arg("--workdir")
+        .arg(env.workdir())
+        .args(["shutdown", "deb2", "--timeout", "120"])
+        .output()
+        .unwrap();
+    assert!(cli.status.success(), "{cli:?}");
+    eprintln!("debian-12: lago shutdown (ACPI) took {:.1?}", t.elapsed());
+    assert_eq!(deb2.state().unwrap(), VmState::Down);
+    let console = fs::read_to_string(deb2.console_log()).unwrap();
+    assert!(
+        console.contains("reboot: Power down"),
+        "no clean power-off on the console:\n{}",
+        console.lines().rev().take(20).collect::<Vec<_>>().join("\n")
+    );
+    assert_eq!(deb1.state().unwrap(), VmState::Running);
+}
