@@ -60,6 +60,13 @@ pub struct InitOptions {
     /// Lago keys the init file uses that lago does not act on are errors,
     /// not warnings (which are logged).
     pub strict: bool,
+    /// Template repositories (URLs or paths of `repo.metadata`), asked in
+    /// order before the built-in templates, after those of the store
+    /// (`LAGO_TEMPLATE_REPO`). Python Lago's `template_repo_path`.
+    pub template_repos: Vec<String>,
+    /// Use only the template store: nothing is downloaded or built from a
+    /// mirror (also `LAGO_OFFLINE=1`).
+    pub offline: bool,
 }
 
 /// What is saved in the workdir to attach to the environment later.
@@ -229,7 +236,13 @@ impl Env {
             .store
             .clone()
             .unwrap_or_else(TemplateStore::from_env)
+            .with_repos(
+                opts.template_repos
+                    .iter()
+                    .map(|r| crate::store::repo::RepoLocation::parse(r)),
+            )
             .with_progress(opts.progress);
+        let store = if opts.offline { store.offline(true) } else { store };
         let accel = backend::choose_accel(opts.accel)?;
         let (uid, gid) = run_as();
         let mut saved = SavedEnv {

@@ -57,6 +57,13 @@ enum Command {
         /// libvirt URI (default: LIBVIRT_DEFAULT_URI, else qemu:///system).
         #[arg(long, value_name = "URI")]
         libvirt_uri: Option<String>,
+        /// A template repository: the URL or path of its repo.metadata (repeatable;
+        /// asked in order, before the built-in templates; also LAGO_TEMPLATE_REPO).
+        #[arg(long = "template-repo", alias = "template-repo-path", value_name = "URL|PATH")]
+        template_repo: Vec<String>,
+        /// Use only the template store: download and build nothing (also LAGO_OFFLINE=1).
+        #[arg(long)]
+        offline: bool,
     },
     /// Start the networks and VMs (all, or the VMs named) and wait until they answer SSH.
     Start {
@@ -183,6 +190,14 @@ enum TemplateCommand {
         #[arg(default_value = "tiny", value_parser = ["tiny", "debian-12"])]
         name: String,
     },
+    /// Download a template from a repository into the store (a no-op when it is there).
+    Pull {
+        /// NAME or NAME:VERSION (default: the newest version).
+        template: String,
+        /// The repository: URL or path of its repo.metadata (repeatable; also LAGO_TEMPLATE_REPO).
+        #[arg(long = "template-repo", alias = "template-repo-path", value_name = "URL|PATH")]
+        template_repo: Vec<String>,
+    },
 }
 
 /// How the command failed: the user's input (exit 2) or anything else (exit 1).
@@ -284,6 +299,8 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             strict,
             accel,
             libvirt_uri,
+            template_repo,
+            offline,
         } => {
             let opts = lago::InitOptions {
                 workdir: Some(cli.workdir.unwrap_or_else(|| PathBuf::from(".lago"))),
@@ -291,6 +308,8 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 accel: accel.unwrap_or_default(),
                 progress: tty,
                 strict,
+                template_repos: template_repo,
+                offline,
                 ..Default::default()
             };
             let t = Instant::now();
@@ -487,6 +506,24 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                         out += &format!("  {}:{}  {}\n", t.name, t.version, t.disk.display());
                     }
                     print_out(&out);
+                }
+                TemplateCommand::Pull {
+                    template,
+                    template_repo,
+                } => {
+                    let (name, version) = match template.split_once(':') {
+                        Some((n, v)) => (n, Some(v)),
+                        None => (template.as_str(), None),
+                    };
+                    let store =
+                        store.with_repos(template_repo.iter().map(|r| lago::store::repo::RepoLocation::parse(r)));
+                    if store.repos().is_empty() {
+                        return Err(Failure::Usage(
+                            "no template repository: give --template-repo URL|PATH or set LAGO_TEMPLATE_REPO".into(),
+                        ));
+                    }
+                    let t = store.pull(name, version).map_err(|e| Failure::Other(error_chain(&e)))?;
+                    print_out(&format!("{}:{}  {}\n", t.name, t.version, t.disk.display()));
                 }
                 TemplateCommand::Build { name } => {
                     let t = store.build(&name).map_err(|e| Failure::Other(error_chain(&e)))?;

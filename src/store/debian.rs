@@ -425,6 +425,9 @@ fn build_in(
         initrd: None,
         cmdline: None,
         build_secs: start.elapsed().as_secs_f64(),
+        source: Some("built-in".into()),
+        sha256: None,
+        timestamp: None,
     })
 }
 

@@ -12,6 +12,8 @@
 //! cloud image built from Debian's mirror with mmdebstrap (see [`debian`]).
 
 pub mod debian;
+pub mod http;
+pub mod repo;
 pub mod tiny;
 
 use std::fs;
@@ -117,6 +119,21 @@ pub enum StoreError {
         /// What was wrong.
         reason: String,
     },
+    /// A template is neither in a repository nor in the store.
+    #[error("template `{name}{}` is not in the store {}: {why}; `lago template pull {name}{}` with a --template-repo fetches it", version.as_ref().map(|v| format!(":{v}")).unwrap_or_default(), store.display(), version.as_ref().map(|v| format!(":{v}")).unwrap_or_default())]
+    NotInStore {
+        /// The template.
+        name: String,
+        /// The version asked for.
+        version: Option<String>,
+        /// The store.
+        store: PathBuf,
+        /// Why it could not be fetched.
+        why: String,
+    },
+    /// A template repository could not be read or pulled from.
+    #[error(transparent)]
+    Repo(Box<repo::RepoError>),
     /// A template's metadata file is not valid.
     #[error("template metadata {} is malformed", path.display())]
     Metadata {
@@ -126,6 +143,12 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+impl From<repo::RepoError> for StoreError {
+    fn from(e: repo::RepoError) -> Self {
+        StoreError::Repo(Box::new(e))
+    }
 }
 
 pub(crate) fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + use<> {
@@ -148,8 +171,17 @@ pub struct Template {
     pub initrd: Option<PathBuf>,
     /// Kernel command line (lago adds `lago.root=` and `lago.seed=`).
     pub cmdline: Option<String>,
-    /// Seconds the build took.
+    /// Seconds the build (or the download) took.
     pub build_secs: f64,
+    /// Where it came from: `built-in`, `repo NAME (LOCATION)`, `imported from PATH`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// sha256 of the image as published or imported (for `lago template verify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// When its repository says it was published (seconds since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<f64>,
 }
 
 const META: &str = "template.json";
@@ -160,6 +192,8 @@ pub struct TemplateStore {
     root: PathBuf,
     progress: bool,
     offline: bool,
+    repos: Vec<repo::RepoLocation>,
+    pub(crate) http: http::HttpOptions,
 }
 
 impl TemplateStore {
@@ -169,17 +203,49 @@ impl TemplateStore {
             root: root.into(),
             progress: false,
             offline: false,
+            repos: Vec::new(),
+            http: http::HttpOptions::default(),
         }
     }
 
     /// The store at `LAGO_TEMPLATE_STORE`, else the default directory;
-    /// offline when `LAGO_OFFLINE` is set (and not `0`).
+    /// offline when `LAGO_OFFLINE` is set (and not `0`); the repositories of
+    /// `LAGO_TEMPLATE_REPO` (comma-separated URLs or paths of `repo.metadata`);
+    /// download timeouts from `LAGO_DOWNLOAD_READ_TIMEOUT` and `LAGO_DOWNLOAD_ATTEMPTS`.
     pub fn from_env() -> Self {
-        let store = match std::env::var_os("LAGO_TEMPLATE_STORE") {
+        let mut store = match std::env::var_os("LAGO_TEMPLATE_STORE") {
             Some(d) if !d.is_empty() => TemplateStore::new(d),
             _ => TemplateStore::new(Self::default_dir()),
         };
+        store.http = http::HttpOptions::from_env();
+        if let Ok(list) = std::env::var("LAGO_TEMPLATE_REPO") {
+            store.repos = repo::RepoLocation::parse_list(&list);
+        }
         store.offline(offline_from_env())
+    }
+
+    /// Adds repositories (searched in order, after those already set, before
+    /// the built-in templates).
+    #[must_use]
+    pub fn with_repos(mut self, repos: impl IntoIterator<Item = repo::RepoLocation>) -> Self {
+        for r in repos {
+            if !self.repos.contains(&r) {
+                self.repos.push(r);
+            }
+        }
+        self
+    }
+
+    /// The repositories searched, in order.
+    pub fn repos(&self) -> &[repo::RepoLocation] {
+        &self.repos
+    }
+
+    /// Timeouts and retries of downloads.
+    #[must_use]
+    pub fn with_http(mut self, opts: http::HttpOptions) -> Self {
+        self.http = opts;
+        self
     }
 
     /// `/var/lib/lago/store` for root, else `$XDG_CACHE_HOME/lago/store`.
@@ -234,9 +300,14 @@ impl TemplateStore {
     }
 
     pub(crate) fn lock(&self, name: &str) -> Result<fs::File, StoreError> {
+        self.lock_for(name, Duration::from_secs(600))
+    }
+
+    /// The template's lock, waited for at most `timeout`.
+    pub(crate) fn lock_for(&self, name: &str, timeout: Duration) -> Result<fs::File, StoreError> {
         fs::create_dir_all(&self.root).map_err(io("create", &self.root))?;
         let path = self.root.join(format!("{name}.lock"));
-        lock_exclusive(&path, Duration::from_secs(600)).map_err(|e| match e {
+        lock_exclusive(&path, timeout).map_err(|e| match e {
             LockFailure::Io(source) => StoreError::Io {
                 action: "lock",
                 path,
@@ -278,38 +349,124 @@ impl TemplateStore {
         Ok(out)
     }
 
-    /// The template `name` at `version` (`None`: for `tiny`, the one matching
-    /// the host's current inputs, built if needed; else the newest).
+    /// Fetches template `name` at `version` (`None`: the newest) from the
+    /// first repository that has it into the store (nothing is fetched when
+    /// it is there). Unlike [`TemplateStore::resolve`], neither built-in
+    /// templates nor the store alone answer.
+    pub fn pull(&self, name: &str, version: Option<&str>) -> Result<Template, StoreError> {
+        let client = http::Http::new(self.http.clone());
+        let mut errors = Vec::new();
+        for loc in &self.repos {
+            match repo::Repository::open(loc, &client) {
+                Ok(r) => {
+                    if let Some(found) = r.find(name, version)? {
+                        return repo::pull(self, loc, &found);
+                    }
+                }
+                Err(e) => errors.push(format!("{loc}: {}", crate::error_chain(&e))),
+            }
+        }
+        Err(StoreError::NotInStore {
+            name: name.to_owned(),
+            version: version.map(str::to_owned),
+            store: self.root.clone(),
+            why: if errors.is_empty() {
+                format!(
+                    "no repository has it ({})",
+                    self.repos
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            } else {
+                format!("no repository could be read: {}", errors.join("; "))
+            },
+        })
+    }
+
+    /// The template `name` at `version` (`None`: the newest).
+    ///
+    /// Repositories are asked first, in order (unless the store is offline):
+    /// the first that has the template gives it, pulled into the store if it
+    /// is not there. Then the built-in templates (`tiny` is built from the
+    /// host's files when needed, `debian-12` from Debian's mirror), then what
+    /// the store holds.
     pub fn resolve(&self, name: &str, version: Option<&str>) -> Result<Template, StoreError> {
+        let mut repo_errors = Vec::new();
+        if !self.offline {
+            let client = http::Http::new(self.http.clone());
+            for loc in &self.repos {
+                match repo::Repository::open(loc, &client) {
+                    Ok(r) => {
+                        if let Some(found) = r.find(name, version)? {
+                            return repo::pull(self, loc, &found);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(repo = %loc, error = %crate::error_chain(&e), "template repository unavailable");
+                        repo_errors.push(format!("{loc}: {}", crate::error_chain(&e)));
+                    }
+                }
+            }
+        }
         match (name, version) {
             (tiny::NAME, None) => return tiny::ensure(self),
             (debian::NAME, None) => return debian::ensure(self),
             _ => {}
         }
         let mut found: Vec<Template> = self.list()?.into_iter().filter(|t| t.name == name).collect();
-        if found.is_empty() {
-            let mut available: Vec<String> = self.list()?.into_iter().map(|t| t.name).collect();
-            available.dedup();
-            return Err(StoreError::Unknown {
+        if let Some(v) = version {
+            found.retain(|t| t.version == v);
+        }
+        found.sort_by(|a, b| {
+            let key = |t: &Template| {
+                (
+                    t.timestamp.unwrap_or(0.0),
+                    fs::metadata(&t.disk).and_then(|m| m.modified()).ok(),
+                )
+            };
+            let (ka, kb) = (key(a), key(b));
+            ka.0.total_cmp(&kb.0).then(ka.1.cmp(&kb.1))
+        });
+        if let Some(t) = found.pop() {
+            if !repo_errors.is_empty() {
+                tracing::warn!(template = %t.name, version = %t.version, "using the store's copy: no repository could be asked");
+            }
+            return Ok(t);
+        }
+        if self.offline || !repo_errors.is_empty() || !self.repos.is_empty() {
+            return Err(StoreError::NotInStore {
                 name: name.to_owned(),
-                available,
+                version: version.map(str::to_owned),
+                store: self.root.clone(),
+                why: if self.offline {
+                    "the store is offline (--offline or LAGO_OFFLINE): nothing is downloaded".to_owned()
+                } else if repo_errors.is_empty() {
+                    format!(
+                        "no repository has it ({})",
+                        self.repos
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                } else {
+                    format!("no repository could be read: {}", repo_errors.join("; "))
+                },
             });
         }
+        let mut available: Vec<String> = self.list()?.into_iter().map(|t| t.name).collect();
+        available.dedup();
         match version {
-            Some(v) => found
-                .into_iter()
-                .find(|t| t.version == v)
-                .ok_or(StoreError::UnknownVersion {
-                    name: name.to_owned(),
-                    version: v.to_owned(),
-                }),
-            None => {
-                found.sort_by_key(|t| fs::metadata(&t.disk).and_then(|m| m.modified()).ok());
-                found.pop().ok_or(StoreError::Unknown {
-                    name: name.to_owned(),
-                    available: Vec::new(),
-                })
-            }
+            Some(v) if available.iter().any(|a| a == name) => Err(StoreError::UnknownVersion {
+                name: name.to_owned(),
+                version: v.to_owned(),
+            }),
+            _ => Err(StoreError::Unknown {
+                name: name.to_owned(),
+                available,
+            }),
         }
     }
 }
@@ -414,6 +571,23 @@ fn remove_same_fs(path: &Path) -> std::io::Result<()> {
     }
     walk(path, top.dev())?;
     fs::remove_dir(path)
+}
+
+/// sha256 of a file, hex.
+pub(crate) fn sha256_file(path: &Path) -> Result<String, StoreError> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = fs::File::open(path).map_err(io("open", path))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io("read", path))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]

@@ -361,6 +361,9 @@ fn build(
         initrd: Some(final_dir.join("initrd.img")),
         cmdline: Some(CMDLINE.into()),
         build_secs: start.elapsed().as_secs_f64(),
+        source: Some("built-in".into()),
+        sha256: None,
+        timestamp: None,
     })
 }
 

@@ -1,0 +1,317 @@
+//! HTTP for template repositories (ureq): bounded small fetches, and image
+//! downloads that resume where they stopped.
+//!
+//! Every request has a connect timeout and a per-read timeout (a server that
+//! stops sending is noticed, however large the file), transient failures are
+//! retried with back-off, and a retried download asks for the rest with a
+//! `Range` request when the server offers it (else starts again).
+
+use std::io::Read;
+use std::time::Duration;
+
+/// Why an HTTP request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HttpError {
+    /// The request failed after its retries (connection, timeout, reset).
+    #[error("cannot fetch {url} (after {attempts} attempts)")]
+    Fetch {
+        /// The URL.
+        url: String,
+        /// How many attempts were made.
+        attempts: u32,
+        /// The last failure.
+        #[source]
+        source: ureq::Error,
+    },
+    /// The server answered with an error status.
+    #[error("{url}: the server answered HTTP {status}")]
+    Status {
+        /// The URL.
+        url: String,
+        /// The status code.
+        status: u16,
+    },
+    /// The body is larger than allowed.
+    #[error("{url}: larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// The URL.
+        url: String,
+        /// The limit.
+        limit: u64,
+    },
+    /// The body ended before the length the server announced.
+    #[error("{url}: the download stopped at {got} of {expected} bytes")]
+    Truncated {
+        /// The URL.
+        url: String,
+        /// Bytes received.
+        got: u64,
+        /// Bytes announced.
+        expected: u64,
+    },
+    /// The body could not be read or handed on (for downloads: written or decompressed).
+    #[error("{url}: {what}")]
+    Body {
+        /// The URL.
+        url: String,
+        /// What failed.
+        what: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Timeouts and retries of the client.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// Connecting (DNS and TCP, TLS).
+    pub connect: Duration,
+    /// Each read: longer without a byte is a stalled server.
+    pub per_read: Duration,
+    /// Attempts per request (1 = no retry).
+    pub attempts: u32,
+    /// Wait before the first retry; doubled for each further one.
+    pub backoff: Duration,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            connect: Duration::from_secs(15),
+            per_read: Duration::from_secs(60),
+            attempts: 4,
+            backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+impl HttpOptions {
+    /// Defaults, changed by `LAGO_DOWNLOAD_READ_TIMEOUT` (seconds without a
+    /// byte before a download counts as stalled) and `LAGO_DOWNLOAD_ATTEMPTS`.
+    pub fn from_env() -> Self {
+        let mut o = HttpOptions::default();
+        let num = |v: &str| std::env::var(v).ok().and_then(|s| s.trim().parse::<u64>().ok());
+        if let Some(s) = num("LAGO_DOWNLOAD_READ_TIMEOUT").filter(|s| *s > 0) {
+            o.per_read = Duration::from_secs(s);
+        }
+        if let Some(n) = num("LAGO_DOWNLOAD_ATTEMPTS").filter(|n| (1..=20).contains(n)) {
+            o.attempts = n as u32;
+        }
+        o
+    }
+}
+
+/// A client.
+#[derive(Debug, Clone)]
+pub struct Http {
+    agent: ureq::Agent,
+    opts: HttpOptions,
+}
+
+/// What a download did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fetched {
+    /// Bytes of the body.
+    pub bytes: u64,
+    /// Requests made beyond the first.
+    pub retries: u32,
+    /// Retries that went on where the previous attempt stopped.
+    pub resumed: u32,
+}
+
+/// Where a download goes: written as it comes, started again when the
+/// server cannot resume, told of progress.
+pub trait DownloadSink {
+    /// The next bytes of the body.
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()>;
+    /// Forget what was written: the body comes again from its first byte.
+    fn restart(&mut self) -> std::io::Result<()>;
+    /// Bytes received so far, of `total` when the server said.
+    fn progress(&mut self, _done: u64, _total: Option<u64>) {}
+}
+
+/// Whether a failure is worth another attempt.
+fn transient(e: &ureq::Error) -> bool {
+    !matches!(
+        e,
+        ureq::Error::BadUri(_) | ureq::Error::InvalidProxyUrl | ureq::Error::TooManyRedirects
+    )
+}
+
+impl Http {
+    /// A client with these timeouts and retries.
+    pub fn new(opts: HttpOptions) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(opts.connect))
+            .timeout_resolve(Some(opts.connect))
+            .timeout_per_read(Some(opts.per_read))
+            .timeout_recv_response(Some(opts.per_read))
+            .user_agent(concat!("lago/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .new_agent();
+        Http { agent, opts }
+    }
+
+    fn pause(&self, attempt: u32) {
+        let wait = self.opts.backoff.saturating_mul(1 << attempt.min(6));
+        std::thread::sleep(wait);
+    }
+
+    /// A small file (metadata, hashes) read whole, at most `limit` bytes;
+    /// `None` when the server says it does not exist (404, 410).
+    pub fn get_small(&self, url: &str, limit: u64) -> Result<Option<Vec<u8>>, HttpError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let failure = match self.agent.get(url).call() {
+                Ok(mut resp) => {
+                    let status = resp.status().as_u16();
+                    if status == 404 || status == 410 {
+                        return Ok(None);
+                    }
+                    if !(200..300).contains(&status) {
+                        if status >= 500 && attempt < self.opts.attempts {
+                            tracing::warn!(url, status, attempt, "server error; retrying");
+                            self.pause(attempt - 1);
+                            continue;
+                        }
+                        return Err(HttpError::Status {
+                            url: url.to_owned(),
+                            status,
+                        });
+                    }
+                    match resp.body_mut().with_config().limit(limit).read_to_vec() {
+                        Ok(b) => return Ok(Some(b)),
+                        Err(ureq::Error::BodyExceedsLimit(_)) => {
+                            return Err(HttpError::TooLarge {
+                                url: url.to_owned(),
+                                limit,
+                            });
+                        }
+                        Err(e) => e,
+                    }
+                }
+                Err(e) => e,
+            };
+            if attempt >= self.opts.attempts || !transient(&failure) {
+                return Err(HttpError::Fetch {
+                    url: url.to_owned(),
+                    attempts: attempt,
+                    source: failure,
+                });
+            }
+            tracing::warn!(url, attempt, error = %failure, "request failed; retrying");
+            self.pause(attempt - 1);
+        }
+    }
+
+    /// Streams the body of `url` into `sink`, at most `limit` bytes; a broken
+    /// or stalled transfer is retried, from where it stopped when the server
+    /// honours `Range` (else the sink restarts and it begins again). `None`
+    /// when the file does not exist.
+    pub fn download(&self, url: &str, limit: u64, sink: &mut dyn DownloadSink) -> Result<Option<Fetched>, HttpError> {
+        let mut done = Fetched::default();
+        let mut total: Option<u64> = None;
+        let mut attempt = 0;
+        let body_err = |what: &str, source: std::io::Error| HttpError::Body {
+            url: url.to_owned(),
+            what: what.to_owned(),
+            source,
+        };
+        loop {
+            attempt += 1;
+            let mut req = self.agent.get(url);
+            if done.bytes > 0 {
+                req = req.header("Range", &format!("bytes={}-", done.bytes));
+            }
+            let failure: ureq::Error = match req.call() {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    if (status == 404 || status == 410) && done.bytes == 0 {
+                        return Ok(None);
+                    }
+                    let resumed = status == 206 && done.bytes > 0;
+                    if status == 200 && done.bytes > 0 {
+                        // The server sends it all again: start over.
+                        tracing::info!(url, "the server does not resume downloads; starting again");
+                        sink.restart()
+                            .map_err(|e| body_err("cannot start the download again", e))?;
+                        done.bytes = 0;
+                    } else if resumed {
+                        done.resumed += 1;
+                    } else if status >= 500 && attempt < self.opts.attempts {
+                        tracing::warn!(url, status, attempt, "server error; retrying");
+                        self.pause(attempt - 1);
+                        continue;
+                    } else if status != 200 {
+                        return Err(HttpError::Status {
+                            url: url.to_owned(),
+                            status,
+                        });
+                    }
+                    let length = resp.body().content_length();
+                    if let Some(n) = length {
+                        total = Some(done.bytes + n);
+                    }
+                    if total.is_some_and(|t| t > limit) {
+                        return Err(HttpError::TooLarge {
+                            url: url.to_owned(),
+                            limit,
+                        });
+                    }
+                    let mut reader = resp.into_body().into_reader();
+                    let mut buf = vec![0u8; 256 * 1024];
+                    let failure = loop {
+                        match reader.read(&mut buf) {
+                            Ok(0) => break None,
+                            Ok(n) => {
+                                if done.bytes + n as u64 > limit {
+                                    return Err(HttpError::TooLarge {
+                                        url: url.to_owned(),
+                                        limit,
+                                    });
+                                }
+                                sink.write(&buf[..n])
+                                    .map_err(|e| body_err("cannot store the download", e))?;
+                                done.bytes += n as u64;
+                                sink.progress(done.bytes, total);
+                            }
+                            Err(e) => break Some(e),
+                        }
+                    };
+                    match (failure, total) {
+                        (None, Some(t)) if done.bytes < t => ureq::Error::Io(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            format!("the body ended at {} of {t} bytes", done.bytes),
+                        )),
+                        (None, _) => return Ok(Some(done)),
+                        (Some(e), _) => ureq::Error::Io(e),
+                    }
+                }
+                Err(e) => e,
+            };
+            if attempt >= self.opts.attempts || !transient(&failure) {
+                if let (Some(t), ureq::Error::Io(io)) = (total, &failure)
+                    && io.kind() == std::io::ErrorKind::UnexpectedEof
+                {
+                    return Err(HttpError::Truncated {
+                        url: url.to_owned(),
+                        got: done.bytes,
+                        expected: t,
+                    });
+                }
+                return Err(HttpError::Fetch {
+                    url: url.to_owned(),
+                    attempts: attempt,
+                    source: failure,
+                });
+            }
+            done.retries += 1;
+            tracing::warn!(url, attempt, at = done.bytes, error = %failure, "download interrupted; retrying");
+            self.pause(attempt - 1);
+        }
+    }
+}
