@@ -276,6 +276,7 @@ impl Env {
                             Some(t) => t.clone(),
                             None => {
                                 let t = store.resolve(name, version.as_deref())?;
+                                store.record_use(&t, &workdir);
                                 templates.insert(key, t.clone());
                                 t
                             }

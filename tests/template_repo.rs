@@ -383,3 +383,146 @@ fn unreadable_repositories_are_named_with_their_errors() {
     let err = s.resolve("el9", None).unwrap_err().to_string();
     assert!(err.contains(&url), "{err}");
 }
+
+/// A workdir holding an environment whose state names `templates`.
+fn fake_env(dir: &Path, templates: &[&str]) -> std::path::PathBuf {
+    fs::create_dir_all(dir).unwrap();
+    let map: serde_json::Map<String, serde_json::Value> = templates
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (format!("vm{i}/root"), serde_json::Value::String((*t).to_owned())))
+        .collect();
+    fs::write(
+        dir.join(lago::env::STATE_FILE),
+        serde_json::json!({ "templates": map }).to_string(),
+    )
+    .unwrap();
+    dir.to_path_buf()
+}
+
+#[test]
+fn import_publish_and_pull_round_trip_and_verify_notices_a_changed_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = TemplateStore::new(tmp.path().join("a"));
+    let img = tmp.path().join("mine.qcow2");
+    fs::write(&img, qcow2_image(tmp.path(), "mine")).unwrap();
+    let t = a.import(&img, "mine", Some("1.0")).unwrap();
+    assert_eq!(fs::read(&t.disk).unwrap(), fs::read(&img).unwrap());
+    assert!(
+        t.source.as_deref().unwrap().starts_with("imported from /"),
+        "{:?}",
+        t.source
+    );
+    // Again: the same content is a no-op; other content under the same version is refused.
+    assert_eq!(a.import(&img, "mine", Some("1.0")).unwrap().disk, t.disk);
+    let other = tmp.path().join("other.raw");
+    fs::write(&other, vec![1u8; 4096]).unwrap();
+    let err = a.import(&other, "mine", Some("1.0")).unwrap_err().to_string();
+    assert!(err.contains("already has template `mine:1.0`"), "{err}");
+    // A raw image is converted; its default version is its hash's start.
+    let raw = a.import(&other, "mine", None).unwrap();
+    assert_eq!(raw.version.len(), 12);
+    assert_eq!(&fs::read(&raw.disk).unwrap()[..4], b"QFI\xfb");
+    let err = a.import(&other, "../x", None).unwrap_err().to_string();
+    assert!(err.contains("not a valid template name"), "{err}");
+
+    // Publish (fast xz), serve, pull into another store: the same bytes.
+    let repo = tmp.path().join("published");
+    let opts = lago::store::manage::PublishOptions {
+        xz_level: 0,
+        repo_name: Some("ours".into()),
+        ..Default::default()
+    };
+    let done = a.publish(&repo, &["mine:1.0".to_owned()], &opts).unwrap();
+    assert_eq!(done.len(), 1);
+    assert!(!done[0].unchanged && done[0].xz_bytes > 0);
+    for f in [
+        "mine/1.0.xz",
+        "mine/1.0.sha256",
+        "mine/1.0.hash",
+        "mine/1.0.metadata",
+        "repo.metadata",
+    ] {
+        assert!(repo.join(f).is_file(), "{f}");
+    }
+    let again = a.publish(&repo, &["mine:1.0".to_owned()], &opts).unwrap();
+    assert!(again[0].unchanged);
+    let server = Server::serve(&repo);
+    let b = store(&tmp.path().join("b-root"), &server);
+    let pulled = b.pull("mine", None).unwrap();
+    assert_eq!(pulled.version, "1.0");
+    assert_eq!(fs::read(&pulled.disk).unwrap(), fs::read(&t.disk).unwrap());
+    assert!(pulled.source.as_deref().unwrap().contains("ours"));
+    // Another image already published under that name and version is not overwritten.
+    let c = TemplateStore::new(tmp.path().join("c"));
+    c.import(&other, "mine", Some("1.0")).unwrap();
+    let err = c.publish(&repo, &[], &opts).unwrap_err().to_string();
+    assert!(
+        err.contains("1.0.xz") && err.contains("not what lago would publish"),
+        "{err}"
+    );
+
+    // Verify: all good, then a changed image is reported (and the CLI fails).
+    assert!(a.verify(&[]).unwrap().iter().all(|(_, r)| matches!(r, Ok(true))));
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&t.disk, fs::Permissions::from_mode(0o644)).unwrap();
+    let mut bytes = fs::read(&t.disk).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    fs::write(&t.disk, bytes).unwrap();
+    let report = a.verify(&["mine:1.0".to_owned()]).unwrap();
+    assert!(matches!(report[0].1, Ok(false)));
+    let cli = Command::new(env!("CARGO_BIN_EXE_lago"))
+        .args(["template", "verify", "mine"])
+        .env("LAGO_TEMPLATE_STORE", tmp.path().join("a"))
+        .output()
+        .unwrap();
+    assert_eq!(cli.status.code(), Some(1), "{cli:?}");
+    assert!(
+        String::from_utf8_lossy(&cli.stdout).contains("mine:1.0  CHANGED"),
+        "{cli:?}"
+    );
+    assert!(a.verify(&["nope".to_owned()]).is_err());
+}
+
+#[test]
+fn prune_keeps_what_environments_use_and_the_newest_version() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = TemplateStore::new(tmp.path().join("store"));
+    let mut made = Vec::new();
+    for v in ["1", "2", "3"] {
+        let f = tmp.path().join(format!("img{v}.raw"));
+        fs::write(&f, vec![v.as_bytes()[0]; 4096]).unwrap();
+        made.push(s.import(&f, "app", Some(v)).unwrap());
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    // An environment uses version 1; another recorded a use, then went away.
+    let env = fake_env(&tmp.path().join("env1"), &["app:1"]);
+    s.record_use(&made[0], &env);
+    let gone = fake_env(&tmp.path().join("env2"), &["app:2"]);
+    s.record_use(&made[1], &gone);
+    fs::remove_dir_all(&gone).unwrap();
+
+    let dry = s.prune(true, false).unwrap();
+    assert_eq!(dry.removed.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["app:2"]);
+    assert!(made[1].disk.is_file(), "a dry run removes nothing");
+    assert_eq!(dry.in_use, [("app:1".to_owned(), vec![env.clone()])]);
+    assert_eq!(dry.newest, ["app:3"]);
+
+    let listed = s.entries().unwrap();
+    let one = listed.iter().find(|e| e.template.version == "1").unwrap();
+    assert_eq!(one.used_by, std::slice::from_ref(&env));
+    assert!(one.last_used.is_some() && one.size_on_disk > 0);
+
+    let done = s.prune(false, true).unwrap();
+    let removed: Vec<&str> = done.removed.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(removed, ["app:2", "app:3"]);
+    assert!(made[0].disk.is_file(), "in use: kept even with --all");
+    assert!(!made[1].disk.exists() && !made[2].disk.exists());
+    let left: Vec<String> = fs::read_dir(tmp.path().join("store/app"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["1"], "nothing half-removed is left");
+}

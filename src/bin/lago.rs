@@ -180,8 +180,12 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum TemplateCommand {
-    /// List the templates in the store.
-    List,
+    /// List the templates in the store: name, version, source, size, last use, users.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Build (or find up to date) a built-in template: `tiny` (from the
     /// host's packages, seconds) or `debian-12` (from Debian's mirror with
     /// mmdebstrap, minutes; needs root).
@@ -197,6 +201,49 @@ enum TemplateCommand {
         /// The repository: URL or path of its repo.metadata (repeatable; also LAGO_TEMPLATE_REPO).
         #[arg(long = "template-repo", alias = "template-repo-path", value_name = "URL|PATH")]
         template_repo: Vec<String>,
+    },
+    /// Copy a local qcow2 or raw image into the store.
+    Import {
+        /// The image file.
+        file: PathBuf,
+        /// The template's name.
+        #[arg(long)]
+        name: String,
+        /// Its version (default: the first 12 hex digits of its sha256).
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// Write store templates into DIR as a Lago repository (xz images, sha256
+    /// and sha1 sidecars, repo.metadata) to host on any web server.
+    Publish {
+        /// The repository folder (created; an existing repo.metadata is extended).
+        dir: PathBuf,
+        /// Templates to publish, NAME or NAME:VERSION (default: all).
+        #[arg(long = "template", value_name = "NAME[:VERSION]")]
+        templates: Vec<String>,
+        /// The repository's name (default: the folder's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// The baseurl written in repo.metadata (default `.`: beside it).
+        #[arg(long, value_name = "URL")]
+        base_url: Option<String>,
+        /// xz preset 0-9.
+        #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9))]
+        xz_level: u32,
+    },
+    /// Re-hash templates against the sha256 recorded when they entered the store.
+    Verify {
+        /// NAME or NAME:VERSION (default: all).
+        templates: Vec<String>,
+    },
+    /// Remove templates no existing environment uses (the newest version of each stays).
+    Prune {
+        /// Show what would go; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Remove the newest versions too.
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -499,12 +546,89 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Template { command } => {
             let store = lago::store::TemplateStore::from_env().with_progress(tty);
             match command {
-                TemplateCommand::List => {
-                    let list = store.list().map_err(|e| Failure::Other(error_chain(&e)))?;
-                    let mut out = format!("store: {}\n", store.root().display());
-                    for t in list {
-                        out += &format!("  {}:{}  {}\n", t.name, t.version, t.disk.display());
+                TemplateCommand::List { json } => {
+                    let list = store.entries().map_err(|e| Failure::Other(error_chain(&e)))?;
+                    if json {
+                        let text = serde_json::to_string_pretty(&list).map_err(|e| Failure::Other(e.to_string()))?;
+                        print_out(&format!("{text}\n"));
+                    } else {
+                        print_out(&render_templates(store.root(), &list));
                     }
+                }
+                TemplateCommand::Import { file, name, version } => {
+                    let t = store
+                        .import(&file, &name, version.as_deref())
+                        .map_err(|e| Failure::Other(error_chain(&e)))?;
+                    print_out(&format!("{}:{}  {}\n", t.name, t.version, t.disk.display()));
+                }
+                TemplateCommand::Publish {
+                    dir,
+                    templates,
+                    name,
+                    base_url,
+                    xz_level,
+                } => {
+                    let opts = lago::store::manage::PublishOptions {
+                        repo_name: name,
+                        base_url,
+                        xz_level,
+                    };
+                    let done = store
+                        .publish(&dir, &templates, &opts)
+                        .map_err(|e| Failure::Other(error_chain(&e)))?;
+                    let mut out = String::new();
+                    for p in &done {
+                        out += &format!(
+                            "{}  {}  {} -> {} xz{}\n",
+                            p.template,
+                            p.file.display(),
+                            approx_size(p.image_bytes),
+                            approx_size(p.xz_bytes),
+                            if p.unchanged { " (already published)" } else { "" }
+                        );
+                    }
+                    out += &format!("repository: {}\n", dir.join("repo.metadata").display());
+                    print_out(&out);
+                }
+                TemplateCommand::Verify { templates } => {
+                    let results = store.verify(&templates).map_err(|e| Failure::Other(error_chain(&e)))?;
+                    let mut out = String::new();
+                    let mut bad = false;
+                    for (t, r) in results {
+                        let verdict = match r {
+                            Ok(true) => "ok".to_owned(),
+                            Ok(false) => {
+                                bad = true;
+                                "CHANGED (its sha256 is not the one recorded)".to_owned()
+                            }
+                            Err(e) => {
+                                bad = true;
+                                format!("error: {}", error_chain(&e))
+                            }
+                        };
+                        out += &format!("{}:{}  {verdict}\n", t.name, t.version);
+                    }
+                    print_out(&out);
+                    if bad {
+                        return Ok(ExitCode::from(1));
+                    }
+                }
+                TemplateCommand::Prune { dry_run, all } => {
+                    let r = store.prune(dry_run, all).map_err(|e| Failure::Other(error_chain(&e)))?;
+                    let mut out = String::new();
+                    let verb = if dry_run { "would remove" } else { "removed" };
+                    for (id, size) in &r.removed {
+                        out += &format!("{verb} {id} ({})\n", approx_size(*size));
+                    }
+                    for (id, users) in &r.in_use {
+                        let users: Vec<String> = users.iter().map(|u| u.display().to_string()).collect();
+                        out += &format!("kept {id}: used by {}\n", users.join(", "));
+                    }
+                    for id in &r.newest {
+                        out += &format!("kept {id}: newest version (--all removes it)\n");
+                    }
+                    let freed: u64 = r.removed.iter().map(|(_, s)| s).sum();
+                    out += &format!("{verb} {} templates, {}\n", r.removed.len(), approx_size(freed));
                     print_out(&out);
                 }
                 TemplateCommand::Pull {
@@ -751,6 +875,62 @@ fn render_plan(spec: &EnvSpec, plan: &EnvPlan) -> String {
     s
 }
 
+/// A size for people: `432.1M`.
+fn approx_size(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)];
+    for (u, m) in UNITS {
+        if bytes >= m {
+            return format!("{:.1}{u}", bytes as f64 / m as f64);
+        }
+    }
+    format!("{bytes}B")
+}
+
+fn render_templates(root: &std::path::Path, list: &[lago::store::manage::StoreEntry]) -> String {
+    use std::fmt::Write as _;
+    let mut s = format!("store: {}\n", root.display());
+    if list.is_empty() {
+        s.push_str("  (empty: templates are built or pulled on first use)\n");
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "  {:<24} {:<18} {:>8} {:>8}  {:<20} SOURCE",
+        "NAME", "VERSION", "DISK", "VIRTUAL", "LAST USED"
+    );
+    for e in list {
+        let t = &e.template;
+        let last = e
+            .last_used
+            .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+            .map(|d| ago(d.as_secs()))
+            .unwrap_or_else(|| "never".to_owned());
+        let _ = writeln!(
+            s,
+            "  {:<24} {:<18} {:>8} {:>8}  {:<20} {}",
+            t.name,
+            t.version,
+            approx_size(e.size_on_disk),
+            approx_size(e.virtual_size),
+            last,
+            t.source.as_deref().unwrap_or("-")
+        );
+        for u in &e.used_by {
+            let _ = writeln!(s, "      used by {}", u.display());
+        }
+    }
+    s
+}
+
+fn ago(secs: u64) -> String {
+    match secs {
+        0..60 => "just now".to_owned(),
+        60..3600 => format!("{} min ago", secs / 60),
+        3600..86400 => format!("{} h ago", secs / 3600),
+        _ => format!("{} days ago", secs / 86400),
+    }
+}
+
 fn human_size(bytes: u64) -> String {
     const UNITS: [(&str, u64); 5] = [
         ("E", 1 << 60),
@@ -822,7 +1002,7 @@ mod tests {
         assert!(matches!(
             cli.command,
             Command::Template {
-                command: TemplateCommand::List
+                command: TemplateCommand::List { json: false }
             }
         ));
         for (args, want) in [

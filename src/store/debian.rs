@@ -426,7 +426,7 @@ fn build_in(
         cmdline: None,
         build_secs: start.elapsed().as_secs_f64(),
         source: Some("built-in".into()),
-        sha256: None,
+        sha256: Some(super::sha256_file(&disk)?),
         timestamp: None,
     })
 }

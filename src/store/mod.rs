@@ -13,6 +13,7 @@
 
 pub mod debian;
 pub mod http;
+pub mod manage;
 pub mod repo;
 pub mod tiny;
 
@@ -131,6 +132,9 @@ pub enum StoreError {
         /// Why it could not be fetched.
         why: String,
     },
+    /// Importing, publishing, verifying or pruning failed.
+    #[error(transparent)]
+    Manage(#[from] manage::ManageError),
     /// A template repository could not be read or pulled from.
     #[error(transparent)]
     Repo(Box<repo::RepoError>),
@@ -354,6 +358,14 @@ impl TemplateStore {
     /// it is there). Unlike [`TemplateStore::resolve`], neither built-in
     /// templates nor the store alone answer.
     pub fn pull(&self, name: &str, version: Option<&str>) -> Result<Template, StoreError> {
+        if self.offline {
+            return Err(StoreError::NotInStore {
+                name: name.to_owned(),
+                version: version.map(str::to_owned),
+                store: self.root.clone(),
+                why: "the store is offline (--offline or LAGO_OFFLINE): nothing is downloaded".to_owned(),
+            });
+        }
         let client = http::Http::new(self.http.clone());
         let mut errors = Vec::new();
         for loc in &self.repos {

@@ -362,7 +362,7 @@ fn build(
         cmdline: Some(CMDLINE.into()),
         build_secs: start.elapsed().as_secs_f64(),
         source: Some("built-in".into()),
-        sha256: None,
+        sha256: Some(super::sha256_file(&disk)?),
         timestamp: None,
     })
 }

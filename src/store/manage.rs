@@ -1,0 +1,662 @@
+//! Managing the store: what is in it and who uses it, importing a local
+//! image, publishing entries as a Lago repository, verifying and pruning.
+//!
+//! An environment that layers its disks on a template records itself in the
+//! template's `users/` folder (its workdir); the record is live while that
+//! workdir holds an environment whose state names the template, so `prune`
+//! never removes what an existing environment's overlays need.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Instant, SystemTime};
+
+use serde::Serialize;
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+
+use super::repo::{
+    RepoMetadata, SourceSpec, TemplateVersions, VersionEntry, is_qcow2, safe_component, standalone_qcow2,
+};
+use super::{BUILD_PREFIX, META, StoreError, Template, TemplateStore, io, remove_build, remove_stale_builds};
+use crate::cmd::run;
+
+/// Why a store operation failed (beyond reading and writing the store).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManageError {
+    /// A template name or version is not a safe folder name.
+    #[error(
+        "`{value}` is not a valid template {what}: letters, digits, `.`, `_`, `-`, `+`, `:`, `@` (128 at most), not starting with `.`"
+    )]
+    BadName {
+        /// `name` or `version`.
+        what: &'static str,
+        /// The value given.
+        value: String,
+    },
+    /// The file to import is not a disk image lago can use.
+    #[error("cannot import {}: {reason}", path.display())]
+    Import {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The store already has that name and version with other content.
+    #[error("the store already has template `{name}:{version}` with other content; import it under another --version")]
+    Exists {
+        /// The template.
+        name: String,
+        /// Its version.
+        version: String,
+    },
+    /// The publishing folder holds a file lago would have to overwrite.
+    #[error("{}: exists and is not what lago would publish there; publish into another folder or remove it", path.display())]
+    WouldOverwrite {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Nothing in the store matches.
+    #[error("no template in the store matches `{0}`")]
+    NoMatch(String),
+}
+
+/// A template in the store and how it is used.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreEntry {
+    /// The template.
+    pub template: Template,
+    /// Bytes its folder takes on disk.
+    pub size_on_disk: u64,
+    /// The image's virtual size in bytes (0 when qemu-img cannot tell).
+    pub virtual_size: u64,
+    /// When an environment last used it (None: never recorded).
+    pub last_used: Option<SystemTime>,
+    /// Workdirs of the existing environments that use it.
+    pub used_by: Vec<PathBuf>,
+}
+
+/// What `prune` did (or would do, for a dry run).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PruneReport {
+    /// Removed (or to remove): `name:version` and bytes.
+    pub removed: Vec<(String, u64)>,
+    /// Kept because an existing environment uses them: `name:version` and workdirs.
+    pub in_use: Vec<(String, Vec<PathBuf>)>,
+    /// Kept as the newest version of their template (prune --all removes them).
+    pub newest: Vec<String>,
+}
+
+/// How `publish` writes.
+#[derive(Debug, Clone)]
+pub struct PublishOptions {
+    /// The repository's name (default: the folder's name).
+    pub repo_name: Option<String>,
+    /// The `baseurl` written (default `.`: the images are beside `repo.metadata`).
+    pub base_url: Option<String>,
+    /// xz preset, 0–9 (default 6).
+    pub xz_level: u32,
+}
+
+impl Default for PublishOptions {
+    fn default() -> Self {
+        PublishOptions {
+            repo_name: None,
+            base_url: None,
+            xz_level: 6,
+        }
+    }
+}
+
+/// One template published.
+#[derive(Debug, Clone, Serialize)]
+pub struct Published {
+    /// `name:version`.
+    pub template: String,
+    /// The compressed image.
+    pub file: PathBuf,
+    /// Its size.
+    pub xz_bytes: u64,
+    /// The size of the image it holds.
+    pub image_bytes: u64,
+    /// Whether it was already there (same hash) and left alone.
+    pub unchanged: bool,
+}
+
+/// A template checked by [`TemplateStore::verify`]: whether its image still
+/// has the recorded sha256 (or why it could not be read).
+pub type Verified = (Template, Result<bool, StoreError>);
+
+/// A `name` or `name:version` filter.
+fn matches(t: &Template, filter: &str) -> bool {
+    match filter.split_once(':') {
+        Some((n, v)) => t.name == n && t.version == v,
+        None => t.name == filter,
+    }
+}
+
+const USERS: &str = "users";
+const LAST_USED: &str = "last-used";
+
+fn version_dir(t: &Template) -> Option<&Path> {
+    t.disk.parent()
+}
+
+/// Whether the environment in `workdir` still uses `t`.
+fn live_user(workdir: &Path, t: &Template) -> bool {
+    let Ok(text) = fs::read_to_string(workdir.join(crate::workdir::STATE_FILE)) else {
+        return false;
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return false;
+    };
+    let want = format!("{}:{}", t.name, t.version);
+    v["templates"]
+        .as_object()
+        .is_some_and(|m| m.values().any(|x| x.as_str() == Some(want.as_str())))
+}
+
+fn workdir_key(workdir: &Path) -> String {
+    let d = Sha256::digest(workdir.as_os_str().as_encoded_bytes());
+    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+fn xz_error(e: liblzma::stream::Error) -> std::io::Error {
+    std::io::Error::other(e)
+}
+
+impl TemplateStore {
+    /// Records that the environment in `workdir` layers disks on `t` (and
+    /// when). Best effort: a store this user cannot write is only logged.
+    pub fn record_use(&self, t: &Template, workdir: &Path) {
+        let Some(dir) = version_dir(t) else { return };
+        let users = dir.join(USERS);
+        let write = || -> std::io::Result<()> {
+            fs::create_dir_all(&users)?;
+            fs::write(users.join(workdir_key(workdir)), workdir.as_os_str().as_encoded_bytes())?;
+            fs::write(
+                dir.join(LAST_USED),
+                format!(
+                    "{}\n",
+                    SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0)
+                ),
+            )
+        };
+        if let Err(e) = write() {
+            tracing::debug!(template = %t.name, error = %e, "cannot record the template's use in the store");
+        }
+    }
+
+    /// Workdirs of existing environments that use `t` (stale records are dropped).
+    pub fn users_of(&self, t: &Template) -> Vec<PathBuf> {
+        let Some(dir) = version_dir(t) else { return Vec::new() };
+        let mut live = Vec::new();
+        for e in fs::read_dir(dir.join(USERS)).into_iter().flatten().flatten() {
+            let Ok(bytes) = fs::read(e.path()) else { continue };
+            let workdir = PathBuf::from(String::from_utf8_lossy(&bytes).into_owned());
+            if live_user(&workdir, t) {
+                live.push(workdir);
+            } else {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        live.sort();
+        live
+    }
+
+    /// Every template in the store, with sizes and users.
+    pub fn entries(&self) -> Result<Vec<StoreEntry>, StoreError> {
+        let mut out = Vec::new();
+        for t in self.list()? {
+            let dir = version_dir(&t).map(Path::to_path_buf).unwrap_or_default();
+            let size_on_disk = du(&dir);
+            let virtual_size = crate::image::sizes(&t.disk).map(|s| s.1).unwrap_or(0);
+            let last_used = fs::metadata(dir.join(LAST_USED)).and_then(|m| m.modified()).ok();
+            let used_by = self.users_of(&t);
+            out.push(StoreEntry {
+                template: t,
+                size_on_disk,
+                virtual_size,
+                last_used,
+                used_by,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Copies the qcow2 or raw image `file` into the store as `name:version`
+    /// (default version: the first 12 hex digits of its sha256). Importing
+    /// the same content again is a no-op.
+    pub fn import(&self, file: &Path, name: &str, version: Option<&str>) -> Result<Template, StoreError> {
+        if !safe_component(name) {
+            return Err(ManageError::BadName {
+                what: "name",
+                value: name.to_owned(),
+            }
+            .into());
+        }
+        let refuse = |reason: String| -> StoreError {
+            ManageError::Import {
+                path: file.to_path_buf(),
+                reason,
+            }
+            .into()
+        };
+        let md = fs::metadata(file).map_err(|e| refuse(e.to_string()))?;
+        if !md.is_file() {
+            return Err(refuse("not a regular file".into()));
+        }
+        let qcow2 = is_qcow2(file)?;
+        if qcow2 {
+            standalone_qcow2(file).map_err(|r| refuse(format!("it refers to another file ({r})")))?;
+        }
+        let start = Instant::now();
+        let parent = self.root().join(name);
+        fs::create_dir_all(&parent).map_err(io("create", &parent))?;
+        let _lock = self.lock(name)?;
+        remove_stale_builds(&parent);
+        let tmp = parent.join(format!("{BUILD_PREFIX}import-{}", std::process::id()));
+        fs::create_dir_all(&tmp).map_err(io("create", &tmp))?;
+        let result = (|| {
+            let disk = tmp.join("root.qcow2");
+            if qcow2 {
+                fs::copy(file, &disk).map_err(io("copy into the store", &disk))?;
+            } else {
+                run(Command::new("qemu-img")
+                    .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
+                    .arg(file)
+                    .arg(&disk))
+                .map_err(|source| StoreError::Build {
+                    template: name.to_owned(),
+                    source,
+                })?;
+            }
+            let sha256 = super::sha256_file(&disk)?;
+            let version = match version {
+                Some(v) if !safe_component(v) => {
+                    return Err(ManageError::BadName {
+                        what: "version",
+                        value: v.to_owned(),
+                    }
+                    .into());
+                }
+                Some(v) => v.to_owned(),
+                None => sha256[..12].to_owned(),
+            };
+            let dir = parent.join(&version);
+            if let Some(existing) = TemplateStore::read_meta(&dir)? {
+                if existing.sha256.as_deref() == Some(sha256.as_str()) {
+                    return Ok((existing, None));
+                }
+                return Err(ManageError::Exists {
+                    name: name.to_owned(),
+                    version,
+                }
+                .into());
+            }
+            fs::set_permissions(&disk, fs::Permissions::from_mode(0o444)).map_err(io("chmod", &disk))?;
+            let abs = fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+            let t = Template {
+                name: name.to_owned(),
+                version: version.clone(),
+                disk: dir.join("root.qcow2"),
+                kernel: None,
+                initrd: None,
+                cmdline: None,
+                build_secs: start.elapsed().as_secs_f64(),
+                source: Some(format!("imported from {}", abs.display())),
+                sha256: Some(sha256),
+                timestamp: SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .ok()
+                    .map(|d| d.as_secs() as f64),
+            };
+            write_meta(&tmp, &t)?;
+            Ok((t, Some(dir)))
+        })();
+        match result {
+            Ok((t, Some(dir))) => {
+                fs::rename(&tmp, &dir).map_err(io("rename into", &dir))?;
+                Ok(t)
+            }
+            Ok((t, None)) => {
+                remove_build(&tmp);
+                Ok(t)
+            }
+            Err(e) => {
+                remove_build(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    /// Re-hashes the images (all, or those matching `name` / `name:version`)
+    /// against the sha256 recorded when they entered the store: `Ok(true)`
+    /// matches, `Ok(false)` differs; templates without a record are hashed
+    /// now and the record written.
+    pub fn verify(&self, filter: &[String]) -> Result<Vec<Verified>, StoreError> {
+        let mut out = Vec::new();
+        for f in filter {
+            if !self.list()?.iter().any(|t| matches(t, f)) {
+                return Err(ManageError::NoMatch(f.clone()).into());
+            }
+        }
+        for t in self.list()? {
+            if !filter.is_empty() && !filter.iter().any(|f| matches(&t, f)) {
+                continue;
+            }
+            let result = super::sha256_file(&t.disk).and_then(|actual| match &t.sha256 {
+                Some(want) => Ok(*want == actual),
+                None => {
+                    let mut t2 = t.clone();
+                    t2.sha256 = Some(actual);
+                    if let Some(dir) = version_dir(&t) {
+                        write_meta(dir, &t2)?;
+                    }
+                    Ok(true)
+                }
+            });
+            out.push((t, result));
+        }
+        Ok(out)
+    }
+
+    /// Removes templates no existing environment uses. The newest version of
+    /// each template stays unless `all`; with `dry_run`, nothing is removed.
+    pub fn prune(&self, dry_run: bool, all: bool) -> Result<PruneReport, StoreError> {
+        let mut report = PruneReport::default();
+        let mut by_name: BTreeMap<String, Vec<Template>> = BTreeMap::new();
+        for t in self.list()? {
+            by_name.entry(t.name.clone()).or_default().push(t);
+        }
+        for (name, mut versions) in by_name {
+            versions.sort_by(|a, b| {
+                let key = |t: &Template| {
+                    (
+                        t.timestamp.unwrap_or(0.0),
+                        fs::metadata(&t.disk).and_then(|m| m.modified()).ok(),
+                    )
+                };
+                let (ka, kb) = (key(a), key(b));
+                ka.0.total_cmp(&kb.0).then(ka.1.cmp(&kb.1))
+            });
+            let newest = versions.last().map(|t| t.version.clone());
+            let _lock = if dry_run { None } else { Some(self.lock(&name)?) };
+            for t in versions {
+                let id = format!("{}:{}", t.name, t.version);
+                let users = self.users_of(&t);
+                if !users.is_empty() {
+                    report.in_use.push((id, users));
+                    continue;
+                }
+                if !all && newest.as_deref() == Some(t.version.as_str()) {
+                    report.newest.push(id);
+                    continue;
+                }
+                let Some(dir) = version_dir(&t).map(Path::to_path_buf) else {
+                    continue;
+                };
+                let size = du(&dir);
+                if !dry_run {
+                    // Out of sight first (a rename is atomic), then removed.
+                    let doomed =
+                        dir.with_file_name(format!("{BUILD_PREFIX}prune-{}-{}", t.version, std::process::id()));
+                    fs::rename(&dir, &doomed).map_err(io("move out of the store", &dir))?;
+                    remove_build(&doomed);
+                    tracing::info!(template = %id, bytes = size, "pruned");
+                }
+                report.removed.push((id, size));
+            }
+        }
+        Ok(report)
+    }
+
+    /// Writes store entries (all, or those matching the filters) to `dir` as
+    /// a Lago repository: `<name>/<version>.xz` with `.sha256`, Lago's `.hash`
+    /// (sha1) and `.metadata` beside it, and `repo.metadata` (merged with the
+    /// one there, if any). Host `dir` on any web server (or share it as a
+    /// folder) and point `--template-repo` at its `repo.metadata`.
+    pub fn publish(&self, dir: &Path, filter: &[String], opts: &PublishOptions) -> Result<Vec<Published>, StoreError> {
+        let mut chosen: Vec<Template> = Vec::new();
+        for t in self.list()? {
+            if filter.is_empty() || filter.iter().any(|f| matches(&t, f)) {
+                chosen.push(t);
+            }
+        }
+        for f in filter {
+            if !chosen.iter().any(|t| matches(t, f)) {
+                return Err(ManageError::NoMatch(f.clone()).into());
+            }
+        }
+        fs::create_dir_all(dir).map_err(io("create", dir))?;
+        let meta_path = dir.join("repo.metadata");
+        let mut meta = match fs::read(&meta_path) {
+            Ok(bytes) => super::repo::Repository::parse(&bytes, &meta_path.display().to_string())?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => RepoMetadata {
+                name: opts.repo_name.clone().unwrap_or_else(|| {
+                    fs::canonicalize(dir)
+                        .ok()
+                        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                        .unwrap_or_else(|| "lago".to_owned())
+                }),
+                sources: BTreeMap::new(),
+                templates: BTreeMap::new(),
+            },
+            Err(source) => {
+                return Err(StoreError::Io {
+                    action: "read",
+                    path: meta_path,
+                    source,
+                });
+            }
+        };
+        if let Some(n) = &opts.repo_name {
+            meta.name = n.clone();
+        }
+        let source = "lago";
+        meta.sources.insert(
+            source.to_owned(),
+            SourceSpec {
+                kind: "http".to_owned(),
+                args: [(
+                    "baseurl".to_owned(),
+                    serde_json::Value::String(opts.base_url.clone().unwrap_or_else(|| ".".to_owned())),
+                )]
+                .into_iter()
+                .collect(),
+            },
+        );
+        let mut out = Vec::new();
+        for t in chosen {
+            let handle = format!("{}/{}", t.name, t.version);
+            let image = dir.join(&handle);
+            let published = publish_one(&t, &image, opts.xz_level)?;
+            meta.templates
+                .entry(t.name.clone())
+                .or_insert_with(|| TemplateVersions {
+                    versions: BTreeMap::new(),
+                })
+                .versions
+                .insert(
+                    t.version.clone(),
+                    VersionEntry {
+                        source: source.to_owned(),
+                        handle,
+                        timestamp: t.timestamp.unwrap_or_else(|| {
+                            fs::metadata(&t.disk)
+                                .and_then(|m| m.modified())
+                                .ok()
+                                .and_then(|m| m.duration_since(SystemTime::UNIX_EPOCH).ok())
+                                .map(|d| d.as_secs() as f64)
+                                .unwrap_or(0.0)
+                        }),
+                    },
+                );
+            out.push(published);
+        }
+        let text = serde_json::to_vec_pretty(&meta).map_err(|e| StoreError::Io {
+            action: "write",
+            path: meta_path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        write_atomic(&meta_path, &text)?;
+        Ok(out)
+    }
+}
+
+fn write_meta(dir: &Path, t: &Template) -> Result<(), StoreError> {
+    let path = dir.join(META);
+    let text = serde_json::to_string_pretty(t).map_err(|e| StoreError::Io {
+        action: "write",
+        path: path.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    write_atomic(&path, text.as_bytes())
+}
+
+/// Writes `path` through a temporary file and a rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp-{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    fs::write(&tmp, bytes).map_err(io("write", &tmp))?;
+    fs::rename(&tmp, path).map_err(io("rename into", path))
+}
+
+/// Bytes the files under `dir` take on disk.
+fn du(dir: &Path) -> u64 {
+    let mut total = 0;
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(md) = e.path().symlink_metadata() else { continue };
+        if md.is_dir() {
+            total += du(&e.path());
+        } else {
+            total += md.blocks() * 512;
+        }
+    }
+    total
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes `<image>.xz` and its sidecars for `t`, unless the same image is
+/// already published there.
+fn publish_one(t: &Template, image: &Path, level: u32) -> Result<Published, StoreError> {
+    let with = |ext: &str| {
+        let mut s = image.as_os_str().to_owned();
+        s.push(format!(".{ext}"));
+        PathBuf::from(s)
+    };
+    let (xz_path, sha256_path, hash_path, meta_path) = (with("xz"), with("sha256"), with("hash"), with("metadata"));
+    let id = format!("{}:{}", t.name, t.version);
+    if let Some(parent) = image.parent() {
+        fs::create_dir_all(parent).map_err(io("create", parent))?;
+    }
+    let image_bytes = fs::metadata(&t.disk).map_err(io("read", &t.disk))?.len();
+    // Already published with the same content: left alone.
+    if xz_path.is_file() {
+        let sidecar = fs::read_to_string(&sha256_path).unwrap_or_default();
+        let published = sidecar.split_whitespace().next().unwrap_or_default();
+        if t.sha256.as_deref().is_some_and(|h| h == published) {
+            return Ok(Published {
+                template: id,
+                xz_bytes: fs::metadata(&xz_path).map(|m| m.len()).unwrap_or(0),
+                file: xz_path,
+                image_bytes,
+                unchanged: true,
+            });
+        }
+        return Err(ManageError::WouldOverwrite { path: xz_path }.into());
+    }
+    for p in [&sha256_path, &hash_path, &meta_path] {
+        if p.exists() {
+            return Err(ManageError::WouldOverwrite { path: p.clone() }.into());
+        }
+    }
+    let tmp = with(&format!("xz.tmp-{}", std::process::id()));
+    let compress = || -> std::io::Result<(String, String)> {
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1);
+        let stream = liblzma::stream::MtStreamBuilder::new()
+            .preset(level.min(9))
+            .threads(threads)
+            .check(liblzma::stream::Check::Crc64)
+            .encoder()
+            .map_err(xz_error)?;
+        let out = fs::File::create(&tmp)?;
+        let mut enc = liblzma::write::XzEncoder::new_stream(std::io::BufWriter::new(out), stream);
+        let mut f = fs::File::open(&t.disk)?;
+        let (mut s1, mut s256) = (Sha1::new(), Sha256::new());
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            s1.update(&buf[..n]);
+            s256.update(&buf[..n]);
+            enc.write_all(&buf[..n])?;
+        }
+        let mut w = enc.finish()?;
+        w.flush()?;
+        w.get_ref().sync_all()?;
+        Ok((hex(&s1.finalize()), hex(&s256.finalize())))
+    };
+    let (sha1, sha256) = match compress() {
+        Ok(h) => h,
+        Err(source) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(StoreError::Io {
+                action: "compress into",
+                path: tmp,
+                source,
+            });
+        }
+    };
+    if t.sha256.as_deref().is_some_and(|h| h != sha256) {
+        let _ = fs::remove_file(&tmp);
+        return Err(StoreError::Io {
+            action: "publish",
+            path: t.disk.clone(),
+            source: std::io::Error::other(format!(
+                "the image's sha256 is {sha256}, not the {} recorded when it entered the store (run `lago template verify`)",
+                t.sha256.as_deref().unwrap_or_default()
+            )),
+        });
+    }
+    write_atomic(&sha256_path, format!("{sha256}  {}\n", t.version).as_bytes())?;
+    write_atomic(&hash_path, sha1.as_bytes())?;
+    let lago_meta = serde_json::json!({
+        "name": t.name,
+        "version": t.version,
+        "format": "qcow2",
+        "size": image_bytes,
+        "sha1": sha1,
+        "sha256": sha256,
+        "timestamp": t.timestamp,
+        "source": t.source,
+    });
+    write_atomic(&meta_path, lago_meta.to_string().as_bytes())?;
+    fs::rename(&tmp, &xz_path).map_err(io("rename into", &xz_path))?;
+    Ok(Published {
+        template: id,
+        xz_bytes: fs::metadata(&xz_path).map(|m| m.len()).unwrap_or(0),
+        file: xz_path,
+        image_bytes,
+        unchanged: false,
+    })
+}
