@@ -2,8 +2,13 @@
 //! real cloud-init applying lago's seed, real OpenSSH, its own bootloader.
 //!
 //! `scripts/test` builds the image before entering the test network
-//! namespace (the build needs Debian's mirror); this test boots it there.
-//! One environment, many assertions.
+//! namespace (the build needs Debian's mirror); this test publishes it as a
+//! Lago repository served on 127.0.0.1, and boots both VMs from the image
+//! pulled out of that repository into an empty store. One environment, many
+//! assertions.
+
+#[path = "common/repo_server.rs"]
+mod repo_server;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -12,6 +17,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lago::backend::VmState;
+use lago::store::TemplateStore;
+use lago::store::manage::PublishOptions;
 use lago::{Env, InitOptions, Vm};
 
 fn in_test_namespace() {
@@ -36,14 +43,49 @@ fn out(vm: &Vm, cmd: &[&str]) -> String {
 fn debian_cloud_image_end_to_end() {
     in_test_namespace();
     let tmp = tempfile::tempdir().unwrap();
+    // The store's debian-12 (built by scripts/test), published as a repository.
+    let built = TemplateStore::from_env()
+        .offline(true)
+        .resolve("debian-12", None)
+        .unwrap();
+    let t = Instant::now();
+    let published = TemplateStore::from_env()
+        .publish(
+            &tmp.path().join("repo"),
+            &[format!("debian-12:{}", built.version)],
+            &PublishOptions {
+                xz_level: 1,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    eprintln!(
+        "debian-12: published at xz -1 in {:.1?}: {} -> {} bytes",
+        t.elapsed(),
+        published[0].image_bytes,
+        published[0].xz_bytes
+    );
+    let server = repo_server::Server::serve(&tmp.path().join("repo"));
+    let store = TemplateStore::new(tmp.path().join("store"));
+    let t = Instant::now();
     let env = Env::init(
         env_file(),
         InitOptions {
             workdir: Some(tmp.path().join("env")),
+            store: Some(store.clone()),
+            template_repos: vec![server.url("repo.metadata")],
             ..Default::default()
         },
     )
     .unwrap();
+    eprintln!("debian-12: init, pulling it from the repository: {:.1?}", t.elapsed());
+    // Pulled once (two VMs share it), and what was pulled is what was built.
+    assert_eq!(server.hits(&format!("debian-12/{}.xz", built.version)), 1);
+    let pulled = store.resolve("debian-12", Some(&built.version)).unwrap();
+    assert!(pulled.disk.starts_with(tmp.path().join("store")));
+    let built_sha256 = repo_server::sha256_hex(&fs::read(&built.disk).unwrap());
+    assert_eq!(pulled.sha256.as_deref(), Some(built_sha256.as_str()));
+    assert!(pulled.source.as_deref().unwrap_or_default().starts_with("repo "));
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| exercise(&env)));
     env.destroy().unwrap();
     if let Err(p) = outcome {
