@@ -26,7 +26,7 @@
 //! - [`plan`] decides, without touching the host, every libvirt name, NIC
 //!   address and MAC, DHCP reservation, DNS record and disk path.
 //! - [`lease`] hands out host-wide /24 subnets so that environments never collide.
-//! - [`store`] (templates, with the built-in `tiny`), [`image`] (qcow2
+//! - [`store`] (templates: the built-in `tiny` and `debian-12`, Lago template repositories), [`image`] (qcow2
 //!   overlays), [`seed`] (cloud-init NoCloud), [`keys`] (ed25519).
 //! - [`backend`] is the only user of `virt`, [`ssh`] the only user of `ssh2`.
 //! - [`Env`] and [`Vm`] are the API; [`sdk`] mirrors the Python Lago SDK.
