@@ -122,10 +122,20 @@ pub(crate) fn run_streaming(
     for pipe in pipes.into_iter().flatten() {
         let tx = tx.clone();
         readers.push(std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
+            // Bytes, not UTF-8 lines: a stray byte must not stop the reading (the
+            // command would then die of SIGPIPE). Long lines are cut at 4 KiB.
+            let mut r = BufReader::new(pipe);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match (&mut r).take(4096).read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_owned();
+                        if tx.send(line).is_err() {
+                            break;
+                        }
+                    }
                 }
             }
         }));
@@ -144,11 +154,10 @@ pub(crate) fn run_streaming(
     let mut term_sent: Option<Instant> = None;
     let status = loop {
         match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) => {
-                keep(line, &mut tail);
-                continue;
-            }
-            Err(mpsc::RecvTimeoutError::Timeout | mpsc::RecvTimeoutError::Disconnected) => {}
+            Ok(line) => keep(line, &mut tail),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            // Both pipes closed but the command still runs: wait without spinning.
+            Err(mpsc::RecvTimeoutError::Disconnected) => std::thread::sleep(Duration::from_millis(200)),
         }
         match child.try_wait() {
             Ok(Some(status)) => break Ok(status),
@@ -230,6 +239,28 @@ mod tests {
             other => panic!("{other:?}"),
         }
         run_streaming(Command::new("true").arg("ok"), Duration::from_secs(30), |_| {}).unwrap();
+    }
+
+    #[test]
+    fn streaming_stops_a_chatty_command_too_and_survives_stray_bytes() {
+        let start = Instant::now();
+        let err = run_streaming(
+            Command::new("sh").args(["-c", "while true; do echo tick; sleep 0.05; done"]),
+            Duration::from_millis(500),
+            |_| {},
+        )
+        .unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
+        assert!(matches!(err.failure, CommandFailure::Timeout { .. }), "{err}");
+        let mut seen = Vec::new();
+        run_streaming(
+            Command::new("sh").args(["-c", "printf 'bad \\377 byte\\n'; echo after"]),
+            Duration::from_secs(30),
+            |l| seen.push(l.to_owned()),
+        )
+        .unwrap();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen[1], "after");
     }
 
     #[test]

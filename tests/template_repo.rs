@@ -22,6 +22,7 @@ fn quick() -> HttpOptions {
         per_read: Duration::from_secs(1),
         attempts: 3,
         backoff: Duration::from_millis(50),
+        ..HttpOptions::default()
     }
 }
 
@@ -525,4 +526,103 @@ fn prune_keeps_what_environments_use_and_the_newest_version() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(left, ["1"], "nothing half-removed is left");
+}
+
+#[test]
+fn a_web_repository_cannot_name_local_files_and_later_repositories_are_asked_for_missing_versions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = qcow2_image(tmp.path(), "two");
+    // A repository on the web whose source is this machine's /etc.
+    let evil = tmp.path().join("evil");
+    fs::create_dir_all(&evil).unwrap();
+    fs::write(
+        evil.join("repo.metadata"),
+        r#"{"name": "evil", "sources": {"s": {"type": "file", "args": {"root": "/etc"}}},
+            "templates": {"t": {"versions": {"v": {"source": "s", "handle": "hostname", "timestamp": 1}}}}}"#,
+    )
+    .unwrap();
+    let evil_server = Server::serve(&evil);
+    let err = store(tmp.path(), &evil_server)
+        .resolve("t", None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("sources.s") && err.contains("only have http sources"),
+        "{err}"
+    );
+    nothing_stored(tmp.path(), "t");
+
+    // The first repository has `app` but not version 2; the second has it.
+    let first = tmp.path().join("first");
+    write_repo(
+        &first,
+        "first",
+        &[Entry {
+            name: "app",
+            version: "1",
+            timestamp: 1.0,
+            image: &img,
+            publish: Publish::XzSha256,
+        }],
+    );
+    let second = tmp.path().join("second");
+    write_repo(
+        &second,
+        "second",
+        &[Entry {
+            name: "app",
+            version: "2",
+            timestamp: 2.0,
+            image: &img,
+            publish: Publish::XzSha256,
+        }],
+    );
+    let (s1, s2) = (Server::serve(&first), Server::serve(&second));
+    let s = TemplateStore::new(tmp.path().join("store"))
+        .with_http(quick())
+        .with_repos([
+            RepoLocation::parse(&s1.url("repo.metadata")),
+            RepoLocation::parse(&s2.url("repo.metadata")),
+        ]);
+    let t = s.resolve("app", Some("2")).unwrap();
+    assert!(t.source.as_deref().unwrap().contains("second"), "{:?}", t.source);
+    let err = s.resolve("app", Some("3")).unwrap_err().to_string();
+    assert!(
+        err.contains("no version `3`") && err.contains("(it has: 1)") && err.contains("(it has: 2)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn publish_keeps_what_it_does_not_know_in_repo_metadata_and_never_repoints_a_source() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = TemplateStore::new(tmp.path().join("store"));
+    let f = tmp.path().join("x.raw");
+    fs::write(&f, vec![3u8; 4096]).unwrap();
+    s.import(&f, "x", Some("1")).unwrap();
+    let repo = tmp.path().join("repo");
+    fs::create_dir_all(&repo).unwrap();
+    fs::write(
+        repo.join("repo.metadata"),
+        r#"{"name": "theirs", "owner": "qa-team",
+            "sources": {"lago": {"type": "http", "args": {"baseurl": "https://cdn.example/lago"}}},
+            "templates": {"other": {"versions": {"9": {"source": "lago", "handle": "other/9", "timestamp": 5, "distro": "el9"}}}}}"#,
+    )
+    .unwrap();
+    let opts = lago::store::manage::PublishOptions {
+        xz_level: 0,
+        ..Default::default()
+    };
+    let err = s.publish(&repo, &[], &opts).unwrap_err().to_string();
+    assert!(err.contains("source `lago` exists and points elsewhere"), "{err}");
+    assert!(!repo.join("x").exists(), "nothing written");
+    let opts = lago::store::manage::PublishOptions {
+        base_url: Some("https://cdn.example/lago".into()),
+        ..opts
+    };
+    s.publish(&repo, &[], &opts).unwrap();
+    let meta: serde_json::Value = serde_json::from_slice(&fs::read(repo.join("repo.metadata")).unwrap()).unwrap();
+    assert_eq!(meta["owner"], "qa-team");
+    assert_eq!(meta["templates"]["other"]["versions"]["9"]["distro"], "el9");
+    assert_eq!(meta["templates"]["x"]["versions"]["1"]["handle"], "x/1");
 }

@@ -104,8 +104,13 @@ fn env_or(var: &str, default: &str) -> String {
 
 /// The APT sources mmdebstrap is given.
 fn sources() -> Vec<String> {
-    let main = mirror();
-    let security = env_or("LAGO_DEBIAN_SECURITY_MIRROR", DEFAULT_SECURITY_MIRROR);
+    sources_from(
+        &mirror(),
+        &env_or("LAGO_DEBIAN_SECURITY_MIRROR", DEFAULT_SECURITY_MIRROR),
+    )
+}
+
+fn sources_from(main: &str, security: &str) -> Vec<String> {
     vec![
         format!("deb {main} {SUITE} main"),
         format!("deb {main} {SUITE}-updates main"),
@@ -263,7 +268,8 @@ pub(crate) fn build(store: &TemplateStore) -> Result<Template, StoreError> {
         template: NAME.to_owned(),
         reason,
     })?;
-    let _lock = store.lock(NAME)?;
+    // Another process may be building: wait as long as a build may take.
+    let _lock = store.lock_for(NAME, build_limit() + Duration::from_secs(300))?;
     if let Some(t) = TemplateStore::read_meta(&dir)? {
         return Ok(t);
     }
@@ -345,7 +351,7 @@ fn build_in(
     .arg(SUITE)
     .arg(&root)
     .args(sources())
-    // No proxy or apt settings of the host leak in; the locale is fixed.
+    // Messages in a fixed language (the host's proxy settings still apply, as for apt).
     .env("LC_ALL", "C.UTF-8");
     run_streaming(&mut cmd, build_limit(), |line| {
         if let Some(step) = line.strip_prefix("I: ") {
@@ -613,18 +619,28 @@ mod tests {
     }
 
     #[test]
-    fn the_version_follows_the_recipe_and_the_hook_is_shell() {
-        assert_eq!(version(), version());
-        assert_eq!(version().len(), 16);
+    fn the_version_is_a_digest_and_the_hook_is_shell() {
+        let v = version();
+        assert_eq!(v.len(), 16);
+        assert!(
+            v.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+            "{v}"
+        );
         assert!(CUSTOMIZE.starts_with("#!/bin/sh\n"));
         assert!(CUSTOMIZE.contains("set -eu"));
     }
 
     #[test]
-    fn sources_follow_the_mirror_variables() {
-        let s = sources();
-        assert_eq!(s.len(), 3);
-        assert!(s[0].ends_with(" bookworm main") && s[2].contains("bookworm-security"));
+    fn sources_name_the_release_its_updates_and_security() {
+        let s = sources_from("http://m.example/debian", "http://s.example/debian-security");
+        assert_eq!(
+            s,
+            [
+                "deb http://m.example/debian bookworm main",
+                "deb http://m.example/debian bookworm-updates main",
+                "deb http://s.example/debian-security bookworm-security main",
+            ]
+        );
     }
 
     #[test]

@@ -74,6 +74,9 @@ pub struct HttpOptions {
     pub attempts: u32,
     /// Wait before the first retry; doubled for each further one.
     pub backoff: Duration,
+    /// The whole of one download, retries included (a server trickling bytes
+    /// just fast enough never stalls); small files get 2 minutes.
+    pub total: Duration,
 }
 
 impl Default for HttpOptions {
@@ -83,13 +86,15 @@ impl Default for HttpOptions {
             per_read: Duration::from_secs(60),
             attempts: 4,
             backoff: Duration::from_secs(1),
+            total: Duration::from_secs(4 * 3600),
         }
     }
 }
 
 impl HttpOptions {
     /// Defaults, changed by `LAGO_DOWNLOAD_READ_TIMEOUT` (seconds without a
-    /// byte before a download counts as stalled) and `LAGO_DOWNLOAD_ATTEMPTS`.
+    /// byte before a download counts as stalled), `LAGO_DOWNLOAD_ATTEMPTS` and
+    /// `LAGO_DOWNLOAD_TIMEOUT` (seconds for a whole download).
     pub fn from_env() -> Self {
         let mut o = HttpOptions::default();
         let num = |v: &str| std::env::var(v).ok().and_then(|s| s.trim().parse::<u64>().ok());
@@ -98,6 +103,9 @@ impl HttpOptions {
         }
         if let Some(n) = num("LAGO_DOWNLOAD_ATTEMPTS").filter(|n| (1..=20).contains(n)) {
             o.attempts = n as u32;
+        }
+        if let Some(s) = num("LAGO_DOWNLOAD_TIMEOUT").filter(|s| *s > 0) {
+            o.total = Duration::from_secs(s);
         }
         o
     }
@@ -120,6 +128,9 @@ pub struct Fetched {
     /// Retries that went on where the previous attempt stopped.
     pub resumed: u32,
 }
+
+/// The whole of a small fetch (metadata, hashes).
+const SMALL_TOTAL: Duration = Duration::from_secs(120);
 
 /// Where a download goes: written as it comes, started again when the
 /// server cannot resume, told of progress.
@@ -166,7 +177,13 @@ impl Http {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let failure = match self.agent.get(url).call() {
+            let req = self
+                .agent
+                .get(url)
+                .config()
+                .timeout_global(Some(SMALL_TOTAL.min(self.opts.total)))
+                .build();
+            let failure = match req.call() {
                 Ok(mut resp) => {
                     let status = resp.status().as_u16();
                     if status == 404 || status == 410 {
@@ -216,6 +233,7 @@ impl Http {
         let mut done = Fetched::default();
         let mut total: Option<u64> = None;
         let mut attempt = 0;
+        let deadline = std::time::Instant::now() + self.opts.total;
         let body_err = |what: &str, source: std::io::Error| HttpError::Body {
             url: url.to_owned(),
             what: what.to_owned(),
@@ -223,10 +241,15 @@ impl Http {
         };
         loop {
             attempt += 1;
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
             let mut req = self.agent.get(url);
             if done.bytes > 0 {
                 req = req.header("Range", &format!("bytes={}-", done.bytes));
             }
+            let req = req
+                .config()
+                .timeout_global(Some(left.max(Duration::from_millis(1))))
+                .build();
             let failure: ureq::Error = match req.call() {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
@@ -254,7 +277,7 @@ impl Http {
                     }
                     let length = resp.body().content_length();
                     if let Some(n) = length {
-                        total = Some(done.bytes + n);
+                        total = Some(done.bytes.saturating_add(n));
                     }
                     if total.is_some_and(|t| t > limit) {
                         return Err(HttpError::TooLarge {
@@ -268,7 +291,7 @@ impl Http {
                         match reader.read(&mut buf) {
                             Ok(0) => break None,
                             Ok(n) => {
-                                if done.bytes + n as u64 > limit {
+                                if done.bytes.saturating_add(n as u64) > limit {
                                     return Err(HttpError::TooLarge {
                                         url: url.to_owned(),
                                         limit,
@@ -293,7 +316,8 @@ impl Http {
                 }
                 Err(e) => e,
             };
-            if attempt >= self.opts.attempts || !transient(&failure) {
+            let out_of_time = std::time::Instant::now() >= deadline;
+            if attempt >= self.opts.attempts || !transient(&failure) || out_of_time {
                 if let (Some(t), ureq::Error::Io(io)) = (total, &failure)
                     && io.kind() == std::io::ErrorKind::UnexpectedEof
                 {

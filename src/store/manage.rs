@@ -60,6 +60,14 @@ pub enum ManageError {
         /// The file.
         path: PathBuf,
     },
+    /// The repository's `repo.metadata` already has a source of lago's name, pointing elsewhere.
+    #[error("{}: source `{name}` exists and points elsewhere; publish with the same --base-url, or into another folder", path.display())]
+    SourceTaken {
+        /// The metadata file.
+        path: PathBuf,
+        /// The source's name.
+        name: String,
+    },
     /// Nothing in the store matches.
     #[error("no template in the store matches `{0}`")]
     NoMatch(String),
@@ -146,18 +154,48 @@ fn version_dir(t: &Template) -> Option<&Path> {
     t.disk.parent()
 }
 
-/// Whether the environment in `workdir` still uses `t`.
-fn live_user(workdir: &Path, t: &Template) -> bool {
-    let Ok(text) = fs::read_to_string(workdir.join(crate::workdir::STATE_FILE)) else {
-        return false;
+/// Whether a use record still stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Use {
+    /// The environment exists and names the template (or cannot be read,
+    /// or is still being created): in use.
+    Live,
+    /// The environment is gone or no longer names the template.
+    Stale,
+}
+
+/// Records younger than this whose environment has no state yet are an
+/// `init` still running.
+const INIT_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Whether the environment in `workdir` still uses `t`. In doubt, it does:
+/// a record is only stale when its workdir is gone, or holds a readable
+/// state that does not name the template, or has had no state for an hour.
+fn use_of(workdir: &Path, t: &Template, recorded: Option<SystemTime>) -> Use {
+    match fs::symlink_metadata(workdir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Use::Stale,
+        Err(_) => return Use::Live,
+        Ok(_) => {}
+    }
+    let text = match fs::read_to_string(workdir.join(crate::workdir::STATE_FILE)) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let young = recorded
+                .and_then(|r| SystemTime::now().duration_since(r).ok())
+                .is_none_or(|age| age < INIT_GRACE);
+            return if young { Use::Live } else { Use::Stale };
+        }
+        Err(_) => return Use::Live,
     };
     let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
-        return false;
+        // Being written, or damaged: not ours to judge.
+        return Use::Live;
     };
     let want = format!("{}:{}", t.name, t.version);
-    v["templates"]
+    let named = v["templates"]
         .as_object()
-        .is_some_and(|m| m.values().any(|x| x.as_str() == Some(want.as_str())))
+        .is_some_and(|m| m.values().any(|x| x.as_str() == Some(want.as_str())));
+    if named { Use::Live } else { Use::Stale }
 }
 
 fn workdir_key(workdir: &Path) -> String {
@@ -174,6 +212,18 @@ impl TemplateStore {
     /// when). Best effort: a store this user cannot write is only logged.
     pub fn record_use(&self, t: &Template, workdir: &Path) {
         let Some(dir) = version_dir(t) else { return };
+        // Under the template's lock, so that a prune either sees the record or
+        // has already moved the template away (then the overlay fails to find it).
+        let _lock = match self.lock_for(&t.name, std::time::Duration::from_secs(60)) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(template = %t.name, error = %e, "cannot lock the template to record its use");
+                return;
+            }
+        };
+        if !dir.is_dir() {
+            return;
+        }
         let users = dir.join(USERS);
         let write = || -> std::io::Result<()> {
             fs::create_dir_all(&users)?;
@@ -201,10 +251,12 @@ impl TemplateStore {
         for e in fs::read_dir(dir.join(USERS)).into_iter().flatten().flatten() {
             let Ok(bytes) = fs::read(e.path()) else { continue };
             let workdir = PathBuf::from(String::from_utf8_lossy(&bytes).into_owned());
-            if live_user(&workdir, t) {
-                live.push(workdir);
-            } else {
-                let _ = fs::remove_file(e.path());
+            let recorded = e.metadata().and_then(|m| m.modified()).ok();
+            match use_of(&workdir, t, recorded) {
+                Use::Live => live.push(workdir),
+                Use::Stale => {
+                    let _ = fs::remove_file(e.path());
+                }
             }
         }
         live.sort();
@@ -253,10 +305,14 @@ impl TemplateStore {
         if !md.is_file() {
             return Err(refuse("not a regular file".into()));
         }
-        let qcow2 = is_qcow2(file)?;
-        if qcow2 {
-            standalone_qcow2(file).map_err(|r| refuse(format!("it refers to another file ({r})")))?;
+        if let Some(v) = version.filter(|v| !safe_component(v)) {
+            return Err(ManageError::BadName {
+                what: "version",
+                value: v.to_owned(),
+            }
+            .into());
         }
+        let qcow2 = is_qcow2(file)?;
         let start = Instant::now();
         let parent = self.root().join(name);
         fs::create_dir_all(&parent).map_err(io("create", &parent))?;
@@ -268,6 +324,11 @@ impl TemplateStore {
             let disk = tmp.join("root.qcow2");
             if qcow2 {
                 fs::copy(file, &disk).map_err(io("copy into the store", &disk))?;
+                // The copy is checked, not the original (which may change meanwhile).
+                if !is_qcow2(&disk)? {
+                    return Err(refuse("it changed while it was copied".into()));
+                }
+                standalone_qcow2(&disk).map_err(|r| refuse(format!("it refers to another file ({r})")))?;
             } else {
                 run(Command::new("qemu-img")
                     .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
@@ -280,13 +341,6 @@ impl TemplateStore {
             }
             let sha256 = super::sha256_file(&disk)?;
             let version = match version {
-                Some(v) if !safe_component(v) => {
-                    return Err(ManageError::BadName {
-                        what: "version",
-                        value: v.to_owned(),
-                    }
-                    .into());
-                }
                 Some(v) => v.to_owned(),
                 None => sha256[..12].to_owned(),
             };
@@ -322,10 +376,13 @@ impl TemplateStore {
             Ok((t, Some(dir)))
         })();
         match result {
-            Ok((t, Some(dir))) => {
-                fs::rename(&tmp, &dir).map_err(io("rename into", &dir))?;
-                Ok(t)
-            }
+            Ok((t, Some(dir))) => match fs::rename(&tmp, &dir) {
+                Ok(()) => Ok(t),
+                Err(e) => {
+                    remove_build(&tmp);
+                    Err(io("rename into", &dir)(e))
+                }
+            },
             Ok((t, None)) => {
                 remove_build(&tmp);
                 Ok(t)
@@ -448,6 +505,7 @@ impl TemplateStore {
                 }),
                 sources: BTreeMap::new(),
                 templates: BTreeMap::new(),
+                other: BTreeMap::new(),
             },
             Err(source) => {
                 return Err(StoreError::Io {
@@ -461,18 +519,24 @@ impl TemplateStore {
             meta.name = n.clone();
         }
         let source = "lago";
-        meta.sources.insert(
-            source.to_owned(),
-            SourceSpec {
-                kind: "http".to_owned(),
-                args: [(
-                    "baseurl".to_owned(),
-                    serde_json::Value::String(opts.base_url.clone().unwrap_or_else(|| ".".to_owned())),
-                )]
-                .into_iter()
-                .collect(),
-            },
-        );
+        let ours = SourceSpec {
+            kind: "http".to_owned(),
+            args: [(
+                "baseurl".to_owned(),
+                serde_json::Value::String(opts.base_url.clone().unwrap_or_else(|| ".".to_owned())),
+            )]
+            .into_iter()
+            .collect(),
+        };
+        // A source of that name that is not ours (or another base URL) is not replaced.
+        if meta.sources.get(source).is_some_and(|s| *s != ours) {
+            return Err(ManageError::SourceTaken {
+                path: meta_path,
+                name: source.to_owned(),
+            }
+            .into());
+        }
+        meta.sources.insert(source.to_owned(), ours);
         let mut out = Vec::new();
         for t in chosen {
             let handle = format!("{}/{}", t.name, t.version);
@@ -482,11 +546,13 @@ impl TemplateStore {
                 .entry(t.name.clone())
                 .or_insert_with(|| TemplateVersions {
                     versions: BTreeMap::new(),
+                    other: BTreeMap::new(),
                 })
                 .versions
                 .insert(
                     t.version.clone(),
                     VersionEntry {
+                        other: BTreeMap::new(),
                         source: source.to_owned(),
                         handle,
                         timestamp: t.timestamp.unwrap_or_else(|| {
@@ -588,9 +654,11 @@ fn publish_one(t: &Template, image: &Path, level: u32) -> Result<Published, Stor
     }
     let tmp = with(&format!("xz.tmp-{}", std::process::id()));
     let compress = || -> std::io::Result<(String, String)> {
+        // At most 4 threads: each needs up to ~700 MiB at -9.
         let threads = std::thread::available_parallelism()
             .map(|n| n.get() as u32)
-            .unwrap_or(1);
+            .unwrap_or(1)
+            .min(4);
         let stream = liblzma::stream::MtStreamBuilder::new()
             .preset(level.min(9))
             .threads(threads)
@@ -638,20 +706,35 @@ fn publish_one(t: &Template, image: &Path, level: u32) -> Result<Published, Stor
             )),
         });
     }
-    write_atomic(&sha256_path, format!("{sha256}  {}\n", t.version).as_bytes())?;
-    write_atomic(&hash_path, sha1.as_bytes())?;
-    let lago_meta = serde_json::json!({
-        "name": t.name,
-        "version": t.version,
-        "format": "qcow2",
-        "size": image_bytes,
-        "sha1": sha1,
-        "sha256": sha256,
-        "timestamp": t.timestamp,
-        "source": t.source,
-    });
-    write_atomic(&meta_path, lago_meta.to_string().as_bytes())?;
-    fs::rename(&tmp, &xz_path).map_err(io("rename into", &xz_path))?;
+    // The image first, then its sidecars; a failure removes what this call wrote.
+    let mut written: Vec<PathBuf> = Vec::new();
+    let result = (|| -> Result<(), StoreError> {
+        fs::rename(&tmp, &xz_path).map_err(io("rename into", &xz_path))?;
+        written.push(xz_path.clone());
+        write_atomic(&sha256_path, format!("{sha256}  {}\n", t.version).as_bytes())?;
+        written.push(sha256_path.clone());
+        write_atomic(&hash_path, sha1.as_bytes())?;
+        written.push(hash_path.clone());
+        let lago_meta = serde_json::json!({
+            "name": t.name,
+            "version": t.version,
+            "format": "qcow2",
+            "size": image_bytes,
+            "sha1": sha1,
+            "sha256": sha256,
+            "timestamp": t.timestamp,
+            "source": t.source,
+        });
+        write_atomic(&meta_path, lago_meta.to_string().as_bytes())?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        for p in written {
+            let _ = fs::remove_file(p);
+        }
+        return Err(e);
+    }
     Ok(Published {
         template: id,
         xz_bytes: fs::metadata(&xz_path).map(|m| m.len()).unwrap_or(0),
@@ -659,4 +742,66 @@ fn publish_one(t: &Template, image: &Path, level: u32) -> Result<Published, Stor
         image_bytes,
         unchanged: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template() -> Template {
+        Template {
+            name: "app".into(),
+            version: "1".into(),
+            disk: PathBuf::from("/nonexistent/app/1/root.qcow2"),
+            kernel: None,
+            initrd: None,
+            cmdline: None,
+            build_secs: 0.0,
+            source: None,
+            sha256: None,
+            timestamp: None,
+        }
+    }
+
+    #[test]
+    fn a_use_is_stale_only_when_provably_over() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = template();
+        let now = Some(SystemTime::now());
+        let hour_ago = Some(SystemTime::now() - std::time::Duration::from_secs(7200));
+        // The workdir is gone.
+        assert_eq!(use_of(&tmp.path().join("gone"), &t, now), Use::Stale);
+        // An init still running: no state yet, a fresh record.
+        let wd = tmp.path().join("env");
+        fs::create_dir_all(&wd).unwrap();
+        assert_eq!(use_of(&wd, &t, now), Use::Live);
+        assert_eq!(
+            use_of(&wd, &t, hour_ago),
+            Use::Stale,
+            "no state for an hour: that init died"
+        );
+        // A state being written (not JSON yet) is not judged.
+        fs::write(wd.join(crate::workdir::STATE_FILE), "{\"templates\": {\"vm").unwrap();
+        assert_eq!(use_of(&wd, &t, hour_ago), Use::Live);
+        // A state naming the template, and one naming another.
+        fs::write(
+            wd.join(crate::workdir::STATE_FILE),
+            r#"{"templates": {"vm/root": "app:1"}}"#,
+        )
+        .unwrap();
+        assert_eq!(use_of(&wd, &t, hour_ago), Use::Live);
+        fs::write(
+            wd.join(crate::workdir::STATE_FILE),
+            r#"{"templates": {"vm/root": "app:2"}}"#,
+        )
+        .unwrap();
+        assert_eq!(use_of(&wd, &t, now), Use::Stale);
+    }
+
+    #[test]
+    fn filters_take_a_name_or_a_name_and_version() {
+        let t = template();
+        assert!(matches(&t, "app") && matches(&t, "app:1"));
+        assert!(!matches(&t, "app:2") && !matches(&t, "ap"));
+    }
 }

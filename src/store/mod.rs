@@ -309,8 +309,10 @@ impl TemplateStore {
 
     /// The template's lock, waited for at most `timeout`.
     pub(crate) fn lock_for(&self, name: &str, timeout: Duration) -> Result<fs::File, StoreError> {
-        fs::create_dir_all(&self.root).map_err(io("create", &self.root))?;
-        let path = self.root.join(format!("{name}.lock"));
+        // In a folder of their own: a template named `x.lock` must not meet `x`'s lock.
+        let dir = self.root.join(".locks");
+        fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        let path = dir.join(format!("{name}.lock"));
         lock_exclusive(&path, timeout).map_err(|e| match e {
             LockFailure::Io(source) => StoreError::Io {
                 action: "lock",
@@ -324,8 +326,16 @@ impl TemplateStore {
     fn read_meta(dir: &Path) -> Result<Option<Template>, StoreError> {
         let path = dir.join(META);
         match fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text)
-                .map(Some)
+            // At the folder's own paths (a store copied elsewhere still names its old place).
+            Ok(text) => serde_json::from_str::<Template>(&text)
+                .map(|t| {
+                    Some(Template {
+                        disk: dir.join("root.qcow2"),
+                        kernel: t.kernel.as_ref().map(|_| dir.join("vmlinuz")),
+                        initrd: t.initrd.as_ref().map(|_| dir.join("initrd.img")),
+                        ..t
+                    })
+                })
                 .map_err(|source| StoreError::Metadata { path, source }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(StoreError::Io {
@@ -342,10 +352,32 @@ impl TemplateStore {
         let Ok(names) = fs::read_dir(&self.root) else {
             return Ok(out);
         };
-        for name in names.flatten().filter(|e| e.path().is_dir()) {
-            for version in fs::read_dir(name.path()).into_iter().flatten().flatten() {
-                if let Some(t) = Self::read_meta(&version.path())? {
-                    out.push(t);
+        let visible = |e: &fs::DirEntry| {
+            e.file_name().to_str().is_some_and(|n| !n.starts_with('.')) && e.file_type().is_ok_and(|t| t.is_dir())
+        };
+        for name in names.flatten().filter(visible) {
+            for version in fs::read_dir(name.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(visible)
+            {
+                let dir = version.path();
+                match Self::read_meta(&dir) {
+                    Ok(Some(t)) => {
+                        // Only what the folder says it is.
+                        if name.file_name().to_str() != Some(t.name.as_str())
+                            || version.file_name().to_str() != Some(t.version.as_str())
+                        {
+                            tracing::warn!(dir = %dir.display(), "template folder holds metadata of another template; ignored");
+                            continue;
+                        }
+                        out.push(t);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(dir = %dir.display(), error = %crate::error_chain(&e), "unreadable template metadata; ignored")
+                    }
                 }
             }
         }
@@ -366,35 +398,57 @@ impl TemplateStore {
                 why: "the store is offline (--offline or LAGO_OFFLINE): nothing is downloaded".to_owned(),
             });
         }
-        let client = http::Http::new(self.http.clone());
-        let mut errors = Vec::new();
-        for loc in &self.repos {
-            match repo::Repository::open(loc, &client) {
-                Ok(r) => {
-                    if let Some(found) = r.find(name, version)? {
-                        return repo::pull(self, loc, &found);
-                    }
-                }
-                Err(e) => errors.push(format!("{loc}: {}", crate::error_chain(&e))),
-            }
+        let mut notes = Vec::new();
+        if let Some(found) = self.ask_repos(name, version, &mut notes) {
+            return found;
         }
         Err(StoreError::NotInStore {
             name: name.to_owned(),
             version: version.map(str::to_owned),
             store: self.root.clone(),
-            why: if errors.is_empty() {
-                format!(
-                    "no repository has it ({})",
-                    self.repos
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            } else {
-                format!("no repository could be read: {}", errors.join("; "))
-            },
+            why: self.why_not_in_repos(&notes),
         })
+    }
+
+    /// Asks the repositories in order: the pull from the first that has the
+    /// template (at that version), or `None` with what each said in `notes`.
+    fn ask_repos(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        notes: &mut Vec<String>,
+    ) -> Option<Result<Template, StoreError>> {
+        let client = http::Http::new(self.http.clone());
+        for loc in &self.repos {
+            match repo::Repository::open(loc, &client) {
+                Ok(r) => match r.find(name, version) {
+                    Ok(Some(found)) => return Some(repo::pull(self, loc, &found)),
+                    Ok(None) => {}
+                    // It has the template, not that version: a later one may.
+                    Err(e) => notes.push(format!("{loc}: {e}")),
+                },
+                Err(e) => {
+                    tracing::warn!(repo = %loc, error = %crate::error_chain(&e), "template repository unavailable");
+                    notes.push(format!("{loc}: {}", crate::error_chain(&e)));
+                }
+            }
+        }
+        None
+    }
+
+    fn why_not_in_repos(&self, notes: &[String]) -> String {
+        if notes.is_empty() {
+            format!(
+                "no repository has it ({})",
+                self.repos
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else {
+            format!("not found in the repositories: {}", notes.join("; "))
+        }
     }
 
     /// The template `name` at `version` (`None`: the newest).
@@ -406,21 +460,10 @@ impl TemplateStore {
     /// the store holds.
     pub fn resolve(&self, name: &str, version: Option<&str>) -> Result<Template, StoreError> {
         let mut repo_errors = Vec::new();
-        if !self.offline {
-            let client = http::Http::new(self.http.clone());
-            for loc in &self.repos {
-                match repo::Repository::open(loc, &client) {
-                    Ok(r) => {
-                        if let Some(found) = r.find(name, version)? {
-                            return repo::pull(self, loc, &found);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(repo = %loc, error = %crate::error_chain(&e), "template repository unavailable");
-                        repo_errors.push(format!("{loc}: {}", crate::error_chain(&e)));
-                    }
-                }
-            }
+        if !self.offline
+            && let Some(found) = self.ask_repos(name, version, &mut repo_errors)
+        {
+            return found;
         }
         match (name, version) {
             (tiny::NAME, None) => return tiny::ensure(self),
@@ -454,17 +497,8 @@ impl TemplateStore {
                 store: self.root.clone(),
                 why: if self.offline {
                     "the store is offline (--offline or LAGO_OFFLINE): nothing is downloaded".to_owned()
-                } else if repo_errors.is_empty() {
-                    format!(
-                        "no repository has it ({})",
-                        self.repos
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
                 } else {
-                    format!("no repository could be read: {}", repo_errors.join("; "))
+                    self.why_not_in_repos(&repo_errors)
                 },
             });
         }
@@ -508,7 +542,12 @@ pub(crate) fn remove_stale_builds(parent: &Path) {
 /// mounts them in its chroot), so mount points are unmounted first and the
 /// removal does not cross into another filesystem.
 pub(crate) fn remove_build(path: &Path) {
-    for m in mounts_under(path) {
+    // Without the mount table, a bind mount of the same filesystem could not be told apart.
+    let Some(mounts) = mounts_under(path) else {
+        tracing::warn!(path = %path.display(), "cannot read /proc/self/mountinfo; the build folder is left in place");
+        return;
+    };
+    for m in mounts {
         tracing::warn!(mount = %m.display(), "unmounting what a killed template build left mounted");
         if let Err(e) = crate::cmd::run(std::process::Command::new("umount").arg("--lazy").arg(&m)) {
             tracing::warn!(mount = %m.display(), error = %e, "cannot unmount; the build folder is left in place");
@@ -521,11 +560,11 @@ pub(crate) fn remove_build(path: &Path) {
 }
 
 /// Mount points at or below `path`, deepest first (from /proc/self/mountinfo).
-fn mounts_under(path: &Path) -> Vec<PathBuf> {
+fn mounts_under(path: &Path) -> Option<Vec<PathBuf>> {
     let Ok(base) = fs::canonicalize(path) else {
-        return Vec::new();
+        return Some(Vec::new());
     };
-    let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let text = fs::read_to_string("/proc/self/mountinfo").ok()?;
     let mut found: Vec<PathBuf> = text
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
@@ -535,7 +574,7 @@ fn mounts_under(path: &Path) -> Vec<PathBuf> {
         .collect();
     found.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
     found.dedup();
-    found
+    Some(found)
 }
 
 /// Mount points in mountinfo escape space, tab, newline and backslash as octal.
@@ -619,12 +658,17 @@ mod tests {
         let build = tmp.path().join(format!("{BUILD_PREFIX}abc-1"));
         fs::create_dir_all(build.join("root/etc")).unwrap();
         fs::write(build.join("root/etc/x"), "x").unwrap();
-        std::os::unix::fs::symlink("/etc", build.join("root/host-etc")).unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("sentinel"), "keep").unwrap();
+        std::os::unix::fs::symlink(outside.path(), build.join("root/host-dir")).unwrap();
         fs::create_dir_all(tmp.path().join("0123")).unwrap();
         remove_stale_builds(tmp.path());
         assert!(!build.exists());
         assert!(tmp.path().join("0123").is_dir());
-        assert!(Path::new("/etc/passwd").exists(), "a link is removed, not followed");
+        assert!(
+            outside.path().join("sentinel").is_file(),
+            "a link is removed, not followed"
+        );
     }
 
     #[test]

@@ -40,6 +40,8 @@ use crate::cmd::run;
 pub const METADATA_LIMIT: u64 = 8 << 20;
 /// The largest hash or metadata sidecar read.
 const SIDECAR_LIMIT: u64 = 64 << 10;
+/// The most memory the xz decoder may use.
+const XZ_MEMLIMIT: u64 = 1 << 30;
 /// The largest image (compressed or not), unless `LAGO_TEMPLATE_MAX_BYTES` says.
 const IMAGE_LIMIT: u64 = 64 << 30;
 
@@ -249,6 +251,9 @@ pub struct RepoMetadata {
     /// Templates by name.
     #[serde(default)]
     pub templates: BTreeMap<String, TemplateVersions>,
+    /// Keys lago does not read, kept when `publish` rewrites the file.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
 }
 
 /// A source: `{"type": "http", "args": {"baseurl": URL}}` or `{"type": "file", "args": {"root": DIR}}`.
@@ -268,6 +273,9 @@ pub struct TemplateVersions {
     /// By version.
     #[serde(default)]
     pub versions: BTreeMap<String, VersionEntry>,
+    /// Keys lago does not read, kept when `publish` rewrites the file.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
 }
 
 /// One version of a template.
@@ -280,6 +288,9 @@ pub struct VersionEntry {
     /// When it was published (seconds since the epoch): the newest is the default.
     #[serde(default)]
     pub timestamp: f64,
+    /// Keys lago does not read, kept when `publish` rewrites the file.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
 }
 
 /// A place files are fetched from.
@@ -373,10 +384,32 @@ pub struct Found {
     pub(crate) image: Place,
 }
 
-fn read_local(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, RepoError> {
-    let f = match fs::File::open(path) {
+/// Opens a regular file of a local repository (`None`: it does not exist).
+/// A FIFO or a device (or a link to one) is refused without blocking on it.
+fn open_regular(path: &Path) -> std::io::Result<Option<fs::File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+    {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(Some(f))
+}
+
+fn read_local(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, RepoError> {
+    let f = match open_regular(path) {
+        Ok(Some(f)) => f,
+        Ok(None) => return Ok(None),
         Err(source) => {
             return Err(RepoError::Read {
                 path: path.to_path_buf(),
@@ -420,6 +453,21 @@ impl Repository {
             what: file.to_string(),
         })?;
         let meta = Self::parse(&bytes, &file.to_string())?;
+        if matches!(location, RepoLocation::Http(_)) {
+            // A repository on the web names web places only: never this machine's files.
+            for (name, spec) in &meta.sources {
+                let base = spec.args.get("baseurl").and_then(|v| v.as_str()).unwrap_or_default();
+                if spec.kind == "file" || base.starts_with("file:") {
+                    return Err(RepoError::Entry {
+                        location: file.to_string(),
+                        key: format!("sources.{name}"),
+                        reason:
+                            "a repository served over HTTP may only have http sources (absolute http(s) or relative)"
+                                .to_owned(),
+                    });
+                }
+            }
+        }
         Ok(Repository {
             location: location.clone(),
             meta,
@@ -439,7 +487,19 @@ impl Repository {
             key,
             reason: reason.to_owned(),
         };
+        if meta.name.is_empty() || meta.name.len() > 256 || meta.name.chars().any(char::is_control) {
+            return Err(bad(
+                "name".to_owned(),
+                "expected a name of 1 to 256 printable characters",
+            ));
+        }
         for (name, spec) in &meta.sources {
+            if !safe_component(name) {
+                return Err(bad(
+                    format!("sources.{}", name.escape_debug()),
+                    "a source name is letters, digits, `.`, `_`, `-`, `+`, `:`, `@`",
+                ));
+            }
             let arg = match spec.kind.as_str() {
                 "http" => "baseurl",
                 "file" => "root",
@@ -658,7 +718,11 @@ impl DownloadSink for ImageSink {
             limit: self.limit,
         };
         self.out = Some(if self.xz {
-            Decode::Xz(liblzma::write::XzDecoder::new_multi_decoder(h))
+            // Concatenated streams (`xz -T`, `cat a.xz b.xz`), and a bound on the
+            // decoder's memory (xz -9 needs 65 MiB): a crafted header cannot ask for more.
+            let stream = liblzma::stream::Stream::new_stream_decoder(XZ_MEMLIMIT, liblzma::stream::CONCATENATED)
+                .map_err(std::io::Error::other)?;
+            Decode::Xz(liblzma::write::XzDecoder::new_stream(h, stream))
         } else {
             Decode::Plain(h)
         });
@@ -695,9 +759,9 @@ fn progress_bar(show: bool, what: &str) -> indicatif::ProgressBar {
 
 /// Copies a local file into the sink (a `file` source).
 fn copy_local(path: &Path, limit: u64, sink: &mut ImageSink) -> Result<Option<u64>, RepoError> {
-    let mut f = match fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+    let mut f = match open_regular(path) {
+        Ok(Some(f)) => f,
+        Ok(None) => return Ok(None),
         Err(source) => {
             return Err(RepoError::Read {
                 path: path.to_path_buf(),
