@@ -320,13 +320,30 @@ impl Env {
                 saved.host_keys.insert(vs.name.clone(), host.public_openssh.clone());
             }
             let root_dev = vp.disks.first().map(|d| d.dev.clone()).unwrap_or_else(|| "vda".into());
-            let boot = match kernel_boot {
-                Some(t) => Boot::Kernel {
-                    kernel: t.kernel.clone().unwrap_or_default(),
-                    initrd: t.initrd.clone(),
+            // The init file's `kernel` wins over the one the root template brings.
+            let direct = match (&vs.kernel_boot, kernel_boot) {
+                (Some(k), _) => {
+                    for f in std::iter::once(&k.kernel).chain(&k.initrd) {
+                        if !f.is_file() {
+                            return Err(image::ImageError::Missing { path: f.clone() }.into());
+                        }
+                    }
+                    Some((k.kernel.clone(), k.initrd.clone(), k.args.clone()))
+                }
+                (None, Some(t)) => Some((
+                    t.kernel.clone().unwrap_or_default(),
+                    t.initrd.clone(),
+                    t.cmdline.clone(),
+                )),
+                (None, None) => None,
+            };
+            let boot = match direct {
+                Some((kernel, initrd, args)) => Boot::Kernel {
+                    kernel,
+                    initrd,
                     cmdline: format!(
                         "{} lago.root=/dev/{root_dev}{}{}",
-                        t.cmdline.clone().unwrap_or_default(),
+                        args.unwrap_or_default(),
                         if vp.seed.is_some() { " lago.seed=1" } else { "" },
                         // The NIC whose DHCP lease sets the default route and resolver.
                         vp.nics
@@ -466,7 +483,7 @@ impl Env {
         self.saved.plan.nets.iter().map(|n| (n.name.clone(), n)).collect()
     }
 
-    fn select(&self, names: &[&str]) -> Result<Vec<&Vm>> {
+    pub(crate) fn select(&self, names: &[&str]) -> Result<Vec<&Vm>> {
         if names.is_empty() {
             return Ok(self
                 .saved
@@ -644,6 +661,11 @@ impl Env {
     /// The subnet lease directory this environment uses.
     pub fn lease_dir(&self) -> &Path {
         &self.saved.lease_dir
+    }
+
+    /// The template (`name:version`) disk `disk` of VM `vm` was made from.
+    pub(crate) fn saved_template(&self, vm: &str, disk: &str) -> Option<String> {
+        self.saved.templates.get(&format!("{vm}/{disk}")).cloned()
     }
 
     /// The libvirt URI this environment uses.

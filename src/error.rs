@@ -45,6 +45,72 @@ pub enum Error {
         /// What it holds (names).
         holds: Vec<String>,
     },
+    /// A command's arguments do not make sense together (a message for people).
+    #[error("{message}")]
+    Usage {
+        /// What is wrong.
+        message: String,
+    },
+    /// No workdir was given and none was found.
+    #[error("no .lago workdir in {} or any parent; give one with -w or create one with `lago init`", cwd.display())]
+    NoWorkdir {
+        /// Where the search started.
+        cwd: PathBuf,
+    },
+    /// Data could not be rendered in the output format asked for.
+    #[error("cannot render the output: {message}")]
+    Render {
+        /// What failed.
+        message: String,
+    },
+    /// An output folder (`collect`, `export`) that holds something: lago
+    /// writes only into a new or empty folder, so that nothing is overwritten.
+    #[error("{} is not empty (it holds {}); lago writes only into a new or empty folder, so that it overwrites nothing: give another one", path.display(), list_some(holds))]
+    OutputNotEmpty {
+        /// The folder.
+        path: PathBuf,
+        /// What it holds.
+        holds: Vec<String>,
+    },
+    /// Writing an output file or folder failed.
+    #[error("cannot {action} {}", path.display())]
+    Output {
+        /// What was being done.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A deploy script named by the init file cannot be used.
+    #[error("{vm}: deploy script {}: {reason}", script.display())]
+    DeployScript {
+        /// The VM.
+        vm: String,
+        /// The script.
+        script: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A deploy script exited non-zero (the VM's later scripts were not run).
+    #[error("{vm}: deploy script {} exited with code {code}{}", script.display(), if stderr_tail.is_empty() { String::new() } else { format!("; its last output:\n{stderr_tail}") })]
+    DeployFailed {
+        /// The VM.
+        vm: String,
+        /// The script.
+        script: PathBuf,
+        /// Its exit code.
+        code: i32,
+        /// The end of its output (stderr, else stdout).
+        stderr_tail: String,
+    },
+    /// VMs to export are running: their disks would be copied mid-write.
+    #[error("cannot export while {} {} running: shut {} down first (lago shutdown {}) or pass --shutdown; a disk is never copied while its VM writes to it", list_some(vms), if vms.len() == 1 { "is" } else { "are" }, if vms.len() == 1 { "it" } else { "them" }, vms.join(" "))]
+    ExportRunning {
+        /// The running VMs.
+        vms: Vec<String>,
+    },
     /// No environment in the workdir.
     #[error("no lago environment in {} (expected {}; create one with `lago init`)", path.display(), path.join(crate::env::STATE_FILE).display())]
     NoEnv {
@@ -240,6 +306,32 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Whether the error is the caller's input (an invalid init file, a
+    /// workdir or VM that does not exist, a VM that is not running, a bad
+    /// name): the `lago` command exits 2 for these, 1 for everything else.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            Error::Config(_)
+                | Error::Plan(_)
+                | Error::NoWorkdir { .. }
+                | Error::NoEnv { .. }
+                | Error::NoSuchVm { .. }
+                | Error::NotRunning { .. }
+                | Error::WorkdirExists { .. }
+                | Error::WorkdirNotEmpty { .. }
+                | Error::SnapshotName { .. }
+                | Error::SnapshotExists { .. }
+                | Error::NoSuchSnapshot { .. }
+                | Error::Usage { .. }
+                | Error::OutputNotEmpty { .. }
+                | Error::DeployScript { .. }
+                | Error::ExportRunning { .. }
+        )
+    }
+}
+
 /// One VM's failure in an operation on several.
 #[derive(Debug)]
 pub struct VmFailure {
@@ -274,17 +366,27 @@ impl std::error::Error for VmFailures {
     }
 }
 
-/// Runs `work` for each of `items` on its own thread and waits for all.
-/// One failure is returned as it is; several as [`Error::Vms`]; a panicking
-/// thread is an [`Error::Panicked`] naming its item, never a success.
+/// Runs `work` on every item in parallel (one thread each) and waits for
+/// all; a failure (or a panic) of one does not stop the others. One failure
+/// is returned as is, several as [`Error::Vms`].
 pub(crate) fn for_each_parallel<T: Sync>(
     action: &'static str,
     items: &[T],
     name: impl Fn(&T) -> String,
     work: impl Fn(&T) -> Result<()> + Sync,
 ) -> Result<()> {
+    map_parallel(action, items, name, work).map(|_| ())
+}
+
+/// Like [`for_each_parallel`], returning each item's result in order.
+pub(crate) fn map_parallel<T: Sync, R: Send>(
+    action: &'static str,
+    items: &[T],
+    name: impl Fn(&T) -> String,
+    work: impl Fn(&T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
     let work = &work;
-    let results: Vec<(String, Result<()>)> = std::thread::scope(|s| {
+    let results: Vec<(String, Result<R>)> = std::thread::scope(|s| {
         let handles: Vec<_> = items.iter().map(|it| (name(it), s.spawn(move || work(it)))).collect();
         handles
             .into_iter()
@@ -300,12 +402,16 @@ pub(crate) fn for_each_parallel<T: Sync>(
             })
             .collect()
     });
-    let mut failures: Vec<VmFailure> = results
-        .into_iter()
-        .filter_map(|(vm, r)| r.err().map(|error| VmFailure { vm, error }))
-        .collect();
+    let mut done = Vec::new();
+    let mut failures = Vec::new();
+    for (vm, r) in results {
+        match r {
+            Ok(v) => done.push(v),
+            Err(error) => failures.push(VmFailure { vm, error }),
+        }
+    }
     match failures.len() {
-        0 => Ok(()),
+        0 => Ok(done),
         1 => Err(failures.remove(0).error),
         _ => Err(Error::Vms {
             action,

@@ -51,6 +51,28 @@ pub enum ImageError {
         #[source]
         source: CommandError,
     },
+    /// Converting (flattening) an image failed.
+    #[error("cannot convert {} to {}", from.display(), to.display())]
+    Convert {
+        /// Source.
+        from: PathBuf,
+        /// Destination.
+        to: PathBuf,
+        /// qemu-img's failure.
+        #[source]
+        source: CommandError,
+    },
+    /// Pointing an overlay at another backing file failed.
+    #[error("cannot point {} at backing file {}", path.display(), backing.display())]
+    Rebase {
+        /// The overlay.
+        path: PathBuf,
+        /// The new backing file.
+        backing: PathBuf,
+        /// qemu-img's failure.
+        #[source]
+        source: CommandError,
+    },
     /// A file disk's image is missing.
     #[error("disk image {} does not exist", path.display())]
     Missing {
@@ -113,6 +135,57 @@ pub fn copy(from: &Path, to: &Path) -> Result<(), ImageError> {
         to: to.to_path_buf(),
         source,
     })
+}
+
+/// Writes `from` (with its whole backing chain) as one standalone image of
+/// `format` at `to` (sparse: unallocated clusters stay unallocated).
+pub fn convert(from: &Path, to: &Path, format: DiskFormat) -> Result<(), ImageError> {
+    if !from.is_file() {
+        return Err(ImageError::Missing {
+            path: from.to_path_buf(),
+        });
+    }
+    run(Command::new("qemu-img")
+        .args(["convert", "-q", "-U", "-O", format.as_str()])
+        .arg(from)
+        .arg(to))
+    .map(|_| ())
+    .map_err(|source| ImageError::Convert {
+        from: from.to_path_buf(),
+        to: to.to_path_buf(),
+        source,
+    })
+}
+
+/// Rewrites the backing-file name of qcow2 overlay `path` to `backing`
+/// (a name relative to the overlay's folder, or absolute) without touching
+/// data: the caller guarantees the new backing file holds the same content.
+pub fn rebase_unsafe(path: &Path, backing: &Path) -> Result<(), ImageError> {
+    run(Command::new("qemu-img")
+        .args(["rebase", "-q", "-u", "-F", "qcow2", "-f", "qcow2", "-b"])
+        .arg(backing)
+        .arg(path))
+    .map(|_| ())
+    .map_err(|source| ImageError::Rebase {
+        path: path.to_path_buf(),
+        backing: backing.to_path_buf(),
+        source,
+    })
+}
+
+/// The backing file an image names, if any (as `qemu-img info` resolves it).
+pub fn backing_file(path: &Path) -> Result<Option<PathBuf>, ImageError> {
+    let out = run(Command::new("qemu-img").args(["info", "-U", "--output=json"]).arg(path)).map_err(|source| {
+        ImageError::Info {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    Ok(v["full-backing-filename"]
+        .as_str()
+        .or_else(|| v["backing-filename"].as_str())
+        .map(PathBuf::from))
 }
 
 /// Bytes the image takes on disk and its virtual size.

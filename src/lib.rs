@@ -34,7 +34,12 @@
 //! See the README for the init-file schema, the CLI and the speed figures.
 
 pub mod backend;
+pub mod cli;
 mod cmd;
+pub mod collect;
+pub mod deploy;
+pub mod export;
+pub mod inventory;
 pub use lago_config as config;
 pub mod env;
 mod error;

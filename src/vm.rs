@@ -127,6 +127,18 @@ impl Vm {
         Ok(self.backend.domain_state(&self.plan.libvirt_name)?)
     }
 
+    /// `Ok` when the VM is running, else [`Error::NotRunning`] with its state
+    /// (commands that need a live guest check this first).
+    pub fn require_running(&self) -> Result<()> {
+        match self.state()? {
+            VmState::Running => Ok(()),
+            state => Err(Error::NotRunning {
+                vm: self.name().to_owned(),
+                state,
+            }),
+        }
+    }
+
     /// Runs a command (words, quoted for the shell) and returns its exit code and output.
     /// A non-zero exit is not an error.
     ///

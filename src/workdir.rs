@@ -41,6 +41,7 @@ pub const ENTRIES: &[&str] = &[
     "seeds",
     "logs",
     KNOWN_HOSTS_DIR,
+    crate::inventory::KNOWN_HOSTS_FILE,
     crate::snapshot::SNAPSHOTS_DIR,
     CREATED_MARKER,
 ];

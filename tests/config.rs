@@ -645,3 +645,26 @@ fn very_long_unknown_names_get_no_suggestion_and_no_quadratic_work() {
     assert!(problems.iter().all(|p| p.hint.is_none()), "{err}");
     assert_eq!(problems[1].path, "domains.vm01.nics[0].net");
 }
+
+#[test]
+fn kernel_keys_deploy_scripts_and_skip_export() {
+    let spec = config::load_with_env(data("valid/deploy_and_kernel.yaml"), &no_vars).unwrap();
+    let dir = data("valid");
+    let vm01 = spec.vm("vm01").unwrap();
+    let k = vm01.kernel_boot.as_ref().expect("kernel boot");
+    assert_eq!(k.kernel, dir.join("boot/vmlinuz"));
+    assert_eq!(k.initrd.as_deref(), Some(dir.join("boot/initrd.img").as_path()));
+    assert_eq!(k.args.as_deref(), Some("console=ttyS0 quiet"));
+    assert!(vm01.skip_export);
+    assert_eq!(vm01.deploy_scripts, [dir.join("scripts/one.sh"), PathBuf::from("/opt/two.sh")]);
+    let vm02 = spec.vm("vm02").unwrap();
+    assert_eq!(vm02.deploy_scripts, [dir.join("three.sh")], "Lago's older ovirt-scripts");
+    assert!(vm02.kernel_boot.is_none() && !vm02.skip_export);
+    check(
+        "kernel_keys.yaml",
+        &[
+            (3, 5, "domains.vm01.initrd", &["needs `kernel`"]),
+            (5, 23, "domains.vm01.metadata.deploy-scripts", &["expected a list of script paths"]),
+        ],
+    );
+}

@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 
 pub use duration::parse_duration;
 pub use error::{ConfigError, Pos, Problem, Problems};
-pub use size::parse_size;
+pub use size::{approx_size, format_size, parse_size};
 pub use spec::*;
 pub use validate::{POOL_FIRST, POOL_LAST};
 pub use yaml::limits::{MAX_ALIAS_NODES, MAX_DEPTH, MAX_FILE_BYTES};

@@ -52,9 +52,48 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
+/// A size in its largest exact unit: `64M`, `1G`, `1536K`, `100 bytes`.
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 5] = [
+        ("E", 1 << 60),
+        ("T", 1 << 40),
+        ("G", 1 << 30),
+        ("M", 1 << 20),
+        ("K", 1 << 10),
+    ];
+    for (u, m) in UNITS {
+        if bytes >= m && bytes.is_multiple_of(m) {
+            return format!("{}{u}", bytes / m);
+        }
+    }
+    format!("{bytes} bytes")
+}
+
+/// A size for people, rounded: `432.1M`, `4.0G`, `512B`.
+pub fn approx_size(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)];
+    for (u, m) in UNITS {
+        if bytes >= m {
+            return format!("{:.1}{u}", bytes as f64 / m as f64);
+        }
+    }
+    format!("{bytes}B")
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{approx_size, format_size, parse_size};
+
+    #[test]
+    fn sizes_print_in_their_largest_exact_unit_or_rounded() {
+        assert_eq!(format_size(10 << 30), "10G");
+        assert_eq!(format_size(1536 << 20), "1536M");
+        assert_eq!(format_size(1000), "1000 bytes");
+        assert_eq!(parse_size(&format_size(1536 << 20)), Ok(1536 << 20));
+        assert_eq!(approx_size(453_000_000), "432.0M");
+        assert_eq!(approx_size(4 << 30), "4.0G");
+        assert_eq!(approx_size(512), "512B");
+    }
 
     #[test]
     fn suffixes_are_powers_of_1024() {

@@ -108,6 +108,28 @@ pub struct VmSpec {
     pub distro: Option<String>,
     /// The management network: its IP is the VM's address, its DNS domain the VM's.
     pub mgmt_net: String,
+    /// A kernel to boot directly (`kernel`, `initrd`, `kernel-args`), instead
+    /// of the one the root disk's template brings or the disk's boot loader.
+    #[serde(default)]
+    pub kernel_boot: Option<KernelBoot>,
+    /// Scripts `lago deploy` runs on the VM, in order (`metadata:
+    /// deploy-scripts`, or Lago's older `ovirt-scripts`), paths resolved.
+    #[serde(default)]
+    pub deploy_scripts: Vec<PathBuf>,
+    /// `skip-export`: `lago export` leaves the VM out unless it is named.
+    #[serde(default)]
+    pub skip_export: bool,
+}
+
+/// A directly booted kernel (lago's `kernel`, `initrd` and `kernel-args` VM keys).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelBoot {
+    /// `kernel`: the kernel image (absolute).
+    pub kernel: PathBuf,
+    /// `initrd`: its initramfs (absolute).
+    pub initrd: Option<PathBuf>,
+    /// `kernel-args`: its command line.
+    pub args: Option<String>,
 }
 
 /// One NIC.

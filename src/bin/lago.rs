@@ -1,14 +1,15 @@
-//! `lago`: the command line over the lago library.
+//! `lago`: the command line over the lago library. Argument parsing and one
+//! small function per command; what commands show and do lives in the
+//! library (`lago::cli` for output, `lago::Env` for the verbs).
 
 use std::io::{IsTerminal, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand};
-use lago::config::{self, DiskBus, DiskSource, EnvSpec};
-use lago::error_chain;
-use lago::plan::{self, EnvId, EnvPlan};
+use clap::{Args, Parser, Subcommand};
+use lago::cli::{self, Format};
+use lago::{Env, Error, Result, error_chain};
 
 /// Turn a Lago init file into VMs and networks, and drive them.
 #[derive(Debug, Parser)]
@@ -27,44 +28,35 @@ struct Cli {
     command: Command,
 }
 
+/// How a command prints its data.
+#[derive(Debug, Clone, Copy, Args)]
+struct Output {
+    /// table (default), json, yaml or flat (Lago's --out-format; `default` means table).
+    #[arg(short = 'f', long, alias = "out-format", value_name = "FORMAT")]
+    format: Option<Format>,
+    /// The same as --format json.
+    #[arg(long, conflicts_with = "format")]
+    json: bool,
+}
+
+impl Output {
+    fn get(self) -> Format {
+        match (self.format, self.json) {
+            (_, true) => Format::Json,
+            (Some(f), false) => f,
+            (None, false) => Format::Table,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Parse and validate an init file and print the plan, without creating anything.
     ///
     /// Subnets shown are a preview: `lago init` leases real ones.
-    Validate {
-        /// The init file (YAML or JSON).
-        #[arg(default_value = "LagoInitFile")]
-        init_file: PathBuf,
-        /// Print the plan as JSON.
-        #[arg(long)]
-        json: bool,
-        /// Lago keys lago does not act on are errors, not warnings.
-        #[arg(long)]
-        strict: bool,
-    },
+    Validate(ValidateArgs),
     /// Create an environment (workdir, leases, keys, disk images, seeds); starts nothing.
-    Init {
-        /// The init file (YAML or JSON).
-        #[arg(default_value = "LagoInitFile")]
-        init_file: PathBuf,
-        /// Lago keys lago does not act on are errors, not warnings.
-        #[arg(long)]
-        strict: bool,
-        /// Accelerator: auto (KVM where usable), kvm or tcg. Default: LAGO_ACCEL, else auto.
-        #[arg(long, value_name = "auto|kvm|tcg")]
-        accel: Option<lago::backend::AccelChoice>,
-        /// libvirt URI (default: LIBVIRT_DEFAULT_URI, else qemu:///system).
-        #[arg(long, value_name = "URI")]
-        libvirt_uri: Option<String>,
-        /// A template repository: the URL or path of its repo.metadata (repeatable;
-        /// asked in order, before the built-in templates; also LAGO_TEMPLATE_REPO).
-        #[arg(long = "template-repo", alias = "template-repo-path", value_name = "URL|PATH")]
-        template_repo: Vec<String>,
-        /// Use only the template store: download and build nothing (also LAGO_OFFLINE=1).
-        #[arg(long)]
-        offline: bool,
-    },
+    Init(InitArgs),
     /// Start the networks and VMs (all, or the VMs named) and wait until they answer SSH.
     Start {
         /// VMs to start (default: all).
@@ -85,9 +77,8 @@ enum Command {
     },
     /// Show the state of every VM and network.
     Status {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: Output,
     },
     /// Run a command on a VM over SSH (exit code: the command's), or an interactive shell.
     Shell {
@@ -129,6 +120,30 @@ enum Command {
         /// Local path.
         dst: PathBuf,
     },
+    /// Gather each VM's `artifacts` (from the init file), its console log and the
+    /// environment's log into DIR/<vm>/ (Lago's collect). Missing files are listed, not fatal.
+    Collect(CollectArgs),
+    /// Run each VM's `metadata: deploy-scripts` in order over SSH (VMs in parallel);
+    /// the first failing script stops its VM.
+    Deploy {
+        /// VMs (default: all).
+        vms: Vec<String>,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Write VMs' disks and an init file that boots them into a folder, to ship an
+    /// environment's state and start it elsewhere. VMs must be shut down (or --shutdown).
+    Export(ExportArgs),
+    /// Print an Ansible inventory of the VMs, grouped by vm-type, groups and vm-provider
+    /// (as Lago did), with pinned host keys and strict host-key checking.
+    #[command(alias = "ansible_hosts")]
+    AnsibleHosts(AnsibleArgs),
+    /// Print an OpenSSH client config for the VMs: `ssh -F <(lago ssh-config) vm01` works.
+    SshConfig {
+        /// Print the hosts as JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
     /// Destroy the environment: VMs, networks, leases and the workdir.
     Destroy {
         /// Do not ask.
@@ -136,17 +151,7 @@ enum Command {
         yes: bool,
     },
     /// Take a snapshot of every running VM (disks and memory), or list the snapshots.
-    Snapshot {
-        /// The snapshot's name.
-        #[arg(required_unless_present = "list")]
-        name: Option<String>,
-        /// List the snapshots instead.
-        #[arg(long, conflicts_with = "name")]
-        list: bool,
-        /// With --list: print JSON.
-        #[arg(long, requires = "list")]
-        json: bool,
-    },
+    Snapshot(SnapshotArgs),
     /// Revert every VM to a snapshot; they run and answer SSH when this returns.
     Revert {
         /// The snapshot's name.
@@ -157,20 +162,7 @@ enum Command {
     /// Only environments that are provably gone on this machine: their workdir is missing, or
     /// the process that owned them (a test run) is gone. Never a running one, one kept by
     /// LAGO_KEEP, one made by `lago init` whose workdir exists, or one owned by another machine.
-    Gc {
-        /// Only say what would be removed.
-        #[arg(long)]
-        dry_run: bool,
-        /// Also look at every libvirt URI that environments on this machine recorded.
-        #[arg(long)]
-        all_uris: bool,
-        /// libvirt URI to look at (default: LIBVIRT_DEFAULT_URI, else qemu:///system).
-        #[arg(long, value_name = "URI")]
-        libvirt_uri: Option<String>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Gc(GcArgs),
     /// Templates in the store.
     Template {
         #[command(subcommand)]
@@ -178,13 +170,116 @@ enum Command {
     },
 }
 
+#[derive(Debug, Args)]
+struct ValidateArgs {
+    /// The init file (YAML or JSON).
+    #[arg(default_value = "LagoInitFile")]
+    init_file: PathBuf,
+    /// Lago keys lago does not act on are errors, not warnings.
+    #[arg(long)]
+    strict: bool,
+    #[command(flatten)]
+    output: Output,
+}
+
+#[derive(Debug, Args)]
+struct InitArgs {
+    /// The init file (YAML or JSON).
+    #[arg(default_value = "LagoInitFile")]
+    init_file: PathBuf,
+    /// Lago keys lago does not act on are errors, not warnings.
+    #[arg(long)]
+    strict: bool,
+    /// Accelerator: auto (KVM where usable), kvm or tcg. Default: LAGO_ACCEL, else auto.
+    #[arg(long, value_name = "auto|kvm|tcg")]
+    accel: Option<lago::backend::AccelChoice>,
+    /// libvirt URI (default: LIBVIRT_DEFAULT_URI, else qemu:///system).
+    #[arg(long, value_name = "URI")]
+    libvirt_uri: Option<String>,
+    /// A template repository: the URL or path of its repo.metadata (repeatable;
+    /// asked in order, before the built-in templates; also LAGO_TEMPLATE_REPO).
+    #[arg(long = "template-repo", alias = "template-repo-path", value_name = "URL|PATH")]
+    template_repo: Vec<String>,
+    /// Use only the template store: download and build nothing (also LAGO_OFFLINE=1).
+    #[arg(long)]
+    offline: bool,
+}
+
+#[derive(Debug, Args)]
+struct CollectArgs {
+    /// Where to put the files (created; it must not exist or be empty).
+    #[arg(short, long, value_name = "DIR")]
+    output: PathBuf,
+    /// VMs (default: all).
+    vms: Vec<String>,
+    #[command(flatten)]
+    format: Output,
+}
+
+#[derive(Debug, Args)]
+struct ExportArgs {
+    /// Where to write the disks and the init file (created; it must not exist or be empty).
+    #[arg(short, long = "dst-dir", value_name = "DIR")]
+    dst_dir: PathBuf,
+    /// Keep template disks as overlays on a copy of their template (one per template,
+    /// shared by the VMs) instead of standalone flattened images.
+    #[arg(long)]
+    layered: bool,
+    /// Shut running VMs down (ACPI) first instead of refusing.
+    #[arg(long)]
+    shutdown: bool,
+    /// The init file's name in DIR.
+    #[arg(long, default_value = "LagoInitFile")]
+    init_file_name: String,
+    /// VMs (default: all, except those marked `skip-export`).
+    vms: Vec<String>,
+    #[command(flatten)]
+    output: Output,
+}
+
+#[derive(Debug, Args)]
+struct AnsibleArgs {
+    /// ini (default), yaml or json (Ansible's inventory formats).
+    #[arg(short = 'f', long, alias = "out-format", default_value = "ini")]
+    format: lago::inventory::InventoryFormat,
+    /// Group by these VM keys (metadata keys or `groups`); default: vm-type, groups, vm-provider.
+    #[arg(short, long = "keys", value_name = "KEY", num_args = 1..)]
+    keys: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct SnapshotArgs {
+    /// The snapshot's name.
+    #[arg(required_unless_present = "list")]
+    name: Option<String>,
+    /// List the snapshots instead.
+    #[arg(short, long, conflicts_with = "name")]
+    list: bool,
+    #[command(flatten)]
+    output: Output,
+}
+
+#[derive(Debug, Args)]
+struct GcArgs {
+    /// Only say what would be removed.
+    #[arg(long)]
+    dry_run: bool,
+    /// Also look at every libvirt URI that environments on this machine recorded.
+    #[arg(long)]
+    all_uris: bool,
+    /// libvirt URI to look at (default: LIBVIRT_DEFAULT_URI, else qemu:///system).
+    #[arg(long, value_name = "URI")]
+    libvirt_uri: Option<String>,
+    #[command(flatten)]
+    output: Output,
+}
+
 #[derive(Debug, Subcommand)]
 enum TemplateCommand {
     /// List the templates in the store: name, version, source, size, last use, users.
     List {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: Output,
     },
     /// Build (or find up to date) a built-in template: `tiny` (from the
     /// host's packages, seconds) or `debian-12` (from Debian's mirror with
@@ -247,33 +342,9 @@ enum TemplateCommand {
     },
 }
 
-/// How the command failed: the user's input (exit 2) or anything else (exit 1).
-enum Failure {
-    Usage(String),
-    Other(String),
-}
-
-impl From<lago::Error> for Failure {
-    fn from(e: lago::Error) -> Self {
-        use lago::Error as E;
-        let text = error_chain(&e);
-        match e {
-            E::Config(_)
-            | E::NoEnv { .. }
-            | E::NoSuchVm { .. }
-            | E::WorkdirExists { .. }
-            | E::WorkdirNotEmpty { .. }
-            | E::SnapshotName { .. }
-            | E::SnapshotExists { .. }
-            | E::NoSuchSnapshot { .. } => Failure::Usage(text),
-            _ => Failure::Other(text),
-        }
-    }
-}
-
 fn init_tracing(verbose: u8, command: &Command) {
     // On a terminal, `init` and `start` show their progress: each VM's boot stages.
-    let progress = std::io::stderr().is_terminal() && matches!(command, Command::Init { .. } | Command::Start { .. });
+    let progress = std::io::stderr().is_terminal() && matches!(command, Command::Init(_) | Command::Start { .. });
     let default = match verbose {
         0 if progress => "warn,lago::vm=info,lago::env=info",
         0 => "warn",
@@ -295,33 +366,33 @@ fn main() -> ExitCode {
     init_tracing(cli.verbose, &cli.command);
     match run(cli) {
         Ok(code) => code,
-        Err(Failure::Usage(msg)) => {
-            eprintln!("error: {msg}");
-            ExitCode::from(2)
-        }
-        Err(Failure::Other(msg)) => {
-            eprintln!("error: {msg}");
-            ExitCode::from(1)
+        Err(e) => {
+            eprintln!("error: {}", error_chain(&e));
+            // The user's input: 2 (as Lago did); anything else: 1.
+            ExitCode::from(if e.is_usage() { 2 } else { 1 })
         }
     }
 }
 
-/// The workdir: `-w`, else `.lago` here or in the nearest parent holding one.
-fn find_workdir(explicit: Option<PathBuf>) -> Result<PathBuf, Failure> {
-    if let Some(w) = explicit {
-        return Ok(w);
+/// What every command may need: the workdir asked for and whether stderr is a terminal.
+struct Ctx {
+    workdir: Option<PathBuf>,
+    tty: bool,
+}
+
+impl Ctx {
+    fn workdir(&self) -> Result<PathBuf> {
+        let cwd = std::env::current_dir().map_err(|source| Error::Workdir {
+            action: "read the current folder",
+            path: PathBuf::from("."),
+            source,
+        })?;
+        cli::discover_workdir(self.workdir.clone(), &cwd)
     }
-    let cwd = std::env::current_dir().map_err(|e| Failure::Other(format!("cannot read the current folder: {e}")))?;
-    for dir in cwd.ancestors() {
-        let candidate = dir.join(".lago");
-        if candidate.join(lago::env::STATE_FILE).is_file() || candidate.join(lago::lease::OWNER_ID_FILE).is_file() {
-            return Ok(candidate);
-        }
+
+    fn env(&self) -> Result<Env> {
+        Env::load(self.workdir()?)
     }
-    Err(Failure::Usage(format!(
-        "no .lago workdir in {} or any parent; give one with -w or create one with `lago init`",
-        cwd.display()
-    )))
 }
 
 fn names(v: &[String]) -> Vec<&str> {
@@ -333,683 +404,401 @@ fn print_out(text: &str) {
     let _ = std::io::stdout().write_all(text.as_bytes());
 }
 
-fn run(cli: Cli) -> Result<ExitCode, Failure> {
-    let tty = std::io::stderr().is_terminal();
-    match cli.command {
-        Command::Validate {
-            init_file,
-            json,
-            strict,
-        } => validate(&init_file, json, strict).map(|()| ExitCode::SUCCESS),
-        Command::Init {
-            init_file,
-            strict,
-            accel,
-            libvirt_uri,
-            template_repo,
-            offline,
-        } => {
-            let opts = lago::InitOptions {
-                workdir: Some(cli.workdir.unwrap_or_else(|| PathBuf::from(".lago"))),
-                libvirt_uri,
-                accel: accel.unwrap_or_default(),
-                progress: tty,
-                strict,
-                template_repos: template_repo,
-                offline,
-                ..Default::default()
-            };
-            let t = Instant::now();
-            let env = lago::Env::init(&init_file, opts)?;
-            eprintln!(
-                "initialized {} ({} VMs, {} nets) in {:.1?}",
-                env.workdir().display(),
-                env.get_vms().len(),
-                env.get_nets().len(),
-                t.elapsed()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Start { vms } => {
-            let env = lago::Env::load(find_workdir(cli.workdir)?)?;
-            let t = Instant::now();
-            if tty {
-                eprintln!(
-                    "starting {} ...",
-                    if vms.is_empty() {
-                        "all VMs".to_owned()
-                    } else {
-                        vms.join(", ")
-                    }
-                );
-            }
-            env.start(&names(&vms))?;
-            eprintln!("started; every VM answers SSH ({:.1?})", t.elapsed());
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Stop { vms } => {
-            lago::Env::load(find_workdir(cli.workdir)?)?.stop(&names(&vms))?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Shutdown { vms, timeout } => {
-            lago::Env::load(find_workdir(cli.workdir)?)?.shutdown(&names(&vms), Duration::from_secs(timeout))?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Status { json } => {
-            let st = lago::Env::load(find_workdir(cli.workdir)?)?.status()?;
-            if json {
-                print_out(&(serde_json::to_string_pretty(&st).map_err(|e| Failure::Other(e.to_string()))? + "\n"));
-            } else {
-                print_out(&render_status(&st));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Shell { vm, command } => {
-            let env = lago::Env::load(find_workdir(cli.workdir)?)?;
-            let vm = env.vm(&vm)?;
-            let state = vm.state()?;
-            if state != lago::backend::VmState::Running {
-                return Err(Failure::Usage(
-                    lago::Error::NotRunning {
-                        vm: vm.name().into(),
-                        state,
-                    }
-                    .to_string(),
-                ));
-            }
-            let interactive = command.is_empty() || std::io::stdin().is_terminal();
-            let code = if interactive {
-                let words: Vec<&str> = command.iter().map(String::as_str).collect();
-                vm.interactive_ssh(if words.is_empty() { None } else { Some(&words) })?
-            } else {
-                let mut input = Vec::new();
-                let _ = std::io::stdin().read_to_end(&mut input);
-                let st = vm.ssh_with(&lago::ssh::quote_command(&command), Some(&input), None)?;
-                print_out(&st.out);
-                eprint!("{}", st.err);
-                st.code
-            };
-            Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
-        }
-        Command::Console { vm } => {
-            let env = lago::Env::load(find_workdir(cli.workdir)?)?;
-            let vm = env.vm(&vm)?;
-            let status = std::process::Command::new("virsh")
-                .args(["-c", env.libvirt_uri(), "console", &vm.plan().libvirt_name])
-                .status()
-                .map_err(|e| Failure::Other(format!("cannot run virsh (install libvirt-clients): {e}")))?;
-            Ok(ExitCode::from(
-                status.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(1),
-            ))
-        }
-        Command::CopyToVm { vm, src, dst } => {
-            let env = lago::Env::load(find_workdir(cli.workdir)?)?;
-            let limits = lago::ssh::CopyLimits::from_env().map_err(lago::Error::from)?;
-            let report = env.vm(&vm)?.copy_to_with(&src, &dst, &limits)?;
-            print_copy(&vm, &report);
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::CopyFromVm { vm, src, dst } => {
-            let env = lago::Env::load(find_workdir(cli.workdir)?)?;
-            let limits = lago::ssh::CopyLimits::from_env().map_err(lago::Error::from)?;
-            let report = env.vm(&vm)?.copy_from_with(&src, &dst, &limits)?;
-            print_copy(&vm, &report);
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Destroy { yes } => {
-            let workdir = find_workdir(cli.workdir)?;
-            if !yes {
-                if !std::io::stdin().is_terminal() {
-                    return Err(Failure::Usage(format!(
-                        "refusing to destroy {} without --yes (stdin is not a terminal)",
-                        workdir.display()
-                    )));
-                }
-                eprint!(
-                    "destroy the environment in {} (VMs, networks, disks)? [y/N] ",
-                    workdir.display()
-                );
-                let mut answer = String::new();
-                let _ = std::io::stdin().read_line(&mut answer);
-                if !matches!(answer.trim(), "y" | "Y" | "yes") {
-                    eprintln!("nothing destroyed");
-                    return Ok(ExitCode::from(1));
-                }
-            }
-            lago::env::destroy_workdir(&workdir, None)?;
-            eprintln!("destroyed {}", workdir.display());
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Snapshot { name, list, json } => {
-            let env = lago::Env::load(find_workdir(cli.workdir)?)?;
-            match name {
-                Some(name) if !list => {
-                    let t = Instant::now();
-                    let info = env.snapshot(&name)?;
-                    eprintln!("snapshot {} taken ({:.1?})", info.name, t.elapsed());
-                }
-                _ => {
-                    let snaps = env.snapshots()?;
-                    if json {
-                        print_out(
-                            &(serde_json::to_string_pretty(&snaps).map_err(|e| Failure::Other(e.to_string()))? + "\n"),
-                        );
-                    } else {
-                        let mut out = String::new();
-                        for s in &snaps {
-                            let kinds: Vec<String> = s
-                                .vms
-                                .iter()
-                                .map(|(vm, k)| format!("{vm}: {k:?}").to_lowercase())
-                                .collect();
-                            out += &format!(
-                                "{}  (taken at {} s since the epoch; {})\n",
-                                s.name,
-                                s.taken_unix,
-                                kinds.join(", ")
-                            );
-                        }
-                        print_out(&out);
-                    }
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Revert { name } => {
-            let env = lago::Env::load(find_workdir(cli.workdir)?)?;
-            let t = Instant::now();
-            env.revert(&name)?;
-            eprintln!("reverted to {name}; every VM answers SSH ({:.1?})", t.elapsed());
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Gc {
-            dry_run,
-            all_uris,
-            libvirt_uri,
-            json,
-        } => {
-            let opts = lago::gc::GcOptions {
-                dry_run,
-                all_uris,
-                uris: vec![lago::backend::Backend::resolve_uri(libvirt_uri.as_deref())],
-                ..Default::default()
-            };
-            let report = lago::gc::sweep(&opts)?;
-            if json {
-                print_out(&(serde_json::to_string_pretty(&report).map_err(|e| Failure::Other(e.to_string()))? + "\n"));
-            } else {
-                print_out(&render_gc(&report, dry_run));
-            }
-            let failed = report.envs.iter().any(|f| f.error.is_some());
-            Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
-        }
-        Command::Template { command } => {
-            let store = lago::store::TemplateStore::from_env().with_progress(tty);
-            match command {
-                TemplateCommand::List { json } => {
-                    let list = store.entries().map_err(|e| Failure::Other(error_chain(&e)))?;
-                    if json {
-                        let text = serde_json::to_string_pretty(&list).map_err(|e| Failure::Other(e.to_string()))?;
-                        print_out(&format!("{text}\n"));
-                    } else {
-                        print_out(&render_templates(store.root(), &list));
-                    }
-                }
-                TemplateCommand::Import { file, name, version } => {
-                    let t = store
-                        .import(&file, &name, version.as_deref())
-                        .map_err(|e| Failure::Other(error_chain(&e)))?;
-                    print_out(&format!("{}:{}  {}\n", t.name, t.version, t.disk.display()));
-                }
-                TemplateCommand::Publish {
-                    dir,
-                    templates,
-                    name,
-                    base_url,
-                    xz_level,
-                } => {
-                    let opts = lago::store::manage::PublishOptions {
-                        repo_name: name,
-                        base_url,
-                        xz_level,
-                    };
-                    let done = store
-                        .publish(&dir, &templates, &opts)
-                        .map_err(|e| Failure::Other(error_chain(&e)))?;
-                    let mut out = String::new();
-                    for p in &done {
-                        out += &format!(
-                            "{}  {}  {} -> {} xz{}\n",
-                            p.template,
-                            p.file.display(),
-                            approx_size(p.image_bytes),
-                            approx_size(p.xz_bytes),
-                            if p.unchanged { " (already published)" } else { "" }
-                        );
-                    }
-                    out += &format!("repository: {}\n", dir.join("repo.metadata").display());
-                    print_out(&out);
-                }
-                TemplateCommand::Verify { templates } => {
-                    let results = store.verify(&templates).map_err(|e| Failure::Other(error_chain(&e)))?;
-                    let mut out = String::new();
-                    let mut bad = false;
-                    for (t, r) in results {
-                        let verdict = match r {
-                            Ok(true) => "ok".to_owned(),
-                            Ok(false) => {
-                                bad = true;
-                                "CHANGED (its sha256 is not the one recorded)".to_owned()
-                            }
-                            Err(e) => {
-                                bad = true;
-                                format!("error: {}", error_chain(&e))
-                            }
-                        };
-                        out += &format!("{}:{}  {verdict}\n", t.name, t.version);
-                    }
-                    print_out(&out);
-                    if bad {
-                        return Ok(ExitCode::from(1));
-                    }
-                }
-                TemplateCommand::Prune { dry_run, all } => {
-                    let r = store.prune(dry_run, all).map_err(|e| Failure::Other(error_chain(&e)))?;
-                    let mut out = String::new();
-                    let verb = if dry_run { "would remove" } else { "removed" };
-                    for (id, size) in &r.removed {
-                        out += &format!("{verb} {id} ({})\n", approx_size(*size));
-                    }
-                    for (id, users) in &r.in_use {
-                        let users: Vec<String> = users.iter().map(|u| u.display().to_string()).collect();
-                        out += &format!("kept {id}: used by {}\n", users.join(", "));
-                    }
-                    for id in &r.newest {
-                        out += &format!("kept {id}: newest version (--all removes it)\n");
-                    }
-                    let freed: u64 = r.removed.iter().map(|(_, s)| s).sum();
-                    out += &format!("{verb} {} templates, {}\n", r.removed.len(), approx_size(freed));
-                    print_out(&out);
-                }
-                TemplateCommand::Pull {
-                    template,
-                    template_repo,
-                } => {
-                    let (name, version) = match template.split_once(':') {
-                        Some((n, v)) => (n, Some(v)),
-                        None => (template.as_str(), None),
-                    };
-                    let store =
-                        store.with_repos(template_repo.iter().map(|r| lago::store::repo::RepoLocation::parse(r)));
-                    if store.repos().is_empty() {
-                        return Err(Failure::Usage(
-                            "no template repository: give --template-repo URL|PATH or set LAGO_TEMPLATE_REPO".into(),
-                        ));
-                    }
-                    let t = store.pull(name, version).map_err(|e| Failure::Other(error_chain(&e)))?;
-                    print_out(&format!("{}:{}  {}\n", t.name, t.version, t.disk.display()));
-                }
-                TemplateCommand::Build { name } => {
-                    let t = store.build(&name).map_err(|e| Failure::Other(error_chain(&e)))?;
-                    print_out(&format!("{}:{}  {}\n", t.name, t.version, t.disk.display()));
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-    }
-}
-
-fn render_gc(r: &lago::gc::GcReport, dry_run: bool) -> String {
-    use lago::gc::Verdict;
-    use std::fmt::Write as _;
-    let mut s = String::new();
-    for (uri, why) in &r.unreachable {
-        let _ = writeln!(s, "{uri}: not reachable ({why})");
-    }
-    if r.envs.is_empty() {
-        s.push_str("no lago environments found\n");
-    }
-    for f in &r.envs {
-        let (state, why) = match &f.verdict {
-            Verdict::Live(why) => ("live", why.as_str()),
-            Verdict::Kept => ("kept", "LAGO_KEEP kept it"),
-            Verdict::Elsewhere => ("elsewhere", "its owner is on another machine"),
-            Verdict::Gone(why) => ("gone", why.as_str()),
-        };
-        let action = match (&f.verdict, f.removed, &f.error) {
-            (_, _, Some(e)) => format!("NOT removed: {e}"),
-            (_, true, _) => "removed".to_owned(),
-            (Verdict::Gone(_), false, None) if dry_run => "would be removed".to_owned(),
-            (Verdict::Gone(_), false, None) => "not removed (out of time)".to_owned(),
-            _ => "left alone".to_owned(),
-        };
-        let _ = writeln!(
-            s,
-            "{} {state}: {action} ({} domains, {} networks, {} leases; {}) - {why}",
-            f.env_id,
-            f.domains.len(),
-            f.networks.len(),
-            f.subnets.len(),
-            f.workdir
-                .as_ref()
-                .map_or_else(|| "no workdir".to_owned(), |w| w.display().to_string()),
-        );
-    }
-    s
-}
-
-/// Where a copy went and what it skipped (stderr, so stdout stays clean).
-fn print_copy(vm: &str, report: &lago::ssh::CopyReport) {
-    let place = if report.destination.is_empty() {
-        "?"
-    } else {
-        &report.destination
+fn run(cli: Cli) -> Result<ExitCode> {
+    let ctx = Ctx {
+        workdir: cli.workdir,
+        tty: std::io::stderr().is_terminal(),
     };
-    eprintln!("copied to {place} ({} bytes)", report.bytes);
-    for s in &report.skipped {
-        eprintln!(
-            "skipped {} on {vm}: a {}; only regular files and folders are copied",
-            s.path, s.kind
-        );
+    match cli.command {
+        Command::Validate(a) => validate(a),
+        Command::Init(a) => init(&ctx, a),
+        Command::Start { vms } => start(&ctx, &vms),
+        Command::Stop { vms } => ctx.env()?.stop(&names(&vms)).map(|()| ExitCode::SUCCESS),
+        Command::Shutdown { vms, timeout } => ctx
+            .env()?
+            .shutdown(&names(&vms), Duration::from_secs(timeout))
+            .map(|()| ExitCode::SUCCESS),
+        Command::Status { output } => status(&ctx, output.get()),
+        Command::Shell { vm, command } => shell(&ctx, &vm, &command),
+        Command::Console { vm } => console(&ctx, &vm),
+        Command::CopyToVm { vm, src, dst } => copy_to_vm(&ctx, &vm, &src, &dst),
+        Command::CopyFromVm { vm, src, dst } => copy_from_vm(&ctx, &vm, &src, &dst),
+        Command::Collect(a) => collect(&ctx, a),
+        Command::Deploy { vms, output } => deploy(&ctx, &vms, output.get()),
+        Command::Export(a) => export(&ctx, a),
+        Command::AnsibleHosts(a) => ansible_hosts(&ctx, a),
+        Command::SshConfig { json } => ssh_config(&ctx, json),
+        Command::Destroy { yes } => destroy(&ctx, yes),
+        Command::Snapshot(a) => snapshot(&ctx, a),
+        Command::Revert { name } => revert(&ctx, &name),
+        Command::Gc(a) => gc(a),
+        Command::Template { command } => template(&ctx, command),
     }
 }
 
-fn render_status(st: &lago::env::Status) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "env {}  workdir {}  ({})",
-        st.env_id,
-        st.workdir.display(),
-        st.init_file.display()
-    );
-    let _ = writeln!(s, "nets:");
-    for n in &st.nets {
-        let _ = writeln!(
-            s,
-            "  {:<12} {:<5} {:<18} gateway {}{}",
-            n.name,
-            if n.up { "up" } else { "down" },
-            n.subnet.as_deref().unwrap_or("-"),
-            n.gateway.as_deref().unwrap_or("-"),
-            if n.management { "  (management)" } else { "" }
-        );
-    }
-    let _ = writeln!(s, "vms:");
-    for v in &st.vms {
-        let _ = writeln!(s, "  {:<12} {:<8} {:<15} {}", v.name, v.state.to_string(), v.ip, v.fqdn);
-        for (nic, net, ip, mac) in &v.nics {
-            let _ = writeln!(
-                s,
-                "    {nic:<6} net {net:<10} {:<15} {mac}",
-                ip.as_deref().unwrap_or("-")
-            );
-        }
-    }
-    s
-}
-
-fn validate(init_file: &std::path::Path, json: bool, strict: bool) -> Result<(), Failure> {
-    let spec =
-        config::load_with(init_file, config::LoadOptions { strict }).map_err(|e| Failure::Usage(e.to_string()))?;
+fn validate(a: ValidateArgs) -> Result<ExitCode> {
+    let (spec, plan) = cli::preview(&a.init_file, a.strict)?;
     // Lago keys lago does not act on: on stderr, so that stdout stays the plan.
     for w in &spec.warnings {
         eprintln!("warning: {}:{w}", spec.source.display());
     }
-    let subnets = plan::preview_subnets(&spec).map_err(|e| Failure::Usage(e.to_string()))?;
-    let workdir = spec.source.parent().unwrap_or(std::path::Path::new("/")).join(".lago");
-    let plan = plan::plan(&spec, &EnvId::preview(), &subnets, &workdir).map_err(|e| Failure::Usage(e.to_string()))?;
-    let text = if json {
-        let doc = serde_json::json!({
-            "init_file": spec.source,
-            "preview": true,
-            "env_id": plan.env_id,
-            "workdir": plan.workdir,
-            "nets": plan.nets,
-            "vms": plan.vms,
-            "start_order": plan.start_order,
-            "warnings": spec.warnings,
-        });
-        serde_json::to_string_pretty(&doc).map_err(|e| Failure::Other(e.to_string()))? + "\n"
+    let preview = cli::Preview::new(&spec, &plan);
+    print_out(&cli::render(&preview, a.output.get(), |_| {
+        cli::plan_table(&spec, &plan)
+    })?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init(ctx: &Ctx, a: InitArgs) -> Result<ExitCode> {
+    let opts = lago::InitOptions {
+        workdir: Some(ctx.workdir.clone().unwrap_or_else(|| PathBuf::from(".lago"))),
+        libvirt_uri: a.libvirt_uri,
+        accel: a.accel.unwrap_or_default(),
+        progress: ctx.tty,
+        strict: a.strict,
+        template_repos: a.template_repo,
+        offline: a.offline,
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let env = Env::init(&a.init_file, opts)?;
+    eprintln!(
+        "initialized {} ({} VMs, {} nets) in {:.1?}",
+        env.workdir().display(),
+        env.get_vms().len(),
+        env.get_nets().len(),
+        t.elapsed()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn start(ctx: &Ctx, vms: &[String]) -> Result<ExitCode> {
+    let env = ctx.env()?;
+    let t = Instant::now();
+    if ctx.tty {
+        let which = if vms.is_empty() {
+            "all VMs".to_owned()
+        } else {
+            vms.join(", ")
+        };
+        eprintln!("starting {which} ...");
+    }
+    env.start(&names(vms))?;
+    eprintln!("started; every VM answers SSH ({:.1?})", t.elapsed());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(ctx: &Ctx, format: Format) -> Result<ExitCode> {
+    let st = ctx.env()?.status()?;
+    print_out(&cli::render(&st, format, cli::status_table)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn shell(ctx: &Ctx, vm: &str, command: &[String]) -> Result<ExitCode> {
+    let env = ctx.env()?;
+    let vm = env.vm(vm)?;
+    vm.require_running()?;
+    let code = if command.is_empty() || std::io::stdin().is_terminal() {
+        let words = names(command);
+        vm.interactive_ssh(if words.is_empty() { None } else { Some(&words) })?
     } else {
-        render_plan(&spec, &plan)
+        let mut input = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut input);
+        let st = vm.ssh_with(&lago::ssh::quote_command(command), Some(&input), None)?;
+        print_out(&st.out);
+        eprint!("{}", st.err);
+        st.code
+    };
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
+}
+
+fn console(ctx: &Ctx, vm: &str) -> Result<ExitCode> {
+    let env = ctx.env()?;
+    let vm = env.vm(vm)?;
+    let status = std::process::Command::new("virsh")
+        .args(["-c", env.libvirt_uri(), "console", &vm.plan().libvirt_name])
+        .status()
+        .map_err(|e| Error::Usage {
+            message: format!("cannot run virsh (install libvirt-clients): {e}"),
+        })?;
+    Ok(ExitCode::from(
+        status.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(1),
+    ))
+}
+
+fn copy_to_vm(ctx: &Ctx, vm: &str, src: &Path, dst: &str) -> Result<ExitCode> {
+    let env = ctx.env()?;
+    let limits = lago::ssh::CopyLimits::from_env()?;
+    let report = env.vm(vm)?.copy_to_with(src, dst, &limits)?;
+    eprint!("{}", cli::copy_summary(vm, &report));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn copy_from_vm(ctx: &Ctx, vm: &str, src: &str, dst: &Path) -> Result<ExitCode> {
+    let env = ctx.env()?;
+    let limits = lago::ssh::CopyLimits::from_env()?;
+    let report = env.vm(vm)?.copy_from_with(src, dst, &limits)?;
+    eprint!("{}", cli::copy_summary(vm, &report));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn collect(ctx: &Ctx, a: CollectArgs) -> Result<ExitCode> {
+    let report = ctx.env()?.collect(&a.output, &names(&a.vms))?;
+    print_out(&cli::render(&report, a.format.get(), cli::collect_table)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn deploy(ctx: &Ctx, vms: &[String], format: Format) -> Result<ExitCode> {
+    // Each line the scripts write, as it comes, on stderr (stdout stays the report).
+    let report = ctx.env()?.deploy_with(&names(vms), &|l| {
+        let name = l.script.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        eprintln!("[{} {name}] {}", l.vm, l.line);
+    })?;
+    print_out(&cli::render(&report, format, cli::deploy_table)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export(ctx: &Ctx, a: ExportArgs) -> Result<ExitCode> {
+    let opts = lago::export::ExportOptions {
+        layered: a.layered,
+        shutdown: a.shutdown,
+        init_file_name: a.init_file_name,
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let report = ctx.env()?.export(&a.dst_dir, &names(&a.vms), &opts)?;
+    eprintln!("exported in {:.1?}", t.elapsed());
+    print_out(&cli::render(&report, a.output.get(), cli::export_table)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ansible_hosts(ctx: &Ctx, a: AnsibleArgs) -> Result<ExitCode> {
+    let keys: Vec<&str> = if a.keys.is_empty() {
+        lago::inventory::DEFAULT_GROUP_KEYS.to_vec()
+    } else {
+        names(&a.keys)
+    };
+    let inventory = ctx.env()?.ansible_inventory(&keys)?;
+    print_out(&inventory.render(a.format)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ssh_config(ctx: &Ctx, json: bool) -> Result<ExitCode> {
+    let hosts = ctx.env()?.ssh_hosts()?;
+    let text = if json {
+        cli::render(&hosts, Format::Json, |_| String::new())?
+    } else {
+        lago::inventory::ssh_config(&hosts)?
     };
     print_out(&text);
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
-fn render_plan(spec: &EnvSpec, plan: &EnvPlan) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "{}: valid (subnets are a preview; `lago init` leases real ones)",
-        spec.source.display()
-    );
-    let _ = writeln!(s, "\nnets:");
-    for n in &plan.nets {
-        let _ = write!(s, "  {:<12} {:<8}", n.name, n.kind);
-        match (n.subnet, n.gateway) {
-            (Some(sub), Some(gw)) => {
-                let _ = write!(s, " {sub}  gateway {gw}");
-            }
-            _ => {
-                let _ = write!(s, " bridge {}", n.bridge);
-            }
+fn destroy(ctx: &Ctx, yes: bool) -> Result<ExitCode> {
+    let workdir = ctx.workdir()?;
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(Error::Usage {
+                message: format!(
+                    "refusing to destroy {} without --yes (stdin is not a terminal)",
+                    workdir.display()
+                ),
+            });
         }
-        if let Some(d) = &n.dhcp {
-            let _ = write!(s, "  dhcp .{}-.{}", d.start.octets()[3], d.end.octets()[3]);
-        }
-        if let Some(d) = &n.dns_domain {
-            let _ = write!(s, "  dns {d}");
-        }
-        if n.mtu != config::DEFAULT_MTU {
-            let _ = write!(s, "  mtu {}", n.mtu);
-        }
-        if n.management {
-            let _ = write!(s, "  (management)");
-        }
-        s.push('\n');
-    }
-    let _ = writeln!(s, "\nvms:");
-    for (vm, vs) in plan.vms.iter().zip(&spec.vms) {
-        if vs.provider == config::Provider::Ssh {
-            let _ = writeln!(
-                s,
-                "  {:<12} an existing machine (vm-provider: ssh), ssh {}@{} ({})",
-                vm.name, vs.ssh_user, vm.ip, vm.fqdn
-            );
-            for nic in &vm.nics {
-                let ip = nic.ip.map(|i| i.to_string()).unwrap_or_else(|| "-".into());
-                let _ = writeln!(s, "    {:<6} net {:<10} {}", nic.name, nic.net, ip);
-            }
-            continue;
-        }
-        let _ = writeln!(
-            s,
-            "  {:<12} {} MiB, {} vcpu, ssh {}@{} ({}){}",
-            vm.name,
-            vs.memory_mib,
-            vs.vcpu,
-            vs.ssh_user,
-            vm.ip,
-            vm.fqdn,
-            if vs.bootstrap { "" } else { ", no bootstrap" }
+        eprint!(
+            "destroy the environment in {} (VMs, networks, disks)? [y/N] ",
+            workdir.display()
         );
-        for nic in &vm.nics {
-            let ip = nic.ip.map(|i| i.to_string()).unwrap_or_else(|| "-".into());
-            let _ = writeln!(s, "    {:<6} net {:<10} {:<15} {}", nic.name, nic.net, ip, nic.mac);
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            eprintln!("nothing destroyed");
+            return Ok(ExitCode::from(1));
         }
-        for d in &vm.disks {
-            let bus = match d.bus {
-                DiskBus::Virtio => "virtio-blk",
-                DiskBus::Scsi => "virtio-scsi",
-                DiskBus::Ide => "ide",
+    }
+    lago::env::destroy_workdir(&workdir, None)?;
+    eprintln!("destroyed {}", workdir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn snapshot(ctx: &Ctx, a: SnapshotArgs) -> Result<ExitCode> {
+    let env = ctx.env()?;
+    match a.name {
+        Some(name) if !a.list => {
+            let t = Instant::now();
+            let info = env.snapshot(&name)?;
+            eprintln!("snapshot {} taken ({:.1?})", info.name, t.elapsed());
+        }
+        _ => {
+            let snaps = env.snapshots()?;
+            print_out(&cli::render(&snaps, a.output.get(), |s| cli::snapshots_table(s))?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn revert(ctx: &Ctx, name: &str) -> Result<ExitCode> {
+    let env = ctx.env()?;
+    let t = Instant::now();
+    env.revert(name)?;
+    eprintln!("reverted to {name}; every VM answers SSH ({:.1?})", t.elapsed());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn gc(a: GcArgs) -> Result<ExitCode> {
+    let opts = lago::gc::GcOptions {
+        dry_run: a.dry_run,
+        all_uris: a.all_uris,
+        uris: vec![lago::backend::Backend::resolve_uri(a.libvirt_uri.as_deref())],
+        ..Default::default()
+    };
+    let report = lago::gc::sweep(&opts)?;
+    print_out(&cli::render(&report, a.output.get(), |r| cli::gc_table(r, a.dry_run))?);
+    let failed = report.envs.iter().any(|f| f.error.is_some());
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn template(ctx: &Ctx, command: TemplateCommand) -> Result<ExitCode> {
+    let store = lago::store::TemplateStore::from_env().with_progress(ctx.tty);
+    let line = |t: &lago::store::Template| format!("{}:{}  {}\n", t.name, t.version, t.disk.display());
+    match command {
+        TemplateCommand::List { output } => {
+            let list = store.entries()?;
+            print_out(&cli::render(&list, output.get(), |l| {
+                cli::templates_table(store.root(), l)
+            })?);
+        }
+        TemplateCommand::Import { file, name, version } => {
+            print_out(&line(&store.import(&file, &name, version.as_deref())?));
+        }
+        TemplateCommand::Publish {
+            dir,
+            templates,
+            name,
+            base_url,
+            xz_level,
+        } => {
+            let opts = lago::store::manage::PublishOptions {
+                repo_name: name,
+                base_url,
+                xz_level,
             };
-            let src = match &d.source {
-                DiskSource::Template { name, version } => match version {
-                    Some(v) => format!("template {name}:{v}"),
-                    None => format!("template {name}"),
-                },
-                DiskSource::TemplateFile { path } => format!("overlay on {}", path.display()),
-                DiskSource::Empty { size_bytes } => format!("empty {}", human_size(*size_bytes)),
-                DiskSource::File {
-                    path,
-                    make_a_copy: true,
-                } => format!("copy of {}", path.display()),
-                DiskSource::File { .. } => "file, used in place".to_owned(),
+            let done = store.publish(&dir, &templates, &opts)?;
+            print_out(&cli::published_table(&dir, &done));
+        }
+        TemplateCommand::Verify { templates } => {
+            let (text, ok) = cli::verified_table(&store.verify(&templates)?);
+            print_out(&text);
+            if !ok {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        TemplateCommand::Prune { dry_run, all } => {
+            print_out(&cli::pruned_table(&store.prune(dry_run, all)?, dry_run));
+        }
+        TemplateCommand::Pull {
+            template,
+            template_repo,
+        } => {
+            let (name, version) = match template.split_once(':') {
+                Some((n, v)) => (n, Some(v)),
+                None => (template.as_str(), None),
             };
-            let _ = writeln!(
-                s,
-                "    {:<6} disk {:<9} {:<11} {:<5} {}  -> {}",
-                d.dev,
-                d.name,
-                bus,
-                d.format.as_str(),
-                src,
-                d.path.display()
-            );
+            let store = store.with_repos(template_repo.iter().map(|r| lago::store::repo::RepoLocation::parse(r)));
+            if store.repos().is_empty() {
+                return Err(Error::Usage {
+                    message: "no template repository: give --template-repo URL|PATH or set LAGO_TEMPLATE_REPO".into(),
+                });
+            }
+            print_out(&line(&store.pull(name, version)?));
         }
+        TemplateCommand::Build { name } => print_out(&line(&store.build(&name)?)),
     }
-    s
-}
-
-/// A size for people: `432.1M`.
-fn approx_size(bytes: u64) -> String {
-    const UNITS: [(&str, u64); 4] = [("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)];
-    for (u, m) in UNITS {
-        if bytes >= m {
-            return format!("{:.1}{u}", bytes as f64 / m as f64);
-        }
-    }
-    format!("{bytes}B")
-}
-
-fn render_templates(root: &std::path::Path, list: &[lago::store::manage::StoreEntry]) -> String {
-    use std::fmt::Write as _;
-    let mut s = format!("store: {}\n", root.display());
-    if list.is_empty() {
-        s.push_str("  (empty: templates are built or pulled on first use)\n");
-        return s;
-    }
-    let _ = writeln!(
-        s,
-        "  {:<24} {:<18} {:>8} {:>8}  {:<20} SOURCE",
-        "NAME", "VERSION", "DISK", "VIRTUAL", "LAST USED"
-    );
-    for e in list {
-        let t = &e.template;
-        let last = e
-            .last_used
-            .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
-            .map(|d| ago(d.as_secs()))
-            .unwrap_or_else(|| "never".to_owned());
-        let _ = writeln!(
-            s,
-            "  {:<24} {:<18} {:>8} {:>8}  {:<20} {}",
-            t.name,
-            t.version,
-            approx_size(e.size_on_disk),
-            approx_size(e.virtual_size),
-            last,
-            t.source.as_deref().unwrap_or("-")
-        );
-        for u in &e.used_by {
-            let _ = writeln!(s, "      used by {}", u.display());
-        }
-    }
-    s
-}
-
-fn ago(secs: u64) -> String {
-    match secs {
-        0..60 => "just now".to_owned(),
-        60..3600 => format!("{} min ago", secs / 60),
-        3600..86400 => format!("{} h ago", secs / 3600),
-        _ => format!("{} days ago", secs / 86400),
-    }
-}
-
-fn human_size(bytes: u64) -> String {
-    const UNITS: [(&str, u64); 5] = [
-        ("E", 1 << 60),
-        ("T", 1 << 40),
-        ("G", 1 << 30),
-        ("M", 1 << 20),
-        ("K", 1 << 10),
-    ];
-    for (u, m) in UNITS {
-        if bytes >= m && bytes.is_multiple_of(m) {
-            return format!("{}{u}", bytes / m);
-        }
-    }
-    format!("{bytes} bytes")
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn validate_defaults_to_lago_init_file() {
-        let cli = Cli::try_parse_from(["lago", "validate"]).unwrap();
-        match cli.command {
-            Command::Validate { init_file, json, .. } => {
-                assert_eq!(init_file, PathBuf::from("LagoInitFile"));
-                assert!(!json);
-            }
-            other => panic!("parsed as {other:?}"),
+    fn parse(args: &[&str]) -> Cli {
+        match Cli::try_parse_from(args) {
+            Ok(c) => c,
+            Err(e) => panic!("{args:?}: {e}"),
         }
     }
 
     #[test]
+    fn validate_defaults_to_lago_init_file_and_takes_a_format() {
+        let cli = parse(&["lago", "validate"]);
+        assert!(
+            matches!(cli.command, Command::Validate(ref a) if a.init_file == Path::new("LagoInitFile") && a.output.get() == Format::Table)
+        );
+        let cli = parse(&["lago", "-vv", "validate", "env.yaml", "--json"]);
+        assert_eq!(cli.verbose, 2);
+        assert!(
+            matches!(cli.command, Command::Validate(ref a) if a.init_file == Path::new("env.yaml") && a.output.get() == Format::Json)
+        );
+        for (flag, want) in [
+            ("yaml", Format::Yaml),
+            ("flat", Format::Flat),
+            ("default", Format::Table),
+            ("table", Format::Table),
+        ] {
+            let cli = parse(&["lago", "validate", "--format", flag]);
+            assert!(
+                matches!(cli.command, Command::Validate(ref a) if a.output.get() == want),
+                "{flag}"
+            );
+        }
+        let cli = parse(&["lago", "status", "--out-format", "yaml"]);
+        assert!(matches!(cli.command, Command::Status { output } if output.get() == Format::Yaml));
+        let err = Cli::try_parse_from(["lago", "status", "--format", "xml"]).unwrap_err();
+        assert!(err.to_string().contains("table, json, yaml or flat"), "{err}");
+        assert!(Cli::try_parse_from(["lago", "status", "--json", "--format", "yaml"]).is_err());
+    }
+
+    #[test]
     fn lifecycle_verbs_take_vm_names_and_a_global_workdir() {
-        let cli = Cli::try_parse_from(["lago", "-w", "/tmp/w", "start", "vm01", "vm02"]).unwrap();
+        let cli = parse(&["lago", "-w", "/tmp/w", "start", "vm01", "vm02"]);
         assert_eq!(cli.workdir, Some(PathBuf::from("/tmp/w")));
         assert!(matches!(cli.command, Command::Start { ref vms } if vms == &["vm01", "vm02"]));
-        let cli = Cli::try_parse_from(["lago", "stop", "-w", "x"]).unwrap();
+        let cli = parse(&["lago", "stop", "-w", "x"]);
         assert_eq!(cli.workdir, Some(PathBuf::from("x")));
         assert!(matches!(cli.command, Command::Stop { ref vms } if vms.is_empty()));
-        let cli = Cli::try_parse_from(["lago", "shutdown", "--timeout", "5", "vm01"]).unwrap();
+        let cli = parse(&["lago", "shutdown", "--timeout", "5", "vm01"]);
         assert!(matches!(cli.command, Command::Shutdown { timeout: 5, .. }));
-        let cli = Cli::try_parse_from(["lago", "init", "env.yaml", "--accel", "tcg"]).unwrap();
+        let cli = parse(&["lago", "init", "env.yaml", "--accel", "tcg"]);
         assert!(matches!(
             cli.command,
-            Command::Init {
+            Command::Init(InitArgs {
                 accel: Some(lago::backend::AccelChoice::Tcg),
                 ..
-            }
+            })
         ));
         assert!(Cli::try_parse_from(["lago", "init", "--accel", "hvf"]).is_err());
     }
 
     #[test]
     fn shell_takes_the_command_after_double_dash() {
-        let cli = Cli::try_parse_from(["lago", "shell", "vm01", "--", "ls", "-l", "/"]).unwrap();
-        match cli.command {
-            Command::Shell { vm, command } => {
-                assert_eq!(vm, "vm01");
-                assert_eq!(command, ["ls", "-l", "/"]);
-            }
-            other => panic!("parsed as {other:?}"),
-        }
-        let cli = Cli::try_parse_from(["lago", "copy-to-vm", "vm01", "a.txt", "/tmp/a.txt"]).unwrap();
+        let cli = parse(&["lago", "shell", "vm01", "--", "ls", "-l", "/"]);
+        assert!(
+            matches!(cli.command, Command::Shell { ref vm, ref command } if vm == "vm01" && command == &["ls", "-l", "/"])
+        );
+        let cli = parse(&["lago", "copy-to-vm", "vm01", "a.txt", "/tmp/a.txt"]);
         assert!(matches!(cli.command, Command::CopyToVm { ref dst, .. } if dst == "/tmp/a.txt"));
-        let cli = Cli::try_parse_from(["lago", "destroy", "--yes"]).unwrap();
+        let cli = parse(&["lago", "destroy", "--yes"]);
         assert!(matches!(cli.command, Command::Destroy { yes: true }));
-        let cli = Cli::try_parse_from(["lago", "template", "list"]).unwrap();
+        let cli = parse(&["lago", "template", "list", "--format", "yaml"]);
         assert!(matches!(
             cli.command,
-            Command::Template {
-                command: TemplateCommand::List { json: false }
-            }
+            Command::Template { command: TemplateCommand::List { output } } if output.get() == Format::Yaml
         ));
         for (args, want) in [
             (&["lago", "template", "build"][..], "tiny"),
             (&["lago", "template", "build", "debian-12"][..], "debian-12"),
         ] {
-            let cli = Cli::try_parse_from(args).unwrap();
+            let cli = parse(args);
             assert!(
                 matches!(cli.command, Command::Template { command: TemplateCommand::Build { ref name } } if name == want),
                 "{args:?}"
@@ -1021,43 +810,60 @@ mod tests {
 
     #[test]
     fn snapshot_takes_a_name_or_list_and_revert_a_name() {
-        let cli = Cli::try_parse_from(["lago", "snapshot", "booted"]).unwrap();
-        assert!(matches!(cli.command, Command::Snapshot { name: Some(ref n), list: false, .. } if n == "booted"));
-        let cli = Cli::try_parse_from(["lago", "snapshot", "--list", "--json"]).unwrap();
-        assert!(matches!(
-            cli.command,
-            Command::Snapshot {
-                name: None,
-                list: true,
-                json: true
-            }
-        ));
+        let cli = parse(&["lago", "snapshot", "booted"]);
+        assert!(
+            matches!(cli.command, Command::Snapshot(SnapshotArgs { name: Some(ref n), list: false, .. }) if n == "booted")
+        );
+        let cli = parse(&["lago", "snapshot", "--list", "--json"]);
+        assert!(
+            matches!(cli.command, Command::Snapshot(SnapshotArgs { name: None, list: true, output }) if output.get() == Format::Json)
+        );
         assert!(Cli::try_parse_from(["lago", "snapshot"]).is_err(), "a name or --list");
         assert!(Cli::try_parse_from(["lago", "snapshot", "x", "--list"]).is_err());
-        let cli = Cli::try_parse_from(["lago", "revert", "booted"]).unwrap();
+        let cli = parse(&["lago", "revert", "booted"]);
         assert!(matches!(cli.command, Command::Revert { ref name } if name == "booted"));
-        let cli = Cli::try_parse_from(["lago", "gc", "--dry-run", "--all-uris"]).unwrap();
+        let cli = parse(&["lago", "gc", "--dry-run", "--all-uris", "--format", "flat"]);
         assert!(matches!(
             cli.command,
-            Command::Gc {
+            Command::Gc(GcArgs {
                 dry_run: true,
                 all_uris: true,
+                output,
                 ..
-            }
+            }) if output.get() == Format::Flat
         ));
     }
 
     #[test]
-    fn validate_takes_a_path_and_json() {
-        let cli = Cli::try_parse_from(["lago", "-vv", "validate", "env.yaml", "--json"]).unwrap();
-        assert_eq!(cli.verbose, 2);
-        match cli.command {
-            Command::Validate { init_file, json, .. } => {
-                assert_eq!(init_file, PathBuf::from("env.yaml"));
-                assert!(json);
-            }
-            other => panic!("parsed as {other:?}"),
+    fn parity_verbs_parse_as_lago_spelled_them() {
+        let cli = parse(&["lago", "collect", "--output", "out", "vm01"]);
+        assert!(matches!(cli.command, Command::Collect(ref a) if a.output == Path::new("out") && a.vms == ["vm01"]));
+        assert!(
+            Cli::try_parse_from(["lago", "collect"]).is_err(),
+            "--output is required"
+        );
+        let cli = parse(&["lago", "deploy"]);
+        assert!(matches!(cli.command, Command::Deploy { ref vms, .. } if vms.is_empty()));
+        let cli = parse(&["lago", "export", "-d", "out", "--layered", "vm02"]);
+        assert!(
+            matches!(cli.command, Command::Export(ref a) if a.dst_dir == Path::new("out") && a.layered && !a.shutdown && a.vms == ["vm02"] && a.init_file_name == "LagoInitFile")
+        );
+        assert!(
+            Cli::try_parse_from(["lago", "export"]).is_err(),
+            "--dst-dir is required"
+        );
+        for verb in ["ansible-hosts", "ansible_hosts"] {
+            let cli = parse(&["lago", verb, "--format", "yaml"]);
+            assert!(
+                matches!(cli.command, Command::AnsibleHosts(ref a) if a.format == lago::inventory::InventoryFormat::Yaml && a.keys.is_empty()),
+                "{verb}"
+            );
         }
+        let cli = parse(&["lago", "ansible-hosts", "-k", "vm-type", "distro"]);
+        assert!(matches!(cli.command, Command::AnsibleHosts(ref a) if a.keys == ["vm-type", "distro"]));
+        assert!(Cli::try_parse_from(["lago", "ansible-hosts", "--format", "toml"]).is_err());
+        let cli = parse(&["lago", "-w", "w", "ssh-config"]);
+        assert!(matches!(cli.command, Command::SshConfig { json: false }));
     }
 
     #[test]
@@ -1065,12 +871,5 @@ mod tests {
         assert!(Cli::try_parse_from(["lago", "frobnicate"]).is_err());
         assert!(Cli::try_parse_from(["lago", "validate", "--yaml"]).is_err());
         assert!(Cli::try_parse_from(["lago"]).is_err());
-    }
-
-    #[test]
-    fn sizes_print_in_their_largest_exact_unit() {
-        assert_eq!(human_size(10 << 30), "10G");
-        assert_eq!(human_size(1536 << 20), "1536M");
-        assert_eq!(human_size(1000), "1000 bytes");
     }
 }

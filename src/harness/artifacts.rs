@@ -6,10 +6,8 @@ use std::fs;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use crate::backend::VmState;
 use crate::env::Env;
-use crate::error::error_chain;
-use crate::ssh::{CopyLimits, SshError};
+use crate::ssh::CopyLimits;
 use crate::transcript::{self, Entry};
 
 /// Where artifacts go: `LAGO_ARTIFACTS_DIR`, else `<cargo target dir>/lago-artifacts`
@@ -74,45 +72,27 @@ pub(crate) fn collect(env: &Env, test: &str, message: &str, offsets: &[(String, 
         if vm.spec().artifacts.is_empty() {
             continue;
         }
-        let running = vm.state().map(|s| s == VmState::Running).unwrap_or(false);
         let vm_dir = dir.join(name);
         private_dir(&vm_dir);
-        let mut gave_up: Option<String> = None;
-        for path in &vm.spec().artifacts {
-            let local = vm_dir.join(path.trim_start_matches('/').replace('/', "_"));
-            let why_not = match (&limits, running, &gave_up) {
-                (Err(e), _, _) => Some(error_chain(e)),
-                (_, false, _) => Some("the VM is not running".to_owned()),
-                (_, _, Some(why)) => Some(why.clone()),
-                _ => None,
-            };
-            if let Some(why) = why_not {
-                summary += &format!("{name}:{path}: not fetched, {why}\n");
-                continue;
-            }
-            let Ok(limits) = &limits else { continue };
-            match vm.copy_from_with(path, &local, limits) {
-                Ok(report) => {
-                    summary += &format!(
-                        "{name}:{path}: {} ({} bytes)\n",
-                        local.strip_prefix(&dir).unwrap_or(&local).display(),
-                        report.bytes
-                    );
-                    for s in &report.skipped {
-                        summary += &format!("{name}:{path}: skipped {:?} ({})\n", s.path, s.kind);
-                    }
-                    if report.skipped_more > 0 {
-                        summary += &format!("{name}:{path}: skipped {} more entries\n", report.skipped_more);
-                    }
+        let got = crate::collect::fetch_artifacts(vm, &vm_dir, &limits);
+        for f in &got.files {
+            summary += &format!(
+                "{name}:{}: {} ({} bytes{})\n",
+                f.source,
+                f.path.strip_prefix(&dir).unwrap_or(&f.path).display(),
+                f.bytes,
+                if f.skipped > 0 {
+                    format!(
+                        "; {} entries skipped: only regular files and folders are copied",
+                        f.skipped
+                    )
+                } else {
+                    String::new()
                 }
-                Err(e) => {
-                    summary += &format!("{name}:{path}: missing ({})\n", error_chain(&e));
-                    // A guest that timed out once is wedged: do not wait again for each file.
-                    if matches!(e, crate::Error::Ssh(SshError::Timeout { .. })) {
-                        gave_up = Some(format!("an earlier copy from {name} timed out"));
-                    }
-                }
-            }
+            );
+        }
+        for m in &got.missing {
+            summary += &format!("{name}:{}: missing ({})\n", m.source, m.why);
         }
     }
     let log = env.workdir().join("logs/lago.log");

@@ -38,7 +38,10 @@ const DISK_LAGO_KEYS: Keys = Keys {
     ],
     ignored: &[
         ("metadata", "lago keeps no disk metadata; put metadata on the VM"),
-        ("skip-export", "lago exports nothing yet"),
+        (
+            "skip-export",
+            "`lago export` writes every disk of a VM it exports; put `skip-export` on the VM to leave it out",
+        ),
     ],
 };
 const DISK_TYPES: &[&str] = &["template", "empty", "file"];

@@ -33,6 +33,10 @@ const VM_KEYS: Keys = Keys {
         "vm-type",
         "service_provider",
         "service_class",
+        "skip-export",
+        "kernel",
+        "initrd",
+        "kernel-args",
     ],
     refused: &[
         (
@@ -51,7 +55,6 @@ const VM_KEYS: Keys = Keys {
             "cpu_custom",
             "the accelerator chooses the CPU (`cpu_model` sets an exact model)",
         ),
-        ("skip-export", "lago exports nothing yet"),
     ],
 };
 
@@ -222,6 +225,9 @@ fn settings(
             .entry("distro")
             .or_insert(serde_json::Value::String(distro.clone()));
     }
+    let skip_export = opt(d, f, "skip-export", path, |d, n, p| d.boolean(n, p)).unwrap_or(false);
+    let kernel_boot = kernel_boot(d, f, path, provider, base_dir, var);
+    let deploy_scripts = deploy_scripts(d, f, path, base_dir, var);
     VmSpec {
         hostname: name.clone(),
         name,
@@ -242,7 +248,106 @@ fn settings(
         boot_time_sec,
         distro,
         mgmt_net: String::new(),
+        kernel_boot,
+        deploy_scripts,
+        skip_export,
     }
+}
+
+/// A path value at `n`: variables expanded, anchored at the init file's folder.
+fn path_value(
+    d: &mut Decoder,
+    n: &Node,
+    p: &str,
+    base_dir: &Path,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Option<std::path::PathBuf> {
+    let raw = d.string(n, p)?;
+    match expand_path(&raw, base_dir, var) {
+        Ok(pb) => Some(pb),
+        Err(e) => {
+            d.report(Some(n.pos), p, e);
+            None
+        }
+    }
+}
+
+/// `kernel`, `initrd`, `kernel-args`: a kernel booted directly (lago's keys;
+/// `lago export` writes them for templates that boot that way, like `tiny`).
+fn kernel_boot(
+    d: &mut Decoder,
+    f: &Fields<'_>,
+    path: &str,
+    provider: Provider,
+    base_dir: &Path,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Option<KernelBoot> {
+    let kernel = opt(d, f, "kernel", path, |d, n, p| path_value(d, n, p, base_dir, var));
+    let initrd = opt(d, f, "initrd", path, |d, n, p| path_value(d, n, p, base_dir, var));
+    let args = opt(d, f, "kernel-args", path, |d, n, p| d.string(n, p));
+    if kernel.is_none() {
+        for key in ["initrd", "kernel-args"] {
+            if f.get(key).is_some() && f.get("kernel").is_none() {
+                d.report(
+                    f.key_pos(key),
+                    &child(path, key),
+                    format!("`{key}` needs `kernel` (the kernel image to boot directly), found no `kernel` key"),
+                );
+            }
+        }
+        return None;
+    }
+    if provider == Provider::Ssh {
+        d.report(
+            f.key_pos("kernel"),
+            &child(path, "kernel"),
+            "`kernel` only applies to VMs lago creates, not to `vm-provider: ssh` machines",
+        );
+        return None;
+    }
+    Some(KernelBoot {
+        kernel: kernel?,
+        initrd,
+        args,
+    })
+}
+
+/// `metadata: deploy-scripts` (or Lago's older `ovirt-scripts`): a list of
+/// script paths, resolved like every path of the init file.
+fn deploy_scripts(
+    d: &mut Decoder,
+    f: &Fields<'_>,
+    path: &str,
+    base_dir: &Path,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Vec<std::path::PathBuf> {
+    let Some(meta) = f.get("metadata") else {
+        return Vec::new();
+    };
+    let Kind::Map(entries) = &meta.kind else {
+        return Vec::new();
+    };
+    let meta_path = child(path, "metadata");
+    let mut out = Vec::new();
+    for (k, v) in entries {
+        let Some(key) = k.key_text() else { continue };
+        if key != "deploy-scripts" && key != "ovirt-scripts" {
+            continue;
+        }
+        let p = child(&meta_path, &key);
+        if matches!(v.kind, Kind::Null) {
+            continue;
+        }
+        let Some(items) = d.list(v, &p, "a list of script paths") else {
+            continue;
+        };
+        for (i, item) in items.iter().enumerate() {
+            if let Some(pb) = path_value(d, item, &index(&p, i), base_dir, var) {
+                out.push(pb);
+            }
+        }
+    }
+    out
 }
 
 /// A password: any non-empty string (or a number, which YAML makes of `123456`).

@@ -1,0 +1,540 @@
+//! What the `lago` command shows, and how it finds the environment: output
+//! formats, the tables of `status`, `validate`, `gc` and `template list`,
+//! workdir discovery. The binary (`src/bin/lago.rs`) only parses arguments
+//! and calls one function per command; everything here is reachable (and
+//! tested) from Rust too.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::config::{self, DiskBus, DiskSource, EnvSpec, approx_size, format_size};
+use crate::env::Status;
+use crate::error::{Error, Result};
+use crate::gc::GcReport;
+use crate::plan::{self, EnvId, EnvPlan};
+use crate::store::manage::StoreEntry;
+
+/// How a command prints data: Lago's `--out-format` (`default`, `flat`,
+/// `json`, `yaml`), `table` being lago's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Columns for people.
+    #[default]
+    Table,
+    /// JSON (pretty).
+    Json,
+    /// YAML, from the same serde types as JSON.
+    Yaml,
+    /// One `path/to/key: value` line per value (Lago's flat format).
+    Flat,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "table" | "default" => Ok(Format::Table),
+            "json" => Ok(Format::Json),
+            "yaml" => Ok(Format::Yaml),
+            "flat" => Ok(Format::Flat),
+            other => Err(format!("unknown format `{other}`: expected table, json, yaml or flat")),
+        }
+    }
+}
+
+/// `value` in `format`; `table` renders it for [`Format::Table`].
+pub fn render<T: Serialize>(value: &T, format: Format, table: impl FnOnce(&T) -> String) -> Result<String> {
+    let encode = |e: String| Error::Render { message: e };
+    Ok(match format {
+        Format::Table => table(value),
+        Format::Json => serde_json::to_string_pretty(value).map_err(|e| encode(e.to_string()))? + "\n",
+        Format::Yaml => serde_yaml::to_string(value).map_err(|e| encode(e.to_string()))?,
+        Format::Flat => flat(&serde_json::to_value(value).map_err(|e| encode(e.to_string()))?),
+    })
+}
+
+/// One `a/b/0/c: value` line per leaf (strings unquoted, `null` as `-`).
+pub fn flat(v: &serde_json::Value) -> String {
+    fn walk(v: &serde_json::Value, path: &mut Vec<String>, out: &mut String) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m {
+                    path.push(k.clone());
+                    walk(x, path, out);
+                    path.pop();
+                }
+            }
+            serde_json::Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    path.push(i.to_string());
+                    walk(x, path, out);
+                    path.pop();
+                }
+            }
+            leaf => {
+                let text = match leaf {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Null => "-".to_owned(),
+                    other => other.to_string(),
+                };
+                let _ = writeln!(out, "{}: {text}", path.join("/"));
+            }
+        }
+    }
+    let mut out = String::new();
+    walk(v, &mut Vec::new(), &mut out);
+    out
+}
+
+/// The workdir: `explicit`, else `.lago` in `cwd` or the nearest parent
+/// holding an environment (like git finds `.git`).
+pub fn discover_workdir(explicit: Option<PathBuf>, cwd: &Path) -> Result<PathBuf> {
+    if let Some(w) = explicit {
+        return Ok(w);
+    }
+    for dir in cwd.ancestors() {
+        let candidate = dir.join(".lago");
+        if candidate.join(crate::env::STATE_FILE).is_file() || candidate.join(crate::lease::OWNER_ID_FILE).is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(Error::NoWorkdir { cwd: cwd.to_path_buf() })
+}
+
+/// What `lago validate` prints as JSON (and YAML, flat): the plan, as a preview.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preview {
+    /// The init file.
+    pub init_file: PathBuf,
+    /// Always true: subnets are a preview, `lago init` leases real ones.
+    pub preview: bool,
+    /// The preview env id.
+    pub env_id: EnvId,
+    /// Where `lago init` would put the environment by default.
+    pub workdir: PathBuf,
+    /// Networks.
+    pub nets: Vec<plan::NetPlan>,
+    /// VMs.
+    pub vms: Vec<plan::VmPlan>,
+    /// Start order.
+    pub start_order: plan::StartOrder,
+    /// Lago keys lago does not act on.
+    pub warnings: Vec<config::Problem>,
+}
+
+/// Loads and validates `init_file` and plans it with preview subnets
+/// (nothing is created, no lease is taken).
+pub fn preview(init_file: &Path, strict: bool) -> Result<(EnvSpec, EnvPlan)> {
+    let spec = config::load_with(init_file, config::LoadOptions { strict })?;
+    let subnets = plan::preview_subnets(&spec)?;
+    let workdir = spec.source.parent().unwrap_or(Path::new("/")).join(".lago");
+    let plan = plan::plan(&spec, &EnvId::preview(), &subnets, &workdir)?;
+    Ok((spec, plan))
+}
+
+impl Preview {
+    /// The preview of a planned init file.
+    pub fn new(spec: &EnvSpec, plan: &EnvPlan) -> Preview {
+        Preview {
+            init_file: spec.source.clone(),
+            preview: true,
+            env_id: plan.env_id.clone(),
+            workdir: plan.workdir.clone(),
+            nets: plan.nets.clone(),
+            vms: plan.vms.clone(),
+            start_order: plan.start_order.clone(),
+            warnings: spec.warnings.clone(),
+        }
+    }
+}
+
+/// `lago status` as a table.
+pub fn status_table(st: &Status) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "env {}  workdir {}  ({})",
+        st.env_id,
+        st.workdir.display(),
+        st.init_file.display()
+    );
+    let _ = writeln!(s, "nets:");
+    for n in &st.nets {
+        let _ = writeln!(
+            s,
+            "  {:<12} {:<5} {:<18} gateway {}{}",
+            n.name,
+            if n.up { "up" } else { "down" },
+            n.subnet.as_deref().unwrap_or("-"),
+            n.gateway.as_deref().unwrap_or("-"),
+            if n.management { "  (management)" } else { "" }
+        );
+    }
+    let _ = writeln!(s, "vms:");
+    for v in &st.vms {
+        let _ = writeln!(s, "  {:<12} {:<8} {:<15} {}", v.name, v.state.to_string(), v.ip, v.fqdn);
+        for (nic, net, ip, mac) in &v.nics {
+            let _ = writeln!(
+                s,
+                "    {nic:<6} net {net:<10} {:<15} {mac}",
+                ip.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    s
+}
+
+/// `lago validate`: the plan as text.
+pub fn plan_table(spec: &EnvSpec, plan: &EnvPlan) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{}: valid (subnets are a preview; `lago init` leases real ones)",
+        spec.source.display()
+    );
+    let _ = writeln!(s, "\nnets:");
+    for n in &plan.nets {
+        let _ = write!(s, "  {:<12} {:<8}", n.name, n.kind);
+        match (n.subnet, n.gateway) {
+            (Some(sub), Some(gw)) => {
+                let _ = write!(s, " {sub}  gateway {gw}");
+            }
+            _ => {
+                let _ = write!(s, " bridge {}", n.bridge);
+            }
+        }
+        if let Some(d) = &n.dhcp {
+            let _ = write!(s, "  dhcp .{}-.{}", d.start.octets()[3], d.end.octets()[3]);
+        }
+        if let Some(d) = &n.dns_domain {
+            let _ = write!(s, "  dns {d}");
+        }
+        if n.mtu != config::DEFAULT_MTU {
+            let _ = write!(s, "  mtu {}", n.mtu);
+        }
+        if n.management {
+            let _ = write!(s, "  (management)");
+        }
+        s.push('\n');
+    }
+    let _ = writeln!(s, "\nvms:");
+    for (vm, vs) in plan.vms.iter().zip(&spec.vms) {
+        if vs.provider == config::Provider::Ssh {
+            let _ = writeln!(
+                s,
+                "  {:<12} an existing machine (vm-provider: ssh), ssh {}@{} ({})",
+                vm.name, vs.ssh_user, vm.ip, vm.fqdn
+            );
+            for nic in &vm.nics {
+                let ip = nic.ip.map(|i| i.to_string()).unwrap_or_else(|| "-".into());
+                let _ = writeln!(s, "    {:<6} net {:<10} {}", nic.name, nic.net, ip);
+            }
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "  {:<12} {} MiB, {} vcpu, ssh {}@{} ({}){}",
+            vm.name,
+            vs.memory_mib,
+            vs.vcpu,
+            vs.ssh_user,
+            vm.ip,
+            vm.fqdn,
+            if vs.bootstrap { "" } else { ", no bootstrap" }
+        );
+        for nic in &vm.nics {
+            let ip = nic.ip.map(|i| i.to_string()).unwrap_or_else(|| "-".into());
+            let _ = writeln!(s, "    {:<6} net {:<10} {:<15} {}", nic.name, nic.net, ip, nic.mac);
+        }
+        for d in &vm.disks {
+            let bus = match d.bus {
+                DiskBus::Virtio => "virtio-blk",
+                DiskBus::Scsi => "virtio-scsi",
+                DiskBus::Ide => "ide",
+            };
+            let src = match &d.source {
+                DiskSource::Template { name, version } => match version {
+                    Some(v) => format!("template {name}:{v}"),
+                    None => format!("template {name}"),
+                },
+                DiskSource::TemplateFile { path } => format!("overlay on {}", path.display()),
+                DiskSource::Empty { size_bytes } => format!("empty {}", format_size(*size_bytes)),
+                DiskSource::File {
+                    path,
+                    make_a_copy: true,
+                } => format!("copy of {}", path.display()),
+                DiskSource::File { .. } => "file, used in place".to_owned(),
+            };
+            let _ = writeln!(
+                s,
+                "    {:<6} disk {:<9} {:<11} {:<5} {}  -> {}",
+                d.dev,
+                d.name,
+                bus,
+                d.format.as_str(),
+                src,
+                d.path.display()
+            );
+        }
+    }
+    s
+}
+
+/// `lago gc` as text.
+pub fn gc_table(r: &GcReport, dry_run: bool) -> String {
+    use crate::gc::Verdict;
+    let mut s = String::new();
+    for (uri, why) in &r.unreachable {
+        let _ = writeln!(s, "{uri}: not reachable ({why})");
+    }
+    if r.envs.is_empty() {
+        s.push_str("no lago environments found\n");
+    }
+    for f in &r.envs {
+        let (state, why) = match &f.verdict {
+            Verdict::Live(why) => ("live", why.as_str()),
+            Verdict::Kept => ("kept", "LAGO_KEEP kept it"),
+            Verdict::Elsewhere => ("elsewhere", "its owner is on another machine"),
+            Verdict::Gone(why) => ("gone", why.as_str()),
+        };
+        let action = match (&f.verdict, f.removed, &f.error) {
+            (_, _, Some(e)) => format!("NOT removed: {e}"),
+            (_, true, _) => "removed".to_owned(),
+            (Verdict::Gone(_), false, None) if dry_run => "would be removed".to_owned(),
+            (Verdict::Gone(_), false, None) => "not removed (out of time)".to_owned(),
+            _ => "left alone".to_owned(),
+        };
+        let _ = writeln!(
+            s,
+            "{} {state}: {action} ({} domains, {} networks, {} leases; {}) - {why}",
+            f.env_id,
+            f.domains.len(),
+            f.networks.len(),
+            f.subnets.len(),
+            f.workdir
+                .as_ref()
+                .map_or_else(|| "no workdir".to_owned(), |w| w.display().to_string()),
+        );
+    }
+    s
+}
+
+/// `lago template list` as a table.
+pub fn templates_table(root: &Path, list: &[StoreEntry]) -> String {
+    let mut s = format!("store: {}\n", root.display());
+    if list.is_empty() {
+        s.push_str("  (empty: templates are built or pulled on first use)\n");
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "  {:<24} {:<18} {:>8} {:>8}  {:<20} SOURCE",
+        "NAME", "VERSION", "DISK", "VIRTUAL", "LAST USED"
+    );
+    for e in list {
+        let t = &e.template;
+        let last = e
+            .last_used
+            .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+            .map(|d| ago(d.as_secs()))
+            .unwrap_or_else(|| "never".to_owned());
+        let _ = writeln!(
+            s,
+            "  {:<24} {:<18} {:>8} {:>8}  {:<20} {}",
+            t.name,
+            t.version,
+            approx_size(e.size_on_disk),
+            approx_size(e.virtual_size),
+            last,
+            t.source.as_deref().unwrap_or("-")
+        );
+        for u in &e.used_by {
+            let _ = writeln!(s, "      used by {}", u.display());
+        }
+    }
+    s
+}
+
+/// How long ago, for people.
+fn ago(secs: u64) -> String {
+    match secs {
+        0..60 => "just now".to_owned(),
+        60..3600 => format!("{} min ago", secs / 60),
+        3600..86400 => format!("{} h ago", secs / 3600),
+        _ => format!("{} days ago", secs / 86400),
+    }
+}
+
+/// `lago snapshot --list` as text.
+pub fn snapshots_table(snaps: &[crate::snapshot::SnapshotInfo]) -> String {
+    let mut s = String::new();
+    if snaps.is_empty() {
+        s.push_str("no snapshots\n");
+    }
+    for snap in snaps {
+        let kinds: Vec<String> = snap
+            .vms
+            .iter()
+            .map(|(vm, k)| format!("{vm}: {k:?}").to_lowercase())
+            .collect();
+        let _ = writeln!(
+            s,
+            "{}  (taken at {} s since the epoch; {})",
+            snap.name,
+            snap.taken_unix,
+            kinds.join(", ")
+        );
+    }
+    s
+}
+
+/// `lago template publish` as text.
+pub fn published_table(dir: &Path, done: &[crate::store::manage::Published]) -> String {
+    let mut s = String::new();
+    for p in done {
+        let _ = writeln!(
+            s,
+            "{}  {}  {} -> {} xz{}",
+            p.template,
+            p.file.display(),
+            approx_size(p.image_bytes),
+            approx_size(p.xz_bytes),
+            if p.unchanged { " (already published)" } else { "" }
+        );
+    }
+    let _ = writeln!(s, "repository: {}", dir.join("repo.metadata").display());
+    s
+}
+
+/// `lago template verify` as text, and whether every template is intact.
+pub fn verified_table(results: &[crate::store::manage::Verified]) -> (String, bool) {
+    let mut s = String::new();
+    let mut ok = true;
+    for (t, r) in results {
+        let verdict = match r {
+            Ok(true) => "ok".to_owned(),
+            Ok(false) => {
+                ok = false;
+                "CHANGED (its sha256 is not the one recorded)".to_owned()
+            }
+            Err(e) => {
+                ok = false;
+                format!("error: {}", crate::error_chain(e))
+            }
+        };
+        let _ = writeln!(s, "{}:{}  {verdict}", t.name, t.version);
+    }
+    (s, ok)
+}
+
+/// `lago template prune` as text.
+pub fn pruned_table(r: &crate::store::manage::PruneReport, dry_run: bool) -> String {
+    let mut s = String::new();
+    let verb = if dry_run { "would remove" } else { "removed" };
+    for (id, size) in &r.removed {
+        let _ = writeln!(s, "{verb} {id} ({})", approx_size(*size));
+    }
+    for (id, users) in &r.in_use {
+        let users: Vec<String> = users.iter().map(|u| u.display().to_string()).collect();
+        let _ = writeln!(s, "kept {id}: used by {}", users.join(", "));
+    }
+    for id in &r.newest {
+        let _ = writeln!(s, "kept {id}: newest version (--all removes it)");
+    }
+    let freed: u64 = r.removed.iter().map(|(_, s)| s).sum();
+    let _ = writeln!(s, "{verb} {} templates, {}", r.removed.len(), approx_size(freed));
+    s
+}
+
+/// Where a copy went and what it skipped (the CLI prints it on stderr, so
+/// that stdout stays clean).
+pub fn copy_summary(vm: &str, report: &crate::ssh::CopyReport) -> String {
+    let place = if report.destination.is_empty() {
+        "?"
+    } else {
+        &report.destination
+    };
+    let mut s = format!("copied to {place} ({} bytes)\n", report.bytes);
+    for k in &report.skipped {
+        let _ = writeln!(
+            s,
+            "skipped {} on {vm}: a {}; only regular files and folders are copied",
+            k.path, k.kind
+        );
+    }
+    s
+}
+
+/// `lago collect` as text.
+pub fn collect_table(r: &crate::collect::CollectReport) -> String {
+    let mut s = format!("collected into {}\n", r.dir.display());
+    let rel = |p: &Path| p.strip_prefix(&r.dir).unwrap_or(p).display().to_string();
+    if let Some(log) = &r.env_log {
+        let _ = writeln!(s, "  {:<28} the environment's log", rel(log));
+    }
+    for v in &r.vms {
+        for f in &v.files {
+            let skipped = if f.skipped > 0 {
+                format!(
+                    ", {} entries skipped (only regular files and folders are copied)",
+                    f.skipped
+                )
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                s,
+                "  {:<28} {}:{} ({}{skipped})",
+                rel(&f.path),
+                v.vm,
+                f.source,
+                approx_size(f.bytes)
+            );
+        }
+        for m in &v.missing {
+            let _ = writeln!(s, "  {:<28} {}:{} missing: {}", "-", v.vm, m.source, m.why);
+        }
+    }
+    s
+}
+
+/// `lago deploy` as text (the scripts' output went by as they ran).
+pub fn deploy_table(r: &crate::deploy::DeployReport) -> String {
+    let mut s = String::new();
+    for v in &r.vms {
+        if v.scripts.is_empty() {
+            let _ = writeln!(s, "{}: no deploy scripts", v.vm);
+        }
+        for run in &v.scripts {
+            let _ = writeln!(s, "{}: {} ok ({:.1} s)", v.vm, run.script.display(), run.secs);
+        }
+    }
+    s
+}
+
+/// `lago export` as text.
+pub fn export_table(r: &crate::export::ExportReport) -> String {
+    let mut s = format!(
+        "exported {} ({}) into {}\n",
+        r.vms.join(", "),
+        if r.layered { "layered" } else { "standalone disks" },
+        r.dir.display()
+    );
+    for (f, size) in &r.files {
+        let _ = writeln!(
+            s,
+            "  {:<32} {}",
+            f.strip_prefix(&r.dir).unwrap_or(f).display(),
+            approx_size(*size)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "start it with: lago -w <new workdir> init {} && lago -w <new workdir> start",
+        r.init_file.display()
+    );
+    s
+}

@@ -1,0 +1,457 @@
+//! `lago export` ([`Env::export`]): VMs' disks written into a folder with an
+//! init file that boots them, so an environment's state can be shipped and
+//! started elsewhere (Lago's `export`).
+//!
+//! ```text
+//! DIR/LagoInitFile            the exported VMs and the nets they use; disks point
+//!                             at the files beside it ($LAGO_INITFILE_PATH)
+//! DIR/<vm>-<disk>.qcow2       each disk: standalone (flattened) by default;
+//!                             with `layered`, an overlay on ...
+//! DIR/<template>.qcow2        ... one copy of its template, shared by the VMs
+//! DIR/<kernel>, DIR/<initrd>  what a directly booted VM (the `tiny` template) boots
+//! ```
+//!
+//! The init file's disks are `template_type: qcow2` templates: a VM made
+//! from it writes to its own overlay, and the exported files are never
+//! changed. VMs must be down (a disk is never copied while its VM writes to
+//! it): running ones are refused, or shut down through ACPI first when asked.
+//! A failure removes everything the export wrote.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::backend::VmState;
+use crate::config::{self, DiskFormat, DiskSource, NetKind};
+use crate::env::Env;
+use crate::error::{Error, Result};
+use crate::image;
+use crate::vm::Vm;
+
+/// Options for [`Env::export`].
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    /// Template disks as overlays on one shared copy of their template
+    /// (smaller when VMs share a template) instead of standalone images.
+    pub layered: bool,
+    /// Shut running VMs down (ACPI) first instead of refusing.
+    pub shutdown: bool,
+    /// How long each VM gets to shut down.
+    pub shutdown_timeout: Duration,
+    /// The init file's name in the folder.
+    pub init_file_name: String,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        ExportOptions {
+            layered: false,
+            shutdown: false,
+            shutdown_timeout: Duration::from_secs(60),
+            init_file_name: "LagoInitFile".to_owned(),
+        }
+    }
+}
+
+/// What [`Env::export`] wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportReport {
+    /// The folder.
+    pub dir: PathBuf,
+    /// The init file that boots the export.
+    pub init_file: PathBuf,
+    /// The VMs exported.
+    pub vms: Vec<String>,
+    /// Every file written, with its size on disk.
+    pub files: Vec<(PathBuf, u64)>,
+    /// Whether template disks are overlays (`layered`).
+    pub layered: bool,
+}
+
+/// Removes what an unfinished export wrote (the folder too, when it made it).
+struct Rollback {
+    dir: PathBuf,
+    made_dir: bool,
+    files: Vec<PathBuf>,
+    done: bool,
+}
+
+impl Drop for Rollback {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        for f in &self.files {
+            let _ = fs::remove_file(f);
+        }
+        if self.made_dir {
+            let _ = fs::remove_dir(&self.dir);
+        }
+    }
+}
+
+impl Rollback {
+    /// Reserves `name` in the folder (never one taken already).
+    fn reserve(&mut self, name: &str) -> PathBuf {
+        let mut path = self.dir.join(name);
+        let mut n = 2;
+        while self.files.contains(&path) || fs::symlink_metadata(&path).is_ok() {
+            path = self.dir.join(format!("{n}-{name}"));
+            n += 1;
+        }
+        self.files.push(path.clone());
+        path
+    }
+}
+
+/// `$LAGO_INITFILE_PATH/<file name>`: the path an init file in the same folder uses.
+fn beside(path: &Path) -> String {
+    format!(
+        "$LAGO_INITFILE_PATH/{}",
+        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+    )
+}
+
+/// A file name made of a VM's and a disk's names (both simple names already).
+fn safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The kernel, initrd and command line (lago's own parameters removed) a
+/// domain boots directly, from its XML.
+fn direct_boot(domain_xml: &str) -> Option<(PathBuf, Option<PathBuf>, String)> {
+    let doc = roxmltree::Document::parse(domain_xml).ok()?;
+    let text = |tag: &str| {
+        doc.descendants()
+            .find(|n| n.has_tag_name(tag) && n.parent().is_some_and(|p| p.has_tag_name("os")))
+            .and_then(|n| n.text())
+            .map(str::to_owned)
+    };
+    let kernel = PathBuf::from(text("kernel")?);
+    let initrd = text("initrd").map(PathBuf::from);
+    let cmdline = text("cmdline").unwrap_or_default();
+    let args = cmdline
+        .split_whitespace()
+        .filter(|w| {
+            !["lago.root=", "lago.seed=", "lago.mgmt="]
+                .iter()
+                .any(|p| w.starts_with(p))
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    Some((kernel, initrd, args))
+}
+
+fn size_on_disk(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).map(|m| m.blocks() * 512).unwrap_or(0)
+}
+
+fn net_entry(n: &config::NetSpec) -> Value {
+    let mut m = Map::new();
+    m.insert("type".into(), json!(n.kind_str()));
+    if let NetKind::Bridge { bridge } = &n.kind {
+        m.insert("bridge".into(), json!(bridge));
+    }
+    if let Some(d) = n.dhcp {
+        m.insert("dhcp".into(), json!({ "start": d.start, "end": d.end }));
+    }
+    m.insert("management".into(), json!(n.management));
+    if let Some(d) = &n.dns_domain {
+        m.insert("dns_domain_name".into(), json!(d));
+    }
+    if let Some(gw) = n.gw {
+        m.insert("gw".into(), json!(gw.to_string()));
+    }
+    if n.mtu != config::DEFAULT_MTU {
+        m.insert("mtu".into(), json!(n.mtu));
+    }
+    Value::Object(m)
+}
+
+/// The VM's settings as init-file keys, disks and kernel left to the caller.
+fn vm_entry(vm: &Vm) -> Map<String, Value> {
+    let s = vm.spec();
+    let mut m = Map::new();
+    m.insert("memory".into(), json!(s.memory_mib));
+    m.insert("vcpu".into(), json!(s.vcpu));
+    if let Some(c) = &s.cpu_model {
+        m.insert("cpu_model".into(), json!(c));
+    }
+    let nics: Vec<Value> = s
+        .nics
+        .iter()
+        .map(|n| match n.ip {
+            Some(ip) => json!({ "net": n.net, "ip": ip.to_string() }),
+            None => json!({ "net": n.net }),
+        })
+        .collect();
+    m.insert("nics".into(), Value::Array(nics));
+    let mut meta = s.metadata.clone();
+    // Scripts are paths on this machine; `distro` is written as its own key.
+    for k in ["deploy-scripts", "ovirt-scripts", "distro"] {
+        meta.remove(k);
+    }
+    if !meta.is_empty() {
+        m.insert("metadata".into(), Value::Object(meta));
+    }
+    if !s.groups.is_empty() {
+        m.insert("groups".into(), json!(s.groups));
+    }
+    if !s.artifacts.is_empty() {
+        m.insert("artifacts".into(), json!(s.artifacts));
+    }
+    m.insert("bootstrap".into(), json!(s.bootstrap));
+    m.insert("ssh-user".into(), json!(s.ssh_user));
+    m.insert("boot_time_sec".into(), json!(s.boot_time_sec));
+    if let Some(d) = &s.distro {
+        m.insert("distro".into(), json!(d));
+    }
+    if let Some(p) = &s.root_password {
+        m.insert("root-password".into(), json!(p));
+    }
+    if let Some(p) = &s.ssh_password {
+        m.insert("ssh-password".into(), json!(p));
+    }
+    m
+}
+
+impl Env {
+    /// Writes the chosen VMs' (`&[]`: all but those marked `skip-export`;
+    /// machines lago did not create are never exported) disks into `dir`,
+    /// with an init file that boots them and whatever else they need to boot.
+    /// `dir` must not exist or be empty. See the [module docs](crate::export).
+    pub fn export(&self, dir: impl AsRef<Path>, names: &[&str], opts: &ExportOptions) -> Result<ExportReport> {
+        let vms: Vec<&Vm> = self
+            .select(names)?
+            .into_iter()
+            .filter(|v| !v.is_existing_machine())
+            .filter(|v| !names.is_empty() || !v.spec().skip_export)
+            .collect();
+        if vms.is_empty() {
+            return Err(Error::Usage {
+                message: "nothing to export: no VM lago created is chosen (VMs marked `skip-export` are exported only when named)".into(),
+            });
+        }
+        let running: Vec<&str> = vms
+            .iter()
+            .filter(|v| v.state().map(|s| s != VmState::Down).unwrap_or(true))
+            .map(|v| v.name())
+            .collect();
+        if !running.is_empty() {
+            if !opts.shutdown {
+                return Err(Error::ExportRunning {
+                    vms: running.iter().map(|s| s.to_string()).collect(),
+                });
+            }
+            tracing::info!(vms = ?running, "export: shutting down");
+            self.shutdown(&running, opts.shutdown_timeout)?;
+        }
+        let dir = std::path::absolute(dir.as_ref()).map_err(|source| Error::Output {
+            action: "resolve",
+            path: dir.as_ref().to_path_buf(),
+            source,
+        })?;
+        let made_dir = !dir.exists();
+        crate::collect::claim_output_dir(&dir)?;
+        let mut rb = Rollback {
+            dir: dir.clone(),
+            made_dir,
+            files: Vec::new(),
+            done: false,
+        };
+        let init_name = safe(&opts.init_file_name);
+        let init_file = rb.reserve(&init_name);
+        if init_file.file_name() != Some(std::ffi::OsStr::new(&init_name)) {
+            return Err(Error::Usage {
+                message: format!("init file name {:?}: expected a plain file name", opts.init_file_name),
+            });
+        }
+        // Files shared by VMs: a template's copy (layered), a kernel, an initrd.
+        let mut shared: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
+        let mut share = |rb: &mut Rollback, src: &Path, name: &str, format: Option<DiskFormat>| -> Result<PathBuf> {
+            if let Some(p) = shared.get(src) {
+                return Ok(p.clone());
+            }
+            let dst = rb.reserve(name);
+            match format {
+                Some(f) => image::convert(src, &dst, f)?,
+                None => {
+                    fs::copy(src, &dst).map_err(|source| Error::Output {
+                        action: "write",
+                        path: dst.clone(),
+                        source,
+                    })?;
+                }
+            }
+            shared.insert(src.to_path_buf(), dst.clone());
+            Ok(dst)
+        };
+        let mut domains = Map::new();
+        let mut nets_used = std::collections::BTreeSet::new();
+        for vm in &vms {
+            let mut entry = vm_entry(vm);
+            nets_used.extend(vm.spec().nics.iter().map(|n| n.net.clone()));
+            let mut disks = Vec::new();
+            for (ds, dp) in vm.spec().disks.iter().zip(&vm.plan().disks) {
+                let mut d = Map::new();
+                d.insert("name".into(), json!(ds.name));
+                d.insert("dev".into(), json!(ds.dev));
+                if ds.is_cdrom() {
+                    // A CD-ROM is read-only: one copy, used in place.
+                    let src = match &ds.source {
+                        DiskSource::File {
+                            path,
+                            make_a_copy: false,
+                        } => path.clone(),
+                        _ => dp.path.clone(),
+                    };
+                    let dst = rb.reserve(&format!("{}-{}.iso", safe(vm.name()), safe(&ds.name)));
+                    fs::copy(&src, &dst).map_err(|source| Error::Output {
+                        action: "write",
+                        path: dst.clone(),
+                        source,
+                    })?;
+                    d.insert("type".into(), json!("file"));
+                    d.insert("format".into(), json!("iso"));
+                    d.insert("path".into(), json!(beside(&dst)));
+                    disks.push(Value::Object(d));
+                    continue;
+                }
+                // The disk the VM wrote to: its overlay or copy in the workdir, or a file used in place.
+                let live = match &ds.source {
+                    DiskSource::File {
+                        path,
+                        make_a_copy: false,
+                    } => path.clone(),
+                    _ => dp.path.clone(),
+                };
+                let dst = rb.reserve(&format!("{}-{}.qcow2", safe(vm.name()), safe(&ds.name)));
+                let overlay = matches!(ds.source, DiskSource::Template { .. } | DiskSource::TemplateFile { .. });
+                match (opts.layered && overlay, image::backing_file(&live)?) {
+                    (true, Some(base)) => {
+                        let base_name = match &ds.source {
+                            DiskSource::Template { .. } => self
+                                .saved_template(vm.name(), &ds.name)
+                                .map(|t| format!("{}.qcow2", safe(&t.replace(':', "-"))))
+                                .unwrap_or_else(|| "template.qcow2".into()),
+                            _ => base
+                                .file_name()
+                                .map(|n| safe(&n.to_string_lossy()))
+                                .unwrap_or_else(|| "base.qcow2".into()),
+                        };
+                        let base_copy = share(&mut rb, &base, &base_name, Some(DiskFormat::Qcow2))?;
+                        fs::copy(&live, &dst).map_err(|source| Error::Output {
+                            action: "write",
+                            path: dst.clone(),
+                            source,
+                        })?;
+                        let rel = base_copy.file_name().map(PathBuf::from).unwrap_or(base_copy.clone());
+                        image::rebase_unsafe(&dst, &rel)?;
+                    }
+                    _ => image::convert(&live, &dst, DiskFormat::Qcow2)?,
+                }
+                d.insert("type".into(), json!("template"));
+                d.insert("template_type".into(), json!("qcow2"));
+                d.insert("format".into(), json!("qcow2"));
+                d.insert("path".into(), json!(beside(&dst)));
+                disks.push(Value::Object(d));
+            }
+            entry.insert("disks".into(), Value::Array(disks));
+            if let Some((kernel, initrd, args)) = direct_boot(&vm.domain_xml) {
+                let base = |p: &Path| p.file_name().map(|n| safe(&n.to_string_lossy())).unwrap_or_default();
+                let k = share(&mut rb, &kernel, &base(&kernel), None)?;
+                entry.insert("kernel".into(), json!(beside(&k)));
+                if let Some(i) = initrd {
+                    let i = share(&mut rb, &i, &base(&i), None)?;
+                    entry.insert("initrd".into(), json!(beside(&i)));
+                }
+                if !args.is_empty() {
+                    entry.insert("kernel-args".into(), json!(args));
+                }
+            }
+            domains.insert(vm.name().to_owned(), Value::Object(entry));
+        }
+        let nets: Map<String, Value> = self
+            .spec()
+            .nets
+            .iter()
+            .filter(|n| nets_used.contains(&n.name))
+            .map(|n| (n.name.clone(), net_entry(n)))
+            .collect();
+        let doc = json!({ "domains": domains, "nets": nets });
+        let yaml = serde_yaml::to_string(&doc).map_err(|e| Error::Render { message: e.to_string() })?;
+        let text = format!(
+            "# Written by `lago export` from environment {} ({}).\n# Start it with: lago init {init_name} && lago start\n{yaml}",
+            self.id(),
+            self.spec().source.display(),
+        );
+        fs::write(&init_file, text).map_err(|source| Error::Output {
+            action: "write",
+            path: init_file.clone(),
+            source,
+        })?;
+        // What was written must load: a check of this module, not of the user's input.
+        config::load(&init_file)?;
+        let files = rb.files.iter().map(|f| (f.clone(), size_on_disk(f))).collect();
+        rb.done = true;
+        tracing::info!(dir = %dir.display(), vms = vms.len(), "exported");
+        Ok(ExportReport {
+            dir,
+            init_file,
+            vms: vms.iter().map(|v| v.name().to_owned()).collect(),
+            files,
+            layered: opts.layered,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_boot_drops_lagos_own_parameters() {
+        let xml = "<domain><os><type>hvm</type><kernel>/s/tiny/1/vmlinuz</kernel><initrd>/s/tiny/1/initrd</initrd>\
+                   <cmdline>console=ttyS0 quiet lago.root=/dev/vda lago.seed=1 lago.mgmt=54:52:c0:a8:c8:02</cmdline></os></domain>";
+        let (k, i, args) = direct_boot(xml).unwrap();
+        assert_eq!(k, Path::new("/s/tiny/1/vmlinuz"));
+        assert_eq!(i.as_deref(), Some(Path::new("/s/tiny/1/initrd")));
+        assert_eq!(args, "console=ttyS0 quiet");
+        assert!(direct_boot("<domain><os><boot dev='hd'/></os></domain>").is_none());
+    }
+
+    #[test]
+    fn reserved_names_never_collide_with_files_there() {
+        let t = tempfile::tempdir().unwrap();
+        fs::write(t.path().join("a.qcow2"), "x").unwrap();
+        let mut rb = Rollback {
+            dir: t.path().to_path_buf(),
+            made_dir: false,
+            files: Vec::new(),
+            done: false,
+        };
+        assert_eq!(rb.reserve("a.qcow2"), t.path().join("2-a.qcow2"));
+        assert_eq!(rb.reserve("a.qcow2"), t.path().join("3-a.qcow2"));
+        fs::write(t.path().join("2-a.qcow2"), "mine?").unwrap();
+        drop(rb);
+        assert!(
+            !t.path().join("2-a.qcow2").exists(),
+            "rollback removes what it reserved"
+        );
+        assert_eq!(fs::read_to_string(t.path().join("a.qcow2")).unwrap(), "x");
+        assert_eq!(safe("vm 01/../x"), "vm_01_.._x");
+    }
+}
