@@ -656,15 +656,27 @@ fn kernel_keys_deploy_scripts_and_skip_export() {
     assert_eq!(k.initrd.as_deref(), Some(dir.join("boot/initrd.img").as_path()));
     assert_eq!(k.args.as_deref(), Some("console=ttyS0 quiet"));
     assert!(vm01.skip_export);
-    assert_eq!(vm01.deploy_scripts, [dir.join("scripts/one.sh"), PathBuf::from("/opt/two.sh")]);
+    assert_eq!(
+        vm01.deploy_scripts,
+        [dir.join("scripts/one.sh"), PathBuf::from("/opt/two.sh")]
+    );
     let vm02 = spec.vm("vm02").unwrap();
-    assert_eq!(vm02.deploy_scripts, [dir.join("three.sh")], "Lago's older ovirt-scripts");
+    assert_eq!(
+        vm02.deploy_scripts,
+        [dir.join("three.sh")],
+        "Lago's older ovirt-scripts"
+    );
     assert!(vm02.kernel_boot.is_none() && !vm02.skip_export);
     check(
         "kernel_keys.yaml",
         &[
             (3, 5, "domains.vm01.initrd", &["needs `kernel`"]),
-            (5, 23, "domains.vm01.metadata.deploy-scripts", &["expected a list of script paths"]),
+            (
+                5,
+                23,
+                "domains.vm01.metadata.deploy-scripts",
+                &["expected a list of script paths"],
+            ),
         ],
     );
 }

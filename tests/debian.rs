@@ -217,6 +217,37 @@ fn exercise(env: &Env) {
         }
     }
 
+    // Stock OpenSSH with `lago ssh-config`: ssh and scp (SFTP) both ways,
+    // as the non-root user, strict host-key checking against the pinned keys.
+    let cfg = env.workdir().join("logs/ssh_config.test");
+    fs::write(&cfg, lago::inventory::ssh_config(&env.ssh_hosts().unwrap()).unwrap()).unwrap();
+    let ssh = Command::new("ssh")
+        .arg("-F")
+        .arg(&cfg)
+        .args(["-o", "BatchMode=yes", "deb2", "id", "-un"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&ssh.stdout).trim(), "tester", "{ssh:?}");
+    let local = env.workdir().join("logs/scp.test");
+    fs::write(&local, "sent with scp\n").unwrap();
+    for (from, to) in [
+        (local.to_str().unwrap().to_owned(), "deb2:sent.txt".to_owned()),
+        ("deb2:sent.txt".to_owned(), format!("{}.back", local.display())),
+    ] {
+        let scp = Command::new("scp")
+            .arg("-F")
+            .arg(&cfg)
+            .args(["-o", "BatchMode=yes", &from, &to])
+            .output()
+            .unwrap();
+        assert!(scp.status.success(), "scp {from} {to}: {scp:?}");
+    }
+    assert_eq!(
+        fs::read_to_string(format!("{}.back", local.display())).unwrap(),
+        "sent with scp\n"
+    );
+    assert_eq!(out(deb2, &["cat", "sent.txt"]), "sent with scp\n");
+
     // `lago shutdown` powers deb2 off through ACPI: systemd stops and says so on the console.
     let t = Instant::now();
     let cli = Command::new(env!("CARGO_BIN_EXE_lago"))
