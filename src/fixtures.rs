@@ -75,7 +75,7 @@ pub fn env(init_file: &str) -> SuiteEnv {
     env_with(init_file, Isolation::Shared)
 }
 
-/// Like [`env`], with isolation: `Reset` reverts the VMs to their state
+/// Like [`env()`], with isolation: `Reset` reverts the VMs to their state
 /// right after boot and gives this test the environment to itself; `Fresh`
 /// boots an environment for this test alone (destroyed when the fixture is dropped).
 pub fn env_with(init_file: &str, isolation: Isolation) -> SuiteEnv {

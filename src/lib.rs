@@ -30,6 +30,11 @@
 //!   overlays), [`seed`] (cloud-init NoCloud), [`keys`] (ed25519).
 //! - [`backend`] is the only user of `virt`, [`ssh`] the only user of `ssh2`.
 //! - [`Env`] and [`Vm`] are the API; [`sdk`] mirrors the Python Lago SDK.
+//!   Lago's other verbs are `Env` methods too: [`collect`] (artifacts and
+//!   logs into a folder), [`deploy`] (per-VM deploy scripts), [`export`]
+//!   (disks plus an init file that boots them), [`inventory`] (an Ansible
+//!   inventory and an OpenSSH config with the pinned host keys).
+//! - [`cli`] is what the `lago` command shows and how it finds the workdir.
 //!
 //! See the README for the init-file schema, the CLI and the speed figures.
 
