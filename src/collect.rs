@@ -124,6 +124,23 @@ pub(crate) fn claim_output_dir(path: &Path) -> Result<()> {
     }
 }
 
+/// Most of a log file `collect` copies (the end is cut beyond it).
+const MAX_LOG_BYTES: u64 = 256 << 20;
+
+/// Copies log `from` into a new file `to` (mode 0600; never over an existing
+/// file or through a symlink), at most [`MAX_LOG_BYTES`].
+fn copy_new(from: &Path, to: &Path) -> std::io::Result<u64> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let src = fs::File::open(from)?;
+    let mut dst = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)?;
+    std::io::copy(&mut src.take(MAX_LOG_BYTES), &mut dst)
+}
+
 /// Fetches `vm`'s init-file artifacts into `dir` (which exists), each bounded
 /// by `limits`. A VM that is not running, or that timed out once, is not
 /// waited on again.
@@ -210,9 +227,11 @@ impl Env {
                         path: vm_dir.clone(),
                         source,
                     })?;
+                // The console first: an artifact named `/console.log` then gets another name.
                 let console = vm_dir.join("console.log");
+                let copied = copy_new(vm.console_log(), &console);
                 let mut got = fetch_artifacts(vm, &vm_dir, &limits);
-                match fs::copy(vm.console_log(), &console) {
+                match copied {
                     Ok(bytes) => got.files.insert(
                         0,
                         Collected {
@@ -240,7 +259,7 @@ impl Env {
             },
         )?;
         let log = self.workdir().join("logs/lago.log");
-        let env_log = fs::copy(&log, dir.join("lago.log")).ok().map(|_| dir.join("lago.log"));
+        let env_log = copy_new(&log, &dir.join("lago.log")).ok().map(|_| dir.join("lago.log"));
         Ok(CollectReport {
             dir,
             env_log,

@@ -4,8 +4,9 @@
 //! that VM; the error names the VM, the script and its exit code.
 //!
 //! The scripts go to a fresh `mktemp -d` folder on the guest, removed
-//! afterwards; each runs from the SSH user's home folder, by its own `#!`
-//! line (a script without one runs under `/bin/sh`). Each script's output
+//! afterwards; each runs from the SSH user's home folder, under the
+//! interpreter its `#!` line names (a script without one under `/bin/sh`),
+//! so a `noexec` `/tmp` does not matter. Each script's output
 //! goes to the log (and to a caller's sink, see [`Env::deploy_with`]) line
 //! by line as it runs. A script gets `LAGO_DEPLOY_TIMEOUT` seconds (default
 //! 3600).
@@ -25,6 +26,8 @@ use crate::vm::Vm;
 /// Seconds a deploy script may run (`LAGO_DEPLOY_TIMEOUT`).
 pub const ENV_TIMEOUT: &str = "LAGO_DEPLOY_TIMEOUT";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How long the setup and cleanup commands on the guest may take.
+const HOUSEKEEPING_TIMEOUT: Duration = Duration::from_secs(60);
 /// Lines of a failed script's output kept for its error.
 const TAIL_LINES: usize = 20;
 
@@ -139,6 +142,22 @@ fn timeout_from_env() -> Result<Duration> {
     }
 }
 
+/// The interpreter (and its one optional argument, as the kernel reads a
+/// `#!` line) that runs a script starting with `head`; `/bin/sh` without one.
+fn interpreter(head: &[u8]) -> Vec<String> {
+    let Some(rest) = head.strip_prefix(b"#!") else {
+        return vec!["/bin/sh".into()];
+    };
+    let line = rest.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let line = line.trim();
+    match line.split_once([' ', '\t']) {
+        _ if line.is_empty() => vec!["/bin/sh".into()],
+        Some((interp, arg)) if !arg.trim().is_empty() => vec![interp.to_owned(), arg.trim().to_owned()],
+        _ => vec![line.to_owned()],
+    }
+}
+
 /// Checks that every script of `vm` is a readable regular file (before anything runs).
 fn check_scripts(vm: &Vm) -> Result<()> {
     for s in &vm.spec().deploy_scripts {
@@ -157,7 +176,12 @@ fn check_scripts(vm: &Vm) -> Result<()> {
     Ok(())
 }
 
-fn deploy_vm(vm: &Vm, timeout: Duration, sink: &(dyn Fn(DeployLine<'_>) + Sync)) -> Result<VmDeployed> {
+fn deploy_vm(
+    vm: &Vm,
+    timeout: Duration,
+    limits: &CopyLimits,
+    sink: &(dyn Fn(DeployLine<'_>) + Sync),
+) -> Result<VmDeployed> {
     let mut done = VmDeployed {
         vm: vm.name().to_owned(),
         scripts: Vec::new(),
@@ -166,7 +190,11 @@ fn deploy_vm(vm: &Vm, timeout: Duration, sink: &(dyn Fn(DeployLine<'_>) + Sync))
         return Ok(done);
     }
     vm.require_running()?;
-    let made = vm.ssh(["mktemp", "-d", "/tmp/lago-deploy.XXXXXX"])?;
+    let made = vm.ssh_with(
+        &quote_command(["mktemp", "-d", "/tmp/lago-deploy.XXXXXX"]),
+        None,
+        Some(HOUSEKEEPING_TIMEOUT),
+    )?;
     let dir = made.out.trim().to_owned();
     if !made.success() || !dir.starts_with("/tmp/lago-deploy.") || dir.contains(['\n', '\'']) {
         return Err(Error::DeployFailed {
@@ -176,9 +204,13 @@ fn deploy_vm(vm: &Vm, timeout: Duration, sink: &(dyn Fn(DeployLine<'_>) + Sync))
             stderr_tail: made.err.trim().to_owned(),
         });
     }
-    let result = run_scripts(vm, &dir, timeout, sink, &mut done);
+    let result = run_scripts(vm, &dir, timeout, limits, sink, &mut done);
     // The folder is ours (mktemp made it): removed whatever happened.
-    if let Err(e) = vm.ssh(["rm", "-rf", "--", &dir]) {
+    if let Err(e) = vm.ssh_with(
+        &quote_command(["rm", "-rf", "--", &dir]),
+        None,
+        Some(HOUSEKEEPING_TIMEOUT),
+    ) {
         tracing::warn!(vm = vm.name(), dir, error = %e, "cannot remove the deploy folder");
     }
     result.map(|()| done)
@@ -188,20 +220,30 @@ fn run_scripts(
     vm: &Vm,
     dir: &str,
     timeout: Duration,
+    limits: &CopyLimits,
     sink: &(dyn Fn(DeployLine<'_>) + Sync),
     done: &mut VmDeployed,
 ) -> Result<()> {
-    let limits = CopyLimits::from_env()?;
     for (i, script) in vm.spec().deploy_scripts.iter().enumerate() {
         let base = script
             .file_name()
             .map(|n| n.to_string_lossy().replace(['/', '\n'], "_"))
             .unwrap_or_else(|| "script".into());
         let remote = format!("{dir}/{:02}-{base}", i + 1);
-        vm.copy_to_with(script, &remote, &limits)?;
+        vm.copy_to_with(script, &remote, limits)?;
+        let mut head = [0u8; 256];
+        let n = std::fs::File::open(script)
+            .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+            .map_err(|e| Error::DeployScript {
+                vm: vm.name().to_owned(),
+                script: script.clone(),
+                reason: e.to_string(),
+            })?;
         tracing::info!(vm = vm.name(), script = %script.display(), "deploy: running");
         let t = Instant::now();
-        let command = format!("chmod 0700 {q} && {q}", q = quote_command([remote.as_str()]));
+        let mut words = interpreter(&head[..n]);
+        words.push(remote.clone());
+        let command = quote_command(&words);
         let mut out = Lines {
             vm: vm.name(),
             script,
@@ -259,6 +301,7 @@ impl Env {
     pub fn deploy_with(&self, names: &[&str], sink: &(dyn Fn(DeployLine<'_>) + Sync)) -> Result<DeployReport> {
         let vms = self.select(names)?;
         let timeout = timeout_from_env()?;
+        let limits = CopyLimits::from_env()?;
         for vm in &vms {
             check_scripts(vm)?;
         }
@@ -266,7 +309,7 @@ impl Env {
             "deploy",
             &vms,
             |vm| vm.name().to_owned(),
-            |vm| deploy_vm(vm, timeout, sink),
+            |vm| deploy_vm(vm, timeout, &limits, sink),
         )?;
         Ok(DeployReport { vms })
     }
@@ -276,6 +319,20 @@ impl Env {
 mod tests {
     use super::*;
     use std::sync::Mutex;
+
+    #[test]
+    fn scripts_run_under_the_interpreter_their_first_line_names() {
+        assert_eq!(interpreter(b"echo hi\n"), ["/bin/sh"]);
+        assert_eq!(interpreter(b"#!/bin/bash\necho"), ["/bin/bash"]);
+        assert_eq!(interpreter(b"#! /usr/bin/env python3\n"), ["/usr/bin/env", "python3"]);
+        assert_eq!(
+            interpreter(b"#!/bin/sh -e -x\n"),
+            ["/bin/sh", "-e -x"],
+            "one argument, as the kernel reads it"
+        );
+        assert_eq!(interpreter(b"#!\n"), ["/bin/sh"]);
+        assert_eq!(interpreter(b""), ["/bin/sh"]);
+    }
 
     #[test]
     fn output_is_split_into_lines_and_the_tail_kept() {

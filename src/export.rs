@@ -72,39 +72,95 @@ pub struct ExportReport {
     pub layered: bool,
 }
 
-/// Removes what an unfinished export wrote (the folder too, when it made it).
-struct Rollback {
+/// The files of an export being written: into a staging folder made
+/// exclusively inside DIR, then moved into DIR (never replacing anything)
+/// once everything is written. Dropped unfinished, it removes what it wrote
+/// (and DIR, when it made it).
+struct Staging {
     dir: PathBuf,
     made_dir: bool,
-    files: Vec<PathBuf>,
+    stage: PathBuf,
+    names: Vec<String>,
+    moved: Vec<PathBuf>,
     done: bool,
 }
 
-impl Drop for Rollback {
+impl Drop for Staging {
     fn drop(&mut self) {
         if self.done {
             return;
         }
-        for f in &self.files {
+        for f in &self.moved {
             let _ = fs::remove_file(f);
         }
+        let _ = fs::remove_dir_all(&self.stage);
         if self.made_dir {
             let _ = fs::remove_dir(&self.dir);
         }
     }
 }
 
-impl Rollback {
-    /// Reserves `name` in the folder (never one taken already).
+impl Staging {
+    fn new(dir: &Path, made_dir: bool) -> Result<Staging> {
+        use std::os::unix::fs::DirBuilderExt;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let stage = dir.join(format!(".lago-export-{}-{nanos}", std::process::id()));
+        let mut staging = Staging {
+            dir: dir.to_path_buf(),
+            made_dir,
+            stage: stage.clone(),
+            names: Vec::new(),
+            moved: Vec::new(),
+            done: false,
+        };
+        // Exclusive: a folder of that name already there is an error, never shared.
+        if let Err(source) = fs::DirBuilder::new().mode(0o700).create(&stage) {
+            staging.stage = PathBuf::new();
+            return Err(Error::Output {
+                action: "create",
+                path: stage,
+                source,
+            });
+        }
+        Ok(staging)
+    }
+
+    /// A path in the staging folder for `name` (made unique among the export's files).
     fn reserve(&mut self, name: &str) -> PathBuf {
-        let mut path = self.dir.join(name);
+        let mut unique = name.to_owned();
         let mut n = 2;
-        while self.files.contains(&path) || fs::symlink_metadata(&path).is_ok() {
-            path = self.dir.join(format!("{n}-{name}"));
+        while self.names.contains(&unique) {
+            unique = format!("{n}-{name}");
             n += 1;
         }
-        self.files.push(path.clone());
-        path
+        self.names.push(unique.clone());
+        self.stage.join(unique)
+    }
+
+    /// Moves every file into DIR, none replacing anything there.
+    fn commit(mut self) -> Result<Vec<PathBuf>> {
+        for name in self.names.clone() {
+            let (from, to) = (self.stage.join(&name), self.dir.join(&name));
+            rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                &from,
+                rustix::fs::CWD,
+                &to,
+                rustix::fs::RenameFlags::NOREPLACE,
+            )
+            .map_err(|e| Error::Output {
+                action: "move the export into place at",
+                path: to.clone(),
+                source: e.into(),
+            })?;
+            self.moved.push(to);
+        }
+        let _ = fs::remove_dir(&self.stage);
+        self.done = true;
+        Ok(self.moved.clone())
     }
 }
 
@@ -245,91 +301,73 @@ impl Env {
                 message: "nothing to export: no VM lago created is chosen (VMs marked `skip-export` are exported only when named)".into(),
             });
         }
-        let running: Vec<&str> = vms
-            .iter()
-            .filter(|v| v.state().map(|s| s != VmState::Down).unwrap_or(true))
-            .map(|v| v.name())
-            .collect();
-        if !running.is_empty() {
-            if !opts.shutdown {
-                return Err(Error::ExportRunning {
-                    vms: running.iter().map(|s| s.to_string()).collect(),
-                });
-            }
-            tracing::info!(vms = ?running, "export: shutting down");
-            self.shutdown(&running, opts.shutdown_timeout)?;
+        let init_name = opts.init_file_name.as_str();
+        if init_name.is_empty()
+            || init_name == "."
+            || init_name == ".."
+            || init_name.starts_with(".lago-export-")
+            || init_name.contains(|c: char| c == '/' || c.is_control())
+        {
+            return Err(Error::Usage {
+                message: format!("init file name {init_name:?}: expected a plain file name"),
+            });
         }
         let dir = std::path::absolute(dir.as_ref()).map_err(|source| Error::Output {
             action: "resolve",
             path: dir.as_ref().to_path_buf(),
             source,
         })?;
+        // The folder is checked before any VM is touched.
         let made_dir = !dir.exists();
         crate::collect::claim_output_dir(&dir)?;
-        let mut rb = Rollback {
-            dir: dir.clone(),
-            made_dir,
-            files: Vec::new(),
-            done: false,
+        let mut stage = Staging::new(&dir, made_dir)?;
+        let running = |vms: &[&Vm]| -> Vec<String> {
+            vms.iter()
+                .filter(|v| v.state().map(|s| s != VmState::Down).unwrap_or(true))
+                .map(|v| v.name().to_owned())
+                .collect()
         };
-        let init_name = safe(&opts.init_file_name);
-        let init_file = rb.reserve(&init_name);
-        if init_file.file_name() != Some(std::ffi::OsStr::new(&init_name)) {
-            return Err(Error::Usage {
-                message: format!("init file name {:?}: expected a plain file name", opts.init_file_name),
-            });
+        let up = running(&vms);
+        if !up.is_empty() {
+            if !opts.shutdown {
+                return Err(Error::ExportRunning { vms: up });
+            }
+            tracing::info!(vms = ?up, "export: shutting down");
+            let up: Vec<&str> = up.iter().map(String::as_str).collect();
+            self.shutdown(&up, opts.shutdown_timeout)?;
         }
-        // Files shared by VMs: a template's copy (layered), a kernel, an initrd.
+        // Files shared by VMs: a template's copy (layered), a kernel, an initrd, an ISO.
         let mut shared: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
-        let mut share = |rb: &mut Rollback, src: &Path, name: &str, format: Option<DiskFormat>| -> Result<PathBuf> {
+        let mut share = |stage: &mut Staging, src: &Path, name: &str, image: bool| -> Result<PathBuf> {
             if let Some(p) = shared.get(src) {
                 return Ok(p.clone());
             }
-            let dst = rb.reserve(name);
-            match format {
-                Some(f) => image::convert(src, &dst, f)?,
-                None => {
-                    fs::copy(src, &dst).map_err(|source| Error::Output {
-                        action: "write",
-                        path: dst.clone(),
-                        source,
-                    })?;
-                }
+            let dst = stage.reserve(name);
+            if image {
+                // A template: qcow2, read-only in the store.
+                image::convert(src, DiskFormat::Qcow2, &dst, None)?;
+            } else {
+                fs::copy(src, &dst).map_err(|source| Error::Output {
+                    action: "write",
+                    path: dst.clone(),
+                    source,
+                })?;
             }
             shared.insert(src.to_path_buf(), dst.clone());
             Ok(dst)
         };
         let mut domains = Map::new();
         let mut nets_used = std::collections::BTreeSet::new();
+        let mut secrets = false;
         for vm in &vms {
             let mut entry = vm_entry(vm);
+            secrets |= vm.spec().root_password.is_some() || vm.spec().ssh_password.is_some();
             nets_used.extend(vm.spec().nics.iter().map(|n| n.net.clone()));
             let mut disks = Vec::new();
             for (ds, dp) in vm.spec().disks.iter().zip(&vm.plan().disks) {
                 let mut d = Map::new();
                 d.insert("name".into(), json!(ds.name));
                 d.insert("dev".into(), json!(ds.dev));
-                if ds.is_cdrom() {
-                    // A CD-ROM is read-only: one copy, used in place.
-                    let src = match &ds.source {
-                        DiskSource::File {
-                            path,
-                            make_a_copy: false,
-                        } => path.clone(),
-                        _ => dp.path.clone(),
-                    };
-                    let dst = rb.reserve(&format!("{}-{}.iso", safe(vm.name()), safe(&ds.name)));
-                    fs::copy(&src, &dst).map_err(|source| Error::Output {
-                        action: "write",
-                        path: dst.clone(),
-                        source,
-                    })?;
-                    d.insert("type".into(), json!("file"));
-                    d.insert("format".into(), json!("iso"));
-                    d.insert("path".into(), json!(beside(&dst)));
-                    disks.push(Value::Object(d));
-                    continue;
-                }
                 // The disk the VM wrote to: its overlay or copy in the workdir, or a file used in place.
                 let live = match &ds.source {
                     DiskSource::File {
@@ -338,10 +376,26 @@ impl Env {
                     } => path.clone(),
                     _ => dp.path.clone(),
                 };
-                let dst = rb.reserve(&format!("{}-{}.qcow2", safe(vm.name()), safe(&ds.name)));
+                if ds.is_cdrom() {
+                    // A CD-ROM is read-only: one copy, used in place.
+                    let iso = share(&mut stage, &live, &format!("{}.iso", safe(&ds.name)), false)?;
+                    d.insert("type".into(), json!("file"));
+                    d.insert("format".into(), json!("iso"));
+                    d.insert("path".into(), json!(beside(&iso)));
+                    disks.push(Value::Object(d));
+                    continue;
+                }
+                let dst = stage.reserve(&format!("{}-{}.qcow2", safe(vm.name()), safe(&ds.name)));
+                // Overlays are lago's own qcow2 files; every other disk is read as its declared format.
                 let overlay = matches!(ds.source, DiskSource::Template { .. } | DiskSource::TemplateFile { .. });
-                match (opts.layered && overlay, image::backing_file(&live)?) {
-                    (true, Some(base)) => {
+                let format = if overlay { DiskFormat::Qcow2 } else { ds.format };
+                let base = if opts.layered && overlay {
+                    image::backing_file(&live)?
+                } else {
+                    None
+                };
+                match base {
+                    Some(base) => {
                         let base_name = match &ds.source {
                             DiskSource::Template { .. } => self
                                 .saved_template(vm.name(), &ds.name)
@@ -352,16 +406,12 @@ impl Env {
                                 .map(|n| safe(&n.to_string_lossy()))
                                 .unwrap_or_else(|| "base.qcow2".into()),
                         };
-                        let base_copy = share(&mut rb, &base, &base_name, Some(DiskFormat::Qcow2))?;
-                        fs::copy(&live, &dst).map_err(|source| Error::Output {
-                            action: "write",
-                            path: dst.clone(),
-                            source,
-                        })?;
+                        let base_copy = share(&mut stage, &base, &base_name, true)?;
+                        // Only what the VM changed, on the copy of its template, named relative to the folder.
                         let rel = base_copy.file_name().map(PathBuf::from).unwrap_or(base_copy.clone());
-                        image::rebase_unsafe(&dst, &rel)?;
+                        image::convert(&live, DiskFormat::Qcow2, &dst, Some(&rel))?;
                     }
-                    _ => image::convert(&live, &dst, DiskFormat::Qcow2)?,
+                    None => image::convert(&live, format, &dst, None)?,
                 }
                 d.insert("type".into(), json!("template"));
                 d.insert("template_type".into(), json!("qcow2"));
@@ -372,10 +422,10 @@ impl Env {
             entry.insert("disks".into(), Value::Array(disks));
             if let Some((kernel, initrd, args)) = direct_boot(&vm.domain_xml) {
                 let base = |p: &Path| p.file_name().map(|n| safe(&n.to_string_lossy())).unwrap_or_default();
-                let k = share(&mut rb, &kernel, &base(&kernel), None)?;
+                let k = share(&mut stage, &kernel, &base(&kernel), false)?;
                 entry.insert("kernel".into(), json!(beside(&k)));
                 if let Some(i) = initrd {
-                    let i = share(&mut rb, &i, &base(&i), None)?;
+                    let i = share(&mut stage, &i, &base(&i), false)?;
                     entry.insert("initrd".into(), json!(beside(&i)));
                 }
                 if !args.is_empty() {
@@ -383,6 +433,11 @@ impl Env {
                 }
             }
             domains.insert(vm.name().to_owned(), Value::Object(entry));
+        }
+        // A VM started while its disks were copied: the copy may be torn.
+        let up = running(&vms);
+        if !up.is_empty() {
+            return Err(Error::ExportRunning { vms: up });
         }
         let nets: Map<String, Value> = self
             .spec()
@@ -394,28 +449,49 @@ impl Env {
         let doc = json!({ "domains": domains, "nets": nets });
         let yaml = serde_yaml::to_string(&doc).map_err(|e| Error::Render { message: e.to_string() })?;
         let text = format!(
-            "# Written by `lago export` from environment {} ({}).\n# Start it with: lago init {init_name} && lago start\n{yaml}",
+            "# Written by `lago export` from environment {} ({:?}).\n# Start it with: lago init {init_name:?} && lago start\n{yaml}",
             self.id(),
-            self.spec().source.display(),
+            self.spec().source.display().to_string(),
         );
-        fs::write(&init_file, text).map_err(|source| Error::Output {
-            action: "write",
-            path: init_file.clone(),
-            source,
-        })?;
+        let init_file = stage.reserve(init_name);
+        write_file(&init_file, text.as_bytes(), if secrets { 0o600 } else { 0o644 })?;
         // What was written must load: a check of this module, not of the user's input.
         config::load(&init_file)?;
-        let files = rb.files.iter().map(|f| (f.clone(), size_on_disk(f))).collect();
-        rb.done = true;
+        let files: Vec<(PathBuf, u64)> = stage
+            .commit()?
+            .into_iter()
+            .map(|f| {
+                let size = size_on_disk(&f);
+                (f, size)
+            })
+            .collect();
         tracing::info!(dir = %dir.display(), vms = vms.len(), "exported");
         Ok(ExportReport {
-            dir,
-            init_file,
+            dir: dir.clone(),
+            init_file: dir.join(init_name),
             vms: vms.iter().map(|v| v.name().to_owned()).collect(),
             files,
             layered: opts.layered,
         })
     }
+}
+
+/// Writes a new file (never an existing one) with `mode`.
+fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |source| Error::Output {
+        action: "write",
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(err)?;
+    f.write_all(data).map_err(err)
 }
 
 #[cfg(test)]
@@ -434,24 +510,32 @@ mod tests {
     }
 
     #[test]
-    fn reserved_names_never_collide_with_files_there() {
+    fn staged_files_move_in_without_replacing_anything_or_roll_back() {
         let t = tempfile::tempdir().unwrap();
-        fs::write(t.path().join("a.qcow2"), "x").unwrap();
-        let mut rb = Rollback {
-            dir: t.path().to_path_buf(),
-            made_dir: false,
-            files: Vec::new(),
-            done: false,
-        };
-        assert_eq!(rb.reserve("a.qcow2"), t.path().join("2-a.qcow2"));
-        assert_eq!(rb.reserve("a.qcow2"), t.path().join("3-a.qcow2"));
-        fs::write(t.path().join("2-a.qcow2"), "mine?").unwrap();
-        drop(rb);
-        assert!(
-            !t.path().join("2-a.qcow2").exists(),
-            "rollback removes what it reserved"
+        let dir = t.path().join("out");
+        fs::create_dir(&dir).unwrap();
+        let mut stage = Staging::new(&dir, false).unwrap();
+        let a = stage.reserve("a.qcow2");
+        assert_eq!(stage.reserve("a.qcow2").file_name().unwrap(), "2-a.qcow2");
+        fs::write(&a, "1").unwrap();
+        fs::write(stage.stage.join("2-a.qcow2"), "2").unwrap();
+        // Someone else's file appears under a final name: nothing of theirs is replaced or removed.
+        fs::write(dir.join("2-a.qcow2"), "theirs").unwrap();
+        assert!(stage.commit().is_err());
+        assert_eq!(fs::read_to_string(dir.join("2-a.qcow2")).unwrap(), "theirs");
+        let left: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(
+            left,
+            ["2-a.qcow2"],
+            "what the export moved in and its staging folder are gone"
         );
-        assert_eq!(fs::read_to_string(t.path().join("a.qcow2")).unwrap(), "x");
+        // A clean run: the files in place, no staging folder.
+        fs::remove_file(dir.join("2-a.qcow2")).unwrap();
+        let mut stage = Staging::new(&dir, false).unwrap();
+        fs::write(stage.reserve("x"), "x").unwrap();
+        assert_eq!(stage.commit().unwrap(), [dir.join("x")]);
+        let left: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, ["x"]);
         assert_eq!(safe("vm 01/../x"), "vm_01_.._x");
     }
 }

@@ -62,17 +62,6 @@ pub enum ImageError {
         #[source]
         source: CommandError,
     },
-    /// Pointing an overlay at another backing file failed.
-    #[error("cannot point {} at backing file {}", path.display(), backing.display())]
-    Rebase {
-        /// The overlay.
-        path: PathBuf,
-        /// The new backing file.
-        backing: PathBuf,
-        /// qemu-img's failure.
-        #[source]
-        source: CommandError,
-    },
     /// A file disk's image is missing.
     #[error("disk image {} does not exist", path.display())]
     Missing {
@@ -137,49 +126,40 @@ pub fn copy(from: &Path, to: &Path) -> Result<(), ImageError> {
     })
 }
 
-/// Writes `from` (with its whole backing chain) as one standalone image of
-/// `format` at `to` (sparse: unallocated clusters stay unallocated).
-pub fn convert(from: &Path, to: &Path, format: DiskFormat) -> Result<(), ImageError> {
+/// Writes `from` (read as `from_format`, never guessed: a guest could have
+/// written any header into a raw disk) as a qcow2 image at `to`: standalone
+/// (its whole backing chain flattened), or, with `backing`, only what differs
+/// from that qcow2 file (a name relative to `to`'s folder, or absolute).
+/// Sparse; without qemu's lock override, so an image a running VM holds is
+/// refused rather than copied mid-write.
+pub fn convert(from: &Path, from_format: DiskFormat, to: &Path, backing: Option<&Path>) -> Result<(), ImageError> {
     if !from.is_file() {
         return Err(ImageError::Missing {
             path: from.to_path_buf(),
         });
     }
-    run(Command::new("qemu-img")
-        .args(["convert", "-q", "-U", "-O", format.as_str()])
-        .arg(from)
-        .arg(to))
-    .map(|_| ())
-    .map_err(|source| ImageError::Convert {
-        from: from.to_path_buf(),
-        to: to.to_path_buf(),
-        source,
-    })
-}
-
-/// Rewrites the backing-file name of qcow2 overlay `path` to `backing`
-/// (a name relative to the overlay's folder, or absolute) without touching
-/// data: the caller guarantees the new backing file holds the same content.
-pub fn rebase_unsafe(path: &Path, backing: &Path) -> Result<(), ImageError> {
-    run(Command::new("qemu-img")
-        .args(["rebase", "-q", "-u", "-F", "qcow2", "-f", "qcow2", "-b"])
-        .arg(backing)
-        .arg(path))
-    .map(|_| ())
-    .map_err(|source| ImageError::Rebase {
-        path: path.to_path_buf(),
-        backing: backing.to_path_buf(),
-        source,
-    })
-}
-
-/// The backing file an image names, if any (as `qemu-img info` resolves it).
-pub fn backing_file(path: &Path) -> Result<Option<PathBuf>, ImageError> {
-    let out = run(Command::new("qemu-img").args(["info", "-U", "--output=json"]).arg(path)).map_err(|source| {
-        ImageError::Info {
-            path: path.to_path_buf(),
+    let mut cmd = Command::new("qemu-img");
+    cmd.args(["convert", "-q", "-f", from_format.as_str(), "-O", "qcow2"]);
+    if let Some(b) = backing {
+        cmd.arg("-B").arg(b).args(["-F", "qcow2"]);
+    }
+    run(cmd.arg(from).arg(to))
+        .map(|_| ())
+        .map_err(|source| ImageError::Convert {
+            from: from.to_path_buf(),
+            to: to.to_path_buf(),
             source,
-        }
+        })
+}
+
+/// The backing file of qcow2 image `path` (one lago made), if any.
+pub fn backing_file(path: &Path) -> Result<Option<PathBuf>, ImageError> {
+    let out = run(Command::new("qemu-img")
+        .args(["info", "-U", "-f", "qcow2", "--output=json"])
+        .arg(path))
+    .map_err(|source| ImageError::Info {
+        path: path.to_path_buf(),
+        source,
     })?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     Ok(v["full-backing-filename"]

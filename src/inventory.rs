@@ -75,18 +75,31 @@ pub struct Inventory {
     pub groups: BTreeMap<String, Vec<String>>,
 }
 
-/// A value for OpenSSH's config and command line: quoted when it holds blanks.
-fn ssh_quote(v: &str) -> Result<String> {
+/// A value for OpenSSH's config and `-o` options: quoted when it holds
+/// blanks; `%` doubled when it is a path (ssh expands `%` tokens in paths).
+fn ssh_quote(v: &str, path: bool) -> Result<String> {
     if v.contains(['"', '\n', '\r']) {
         return Err(Error::Usage {
             message: format!("{v:?}: OpenSSH config values cannot hold quotes or newlines"),
         });
     }
-    Ok(if v.contains([' ', '\t']) {
-        format!("\"{v}\"")
-    } else {
-        v.to_owned()
-    })
+    let v = if path { v.replace('%', "%%") } else { v.to_owned() };
+    Ok(if v.contains([' ', '\t']) { format!("\"{v}\"") } else { v })
+}
+
+/// A group name Ansible takes as a section header: letters, digits and `_.=-`
+/// kept, anything else (`]`, blanks, newlines) made `_`.
+fn group_name(key: &str, value: &str) -> String {
+    format!("{key}={value}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.=-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// A value in an INI inventory line (Ansible splits host lines like a shell).
@@ -164,17 +177,17 @@ pub fn ssh_config(hosts: &[SshHost]) -> Result<String> {
         }
         let _ = writeln!(s, "  HostName {}", h.hostname);
         let _ = writeln!(s, "  Port {}", h.port);
-        let _ = writeln!(s, "  User {}", ssh_quote(&h.user)?);
+        let _ = writeln!(s, "  User {}", ssh_quote(&h.user, false)?);
         let _ = writeln!(
             s,
             "  IdentityFile {}",
-            ssh_quote(&h.identity_file.display().to_string())?
+            ssh_quote(&h.identity_file.display().to_string(), true)?
         );
         let _ = writeln!(s, "  IdentitiesOnly yes");
         let _ = writeln!(
             s,
             "  UserKnownHostsFile {}",
-            ssh_quote(&h.known_hosts.display().to_string())?
+            ssh_quote(&h.known_hosts.display().to_string(), true)?
         );
         let _ = writeln!(s, "  GlobalKnownHostsFile /dev/null");
         let _ = writeln!(s, "  StrictHostKeyChecking yes");
@@ -256,11 +269,23 @@ impl Env {
         let mut inv = Inventory::default();
         for h in self.ssh_hosts()? {
             let vm = self.vm(&h.name)?;
-            let common = format!(
-                "-o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o HostKeyAlias={} -o IdentitiesOnly=yes",
-                ssh_quote(&h.known_hosts.display().to_string())?,
-                h.name
+            // Ansible splits these like a shell: each option is one quoted word.
+            let known = format!(
+                "UserKnownHostsFile={}",
+                ssh_quote(&h.known_hosts.display().to_string(), true)?
             );
+            let common = crate::ssh::quote_command([
+                "-o",
+                known.as_str(),
+                "-o",
+                "GlobalKnownHostsFile=/dev/null",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                &format!("HostKeyAlias={}", h.name),
+                "-o",
+                "IdentitiesOnly=yes",
+            ]);
             let vars = BTreeMap::from([
                 ("ansible_host".to_owned(), h.hostname.clone()),
                 ("ansible_port".to_owned(), h.port.to_string()),
@@ -276,7 +301,7 @@ impl Env {
             for key in keys {
                 for value in group_values(vm, key) {
                     inv.groups
-                        .entry(format!("{key}={value}"))
+                        .entry(group_name(key, &value))
                         .or_default()
                         .push(h.name.clone());
                 }
@@ -324,23 +349,22 @@ fn group_values(vm: &crate::Vm, key: &str) -> Vec<String> {
     }
 }
 
-/// Writes `path` with mode 0600.
+/// Replaces `path` (in the workdir) with `data`, mode 0600, atomically: the
+/// new content is written beside, under `logs/` (removed with the workdir),
+/// and renamed over it, so a reader never sees a half-written file.
 fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let err = |source| Error::Workdir {
         action: "write",
         path: path.to_path_buf(),
         source,
     };
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(err)?;
-    f.write_all(data).map_err(err)
+    let logs = path.parent().unwrap_or(Path::new(".")).join("logs");
+    let mut tmp = tempfile::NamedTempFile::new_in(&logs).map_err(err)?;
+    tmp.write_all(data).map_err(err)?;
+    // NamedTempFile is created 0600.
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -355,7 +379,7 @@ mod tests {
             port: 22,
             user: "tester".into(),
             identity_file: "/w/id_ed25519".into(),
-            known_hosts: "/my work/ssh_known_hosts".into(),
+            known_hosts: "/my work/100%/ssh_known_hosts".into(),
             host_key: None,
         }
     }
@@ -368,7 +392,7 @@ mod tests {
             "  HostName 192.168.200.2",
             "  User tester",
             "  IdentityFile /w/id_ed25519",
-            "  UserKnownHostsFile \"/my work/ssh_known_hosts\"",
+            "  UserKnownHostsFile \"/my work/100%%/ssh_known_hosts\"",
             "  StrictHostKeyChecking yes",
             "  HostKeyAlias vm01",
         ] {
@@ -378,6 +402,16 @@ mod tests {
         let mut bad = host("vm02");
         bad.identity_file = "/a\"b".into();
         assert!(ssh_config(&[bad]).unwrap_err().is_usage());
+    }
+
+    #[test]
+    fn group_names_cannot_open_sections_or_add_lines() {
+        assert_eq!(group_name("groups", "web"), "groups=web");
+        assert_eq!(
+            group_name("groups", "a]\nvm09 ansible_host=1.2.3.4\n[x"),
+            "groups=a__vm09_ansible_host=1.2.3.4__x"
+        );
+        assert_eq!(group_name("vm-type", "ovirt host:1"), "vm-type=ovirt_host_1");
     }
 
     #[test]

@@ -285,9 +285,12 @@ fn ansible_inventory(w: &Path, ip: &str) {
     // The SSH arguments Ansible would use reach the VM, with the pinned key.
     let common = vm01["ansible_ssh_common_args"].as_str().unwrap();
     assert!(common.contains("StrictHostKeyChecking=yes"), "{common}");
-    let out = Command::new("ssh")
-        .args(common.split_whitespace())
-        .args(["-o", "BatchMode=yes", "-i", key, "-l", "root", ip, "hostname"])
+    // As Ansible would: the arguments split like a shell's.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ssh {common} -o BatchMode=yes -i '{key}' -l root {ip} hostname"
+        ))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -309,6 +312,14 @@ fn export_and_boot_elsewhere(w: &Path, w2: &Path, tmp: &Path) {
             "echo exported > /root/marker && printf data-disk | dd of=/dev/vdb 2>/dev/null && sync",
         ],
     );
+    // A folder that holds something is refused before any VM is touched.
+    let full = tmp.join("full");
+    fs::create_dir(&full).unwrap();
+    fs::write(full.join("keep.txt"), "mine").unwrap();
+    let err = fails(w, &["export", "-d", full.to_str().unwrap(), "--shutdown"], 2);
+    assert!(err.contains("is not empty") && err.contains("`keep.txt`"), "{err}");
+    assert!(ok(w, &["status"]).lines().filter(|l| l.contains("running")).count() == 2);
+    assert_eq!(fs::read_dir(&full).unwrap().count(), 1);
     let dst = tmp.join("export");
     let err = fails(w, &["export", "--dst-dir", dst.to_str().unwrap()], 2);
     assert!(err.contains("`vm01` is running") && err.contains("--shutdown"), "{err}");

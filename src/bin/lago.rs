@@ -552,7 +552,13 @@ fn deploy(ctx: &Ctx, vms: &[String], format: Format) -> Result<ExitCode> {
     // Each line the scripts write, as it comes, on stderr (stdout stays the report).
     let report = ctx.env()?.deploy_with(&names(vms), &|l| {
         let name = l.script.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
-        eprintln!("[{} {name}] {}", l.vm, l.line);
+        // Guest output: control characters (terminal escapes) shown as `?`.
+        let line: String = l
+            .line
+            .chars()
+            .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
+            .collect();
+        eprintln!("[{} {name}] {line}", l.vm);
     })?;
     print_out(&cli::render(&report, format, cli::deploy_table)?);
     Ok(ExitCode::SUCCESS)
