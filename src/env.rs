@@ -67,6 +67,11 @@ pub struct InitOptions {
     /// Use only the template store: nothing is downloaded or built from a
     /// mirror (also `LAGO_OFFLINE=1`).
     pub offline: bool,
+    /// Treat the hypervisor as remote (`Some(true)`) or local (`Some(false)`);
+    /// `None`: as the libvirt URI says (a network transport or a host is
+    /// remote). Guests of a remote hypervisor reached over SSH
+    /// (`qemu+ssh://…`) are reached through that host.
+    pub remote: Option<bool>,
 }
 
 /// What is saved in the workdir to attach to the environment later.
@@ -82,6 +87,8 @@ pub(crate) struct SavedEnv {
     pub domain_xml: BTreeMap<String, String>,
     pub host_keys: BTreeMap<String, String>,
     pub templates: BTreeMap<String, String>,
+    #[serde(default)]
+    pub remote: Option<bool>,
 }
 
 /// A network's status.
@@ -256,6 +263,7 @@ impl Env {
             domain_xml: BTreeMap::new(),
             host_keys: BTreeMap::new(),
             templates: BTreeMap::new(),
+            remote: opts.remote,
         };
         for n in &plan.nets {
             saved.network_xml.insert(n.name.clone(), backend::xml::network_xml(n));
@@ -403,6 +411,12 @@ impl Env {
     fn attach_with(workdir: PathBuf, saved: SavedEnv, backend: Arc<Backend>) -> Result<Env> {
         let mut vms = BTreeMap::new();
         let autodestroy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // A remote hypervisor's guests are reached through it, when the URI reaches it over SSH.
+        let uri = crate::remote::LibvirtUri::parse(&saved.libvirt_uri).ok();
+        let remote = saved
+            .remote
+            .unwrap_or_else(|| uri.as_ref().is_some_and(|u| u.is_remote()));
+        let via = uri.filter(|_| remote).and_then(|u| u.jump_host()).map(Arc::new);
         for (vs, vp) in saved.spec.vms.iter().zip(&saved.plan.vms) {
             // A saved host key that cannot be read is an error, never "trust any".
             let host_key = match saved.host_keys.get(&vs.name) {
@@ -423,6 +437,7 @@ impl Env {
                 password: vs.ssh_password.clone().map(crate::ssh::Secret),
                 // A machine lago did not create: its host key is learned, then pinned.
                 learned_host_key: existing.then(|| workdir.join(workdir::KNOWN_HOSTS_DIR).join(&vs.name)),
+                via: via.clone(),
             };
             vms.insert(
                 vs.name.clone(),

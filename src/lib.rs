@@ -58,6 +58,7 @@ mod lock;
 mod logging;
 pub mod owner;
 pub mod plan;
+pub mod remote;
 pub mod sdk;
 pub mod seed;
 pub mod snapshot;

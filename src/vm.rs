@@ -104,6 +104,11 @@ impl Vm {
         &self.plan
     }
 
+    /// How lago reaches it over SSH (address, user, key, pinned host key, jump host).
+    pub fn ssh_target(&self) -> &ssh::Target {
+        self.conn.target()
+    }
+
     /// The serial console log.
     pub fn console_log(&self) -> &Path {
         &self.plan.console_log
@@ -295,6 +300,7 @@ impl Vm {
         };
         let mut last_error: Option<Box<SshError>> = None;
         let mut last_state_check = Instant::now() - Duration::from_secs(1);
+        let mut last_jump = Instant::now() - Duration::from_secs(1);
         let mut shown = stage;
         // Logs every stage from `shown` up to (not including) `now` as passed.
         let passed = |shown: &mut BootStage, now: BootStage| {
@@ -326,7 +332,22 @@ impl Vm {
                 stage = BootStage::PortOpen;
             }
             if stage >= BootStage::GuestUp {
-                match TcpStream::connect_timeout(&addr, Duration::from_millis(100)) {
+                // Through a jump host every probe is an SSH session to it: no direct
+                // port probe, and at most four attempts a second.
+                let probe = match &target.via {
+                    None => TcpStream::connect_timeout(&addr, Duration::from_millis(100)).map(|_| ()),
+                    Some(_) if stage < BootStage::PortOpen && start.elapsed() < Duration::from_secs(10) => {
+                        Err(std::io::Error::other("waiting for the console to show the guest is up"))
+                    }
+                    Some(_) if last_jump.elapsed() < Duration::from_millis(250) => Err(std::io::Error::other(
+                        "waiting before the next attempt through the jump host",
+                    )),
+                    Some(_) => {
+                        last_jump = Instant::now();
+                        Ok(())
+                    }
+                };
+                match probe {
                     Ok(_) => {
                         stage = stage.max(BootStage::Authenticated);
                         passed(&mut shown, stage);
@@ -340,6 +361,8 @@ impl Vm {
                             Err(e) => last_error = Some(Box::new(e)),
                         }
                     }
+                    // Through a jump host, a real SSH error is kept over "waiting".
+                    Err(_) if target.via.is_some() && last_error.is_some() => {}
                     Err(source) => {
                         last_error = Some(Box::new(SshError::Connect {
                             vm: self.name().to_owned(),

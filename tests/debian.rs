@@ -190,6 +190,7 @@ fn exercise(env: &Env) {
         host_key: None,
         password: None,
         learned_host_key: None,
+        via: None,
     };
     let st = lago::ssh::Connection::new(as_root)
         .exec("id -u", None, Some(Duration::from_secs(60)))

@@ -173,6 +173,7 @@ fn exercise(env: &Env, tmp: &Path) {
         host_key: Some(lago::keys::KeyPair::generate("impostor").unwrap().public_blob),
         password: None,
         learned_host_key: None,
+        via: None,
     };
     match lago::ssh::connect(&target, Duration::from_secs(5)) {
         Err(lago::ssh::SshError::HostKeyMismatch { .. }) => {}
@@ -660,6 +661,7 @@ fn root_password_is_set_and_ssh_stays_key_only(a: &Env, tmp: &Path) {
         host_key: None,
         password: Some(lago::ssh::Secret("s3cret".into())),
         learned_host_key: None,
+        via: None,
     };
     let err = lago::ssh::connect(&target, Duration::from_secs(5))
         .map(|_| ())

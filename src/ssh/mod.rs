@@ -43,6 +43,15 @@ impl CommandStatus {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SshError {
+    /// The guest could not be reached through the hypervisor host.
+    #[error("{vm}: cannot reach it through the hypervisor host")]
+    Jump {
+        /// VM name.
+        vm: String,
+        /// What failed.
+        #[source]
+        source: crate::remote::JumpError,
+    },
     /// The TCP connection to port 22 failed.
     #[error("{vm}: cannot connect to {addr}")]
     Connect {
@@ -213,6 +222,9 @@ pub struct Target {
     /// Where the host key of a machine lago did not create is kept: learned
     /// on first contact (with a warning), pinned from then on.
     pub learned_host_key: Option<PathBuf>,
+    /// Reach the guest through this host (the remote hypervisor) instead of
+    /// directly: an SSH session to it and a `direct-tcpip` channel.
+    pub via: Option<std::sync::Arc<crate::remote::JumpHost>>,
 }
 
 fn fingerprint(blob: &[u8]) -> String {
@@ -226,11 +238,17 @@ fn fingerprint(blob: &[u8]) -> String {
 /// Returns the session and a handle on its socket (for polling).
 pub fn connect(t: &Target, timeout: Duration) -> Result<(Session, TcpStream), SshError> {
     let addr = SocketAddr::new(t.ip, t.port);
-    let tcp = TcpStream::connect_timeout(&addr, timeout).map_err(|source| SshError::Connect {
-        vm: t.vm.clone(),
-        addr,
-        source,
-    })?;
+    let tcp = match &t.via {
+        Some(jump) => jump.tunnel(addr).map_err(|source| SshError::Jump {
+            vm: t.vm.clone(),
+            source,
+        })?,
+        None => TcpStream::connect_timeout(&addr, timeout).map_err(|source| SshError::Connect {
+            vm: t.vm.clone(),
+            addr,
+            source,
+        })?,
+    };
     let _ = tcp.set_nodelay(true);
     let poll_handle = tcp.try_clone().map_err(|source| SshError::Connect {
         vm: t.vm.clone(),

@@ -1,0 +1,527 @@
+//! Remote hypervisors: what a libvirt URI says ([`LibvirtUri`]), and
+//! reaching guests through the hypervisor host ([`JumpHost`]): an SSH session
+//! to the host, then a `direct-tcpip` channel to the guest's port 22, bridged
+//! to a loopback socket the guest session runs over (OpenSSH's `ProxyJump`).
+//!
+//! The host's key is checked the way OpenSSH checks it: against a
+//! known_hosts file (the URI's `known_hosts` parameter, else
+//! `~/.ssh/known_hosts`), strictly (an unknown host is refused; lago never
+//! writes that file). Authentication: the URI's `keyfile`, else the SSH
+//! agent, else `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ssh2::{BlockDirections, CheckResult, KnownHostFileKind, Session};
+
+/// A failure reaching a guest through the hypervisor host.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JumpError {
+    /// The libvirt URI is not one lago can read.
+    #[error("libvirt URI {uri:?}: {reason}")]
+    Uri {
+        /// The URI.
+        uri: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The TCP connection to the host's SSH server failed.
+    #[error("cannot connect to the hypervisor host {host}:{port} over SSH")]
+    Connect {
+        /// Host.
+        host: String,
+        /// Port.
+        port: u16,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The SSH handshake with the host failed.
+    #[error("SSH handshake with the hypervisor host {host}:{port} failed")]
+    Handshake {
+        /// Host.
+        host: String,
+        /// Port.
+        port: u16,
+        /// libssh2's error.
+        #[source]
+        source: ssh2::Error,
+    },
+    /// The host's key is not the one known_hosts holds, or it is not there.
+    #[error("hypervisor host {host}:{port}: {reason} (known hosts: {})", known_hosts.display())]
+    HostKey {
+        /// Host.
+        host: String,
+        /// Port.
+        port: u16,
+        /// The known_hosts file.
+        known_hosts: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No way of authenticating to the host worked.
+    #[error("SSH authentication to the hypervisor host {host}:{port} as {user} failed (tried: {tried})")]
+    Auth {
+        /// Host.
+        host: String,
+        /// Port.
+        port: u16,
+        /// User.
+        user: String,
+        /// What was tried, and why each failed.
+        tried: String,
+    },
+    /// The host would not forward to the guest.
+    #[error("the hypervisor host {host} cannot reach {to} for us")]
+    Channel {
+        /// Host.
+        host: String,
+        /// The guest's address.
+        to: SocketAddr,
+        /// libssh2's error.
+        #[source]
+        source: ssh2::Error,
+    },
+    /// The local end of the tunnel could not be set up.
+    #[error("cannot set up the local end of the tunnel to {to}")]
+    Local {
+        /// The guest's address.
+        to: SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The parts of a libvirt URI: `driver[+transport]://[user@][host][:port]/path[?k=v&…]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LibvirtUri {
+    /// The driver (`qemu`, `test`, …).
+    pub driver: String,
+    /// The transport (`ssh`, `libssh2`, `libssh`, `tcp`, `tls`, `unix`, `ext`), if named.
+    pub transport: Option<String>,
+    /// The user.
+    pub user: Option<String>,
+    /// The host (empty: this machine).
+    pub host: Option<String>,
+    /// The port.
+    pub port: Option<u16>,
+    /// The path (`/system`, `/session`, `/default`).
+    pub path: String,
+    /// Query parameters, in order.
+    pub params: Vec<(String, String)>,
+}
+
+/// `%XX` decoding of a URI component.
+fn unescape(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    let s = String::from_utf8(out).ok()?;
+    (!s.contains('\0')).then_some(s)
+}
+
+impl LibvirtUri {
+    /// Parses `uri`.
+    pub fn parse(uri: &str) -> Result<LibvirtUri, JumpError> {
+        let bad = |reason: &str| JumpError::Uri {
+            uri: uri.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if uri.len() > 4096 || uri.contains(|c: char| c.is_control()) {
+            return Err(bad("expected at most 4096 printable characters"));
+        }
+        let (scheme, rest) = uri
+            .split_once("://")
+            .ok_or_else(|| bad("expected driver[+transport]://[user@][host][:port]/path"))?;
+        let (driver, transport) = match scheme.split_once('+') {
+            Some((d, t)) => (d, Some(t.to_owned())),
+            None => (scheme, None),
+        };
+        if driver.is_empty() || !driver.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(bad("expected a driver name such as `qemu` before `://`"));
+        }
+        let (rest, query) = match rest.split_once('?') {
+            Some((r, q)) => (r, Some(q)),
+            None => (rest, None),
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        let (user, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(unescape(u).ok_or_else(|| bad("the user is not valid"))?), h),
+            None => (None, authority),
+        };
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or_else(|| bad("expected `]` after an IPv6 host"))?;
+            (h.to_owned(), after.strip_prefix(':'))
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h.to_owned(), Some(p)),
+                None => (hostport.to_owned(), None),
+            }
+        };
+        let port = match port {
+            Some(p) => Some(p.parse::<u16>().map_err(|_| bad("expected a port number after `:`"))?),
+            None => None,
+        };
+        let mut params = Vec::new();
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let k = unescape(k).ok_or_else(|| bad("a query parameter is not valid"))?;
+            let v = unescape(v).ok_or_else(|| bad("a query parameter is not valid"))?;
+            params.push((k, v));
+        }
+        Ok(LibvirtUri {
+            driver: driver.to_owned(),
+            transport,
+            user,
+            host: (!host.is_empty()).then_some(host),
+            port,
+            path: path.to_owned(),
+            params,
+        })
+    }
+
+    /// The value of query parameter `key`.
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the URI names another machine: a network transport or a
+    /// host (the hypervisor then shares no files or networks with this one).
+    pub fn is_remote(&self) -> bool {
+        match self.transport.as_deref() {
+            Some("unix") | None => self.host.is_some(),
+            Some(_) => true,
+        }
+    }
+
+    /// The hypervisor host as an SSH jump host, for URIs that reach it over
+    /// SSH (`ssh`, `libssh2`, `libssh` transports); `None` otherwise.
+    pub fn jump_host(&self) -> Option<JumpHost> {
+        let ssh = matches!(self.transport.as_deref(), Some("ssh" | "libssh2" | "libssh"));
+        let host = self.host.clone()?;
+        if !ssh {
+            return None;
+        }
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        Some(JumpHost {
+            host,
+            port: self.port.unwrap_or(22),
+            user: self
+                .user
+                .clone()
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_else(|| "root".to_owned()),
+            keyfile: self.param("keyfile").map(PathBuf::from),
+            known_hosts: self
+                .param("known_hosts")
+                .map(PathBuf::from)
+                .or_else(|| home.as_ref().map(|h| h.join(".ssh/known_hosts")))
+                .unwrap_or_else(|| PathBuf::from("/root/.ssh/known_hosts")),
+            home,
+        })
+    }
+}
+
+/// The hypervisor host, used as an SSH jump host to reach guests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JumpHost {
+    /// Host name or address.
+    pub host: String,
+    /// SSH port.
+    pub port: u16,
+    /// User.
+    pub user: String,
+    /// Private key (`keyfile`); `None`: the agent, then the default keys.
+    pub keyfile: Option<PathBuf>,
+    /// The known_hosts file the host's key is checked against (never written).
+    pub known_hosts: PathBuf,
+    home: Option<PathBuf>,
+}
+
+/// How long setting up a tunnel may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl JumpHost {
+    fn session(&self) -> Result<(Session, TcpStream), JumpError> {
+        let connect_err = |source| JumpError::Connect {
+            host: self.host.clone(),
+            port: self.port,
+            source,
+        };
+        let addr = (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .map_err(connect_err)?
+            .next()
+            .ok_or_else(|| connect_err(std::io::Error::other("the host name has no address")))?;
+        let tcp = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(connect_err)?;
+        let _ = tcp.set_nodelay(true);
+        let handle = tcp.try_clone().map_err(connect_err)?;
+        let handshake = |source| JumpError::Handshake {
+            host: self.host.clone(),
+            port: self.port,
+            source,
+        };
+        let mut sess = Session::new().map_err(handshake)?;
+        sess.set_tcp_stream(tcp);
+        sess.set_timeout(CONNECT_TIMEOUT.as_millis() as u32);
+        sess.handshake().map_err(handshake)?;
+        self.check_host_key(&sess)?;
+        self.authenticate(&sess)?;
+        sess.set_timeout(0);
+        sess.set_keepalive(true, 15);
+        Ok((sess, handle))
+    }
+
+    fn check_host_key(&self, sess: &Session) -> Result<(), JumpError> {
+        let fail = |reason: String| JumpError::HostKey {
+            host: self.host.clone(),
+            port: self.port,
+            known_hosts: self.known_hosts.clone(),
+            reason,
+        };
+        let (key, _) = sess.host_key().ok_or_else(|| fail("it presented no host key".into()))?;
+        let mut known = sess.known_hosts().map_err(|e| fail(e.to_string()))?;
+        known
+            .read_file(&self.known_hosts, KnownHostFileKind::OpenSSH)
+            .map_err(|e| fail(format!("cannot read the known_hosts file: {e}")))?;
+        match known.check_port(&self.host, self.port, key) {
+            CheckResult::Match => Ok(()),
+            CheckResult::Mismatch => Err(fail(
+                "its host key is NOT the one known_hosts holds; refusing to connect".into(),
+            )),
+            CheckResult::NotFound => Err(fail(format!(
+                "its host key is not in known_hosts; check it and add it (ssh-keyscan -p {} {}), as ssh would ask",
+                self.port, self.host
+            ))),
+            CheckResult::Failure => Err(fail("the known_hosts check failed".into())),
+        }
+    }
+
+    fn authenticate(&self, sess: &Session) -> Result<(), JumpError> {
+        let mut tried = Vec::new();
+        if let Some(k) = &self.keyfile {
+            match sess.userauth_pubkey_file(&self.user, None, k, None) {
+                Ok(()) => return Ok(()),
+                Err(e) => tried.push(format!("{}: {e}", k.display())),
+            }
+        } else {
+            match sess.userauth_agent(&self.user) {
+                Ok(()) => return Ok(()),
+                Err(e) => tried.push(format!("the SSH agent: {e}")),
+            }
+            for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
+                let Some(home) = &self.home else { break };
+                let k = home.join(".ssh").join(name);
+                if !k.is_file() {
+                    continue;
+                }
+                match sess.userauth_pubkey_file(&self.user, None, &k, None) {
+                    Ok(()) => return Ok(()),
+                    Err(e) => tried.push(format!("{}: {e}", k.display())),
+                }
+            }
+        }
+        Err(JumpError::Auth {
+            host: self.host.clone(),
+            port: self.port,
+            user: self.user.clone(),
+            tried: tried.join("; "),
+        })
+    }
+
+    /// A loopback TCP stream that reaches `to` through the host: an SSH
+    /// session to the host and a `direct-tcpip` channel, pumped by a thread
+    /// that ends when either side closes.
+    pub fn tunnel(&self, to: SocketAddr) -> Result<TcpStream, JumpError> {
+        let (sess, handle) = self.session()?;
+        sess.set_timeout(CONNECT_TIMEOUT.as_millis() as u32);
+        let channel = sess
+            .channel_direct_tcpip(&to.ip().to_string(), to.port(), None)
+            .map_err(|source| JumpError::Channel {
+                host: self.host.clone(),
+                to,
+                source,
+            })?;
+        sess.set_timeout(0);
+        let local_err = |source| JumpError::Local { to, source };
+        let listener = TcpListener::bind(("127.0.0.1", 0)).map_err(local_err)?;
+        let ours = TcpStream::connect(listener.local_addr().map_err(local_err)?).map_err(local_err)?;
+        let (theirs, peer) = listener.accept().map_err(local_err)?;
+        // Only our own connection is bridged, never another process's that raced for the port.
+        if Some(peer) != ours.local_addr().ok() {
+            return Err(local_err(std::io::Error::other(
+                "another process connected to the tunnel's loopback port first",
+            )));
+        }
+        let _ = ours.set_nodelay(true);
+        std::thread::Builder::new()
+            .name(format!("lago-tunnel-{to}"))
+            .spawn(move || pump(sess, handle, channel, theirs))
+            .map_err(local_err)?;
+        Ok(ours)
+    }
+}
+
+/// Copies bytes both ways between the local socket and the channel until
+/// either side closes.
+fn pump(sess: Session, remote: TcpStream, mut channel: ssh2::Channel, mut local: TcpStream) {
+    use rustix::event::{PollFd, PollFlags, poll};
+    use std::os::fd::AsFd;
+    sess.set_blocking(false);
+    let _ = local.set_nonblocking(true);
+    let mut buf = vec![0u8; 32 << 10];
+    let (mut to_remote, mut to_local): (Vec<u8>, Vec<u8>) = (Vec::new(), Vec::new());
+    let (mut local_eof, mut remote_eof) = (false, false);
+    let would_block = |e: &std::io::Error| e.kind() == std::io::ErrorKind::WouldBlock;
+    loop {
+        let mut moved = false;
+        if to_remote.is_empty() && !local_eof {
+            match local.read(&mut buf) {
+                Ok(0) => local_eof = true,
+                Ok(n) => {
+                    to_remote.extend_from_slice(&buf[..n]);
+                    moved = true;
+                }
+                Err(e) if would_block(&e) => {}
+                Err(_) => local_eof = true,
+            }
+        }
+        if !to_remote.is_empty() {
+            match channel.write(&to_remote) {
+                Ok(n) => {
+                    to_remote.drain(..n);
+                    moved |= n > 0;
+                }
+                Err(e) if would_block(&e) => {}
+                Err(_) => return,
+            }
+        } else if local_eof {
+            // Our side is done: tell the guest, then stop.
+            let _ = channel.send_eof();
+            let _ = channel.close();
+            return;
+        }
+        if to_local.is_empty() && !remote_eof {
+            match channel.read(&mut buf) {
+                Ok(0) if channel.eof() => remote_eof = true,
+                Ok(0) => {}
+                Ok(n) => {
+                    to_local.extend_from_slice(&buf[..n]);
+                    moved = true;
+                }
+                Err(e) if would_block(&e) => {}
+                Err(_) => remote_eof = true,
+            }
+        }
+        if !to_local.is_empty() {
+            match local.write(&to_local) {
+                Ok(n) => {
+                    to_local.drain(..n);
+                    moved |= n > 0;
+                }
+                Err(e) if would_block(&e) => {}
+                Err(_) => return,
+            }
+        } else if remote_eof {
+            let _ = local.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+        if moved {
+            continue;
+        }
+        let mut remote_flags = PollFlags::IN;
+        if matches!(
+            sess.block_directions(),
+            BlockDirections::Outbound | BlockDirections::Both
+        ) {
+            remote_flags |= PollFlags::OUT;
+        }
+        let mut local_flags = PollFlags::IN;
+        if !to_local.is_empty() {
+            local_flags |= PollFlags::OUT;
+        }
+        let (lfd, rfd) = (local.as_fd(), remote.as_fd());
+        let mut fds = [PollFd::new(&lfd, local_flags), PollFd::new(&rfd, remote_flags)];
+        let wait = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 100_000_000,
+        };
+        let _ = poll(&mut fds, Some(&wait));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris_are_read_like_libvirt_reads_them() {
+        let u = LibvirtUri::parse("qemu+ssh://root@10.0.0.5:2222/system?keyfile=/k%20k&known_hosts=/kh").unwrap();
+        assert_eq!(u.driver, "qemu");
+        assert_eq!(u.transport.as_deref(), Some("ssh"));
+        assert_eq!(u.user.as_deref(), Some("root"));
+        assert_eq!(u.host.as_deref(), Some("10.0.0.5"));
+        assert_eq!(u.port, Some(2222));
+        assert_eq!(u.path, "/system");
+        assert_eq!(u.param("keyfile"), Some("/k k"));
+        assert!(u.is_remote());
+        let j = u.jump_host().unwrap();
+        assert_eq!((j.host.as_str(), j.port, j.user.as_str()), ("10.0.0.5", 2222, "root"));
+        assert_eq!(j.known_hosts, PathBuf::from("/kh"));
+
+        for local in [
+            "qemu:///system",
+            "qemu:///session",
+            "test:///default",
+            "qemu+unix:///system",
+        ] {
+            let u = LibvirtUri::parse(local).unwrap();
+            assert!(!u.is_remote(), "{local}");
+            assert!(u.jump_host().is_none(), "{local}");
+        }
+        let tls = LibvirtUri::parse("qemu://hv.example.org/system").unwrap();
+        assert!(tls.is_remote());
+        assert!(tls.jump_host().is_none(), "no SSH to the host: guests must be routable");
+        let v6 = LibvirtUri::parse("qemu+libssh2://[fd00::1]:22/system").unwrap();
+        assert_eq!(v6.host.as_deref(), Some("fd00::1"));
+        assert!(v6.jump_host().is_some());
+        let nouser = LibvirtUri::parse("qemu+ssh://hv/system").unwrap().jump_host().unwrap();
+        assert_eq!(nouser.port, 22);
+    }
+
+    #[test]
+    fn bad_uris_are_errors_not_panics() {
+        for bad in [
+            "qemu/system",
+            "://x",
+            "qemu+ssh://h:99999/system",
+            "qemu+ssh://h:p/system",
+            "qemu+ssh://[::1/system",
+            "qemu+ssh://h/system?k=%zz",
+            "qemu+ssh://h/system?k=%00",
+            "qemu+ssh://h\n/system",
+        ] {
+            assert!(LibvirtUri::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(LibvirtUri::parse(&"q".repeat(5000)).is_err());
+    }
+}

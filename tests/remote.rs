@@ -1,0 +1,151 @@
+//! A hypervisor reached through `qemu+ssh://`: an `sshd` the test starts on
+//! 127.0.0.1 (inside the test network namespace) plays the hypervisor host.
+//! libvirt's connection goes through it, and so does every SSH connection to
+//! the guests (a `direct-tcpip` channel per connection, as `ProxyJump`), which
+//! its log proves.
+//!
+//! Boots VMs: `#[ignore]`d in a plain `cargo test`, run by `scripts/test`.
+
+#[path = "common/sshd.rs"]
+mod sshd;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lago::backend::Backend;
+use lago::remote::{JumpError, LibvirtUri};
+use lago::{Env, InitOptions};
+use sshd::Sshd;
+
+fn in_test_namespace() {
+    assert!(
+        std::env::var_os("LAGO_IN_NETNS").is_some(),
+        "VM tests must run inside lago's test network namespace: scripts/test, or scripts/netns-run cargo test -- --include-ignored"
+    );
+}
+
+fn envs(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/envs").join(name)
+}
+
+#[test]
+#[ignore = "boots VMs: run through scripts/test (inside the test network namespace)"]
+fn pair_through_qemu_ssh_and_the_hypervisor_as_jump_host() {
+    in_test_namespace();
+    let sshd = Sshd::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let uri = sshd.uri();
+    let t = Instant::now();
+    let env = Env::init(
+        envs("pair.yaml"),
+        InitOptions {
+            workdir: Some(tmp.path().join("env")),
+            libvirt_uri: Some(uri.clone()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    eprintln!("remote: init {:.2?}", t.elapsed());
+    let id = env.id().to_string();
+    let workdir = env.workdir().to_path_buf();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| exercise(&env, &sshd, tmp.path())));
+    env.destroy().unwrap();
+    // Nothing left on the hypervisor (asked through the same remote URI) nor here.
+    let b = Backend::connect(Some(&uri)).unwrap();
+    let prefix = format!("lago-{id}-");
+    assert!(b.domains_with_prefix(&prefix).unwrap().is_empty(), "domains left");
+    assert!(b.networks_with_prefix(&prefix).unwrap().is_empty(), "networks left");
+    assert!(!workdir.exists());
+    if let Err(p) = outcome {
+        std::panic::resume_unwind(p);
+    }
+}
+
+fn exercise(env: &Env, sshd: &Sshd, tmp: &Path) {
+    let t = Instant::now();
+    env.start(&[]).unwrap();
+    eprintln!(
+        "remote: start -> every VM answers SSH through the jump host: {:.2?}",
+        t.elapsed()
+    );
+    let vms = env.get_vms();
+    let (vm01, vm02) = (&vms["vm01"], &vms["vm02"]);
+    for vm in [vm01, vm02] {
+        let st = vm.ssh(["hostname", "-f"]).unwrap();
+        assert_eq!(st.out.trim(), format!("{}.lago.local", vm.name()), "{st:?}");
+    }
+    // Every guest connection went through the host: its log names each guest's port 22.
+    let log = sshd.log_text();
+    for vm in [vm01, vm02] {
+        assert!(
+            log.contains(&format!("to {} port 22", vm.ip())),
+            "sshd forwarded no channel to {} ({}):\n{log}",
+            vm.name(),
+            vm.ip()
+        );
+    }
+    // Copies both ways over the tunnel, 4 MiB.
+    let data: Vec<u8> = (0..(4u32 << 20)).map(|i| (i * 13 % 251) as u8).collect();
+    fs::write(tmp.join("up.bin"), &data).unwrap();
+    vm02.copy_to(tmp.join("up.bin"), "/tmp/up.bin").unwrap();
+    vm02.copy_from("/tmp/up.bin", tmp.join("down.bin")).unwrap();
+    assert_eq!(fs::read(tmp.join("down.bin")).unwrap(), data);
+    let ping = vm01.ssh(["ping", "-c", "1", "-W", "3", "vm02"]).unwrap();
+    assert!(ping.success(), "{ping:?}");
+    // Another process attaches through the same URI and jump host.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lago"))
+        .arg("-w")
+        .arg(env.workdir())
+        .args(["shell", "vm01", "--", "cat", "/etc/hostname"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "vm01");
+
+    // The host's key is checked strictly: an unknown or changed key is refused.
+    let jump = LibvirtUri::parse(&sshd.uri()).unwrap().jump_host().unwrap();
+    let mut target = vm01.ssh_target().clone();
+    let empty = tmp.join("empty_known_hosts");
+    fs::write(&empty, "").unwrap();
+    let other = tmp.join("other_known_hosts");
+    let stranger = lago::keys::KeyPair::generate("stranger").unwrap();
+    fs::write(
+        &other,
+        format!("[127.0.0.1]:{} {}\n", sshd.port, stranger.public_openssh),
+    )
+    .unwrap();
+    for (kh, want) in [
+        (&empty, "is not in known_hosts"),
+        (&other, "is NOT the one known_hosts holds"),
+    ] {
+        let mut j = jump.clone();
+        j.known_hosts = kh.clone();
+        target.via = Some(Arc::new(j));
+        let Err(err) = lago::ssh::connect(&target, Duration::from_secs(10)) else {
+            panic!("connected with known_hosts {}", kh.display());
+        };
+        let lago::ssh::SshError::Jump {
+            source: JumpError::HostKey { reason, .. },
+            ..
+        } = &err
+        else {
+            panic!("expected a host-key refusal, got {err:?}");
+        };
+        assert!(reason.contains(want), "{reason}");
+    }
+    // A wrong key for the host: authentication fails, saying what was tried.
+    let mut j = jump.clone();
+    let wrong = tmp.join("wrong_key");
+    lago::keys::KeyPair::generate("wrong").unwrap().write(&wrong).unwrap();
+    j.keyfile = Some(wrong.clone());
+    target.via = Some(Arc::new(j));
+    let Err(err) = lago::ssh::connect(&target, Duration::from_secs(10)) else {
+        panic!("authenticated with a wrong key");
+    };
+    assert!(
+        matches!(&err, lago::ssh::SshError::Jump { source: JumpError::Auth { tried, .. }, .. } if tried.contains("wrong_key")),
+        "{err:?}"
+    );
+}
