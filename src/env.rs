@@ -162,6 +162,8 @@ fn wd_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> E
 struct InitGuard<'a> {
     claim: Option<workdir::Claim>,
     lease: Option<(&'a LeaseStore, LeaseOwner)>,
+    /// Volumes made on a remote hypervisor: their name prefix.
+    volumes: Option<(Arc<Backend>, String)>,
     armed: bool,
 }
 
@@ -169,6 +171,11 @@ impl Drop for InitGuard<'_> {
     fn drop(&mut self) {
         if self.armed {
             return;
+        }
+        if let Some((backend, prefix)) = &self.volumes
+            && let Err(e) = backend.delete_volumes_with_prefix(prefix)
+        {
+            tracing::warn!(error = %e, "rollback: deleting the environment's volumes failed");
         }
         if let Some((store, owner)) = &self.lease
             && let Err(e) = store.release(owner)
@@ -212,6 +219,7 @@ impl Env {
         let mut guard = InitGuard {
             claim: Some(workdir::claim(&workdir, &env_id)?),
             lease: None,
+            volumes: None,
             armed: false,
         };
         crate::logging::attach_env_log(&workdir.join("logs/lago.log"));
@@ -252,6 +260,21 @@ impl Env {
         let store = if opts.offline { store.offline(true) } else { store };
         let accel = backend::choose_accel(opts.accel)?;
         let (uid, gid) = run_as();
+        // A remote hypervisor shares no files with this machine: every disk,
+        // seed, kernel and console log is a volume of its `lago` pool.
+        let remote = opts
+            .remote
+            .unwrap_or_else(|| crate::remote::LibvirtUri::parse(backend.uri()).is_ok_and(|u| u.is_remote()));
+        let files_at = if remote {
+            backend.ensure_pool()?;
+            guard.volumes = Some((backend.clone(), env_id.object_prefix()));
+            Files::Remote {
+                backend: &backend,
+                prefix: env_id.object_prefix(),
+            }
+        } else {
+            Files::Local
+        };
         let mut saved = SavedEnv {
             env_id: env_id.clone(),
             spec: spec.clone(),
@@ -263,7 +286,7 @@ impl Env {
             domain_xml: BTreeMap::new(),
             host_keys: BTreeMap::new(),
             templates: BTreeMap::new(),
-            remote: opts.remote,
+            remote: Some(remote),
         };
         for n in &plan.nets {
             saved.network_xml.insert(n.name.clone(), backend::xml::network_xml(n));
@@ -275,7 +298,24 @@ impl Env {
                 continue;
             }
             let mut kernel_boot: Option<Template> = None;
+            // Where each file is on the hypervisor, when it is remote.
+            let mut there: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
             for (ds, dp) in vs.disks.iter().zip(&vp.disks) {
+                if let Files::Remote { backend, prefix } = &files_at {
+                    let path = remote_disk(backend, prefix, vs, ds, dp, &store, &mut templates, &workdir)?;
+                    if let DiskSource::Template { name, version } = &dp.source
+                        && let Some(t) = templates.get(&(name.clone(), version.clone()))
+                    {
+                        saved
+                            .templates
+                            .insert(format!("{}/{}", vs.name, ds.name), format!("{}:{}", t.name, t.version));
+                        if kernel_boot.is_none() && std::ptr::eq(ds, &vs.disks[0]) && t.kernel.is_some() {
+                            kernel_boot = Some(t.clone());
+                        }
+                    }
+                    there.insert(dp.path.clone(), path);
+                    continue;
+                }
                 match &dp.source {
                     DiskSource::Template { name, version } => {
                         // Resolved once per template (for `tiny`, checking it is up to date reads its inputs).
@@ -325,6 +365,13 @@ impl Env {
                     },
                 );
                 fs::write(seed_path, files.image()).map_err(wd_err("write", seed_path))?;
+                if let Files::Remote { backend, prefix } = &files_at {
+                    let name = backend::storage::volume_name(&format!("{prefix}{}-cidata.img", vs.name));
+                    there.insert(
+                        seed_path.clone(),
+                        PathBuf::from(backend.upload_volume(&name, seed_path)?),
+                    );
+                }
                 saved.host_keys.insert(vs.name.clone(), host.public_openssh.clone());
             }
             let root_dev = vp.disks.first().map(|d| d.dev.clone()).unwrap_or_else(|| "vda".into());
@@ -345,6 +392,39 @@ impl Env {
                 )),
                 (None, None) => None,
             };
+            let direct = match (direct, &files_at) {
+                (Some((kernel, initrd, args)), Files::Remote { backend, prefix }) => {
+                    // A template's kernel is shared like its disk; one the init file names is the VM's own.
+                    let shared = vs.kernel_boot.is_none();
+                    let tmpl = saved
+                        .templates
+                        .get(&format!(
+                            "{}/{}",
+                            vs.name,
+                            vs.disks.first().map(|d| d.name.as_str()).unwrap_or("")
+                        ))
+                        .cloned()
+                        .unwrap_or_default();
+                    let upload = |what: &str, local: &Path| -> Result<PathBuf> {
+                        let path = if shared {
+                            backend.template_volume(
+                                &backend::storage::volume_name(&format!("lago-tmpl-{tmpl}-{what}")),
+                                local,
+                            )?
+                        } else {
+                            backend.upload_volume(
+                                &backend::storage::volume_name(&format!("{prefix}{}-{what}", vs.name)),
+                                local,
+                            )?
+                        };
+                        Ok(PathBuf::from(path))
+                    };
+                    let kernel = upload("kernel", &kernel)?;
+                    let initrd = initrd.map(|i| upload("initrd", &i)).transpose()?;
+                    Some((kernel, initrd, args))
+                }
+                (direct, _) => direct,
+            };
             let boot = match direct {
                 Some((kernel, initrd, args)) => Boot::Kernel {
                     kernel,
@@ -363,15 +443,31 @@ impl Env {
                 },
                 None => Boot::Disk,
             };
+            // On a remote hypervisor the domain names its volumes, and its console log is one too.
+            let mut vp_there = vp.clone();
+            if let Files::Remote { backend, prefix } = &files_at {
+                for d in &mut vp_there.disks {
+                    if let Some(p) = there.get(&d.path) {
+                        d.path = p.clone();
+                    }
+                }
+                if let Some(seed) = &mut vp_there.seed
+                    && let Some(p) = there.get(seed)
+                {
+                    *seed = p.clone();
+                }
+                let console = backend::storage::volume_name(&format!("{prefix}{}-console.log", vs.name));
+                vp_there.console_log = PathBuf::from(backend.create_volume(&console, 0, "raw", None)?);
+            }
             let params = DomainParams {
                 spec: vs,
-                plan: vp,
+                plan: &vp_there,
                 env_id: env_id.as_str(),
                 workdir: &workdir,
                 accel,
                 boot,
                 seed_dev: vp.seed.as_ref().map(|_| backend::xml::free_virtio_dev(vp)),
-                run_as: (uid, gid),
+                run_as: (!remote).then_some((uid, gid)),
                 owner: opts.owner.as_ref(),
             };
             saved
@@ -448,6 +544,13 @@ impl Env {
                     backend: backend.clone(),
                     conn: Connection::new(target),
                     autodestroy: autodestroy.clone(),
+                    console_volume: (saved.remote == Some(true) && !existing).then(|| {
+                        backend::storage::volume_name(&format!(
+                            "{}{}-console.log",
+                            saved.env_id.object_prefix(),
+                            vs.name
+                        ))
+                    }),
                 },
             );
         }
@@ -689,6 +792,72 @@ impl Env {
     }
 }
 
+/// Where an environment's files are made.
+enum Files<'a> {
+    /// Local files in the workdir (the fast path).
+    Local,
+    /// Volumes of the remote hypervisor's `lago` pool, named with `prefix`.
+    Remote { backend: &'a Backend, prefix: String },
+}
+
+/// Makes disk `ds` of VM `vs` as a volume on a remote hypervisor; returns its path there.
+#[allow(clippy::too_many_arguments)]
+fn remote_disk(
+    backend: &Backend,
+    prefix: &str,
+    vs: &config::VmSpec,
+    ds: &config::DiskSpec,
+    dp: &crate::plan::DiskPlan,
+    store: &TemplateStore,
+    templates: &mut BTreeMap<(String, Option<String>), Template>,
+    workdir: &Path,
+) -> Result<PathBuf> {
+    use backend::storage::volume_name;
+    let own = volume_name(&format!("{prefix}{}-{}.{}", vs.name, ds.name, ds.format.as_str()));
+    let path = match &dp.source {
+        DiskSource::Template { name, version } => {
+            let key = (name.clone(), version.clone());
+            let t = match templates.get(&key) {
+                Some(t) => t.clone(),
+                None => {
+                    let t = store.resolve(name, version.as_deref())?;
+                    store.record_use(&t, workdir);
+                    templates.insert(key, t.clone());
+                    t
+                }
+            };
+            let base =
+                backend.template_volume(&volume_name(&format!("lago-tmpl-{}:{}", t.name, t.version)), &t.disk)?;
+            let (_, virtual_size) = image::sizes(&t.disk)?;
+            let own = volume_name(&format!("{prefix}{}-{}.qcow2", vs.name, ds.name));
+            backend.create_volume(&own, virtual_size, "qcow2", Some(&base))?
+        }
+        DiskSource::TemplateFile { path } => {
+            if !path.is_file() {
+                return Err(image::ImageError::Missing { path: path.clone() }.into());
+            }
+            let base = backend.upload_volume(
+                &volume_name(&format!("{prefix}{}-{}-base.qcow2", vs.name, ds.name)),
+                path,
+            )?;
+            let (_, virtual_size) = image::sizes(path)?;
+            let own = volume_name(&format!("{prefix}{}-{}.qcow2", vs.name, ds.name));
+            backend.create_volume(&own, virtual_size, "qcow2", Some(&base))?
+        }
+        DiskSource::Empty { size_bytes } => backend.create_volume(&own, *size_bytes, ds.format.as_str(), None)?,
+        DiskSource::File { path, make_a_copy } => {
+            if !path.is_file() {
+                return Err(image::ImageError::Missing { path: path.clone() }.into());
+            }
+            if !make_a_copy {
+                tracing::warn!(vm = %vs.name, disk = %ds.name, path = %path.display(), "a remote hypervisor cannot use a local file in place: it gets a copy");
+            }
+            backend.upload_volume(&own, path)?
+        }
+    };
+    Ok(PathBuf::from(path))
+}
+
 /// Destroys every libvirt object named with `env_id` on `backend`: its
 /// domains (in parallel: libvirt waits for each QEMU process), then its networks.
 pub(crate) fn destroy_objects(backend: &Backend, env_id: &EnvId) -> Result<()> {
@@ -702,6 +871,10 @@ pub(crate) fn destroy_objects(backend: &Backend, env_id: &EnvId) -> Result<()> {
     for n in backend.networks_with_prefix(&prefix)? {
         backend.stop_network(&n)?;
         tracing::info!(network = n, "destroyed");
+    }
+    // A remote hypervisor's volumes of the env (disks, seeds, consoles); templates stay shared.
+    for v in backend.delete_volumes_with_prefix(&prefix)? {
+        tracing::info!(volume = v, "deleted");
     }
     Ok(())
 }

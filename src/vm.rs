@@ -67,6 +67,9 @@ pub struct Vm {
     /// Start domains so that libvirtd destroys them when this process ends
     /// (for environments one process owns alone).
     pub(crate) autodestroy: Arc<std::sync::atomic::AtomicBool>,
+    /// On a remote hypervisor: the volume its console log is written to
+    /// (copied into the local console log as it grows).
+    pub(crate) console_volume: Option<String>,
 }
 
 impl fmt::Debug for Vm {
@@ -109,9 +112,33 @@ impl Vm {
         self.conn.target()
     }
 
-    /// The serial console log.
+    /// The serial console log (on a remote hypervisor, first brought up to
+    /// date from its console volume).
     pub fn console_log(&self) -> &Path {
+        self.sync_console();
         &self.plan.console_log
+    }
+
+    /// Appends what the remote console volume holds beyond the local copy.
+    pub(crate) fn sync_console(&self) {
+        let Some(vol) = &self.console_volume else { return };
+        let local = &self.plan.console_log;
+        let have = fs_len(local);
+        match self.backend.download_volume(vol, have, 16 << 20) {
+            Ok(bytes) if !bytes.is_empty() => {
+                use std::io::Write;
+                let written = local
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| std::fs::OpenOptions::new().create(true).append(true).open(local))
+                    .and_then(|mut f| f.write_all(&bytes));
+                if let Err(e) = written {
+                    tracing::debug!(vm = %self.name(), error = %e, "cannot update the local console log");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(vm = %self.name(), error = %e, "cannot read the console volume"),
+        }
     }
 
     /// Whether it is a machine lago did not create (`vm-provider: ssh`):
@@ -241,6 +268,7 @@ impl Vm {
         if self.is_existing_machine() || self.state()? == VmState::Running {
             return Ok(());
         }
+        self.sync_console();
         let offset = console_len(&self.plan.console_log);
         let t = Instant::now();
         let autodestroy = self.autodestroy.load(std::sync::atomic::Ordering::Relaxed);
@@ -301,6 +329,7 @@ impl Vm {
         let mut last_error: Option<Box<SshError>> = None;
         let mut last_state_check = Instant::now() - Duration::from_secs(1);
         let mut last_jump = Instant::now() - Duration::from_secs(1);
+        let mut last_console_sync = Instant::now() - Duration::from_secs(1);
         let mut shown = stage;
         // Logs every stage from `shown` up to (not including) `now` as passed.
         let passed = |shown: &mut BootStage, now: BootStage| {
@@ -318,6 +347,7 @@ impl Vm {
                 match self.state()? {
                     VmState::Running => stage = stage.max(BootStage::GuestUp),
                     VmState::Down => {
+                        self.sync_console();
                         return Err(Error::DomainStopped {
                             vm: self.name().to_owned(),
                             stage,
@@ -327,6 +357,10 @@ impl Vm {
                     }
                     _ => {}
                 }
+            }
+            if self.console_volume.is_some() && last_console_sync.elapsed() >= Duration::from_millis(300) {
+                last_console_sync = Instant::now();
+                self.sync_console();
             }
             if stage == BootStage::GuestUp && console_shows_up(&self.plan.console_log, console_offset) {
                 stage = BootStage::PortOpen;
@@ -380,6 +414,7 @@ impl Vm {
     }
 
     fn stalled(&self, stage: BootStage, start: Instant, last_error: Option<Box<SshError>>, offset: u64) -> Error {
+        self.sync_console();
         Error::WaitForSsh {
             vm: self.name().to_owned(),
             stage,
@@ -391,6 +426,7 @@ impl Vm {
 
     /// The last `n` lines the serial console printed (this boot and earlier ones).
     pub fn console_lines(&self, n: usize) -> Vec<String> {
+        self.sync_console();
         console_tail(&self.plan.console_log, 0, n)
     }
 }
@@ -421,4 +457,8 @@ fn console_tail(path: &Path, offset: u64, n: usize) -> Vec<String> {
         .filter(|l| !l.trim().is_empty())
         .collect();
     lines[lines.len().saturating_sub(n)..].to_vec()
+}
+
+fn fs_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use lago::backend::Backend;
 use lago::remote::{JumpError, LibvirtUri};
-use lago::{Env, InitOptions};
+use lago::{Env, Error, InitOptions};
 use sshd::Sshd;
 
 fn in_test_namespace() {
@@ -28,6 +28,34 @@ fn in_test_namespace() {
 
 fn envs(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/envs").join(name)
+}
+
+/// Volumes of the `lago` pool, as the hypervisor lists them (through the remote URI).
+fn volumes(uri: &str) -> Vec<String> {
+    let out = std::process::Command::new("virsh")
+        .args(["-c", uri, "vol-list", "lago"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+/// Local files under `dir` (recursively).
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
 
 #[test]
@@ -50,6 +78,28 @@ fn pair_through_qemu_ssh_and_the_hypervisor_as_jump_host() {
     eprintln!("remote: init {:.2?}", t.elapsed());
     let id = env.id().to_string();
     let workdir = env.workdir().to_path_buf();
+    // Nothing of the disks is local: overlays, empty disks and seeds are volumes on the hypervisor.
+    assert!(
+        files_under(&workdir.join("images")).is_empty(),
+        "local images: {:?}",
+        files_under(&workdir.join("images"))
+    );
+    let prefix = format!("lago-{id}-");
+    let ours: Vec<String> = volumes(&uri).into_iter().filter(|v| v.starts_with(&prefix)).collect();
+    for want in [
+        "vm01-root.qcow2",
+        "vm02-root.qcow2",
+        "vm02-data.qcow2",
+        "vm01-cidata.img",
+        "vm01-console.log",
+    ] {
+        assert!(ours.contains(&format!("{prefix}{want}")), "no volume {want}: {ours:?}");
+    }
+    assert!(
+        volumes(&uri)
+            .iter()
+            .any(|v| v.starts_with("lago-tmpl-tiny_") && v.ends_with("-kernel"))
+    );
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| exercise(&env, &sshd, tmp.path())));
     env.destroy().unwrap();
     // Nothing left on the hypervisor (asked through the same remote URI) nor here.
@@ -58,9 +108,53 @@ fn pair_through_qemu_ssh_and_the_hypervisor_as_jump_host() {
     assert!(b.domains_with_prefix(&prefix).unwrap().is_empty(), "domains left");
     assert!(b.networks_with_prefix(&prefix).unwrap().is_empty(), "networks left");
     assert!(!workdir.exists());
+    let left: Vec<String> = volumes(&uri).into_iter().filter(|v| v.starts_with(&prefix)).collect();
+    assert!(left.is_empty(), "volumes left: {left:?}");
     if let Err(p) = outcome {
         std::panic::resume_unwind(p);
     }
+}
+
+#[test]
+#[ignore = "boots VMs: run through scripts/test (inside the test network namespace)"]
+fn a_failing_remote_boot_shows_its_console_and_leaves_nothing() {
+    in_test_namespace();
+    let sshd = Sshd::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let uri = sshd.uri();
+    let blank = tmp.path().join("blank.raw");
+    fs::write(&blank, vec![0u8; 1 << 20]).unwrap();
+    let text = fs::read_to_string(envs("broken.yaml"))
+        .unwrap()
+        .replace("$LAGO_TEST_BLANK_DISK", &blank.display().to_string());
+    let init = tmp.path().join("broken.yaml");
+    fs::write(&init, text).unwrap();
+    let env = Env::init(
+        &init,
+        InitOptions {
+            workdir: Some(tmp.path().join("env")),
+            libvirt_uri: Some(uri.clone()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let prefix = format!("lago-{}-", env.id());
+    let err = env.start(&[]).unwrap_err();
+    match &err {
+        Error::WaitForSsh { vm, console, .. } => {
+            assert_eq!(vm, "vm01");
+            assert!(
+                console
+                    .iter()
+                    .any(|l| l.contains("No bootable device") || l.contains("Booting")),
+                "the console, read through libvirt, is in the error: {err}"
+            );
+        }
+        other => panic!("expected WaitForSsh, got {other}"),
+    }
+    env.destroy().unwrap();
+    let left: Vec<String> = volumes(&uri).into_iter().filter(|v| v.starts_with(&prefix)).collect();
+    assert!(left.is_empty(), "volumes left: {left:?}");
 }
 
 fn exercise(env: &Env, sshd: &Sshd, tmp: &Path) {

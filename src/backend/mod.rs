@@ -8,6 +8,7 @@
 //! The connection URI is, in order: the option, `LIBVIRT_DEFAULT_URI`,
 //! `qemu:///system`.
 
+pub mod storage;
 pub mod xml;
 
 use std::path::Path;
@@ -117,6 +118,36 @@ pub enum BackendError {
         /// libvirt's error.
         #[source]
         source: virt::error::Error,
+    },
+    /// A storage pool or volume operation failed (remote hypervisors).
+    #[error("cannot {action} {name} (libvirt storage)")]
+    Storage {
+        /// What was being done.
+        action: &'static str,
+        /// The pool or volume.
+        name: String,
+        /// libvirt's error.
+        #[source]
+        source: virt::error::Error,
+    },
+    /// A local file to upload could not be read.
+    #[error("cannot upload {} as volume {name}", path.display())]
+    StorageIo {
+        /// The volume.
+        name: String,
+        /// The local file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// libvirt described a pool in a way lago cannot read.
+    #[error("cannot read the description of storage pool {name}: {message}")]
+    StorageXml {
+        /// The pool.
+        name: String,
+        /// What is wrong.
+        message: String,
     },
     /// KVM was asked for but cannot be used.
     #[error("accelerator kvm asked for, but {reason}")]

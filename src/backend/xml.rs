@@ -52,7 +52,7 @@ pub struct DomainParams<'a> {
     /// The seed disk's target device (`vdX`), when there is a seed.
     pub seed_dev: Option<String>,
     /// uid:gid the QEMU process runs as (so it can open the workdir).
-    pub run_as: (u32, u32),
+    pub run_as: Option<(u32, u32)>,
     /// The process that owns the environment's lifetime, if any (metadata, for `lago gc`).
     pub owner: Option<&'a crate::owner::Owner>,
 }
@@ -202,11 +202,14 @@ pub fn domain_xml(d: &DomainParams<'_>) -> String {
     let _ = writeln!(x, "  <on_poweroff>destroy</on_poweroff>");
     let _ = writeln!(x, "  <on_reboot>restart</on_reboot>");
     let _ = writeln!(x, "  <on_crash>destroy</on_crash>");
-    let _ = writeln!(
-        x,
-        "  <seclabel type='static' model='dac' relabel='no'><label>+{}:+{}</label></seclabel>",
-        d.run_as.0, d.run_as.1
-    );
+    // Locally QEMU runs as the user who made the files; on a remote
+    // hypervisor its daemon's own user and labelling apply.
+    if let Some((uid, gid)) = d.run_as {
+        let _ = writeln!(
+            x,
+            "  <seclabel type='static' model='dac' relabel='no'><label>+{uid}:+{gid}</label></seclabel>"
+        );
+    }
     let _ = writeln!(x, "  <devices>");
     if plan.disks.iter().any(|disk| disk.bus == DiskBus::Scsi) {
         let _ = writeln!(x, "    <controller type='scsi' index='0' model='virtio-scsi'/>");
@@ -316,7 +319,7 @@ nets:
             accel,
             boot,
             seed_dev: Some(free_virtio_dev(&p.vms[i])),
-            run_as: (1000, 1000),
+            run_as: Some((1000, 1000)),
             owner: None,
         }
     }
