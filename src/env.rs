@@ -164,6 +164,8 @@ struct InitGuard<'a> {
     lease: Option<(&'a LeaseStore, LeaseOwner)>,
     /// Volumes made on a remote hypervisor: their name prefix.
     volumes: Option<(Arc<Backend>, String)>,
+    /// Subnets claimed on a shared daemon, by the env id.
+    claims: Option<(Arc<Backend>, String)>,
     armed: bool,
 }
 
@@ -176,6 +178,11 @@ impl Drop for InitGuard<'_> {
             && let Err(e) = backend.delete_volumes_with_prefix(prefix)
         {
             tracing::warn!(error = %e, "rollback: deleting the environment's volumes failed");
+        }
+        if let Some((backend, env_id)) = &self.claims
+            && let Err(e) = backend.release_claims(env_id)
+        {
+            tracing::warn!(error = %e, "rollback: releasing subnet claims failed");
         }
         if let Some((store, owner)) = &self.lease
             && let Err(e) = store.release(owner)
@@ -220,6 +227,7 @@ impl Env {
             claim: Some(workdir::claim(&workdir, &env_id)?),
             lease: None,
             volumes: None,
+            claims: None,
             armed: false,
         };
         crate::logging::attach_env_log(&workdir.join("logs/lago.log"));
@@ -240,8 +248,46 @@ impl Env {
         // Subnets the daemon's networks (any user's) or the host's routes already use are never handed out.
         let mut in_use = backend.subnets_in_use()?;
         in_use.extend(crate::lease::host_route_subnets());
-        let subnets = leases.acquire_avoiding(&owner, &plan::subnet_requests(&spec), &in_use)?;
-        guard.lease = Some((&leases, owner));
+        // On a daemon other machines may share, each /24 is also claimed in the daemon (atomic
+        // there); one another client holds is given back and another one leased.
+        let shared_daemon = opts
+            .remote
+            .unwrap_or_else(|| crate::remote::LibvirtUri::parse(backend.uri()).is_ok_and(|u| u.is_remote()));
+        let requests = plan::subnet_requests(&spec);
+        let mut attempts = 0;
+        let subnets = loop {
+            let subnets = leases.acquire_avoiding(&owner, &requests, &in_use)?;
+            guard.lease = Some((&leases, owner.clone()));
+            if !shared_daemon {
+                break subnets;
+            }
+            guard.claims = Some((backend.clone(), env_id.to_string()));
+            let mut taken = Vec::new();
+            for s in subnets.values() {
+                if !backend.claim_subnet(*s, env_id.as_str())? {
+                    taken.push(*s);
+                }
+            }
+            if taken.is_empty() {
+                break subnets;
+            }
+            attempts += 1;
+            tracing::info!(
+                ?taken,
+                "subnets claimed on the daemon by another client; leasing others"
+            );
+            backend.release_claims(env_id.as_str())?;
+            leases.release(&owner)?;
+            in_use.extend(taken);
+            if attempts >= 8 {
+                return Err(crate::lease::LeaseError::Exhausted {
+                    needed: requests.len(),
+                    free: 0,
+                    dir: leases.dir().to_path_buf(),
+                }
+                .into());
+            }
+        };
         let plan = plan::plan(&spec, &env_id, &subnets, &workdir)?;
 
         let client = KeyPair::generate(&format!("lago-{env_id}"))?;
@@ -872,6 +918,7 @@ pub(crate) fn destroy_objects(backend: &Backend, env_id: &EnvId) -> Result<()> {
         backend.stop_network(&n)?;
         tracing::info!(network = n, "destroyed");
     }
+    backend.release_claims(env_id.as_str())?;
     // A remote hypervisor's volumes of the env (disks, seeds, consoles); templates stay shared.
     for v in backend.delete_volumes_with_prefix(&prefix)? {
         tracing::info!(volume = v, "deleted");

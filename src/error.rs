@@ -230,7 +230,9 @@ pub enum Error {
         source: crate::cmd::CommandError,
     },
     /// `lago gc` found objects on a libvirt URI it could not reach.
-    #[error("cannot remove objects on {uri}: it could not be reached")]
+    #[error(
+        "cannot remove objects on {uri}: it was not asked (lago gc --all-uris asks every URI environments recorded) or could not be reached"
+    )]
     NoBackendForGc {
         /// The URI.
         uri: String,

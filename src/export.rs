@@ -301,6 +301,11 @@ impl Env {
                 message: "nothing to export: no VM lago created is chosen (VMs marked `skip-export` are exported only when named)".into(),
             });
         }
+        if vms.iter().any(|v| v.remote_storage()) {
+            return Err(Error::Usage {
+                message: "export reads disk files on this machine; the disks of an environment on a remote hypervisor are volumes there (not supported yet)".into(),
+            });
+        }
         let init_name = opts.init_file_name.as_str();
         if init_name.is_empty()
             || init_name == "."

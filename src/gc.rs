@@ -233,11 +233,19 @@ pub fn sweep(opts: &GcOptions) -> Result<GcReport> {
 /// Removes env `id`: its libvirt objects, then its leases, then lago's
 /// files in its workdir (only when the workdir still names this env).
 fn reap(id: &EnvId, f: &Found, backend: Option<&Backend>, leases: &LeaseStore) -> Result<()> {
-    if !f.domains.is_empty() || !f.networks.is_empty() {
-        let Some(b) = backend else {
+    // Whatever the daemon holds of it goes: domains, networks, and (on a
+    // remote hypervisor) its volumes and subnet claims, which an env that
+    // never started has without any domain or network.
+    match backend {
+        Some(b) => crate::env::destroy_objects(b, id)?,
+        // A remote daemon not asked (no --all-uris) may hold its volumes: fail closed.
+        None if !f.domains.is_empty()
+            || !f.networks.is_empty()
+            || crate::remote::LibvirtUri::parse(&f.uri).is_ok_and(|u| u.is_remote()) =>
+        {
             return Err(Error::NoBackendForGc { uri: f.uri.clone() });
-        };
-        crate::env::destroy_objects(b, id)?;
+        }
+        None => {}
     }
     leases.release_env(id)?;
     if let Some(w) = &f.workdir

@@ -222,6 +222,15 @@ impl Env {
                     path: foreign[0].clone(),
                 });
             }
+            // A raw disk is copied by file; a remote hypervisor's are volumes lago cannot copy.
+            if vm.remote_storage() && vm.plan.disks.iter().any(|d| d.format == DiskFormat::Raw) {
+                return Err(Error::Usage {
+                    message: format!(
+                        "{}: on a remote hypervisor only VMs whose writable disks are all qcow2 can be snapshotted (disks and memory); it has a raw disk",
+                        vm.name()
+                    ),
+                });
+            }
             let state = vm.state()?;
             if state != VmState::Running {
                 return Err(Error::NotRunning {

@@ -119,6 +119,11 @@ impl Vm {
         &self.plan.console_log
     }
 
+    /// Whether its files are volumes of a remote hypervisor (not files here).
+    pub fn remote_storage(&self) -> bool {
+        self.console_volume.is_some()
+    }
+
     /// Appends what the remote console volume holds beyond the local copy.
     pub(crate) fn sync_console(&self) {
         let Some(vol) = &self.console_volume else { return };

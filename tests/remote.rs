@@ -188,6 +188,12 @@ fn exercise(env: &Env, sshd: &Sshd, tmp: &Path) {
     assert_eq!(fs::read(tmp.join("down.bin")).unwrap(), data);
     let ping = vm01.ssh(["ping", "-c", "1", "-W", "3", "vm02"]).unwrap();
     assert!(ping.success(), "{ping:?}");
+    // Snapshots of qcow2 volumes work through libvirt alone: disks and memory, reverted.
+    vm01.ssh(["sh", "-c", "echo before > /root/state"]).unwrap();
+    env.snapshot("booted").unwrap();
+    vm01.ssh(["sh", "-c", "echo after > /root/state"]).unwrap();
+    env.revert("booted").unwrap();
+    assert_eq!(vm01.ssh(["cat", "/root/state"]).unwrap().out, "before\n");
     // Another process attaches through the same URI and jump host.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_lago"))
         .arg("-w")
@@ -242,4 +248,71 @@ fn exercise(env: &Env, sshd: &Sshd, tmp: &Path) {
         matches!(&err, lago::ssh::SshError::Jump { source: JumpError::Auth { tried, .. }, .. } if tried.contains("wrong_key")),
         "{err:?}"
     );
+}
+
+#[test]
+#[ignore = "boots VMs: run through scripts/test (inside the test network namespace)"]
+fn two_clients_of_one_daemon_never_lease_the_same_subnet() {
+    in_test_namespace();
+    let sshd = Sshd::start();
+    let uri = sshd.uri();
+    let tmp = tempfile::tempdir().unwrap();
+    // Two machines: each its own lease directory; only the daemon is shared.
+    let init = |name: &str| {
+        Env::init(
+            envs("tiny1.yaml"),
+            InitOptions {
+                workdir: Some(tmp.path().join(name)),
+                libvirt_uri: Some(uri.clone()),
+                leases: Some(lago::lease::LeaseStore::new(tmp.path().join(format!("leases-{name}")))),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let a = init("a");
+    let b = init("b");
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| claims_are_per_daemon(&a, &b, &uri)));
+    let _ = a.teardown();
+    let _ = b.teardown();
+    if let Err(p) = outcome {
+        std::panic::resume_unwind(p);
+    }
+}
+
+fn claims_are_per_daemon(a: &Env, b: &Env, uri: &str) {
+    let subnet = |e: &Env| e.plan().nets[0].subnet.unwrap();
+    assert_ne!(
+        subnet(a),
+        subnet(b),
+        "the second client saw the first one's claim on the daemon"
+    );
+    let backend = Backend::connect(Some(uri)).unwrap();
+    // A claim is atomic in the daemon: another env cannot take it, its owner keeps it.
+    assert!(!backend.claim_subnet(subnet(a), b.id().as_str()).unwrap());
+    assert!(backend.claim_subnet(subnet(a), a.id().as_str()).unwrap());
+    let claims = || -> Vec<String> {
+        let out = std::process::Command::new("virsh")
+            .args(["-c", uri, "net-list", "--all", "--name"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with(lago::backend::storage::CLAIM_PREFIX))
+            .map(str::to_owned)
+            .collect()
+    };
+    let before = claims();
+    for e in [a, b] {
+        let want = format!("{}{}", lago::backend::storage::CLAIM_PREFIX, subnet(e).third_octet());
+        assert!(before.contains(&want), "{want} in {before:?}");
+    }
+    let (sa, sb) = (subnet(a), subnet(b));
+    a.teardown().unwrap();
+    b.teardown().unwrap();
+    let after = claims();
+    for s in [sa, sb] {
+        let gone = format!("{}{}", lago::backend::storage::CLAIM_PREFIX, s.third_octet());
+        assert!(!after.contains(&gone), "{gone} still claimed: {after:?}");
+    }
 }

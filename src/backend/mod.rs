@@ -639,7 +639,9 @@ impl Backend {
             source,
         })?;
         let mut used = std::collections::HashSet::new();
-        for n in all.iter().filter(|n| n.is_active().unwrap_or(false)) {
+        // Active networks, and the subnet claims clients of this daemon hold.
+        let claim = |n: &virt::network::Network| n.name().is_ok_and(|x| x.starts_with(storage::CLAIM_PREFIX));
+        for n in all.iter().filter(|n| n.is_active().unwrap_or(false) || claim(n)) {
             let Ok(xml) = n.xml_desc(0) else { continue };
             for part in xml.split("<ip address=").skip(1) {
                 let addr: String = part.chars().skip(1).take_while(|c| *c != '\'' && *c != '"').collect();

@@ -263,3 +263,60 @@ impl Backend {
         Ok(path)
     }
 }
+
+/// Subnet claims on a daemon several clients share: an inactive network
+/// `lago-lease-<third octet>` defined per leased /24. Defining is atomic in
+/// the daemon (a second client's definition under the same name fails), and
+/// [`Backend::subnets_in_use`] counts claims as used.
+pub const CLAIM_PREFIX: &str = "lago-subnetclaim-";
+
+/// Whether a claim network's XML names `env_id` (libvirt may write either quote).
+fn claimed_by(xml: &str, env_id: &str) -> bool {
+    xml.contains(&format!("env='{env_id}'")) || xml.contains(&format!("env=\"{env_id}\""))
+}
+
+impl Backend {
+    /// Claims `subnet` on the daemon for `env_id`: `true` when the claim is
+    /// ours (new, or already ours), `false` when another environment holds it.
+    pub fn claim_subnet(&self, subnet: crate::plan::Subnet, env_id: &str) -> Result<bool, BackendError> {
+        let name = format!("{CLAIM_PREFIX}{}", subnet.third_octet());
+        if let Ok(n) = self.conn.lookup_network_by_name(&name) {
+            return Ok(n.xml_desc(0).is_ok_and(|x| claimed_by(&x, env_id)));
+        }
+        let xml = format!(
+            "<network><name>{name}</name>\
+             <metadata><lago:claim xmlns:lago='https://github.com/lago-project/lago-rs/claim' env='{}'/></metadata>\
+             <ip address='{}' prefix='24'/></network>",
+            xml_escape(env_id),
+            subnet.host(1)
+        );
+        match self.conn.define_network_xml(&xml) {
+            Ok(_) => Ok(true),
+            // Defined by another client meanwhile: theirs unless it names us.
+            Err(e) => match self.conn.lookup_network_by_name(&name) {
+                Ok(n) => Ok(n.xml_desc(0).is_ok_and(|x| claimed_by(&x, env_id))),
+                Err(_) => Err(BackendError::Storage {
+                    action: "claim subnet",
+                    name,
+                    source: e,
+                }),
+            },
+        }
+    }
+
+    /// Drops every subnet claim of `env_id` on the daemon.
+    pub fn release_claims(&self, env_id: &str) -> Result<(), BackendError> {
+        let all = self.conn.list_all_networks(0).map_err(|source| BackendError::List {
+            what: "networks",
+            source,
+        })?;
+        for n in all {
+            let Ok(name) = n.name() else { continue };
+            if name.starts_with(CLAIM_PREFIX) && n.xml_desc(0).is_ok_and(|x| claimed_by(&x, env_id)) {
+                n.undefine()
+                    .map_err(|source| BackendError::StopNetwork { name, source })?;
+            }
+        }
+        Ok(())
+    }
+}

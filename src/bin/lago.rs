@@ -203,6 +203,10 @@ struct InitArgs {
     /// Use only the template store: download and build nothing (also LAGO_OFFLINE=1).
     #[arg(long)]
     offline: bool,
+    /// Treat the hypervisor as remote even when the URI is local: every file
+    /// becomes a volume of its `lago` storage pool (a remote URI implies it).
+    #[arg(long)]
+    remote: bool,
 }
 
 #[derive(Debug, Args)]
@@ -458,6 +462,7 @@ fn init(ctx: &Ctx, a: InitArgs) -> Result<ExitCode> {
         strict: a.strict,
         template_repos: a.template_repo,
         offline: a.offline,
+        remote: a.remote.then_some(true),
         ..Default::default()
     };
     let t = Instant::now();
