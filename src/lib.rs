@@ -28,7 +28,9 @@
 //! - [`lease`] hands out host-wide /24 subnets so that environments never collide.
 //! - [`store`] (templates: the built-in `tiny` and `debian-12`, Lago template repositories), [`image`] (qcow2
 //!   overlays), [`seed`] (cloud-init NoCloud), [`keys`] (ed25519).
-//! - [`backend`] is the only user of `virt`, [`ssh`] the only user of `ssh2`.
+//! - [`backend`] is the only user of `virt`, [`ssh`] the only user of `ssh2`;
+//!   [`remote`] reads libvirt URIs and reaches a remote hypervisor's guests
+//!   through its host (whose files are volumes: [`backend::storage`]).
 //! - [`Env`] and [`Vm`] are the API; [`sdk`] mirrors the Python Lago SDK.
 //!   Lago's other verbs are `Env` methods too: [`collect`] (artifacts and
 //!   logs into a folder), [`deploy`] (per-VM deploy scripts), [`export`]
