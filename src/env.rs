@@ -454,7 +454,7 @@ impl Env {
                     let upload = |what: &str, local: &Path| -> Result<PathBuf> {
                         let path = if shared {
                             backend.template_volume(
-                                &backend::storage::volume_name(&format!("lago-tmpl-{tmpl}-{what}")),
+                                &backend::storage::volume_name(&format!("lago-templates-{tmpl}-{what}")),
                                 local,
                             )?
                         } else {
@@ -860,6 +860,22 @@ fn remote_disk(
 ) -> Result<PathBuf> {
     use backend::storage::volume_name;
     let own = volume_name(&format!("{prefix}{}-{}.{}", vs.name, ds.name, ds.format.as_str()));
+    // A qcow2 file goes up alone: one naming a backing file would make the
+    // hypervisor open a path of its own choosing.
+    let standalone = |path: &Path| -> Result<()> {
+        match image::backing_file(path)? {
+            Some(b) => Err(Error::Usage {
+                message: format!(
+                    "{}: disk {} ({}) has a backing file ({}); a remote hypervisor gets the file alone: flatten it first (qemu-img convert -O qcow2)",
+                    vs.name,
+                    ds.name,
+                    path.display(),
+                    b.display()
+                ),
+            }),
+            None => Ok(()),
+        }
+    };
     let path = match &dp.source {
         DiskSource::Template { name, version } => {
             let key = (name.clone(), version.clone());
@@ -872,8 +888,10 @@ fn remote_disk(
                     t
                 }
             };
-            let base =
-                backend.template_volume(&volume_name(&format!("lago-tmpl-{}:{}", t.name, t.version)), &t.disk)?;
+            let base = backend.template_volume(
+                &volume_name(&format!("lago-templates-{}:{}", t.name, t.version)),
+                &t.disk,
+            )?;
             let (_, virtual_size) = image::sizes(&t.disk)?;
             let own = volume_name(&format!("{prefix}{}-{}.qcow2", vs.name, ds.name));
             backend.create_volume(&own, virtual_size, "qcow2", Some(&base))?
@@ -882,6 +900,7 @@ fn remote_disk(
             if !path.is_file() {
                 return Err(image::ImageError::Missing { path: path.clone() }.into());
             }
+            standalone(path)?;
             let base = backend.upload_volume(
                 &volume_name(&format!("{prefix}{}-{}-base.qcow2", vs.name, ds.name)),
                 path,
@@ -894,6 +913,9 @@ fn remote_disk(
         DiskSource::File { path, make_a_copy } => {
             if !path.is_file() {
                 return Err(image::ImageError::Missing { path: path.clone() }.into());
+            }
+            if ds.format == config::DiskFormat::Qcow2 {
+                standalone(path)?;
             }
             if !make_a_copy {
                 tracing::warn!(vm = %vs.name, disk = %ds.name, path = %path.display(), "a remote hypervisor cannot use a local file in place: it gets a copy");

@@ -123,6 +123,20 @@ struct Draft {
 
 /// What the workdir, the owner and the keep marker say about env `id`.
 fn judge(id: &EnvId, d: &Draft) -> Verdict {
+    // A daemon other machines share (a remote URI): an environment no lease
+    // of this machine names is another client's unless its owner is provably
+    // a process of this machine that is gone.
+    let shared = d
+        .uri
+        .as_deref()
+        .is_some_and(|u| crate::remote::LibvirtUri::parse(u).is_ok_and(|u| u.is_remote()));
+    if shared && d.subnets.is_empty() {
+        match d.owner.as_ref().map(Owner::liveness) {
+            Some(Liveness::Gone(_)) => {}
+            Some(Liveness::Alive) => return Verdict::Live("its owner runs".into()),
+            _ => return Verdict::Elsewhere,
+        }
+    }
     let Some(w) = &d.workdir else {
         return Verdict::Gone("no lease or domain names a workdir for it".into());
     };
@@ -309,5 +323,49 @@ mod tests {
 
         std::fs::write(w.join(crate::workdir::KEEP_MARKER), "kept").unwrap();
         assert_eq!(judge(&id, &plain), Verdict::Kept);
+    }
+
+    #[test]
+    fn on_a_shared_remote_daemon_only_this_machines_environments_are_judged() {
+        let tmp = tempfile::tempdir().unwrap();
+        let id = EnvId::new("cccc").unwrap();
+        let remote = Some("qemu+ssh://root@hv.example.org/system".to_owned());
+        // Another runner's: its workdir is not here, it has no owner or one elsewhere.
+        let theirs = Draft {
+            uri: remote.clone(),
+            workdir: Some(tmp.path().join("their-workdir")),
+            ..Draft::default()
+        };
+        assert_eq!(judge(&id, &theirs), Verdict::Elsewhere);
+        let me = Owner::this_process().unwrap();
+        let elsewhere = Owner {
+            machine_id: "another-machine".into(),
+            ..me.clone()
+        };
+        let theirs = Draft {
+            owner: Some(elsewhere),
+            ..theirs
+        };
+        assert_eq!(judge(&id, &theirs), Verdict::Elsewhere);
+        // One of this machine's test runs that is gone: swept as locally.
+        let dead = Owner {
+            start_ticks: me.start_ticks + 1,
+            ..me.clone()
+        };
+        let ours = Draft {
+            uri: remote.clone(),
+            workdir: Some(tmp.path().join("gone")),
+            owner: Some(dead),
+            ..Draft::default()
+        };
+        assert!(matches!(judge(&id, &ours), Verdict::Gone(_)));
+        // Known by a lease of this machine: judged as locally.
+        let leased = Draft {
+            uri: remote,
+            workdir: Some(tmp.path().join("gone")),
+            subnets: vec![crate::plan::Subnet::new(200).unwrap()],
+            ..Draft::default()
+        };
+        assert!(matches!(judge(&id, &leased), Verdict::Gone(_)));
     }
 }

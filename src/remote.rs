@@ -261,7 +261,7 @@ pub struct JumpHost {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl JumpHost {
-    fn session(&self) -> Result<(Session, TcpStream), JumpError> {
+    fn session(&self, timeout: Duration) -> Result<(Session, TcpStream), JumpError> {
         let connect_err = |source| JumpError::Connect {
             host: self.host.clone(),
             port: self.port,
@@ -272,7 +272,7 @@ impl JumpHost {
             .map_err(connect_err)?
             .next()
             .ok_or_else(|| connect_err(std::io::Error::other("the host name has no address")))?;
-        let tcp = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(connect_err)?;
+        let tcp = TcpStream::connect_timeout(&addr, timeout).map_err(connect_err)?;
         let _ = tcp.set_nodelay(true);
         let handle = tcp.try_clone().map_err(connect_err)?;
         let handshake = |source| JumpError::Handshake {
@@ -282,7 +282,7 @@ impl JumpHost {
         };
         let mut sess = Session::new().map_err(handshake)?;
         sess.set_tcp_stream(tcp);
-        sess.set_timeout(CONNECT_TIMEOUT.as_millis() as u32);
+        sess.set_timeout(timeout.as_millis().min(u32::MAX as u128) as u32);
         sess.handshake().map_err(handshake)?;
         self.check_host_key(&sess)?;
         self.authenticate(&sess)?;
@@ -351,9 +351,10 @@ impl JumpHost {
     /// A loopback TCP stream that reaches `to` through the host: an SSH
     /// session to the host and a `direct-tcpip` channel, pumped by a thread
     /// that ends when either side closes.
-    pub fn tunnel(&self, to: SocketAddr) -> Result<TcpStream, JumpError> {
-        let (sess, handle) = self.session()?;
-        sess.set_timeout(CONNECT_TIMEOUT.as_millis() as u32);
+    pub fn tunnel(&self, to: SocketAddr, timeout: Duration) -> Result<TcpStream, JumpError> {
+        let timeout = timeout.clamp(Duration::from_secs(1), CONNECT_TIMEOUT);
+        let (sess, handle) = self.session(timeout)?;
+        sess.set_timeout(timeout.as_millis() as u32);
         let channel = sess
             .channel_direct_tcpip(&to.ip().to_string(), to.port(), None)
             .map_err(|source| JumpError::Channel {
@@ -381,6 +382,9 @@ impl JumpHost {
     }
 }
 
+/// How long the last bytes may take to reach the guest once our side closed.
+const DRAIN: Duration = Duration::from_secs(30);
+
 /// Copies bytes both ways between the local socket and the channel until
 /// either side closes.
 fn pump(sess: Session, remote: TcpStream, mut channel: ssh2::Channel, mut local: TcpStream) {
@@ -391,6 +395,7 @@ fn pump(sess: Session, remote: TcpStream, mut channel: ssh2::Channel, mut local:
     let mut buf = vec![0u8; 32 << 10];
     let (mut to_remote, mut to_local): (Vec<u8>, Vec<u8>) = (Vec::new(), Vec::new());
     let (mut local_eof, mut remote_eof) = (false, false);
+    let mut drain_deadline: Option<std::time::Instant> = None;
     let would_block = |e: &std::io::Error| e.kind() == std::io::ErrorKind::WouldBlock;
     loop {
         let mut moved = false;
@@ -448,14 +453,29 @@ fn pump(sess: Session, remote: TcpStream, mut channel: ssh2::Channel, mut local:
         if moved {
             continue;
         }
-        let mut remote_flags = PollFlags::IN;
-        if matches!(
-            sess.block_directions(),
-            BlockDirections::Outbound | BlockDirections::Both
-        ) {
-            remote_flags |= PollFlags::OUT;
+        // Only the directions that can make progress, so that a full buffer does not spin.
+        if local_eof && drain_deadline.is_none() {
+            drain_deadline = Some(std::time::Instant::now() + DRAIN);
         }
-        let mut local_flags = PollFlags::IN;
+        if drain_deadline.is_some_and(|d| std::time::Instant::now() > d) {
+            return;
+        }
+        let mut remote_flags = PollFlags::empty();
+        if to_local.is_empty() && !remote_eof {
+            remote_flags |= PollFlags::IN;
+        }
+        if !to_remote.is_empty()
+            || matches!(
+                sess.block_directions(),
+                BlockDirections::Outbound | BlockDirections::Both
+            )
+        {
+            remote_flags |= PollFlags::OUT | PollFlags::IN;
+        }
+        let mut local_flags = PollFlags::empty();
+        if to_remote.is_empty() && !local_eof {
+            local_flags |= PollFlags::IN;
+        }
         if !to_local.is_empty() {
             local_flags |= PollFlags::OUT;
         }

@@ -131,12 +131,19 @@ impl Vm {
         let have = fs_len(local);
         match self.backend.download_volume(vol, have, 16 << 20) {
             Ok(bytes) if !bytes.is_empty() => {
-                use std::io::Write;
+                // At the offset read from: two processes mirroring at once write the same bytes.
+                use std::os::unix::fs::FileExt;
                 let written = local
                     .parent()
                     .map_or(Ok(()), std::fs::create_dir_all)
-                    .and_then(|()| std::fs::OpenOptions::new().create(true).append(true).open(local))
-                    .and_then(|mut f| f.write_all(&bytes));
+                    .and_then(|()| {
+                        std::fs::OpenOptions::new()
+                            .create(true)
+                            .write(true)
+                            .truncate(false)
+                            .open(local)
+                    })
+                    .and_then(|f| f.write_all_at(&bytes, have));
                 if let Err(e) = written {
                     tracing::debug!(vm = %self.name(), error = %e, "cannot update the local console log");
                 }

@@ -98,7 +98,7 @@ fn pair_through_qemu_ssh_and_the_hypervisor_as_jump_host() {
     assert!(
         volumes(&uri)
             .iter()
-            .any(|v| v.starts_with("lago-tmpl-tiny_") && v.ends_with("-kernel"))
+            .any(|v| v.starts_with("lago-templates-tiny_") && v.ends_with("-kernel"))
     );
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| exercise(&env, &sshd, tmp.path())));
     env.destroy().unwrap();

@@ -141,6 +141,16 @@ pub enum BackendError {
         #[source]
         source: std::io::Error,
     },
+    /// Another client's upload of a template did not finish in time.
+    #[error(
+        "template volume {name}: another client's upload (lock {lock}) did not finish in time; if no client uploads it, delete that volume"
+    )]
+    UploadWait {
+        /// The template volume.
+        name: String,
+        /// The lock volume.
+        lock: String,
+    },
     /// libvirt described a pool in a way lago cannot read.
     #[error("cannot read the description of storage pool {name}: {message}")]
     StorageXml {

@@ -4,8 +4,9 @@
 //! seed, kernel and console log of remote environments as volumes:
 //!
 //! ```text
-//! lago-tmpl-<name>-<version>[-kernel|-initrd]   templates, uploaded once, shared
-//! lago-tmpl-…​.done                              says the upload above completed
+//! lago-templates-<name>_<version>[-kernel|-initrd]  templates, uploaded once, shared
+//! lago-templates-….uploading                       one client's upload in progress (a lock)
+//! lago-templates-….done                            says the upload completed
 //! lago-<env id>-<vm>-…                          an environment's own (destroy and gc delete them)
 //! ```
 //!
@@ -25,6 +26,16 @@ use super::{Backend, BackendError};
 pub const POOL: &str = "lago";
 /// Where the pool is created when it does not exist (`LAGO_REMOTE_POOL_PATH`).
 pub const DEFAULT_POOL_PATH: &str = "/var/lib/lago/pool";
+/// An upload lock older than this is an upload that died.
+pub const UPLOAD_LOCK_STALE: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// The variable naming the pool's path on the hypervisor.
 pub const ENV_POOL_PATH: &str = "LAGO_REMOTE_POOL_PATH";
 
@@ -159,7 +170,7 @@ impl Backend {
             .unwrap_or_default();
         let xml = format!(
             "<volume><name>{}</name><capacity unit='bytes'>{capacity}</capacity><allocation>0</allocation>\
-             <target><format type='{}'/><permissions><mode>0644</mode></permissions></target>{backing}</volume>",
+             <target><format type='{}'/><permissions><mode>0600</mode></permissions></target>{backing}</volume>",
             xml_escape(name),
             xml_escape(format)
         );
@@ -174,14 +185,22 @@ impl Backend {
             path: local.to_path_buf(),
             source,
         };
-        let mut file = std::fs::File::open(local).map_err(io)?;
+        let file = std::fs::File::open(local).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
+        let mut file = file.take(len);
         let vol = self.create_vol(name, len.max(1), "raw", None)?;
         let path = vol.path().map_err(err("read volume", name))?;
+        let stream = match Stream::new(&self.conn, 0) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = vol.delete(0);
+                return Err(err("open a stream to", name)(e));
+            }
+        };
         let sent = (|| -> Result<(), BackendError> {
-            let stream = Stream::new(&self.conn, 0).map_err(err("open a stream to", name))?;
             vol.upload(&stream, 0, len, 0).map_err(err("upload to", name))?;
             let mut buf = vec![0u8; 1 << 20];
+            let mut total = 0u64;
             loop {
                 let n = file.read(&mut buf).map_err(io)?;
                 if n == 0 {
@@ -190,11 +209,33 @@ impl Backend {
                 let mut off = 0;
                 while off < n {
                     let k = stream.send(&buf[off..n]).map_err(err("upload to", name))?;
-                    off += usize::try_from(k).unwrap_or(0).max(1).min(n - off);
+                    let k = usize::try_from(k)
+                        .ok()
+                        .filter(|k| *k > 0)
+                        .ok_or_else(|| BackendError::StorageIo {
+                            name: name.to_owned(),
+                            path: local.to_path_buf(),
+                            source: std::io::Error::other("the volume stream took no data"),
+                        })?;
+                    off += k.min(n - off);
                 }
+                total += n as u64;
             }
-            stream.finish().map_err(err("finish the upload to", name))
+            if total != len {
+                return Err(io(std::io::Error::other(format!(
+                    "the file changed while it was uploaded ({total} of {len} bytes)"
+                ))));
+            }
+            Ok(())
         })();
+        // A stream that failed is aborted, so that libvirt lets go of the volume and it can be deleted.
+        let sent = match sent {
+            Ok(()) => stream.finish().map_err(err("finish the upload to", name)),
+            Err(e) => {
+                let _ = stream.abort();
+                Err(e)
+            }
+        };
         if let Err(e) = sent {
             let _ = vol.delete(0);
             return Err(e);
@@ -247,25 +288,72 @@ impl Backend {
     }
 
     /// The volume of a template file, uploaded once and shared: reused when
-    /// its upload completed (a `.done` marker volume says so), uploaded
-    /// again when an earlier upload was cut short. Returns its path.
+    /// its upload completed (a `.done` marker volume says so). One client
+    /// uploads at a time (an `.uploading` lock volume, created atomically,
+    /// holding when it was taken); others wait for the marker. A lock older
+    /// than [`UPLOAD_LOCK_STALE`] is an upload that died, and is taken over.
+    /// Returns the volume's path.
     pub fn template_volume(&self, name: &str, local: &Path) -> Result<String, BackendError> {
         let done = format!("{name}.done");
-        if let (Some(path), Some(_)) = (self.volume_path(name)?, self.volume_path(&done)?) {
-            return Ok(path);
+        let lock = format!("{name}.uploading");
+        let start = std::time::Instant::now();
+        loop {
+            if let (Some(path), Some(_)) = (self.volume_path(name)?, self.volume_path(&done)?) {
+                return Ok(path);
+            }
+            // The lock: a volume holding when it was taken (creating it is atomic in the daemon).
+            let stamp = std::env::temp_dir().join(format!("lago-upload-lock-{}", std::process::id()));
+            std::fs::write(&stamp, format!("{}\n", unix_now())).map_err(|source| BackendError::StorageIo {
+                name: lock.clone(),
+                path: stamp.clone(),
+                source,
+            })?;
+            let locked = self.upload_volume(&lock, &stamp);
+            let _ = std::fs::remove_file(&stamp);
+            match locked {
+                Ok(_) => {
+                    let result = (|| {
+                        // A volume without its marker: an upload that did not finish.
+                        if let Some(v) = self.volume(name)? {
+                            let _ = v.delete(0);
+                        }
+                        let path = self.upload_volume(name, local)?;
+                        self.create_volume(&done, 1, "raw", None)?;
+                        Ok(path)
+                    })();
+                    if let Some(v) = self.volume(&lock)? {
+                        let _ = v.delete(0);
+                    }
+                    return result;
+                }
+                // Not held by anyone: a real failure.
+                Err(e) if self.volume(&lock)?.is_none() => return Err(e),
+                Err(_) => {
+                    let stale = self
+                        .download_volume(&lock, 0, 64)
+                        .ok()
+                        .and_then(|b| String::from_utf8_lossy(&b).trim().parse::<u64>().ok())
+                        .is_some_and(|t| unix_now().saturating_sub(t) > UPLOAD_LOCK_STALE.as_secs());
+                    if stale && let Some(v) = self.volume(&lock)? {
+                        tracing::warn!(volume = lock, "taking over a template upload that stopped");
+                        let _ = v.delete(0);
+                        continue;
+                    }
+                    if start.elapsed() > UPLOAD_LOCK_STALE {
+                        return Err(BackendError::UploadWait {
+                            name: name.to_owned(),
+                            lock: lock.clone(),
+                        });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+            }
         }
-        // A volume without its marker: an upload that did not finish (or one in progress elsewhere).
-        if let Some(v) = self.volume(name)? {
-            let _ = v.delete(0);
-        }
-        let path = self.upload_volume(name, local)?;
-        self.create_volume(&done, 1, "raw", None)?;
-        Ok(path)
     }
 }
 
 /// Subnet claims on a daemon several clients share: an inactive network
-/// `lago-lease-<third octet>` defined per leased /24. Defining is atomic in
+/// `lago-subnetclaim-<third octet>` defined per leased /24. Defining is atomic in
 /// the daemon (a second client's definition under the same name fails), and
 /// [`Backend::subnets_in_use`] counts claims as used.
 pub const CLAIM_PREFIX: &str = "lago-subnetclaim-";

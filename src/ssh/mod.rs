@@ -239,7 +239,7 @@ fn fingerprint(blob: &[u8]) -> String {
 pub fn connect(t: &Target, timeout: Duration) -> Result<(Session, TcpStream), SshError> {
     let addr = SocketAddr::new(t.ip, t.port);
     let tcp = match &t.via {
-        Some(jump) => jump.tunnel(addr).map_err(|source| SshError::Jump {
+        Some(jump) => jump.tunnel(addr, timeout).map_err(|source| SshError::Jump {
             vm: t.vm.clone(),
             source,
         })?,
