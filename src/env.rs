@@ -931,15 +931,34 @@ fn remote_disk(
 pub(crate) fn destroy_objects(backend: &Backend, env_id: &EnvId) -> Result<()> {
     let prefix = env_id.object_prefix();
     let domains = backend.domains_with_prefix(&prefix)?;
-    crate::error::for_each_parallel("destroy", &domains, String::clone, |d| {
-        backend.stop_domain(d)?;
-        tracing::info!(domain = d, "destroyed");
-        Ok(())
-    })?;
-    for n in backend.networks_with_prefix(&prefix)? {
-        backend.stop_network(&n)?;
-        tracing::info!(network = n, "destroyed");
-    }
+    let networks = backend.networks_with_prefix(&prefix)?;
+    // The domains and their networks go at the same time: nothing else of
+    // the env uses the networks, and libvirt lets a network go while a domain
+    // on it is being destroyed (each costs a process kill and libvirt's poll).
+    let (doms, nets) = std::thread::scope(|s| {
+        let nets = s.spawn(|| -> Result<()> {
+            for n in &networks {
+                backend.stop_network(n)?;
+                tracing::info!(network = n, "destroyed");
+            }
+            Ok(())
+        });
+        let doms = crate::error::for_each_parallel("destroy", &domains, String::clone, |d| {
+            backend.stop_domain(d)?;
+            tracing::info!(domain = d, "destroyed");
+            Ok(())
+        });
+        let nets = nets.join().unwrap_or_else(|p| {
+            Err(Error::Panicked {
+                vm: prefix.clone(),
+                action: "destroy networks",
+                message: crate::error::panic_text(p.as_ref()),
+            })
+        });
+        (doms, nets)
+    });
+    doms?;
+    nets?;
     backend.release_claims(env_id.as_str())?;
     // A remote hypervisor's volumes of the env (disks, seeds, consoles); templates stay shared.
     for v in backend.delete_volumes_with_prefix(&prefix)? {
