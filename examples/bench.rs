@@ -1,15 +1,201 @@
-//! Speed figures (a benchmark, not a test): template build cold and warm,
-//! `init`, start → first SSH (1 VM), start → all SSH (4 VMs), SSH exec round
-//! trip, overlay size after boot, snapshot and revert (1 VM and 4).
+//! Speed figures (a benchmark, not a test). First the boot budget: a
+//! yardstick (a bare `qemu-system-x86_64 -accel tcg` boot of the host's
+//! Debian cloud kernel with an initramfs whose `/init` prints a line and
+//! powers off), then, through the `lago` command, start → first command
+//! answered (1 VM and 4), destroy, stop and the full cycle, each in seconds,
+//! as a ratio to the yardstick and beside its target. Then: template build
+//! cold and warm, `init`, domain start → SSH, SSH exec round trip, overlay
+//! size after boot, snapshot and revert (1 VM and 4).
 //!
 //! ```sh
 //! scripts/netns-run cargo run --release --example bench
 //! ```
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lago::store::TemplateStore;
 use lago::{Env, InitOptions};
+
+/// A `newc` cpio archive of `(path, mode, data)` entries.
+fn cpio(entries: &[(&str, u32, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut put = |name: &str, mode: u32, data: &[u8], ino: u32| {
+        let hdr = format!(
+            "070701{ino:08x}{mode:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
+            0,
+            0,
+            1,
+            0,
+            data.len(),
+            0,
+            0,
+            0,
+            0,
+            name.len() + 1,
+            0
+        );
+        out.extend_from_slice(hdr.as_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+        out.extend_from_slice(data);
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+    };
+    for (i, (name, mode, data)) in entries.iter().enumerate() {
+        put(name, *mode, data, i as u32 + 1);
+    }
+    put("TRAILER!!!", 0, &[], 0);
+    out
+}
+
+/// The host's Debian cloud kernel (the newest).
+fn cloud_kernel() -> Option<PathBuf> {
+    let mut k: Vec<PathBuf> = std::fs::read_dir("/boot")
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("vmlinuz-") && n.ends_with("-cloud-amd64"))
+        })
+        .collect();
+    k.sort();
+    k.pop()
+}
+
+/// The yardstick: wall time of a bare TCG boot to `/init` and power-off.
+fn yardstick(dir: &Path) -> Result<Duration, Box<dyn std::error::Error>> {
+    let kernel = cloud_kernel().ok_or("no /boot/vmlinuz-*-cloud-amd64 (scripts/setup-host installs it)")?;
+    let busybox = std::fs::read("/bin/busybox")?;
+    let init = b"#!/bin/busybox sh\n/bin/busybox echo lago-yardstick: up\n/bin/busybox poweroff -f\n";
+    let initrd = dir.join("yardstick.cpio");
+    std::fs::write(
+        &initrd,
+        cpio(&[
+            ("bin", 0o040755, b""),
+            ("bin/busybox", 0o100755, &busybox),
+            ("init", 0o100755, init),
+        ]),
+    )?;
+    let t = Instant::now();
+    let out = Command::new("qemu-system-x86_64")
+        .args([
+            "-accel",
+            "tcg",
+            "-m",
+            "256",
+            "-nographic",
+            "-no-reboot",
+            "-monitor",
+            "none",
+            "-kernel",
+        ])
+        .arg(&kernel)
+        .arg("-initrd")
+        .arg(&initrd)
+        .args(["-append", "console=ttyS0 quiet panic=-1"])
+        .output()?;
+    let took = t.elapsed();
+    if !String::from_utf8_lossy(&out.stdout).contains("lago-yardstick: up") {
+        return Err(format!(
+            "the yardstick guest did not print its line: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(took)
+}
+
+/// The `lago` binary beside this example (`target/<profile>/lago`).
+fn lago_bin() -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let exe = std::env::current_exe()?;
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|p| p.join("lago"))
+        .filter(|p| p.is_file())
+        .ok_or("build the lago binary first: cargo build --release --bin lago")?;
+    Ok(bin)
+}
+
+fn run(bin: &Path, workdir: &Path, args: &[&str]) -> Result<(), Box<dyn std::error::Error>> {
+    let out = Command::new(bin).arg("-w").arg(workdir).args(args).output()?;
+    if !out.status.success() {
+        return Err(format!("lago {args:?}: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(())
+}
+
+/// Start → first command, destroy, stop and the full cycle through the CLI, against the targets.
+fn budget(tmp: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let yard: Vec<Duration> = (0..3).map(|_| yardstick(tmp)).collect::<Result<_, _>>()?;
+    let y = median(yard.clone()).as_secs_f64();
+    println!(
+        "yardstick (bare TCG boot to /init and power-off), 3 runs: {} (median {y:.2}s)",
+        yard.iter()
+            .map(|d| format!("{:.2}s", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let bin = lago_bin()?;
+    let one = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/envs/tiny1.yaml");
+    let four = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/four.yaml");
+    let show = |what: &str, runs: &[Duration], target: f64| {
+        let m = median(runs.to_vec()).as_secs_f64();
+        println!(
+            "{what}: {} -> median {m:.2}s = {:.2} x yardstick (target <= {target} x: {})",
+            runs.iter()
+                .map(|d| format!("{:.2}s", d.as_secs_f64()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            m / y,
+            if m / y <= target { "met" } else { "not yet" }
+        );
+    };
+    let (mut start1, mut start4, mut destroy, mut stop, mut cycle) = (vec![], vec![], vec![], vec![], vec![]);
+    for round in 0..3 {
+        let w = tmp.join(format!("budget-{round}"));
+        let t0 = Instant::now();
+        run(&bin, &w, &["init", one.to_str().unwrap_or_default()])?;
+        let t = Instant::now();
+        run(&bin, &w, &["start"])?;
+        run(&bin, &w, &["shell", "vm01", "--", "hostname"])?;
+        start1.push(t.elapsed());
+        let t = Instant::now();
+        run(&bin, &w, &["destroy", "--yes"])?;
+        destroy.push(t.elapsed());
+        cycle.push(t0.elapsed());
+        let w = tmp.join(format!("budget-four-{round}"));
+        run(&bin, &w, &["init", four.to_str().unwrap_or_default()])?;
+        let t = Instant::now();
+        run(&bin, &w, &["start"])?;
+        for vm in ["vm01", "vm02", "vm03", "vm04"] {
+            run(&bin, &w, &["shell", vm, "--", "hostname"])?;
+        }
+        start4.push(t.elapsed());
+        let t = Instant::now();
+        run(&bin, &w, &["stop"])?;
+        stop.push(t.elapsed());
+        run(&bin, &w, &["destroy", "--yes"])?;
+    }
+    show(
+        "start -> first command answered, 1 VM (lago start; lago shell vm01 -- hostname)",
+        &start1,
+        0.68,
+    );
+    show("start -> every VM answered a command, 4 VMs", &start4, 1.35);
+    show("destroy, running 1-VM env", &destroy, 0.14);
+    show("stop, running 4-VM env", &stop, 0.14);
+    show("full cycle: init + start + hostname + destroy, 1 VM", &cycle, 1.1);
+    Ok(())
+}
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -40,6 +226,10 @@ fn snapshot_figures(env: &Env, what: &str) -> lago::Result<()> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tmp = tempfile::tempdir()?;
+    budget(tmp.path())?;
+    if std::env::args().any(|a| a == "--budget-only") {
+        return Ok(());
+    }
 
     let cold_store = TemplateStore::new(tmp.path().join("store"));
     let t = Instant::now();

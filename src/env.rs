@@ -736,8 +736,31 @@ impl Env {
     /// Powers the chosen VMs off at once (`&[]`: all), then stops nets no running VM uses.
     pub fn stop(&self, names: &[&str]) -> Result<()> {
         let vms = self.select(names)?;
-        crate::error::for_each_parallel("stop", &vms, |vm| vm.name().to_owned(), |vm| vm.stop())?;
-        self.stop_unused_nets()
+        if !names.is_empty() {
+            crate::error::for_each_parallel("stop", &vms, |vm| vm.name().to_owned(), |vm| vm.stop())?;
+            return self.stop_unused_nets();
+        }
+        // Every VM stops: the networks go at the same time as the domains.
+        let nets: Vec<&str> = self.saved.plan.nets.iter().map(|n| n.libvirt_name.as_str()).collect();
+        let (doms, nets) = std::thread::scope(|s| {
+            let nets = s.spawn(|| -> Result<()> {
+                for n in &nets {
+                    self.backend.stop_network(n)?;
+                }
+                Ok(())
+            });
+            let doms = crate::error::for_each_parallel("stop", &vms, |vm| vm.name().to_owned(), |vm| vm.stop());
+            let nets = nets.join().unwrap_or_else(|p| {
+                Err(Error::Panicked {
+                    vm: "networks".into(),
+                    action: "stop",
+                    message: crate::error::panic_text(p.as_ref()),
+                })
+            });
+            (doms, nets)
+        });
+        doms?;
+        nets
     }
 
     /// ACPI shutdown of the chosen VMs (`&[]`: all), waiting up to `timeout` for each, then stops unused nets.
