@@ -292,6 +292,11 @@ enum TemplateCommand {
         /// The template.
         #[arg(default_value = "tiny", value_parser = ["tiny", "debian-12"])]
         name: String,
+        /// For `tiny`: first build the kernel it boots from Debian's
+        /// linux-source (minutes, once; needs linux-source-6.1, flex, bison,
+        /// libelf-dev, bc). Until it exists, tiny boots the distribution's kernel.
+        #[arg(long)]
+        kernel: bool,
     },
     /// Download a template from a repository into the store (a no-op when it is there).
     Pull {
@@ -723,7 +728,19 @@ fn template(ctx: &Ctx, command: TemplateCommand) -> Result<ExitCode> {
             }
             print_out(&line(&store.pull(name, version)?));
         }
-        TemplateCommand::Build { name } => print_out(&line(&store.build(&name)?)),
+        TemplateCommand::Build { name, kernel } => {
+            if kernel {
+                if name != "tiny" {
+                    return Err(Error::Usage {
+                        message: "--kernel builds the kernel of `tiny` only".into(),
+                    });
+                }
+                let t = Instant::now();
+                let k = store.build_tiny_kernel()?;
+                eprintln!("kernel for tiny: {} ({:.1?})", k.display(), t.elapsed());
+            }
+            print_out(&line(&store.build(&name)?));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -811,7 +828,7 @@ mod tests {
         ] {
             let cli = parse(args);
             assert!(
-                matches!(cli.command, Command::Template { command: TemplateCommand::Build { ref name } } if name == want),
+                matches!(cli.command, Command::Template { command: TemplateCommand::Build { ref name, kernel: false } } if name == want),
                 "{args:?}"
             );
         }

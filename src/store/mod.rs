@@ -285,6 +285,14 @@ impl TemplateStore {
         self.offline
     }
 
+    /// Builds the kernel `tiny` boots from Debian's `linux-source` (minutes,
+    /// once per source and recipe): everything the guest needs built in, no
+    /// modules. `tiny` uses it from then on; until it exists, the
+    /// distribution's kernel. Returns its path.
+    pub fn build_tiny_kernel(&self) -> Result<PathBuf, StoreError> {
+        tiny::build_kernel(self)
+    }
+
     /// Builds the built-in template `name` (`tiny` or `debian-12`) for the
     /// current recipe and inputs, or finds it already built.
     pub fn build(&self, name: &str) -> Result<Template, StoreError> {

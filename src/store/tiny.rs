@@ -36,6 +36,12 @@ const DHCP: &str = include_str!("tiny/dhcp");
 const INITTAB: &str = include_str!("tiny/inittab");
 const CONSOLE: &str = include_str!("tiny/console");
 const SHUTDOWN: &str = include_str!("tiny/shutdown");
+/// The configuration of the kernel built for `tiny` (on top of `make tinyconfig`).
+const KERNEL_CONFIG: &str = include_str!("tiny/kernel.config");
+/// Bumped whenever the kernel's build recipe changes.
+const KERNEL_RECIPE: &str = "tiny-kernel-1";
+/// Where built kernels live in the store.
+const KERNEL_DIR: &str = "tiny-kernel";
 
 /// Kernel command line of the template (lago appends `lago.root=` and `lago.seed=`).
 ///
@@ -176,10 +182,137 @@ fn libs_of(bin: &Path) -> Result<Vec<PathBuf>, StoreError> {
     Ok(libs)
 }
 
-fn find_inputs() -> Result<Inputs, StoreError> {
-    let (kernel, modules_dir) = find_kernel()?;
-    let early = module_order(&modules_dir, EARLY_MODULES, &BTreeSet::new())?;
-    let late = module_order(&modules_dir, LATE_MODULES, &early.iter().cloned().collect())?;
+/// The newest Debian kernel source tarball (`linux-source-*`).
+fn kernel_source() -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = fs::read_dir("/usr/src")
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("linux-source-") && n.ends_with(".tar.xz"))
+        })
+        .collect();
+    found.sort_by_key(|p| version_key(&p.to_string_lossy()));
+    found.pop()
+}
+
+/// Where the kernel built from `source` with this recipe is (or would be).
+fn kernel_dir(store: &TemplateStore, source: &Path) -> Result<PathBuf, StoreError> {
+    let meta = fs::metadata(source).map_err(io("read", source))?;
+    let mut h = Sha256::new();
+    h.update(KERNEL_RECIPE);
+    h.update(KERNEL_CONFIG);
+    // The tarball by name, size and time: hashing 140 MB on every check would cost a second.
+    h.update(source.as_os_str().as_encoded_bytes());
+    h.update(meta.len().to_le_bytes());
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    h.update(mtime.to_le_bytes());
+    let d: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+    Ok(store.root().join(KERNEL_DIR).join(d))
+}
+
+/// The kernel built for `tiny`, when it has been built from the installed source.
+fn built_kernel(store: &TemplateStore) -> Option<PathBuf> {
+    let source = kernel_source()?;
+    let k = kernel_dir(store, &source).ok()?.join("vmlinuz");
+    k.is_file().then_some(k)
+}
+
+/// Builds the kernel for `tiny` from Debian's `linux-source` (minutes; once
+/// per source and recipe) and returns its path. `tiny` boots it from then
+/// on (its version changes with it); until it exists, the distribution's.
+pub(crate) fn build_kernel(store: &TemplateStore) -> Result<PathBuf, StoreError> {
+    let source = kernel_source()
+        .ok_or_else(|| missing("the kernel source (/usr/src/linux-source-*.tar.xz)", "linux-source-6.1"))?;
+    let dir = kernel_dir(store, &source)?;
+    let kernel = dir.join("vmlinuz");
+    if kernel.is_file() {
+        return Ok(kernel);
+    }
+    let _lock = store.lock(KERNEL_DIR)?;
+    if kernel.is_file() {
+        return Ok(kernel);
+    }
+    let parent = store.root().join(KERNEL_DIR);
+    fs::create_dir_all(&parent).map_err(io("create", &parent))?;
+    remove_stale_builds(&parent);
+    let tmp = parent.join(format!("{BUILD_PREFIX}{}", std::process::id()));
+    let start = Instant::now();
+    tracing::info!(source = %source.display(), "building the kernel for tiny");
+    let result = (|| -> Result<(), StoreError> {
+        let build_err = |source| StoreError::Build {
+            template: "tiny (kernel)".into(),
+            source,
+        };
+        fs::create_dir_all(&tmp).map_err(io("create", &tmp))?;
+        run(Command::new("tar")
+            .arg("-xf")
+            .arg(&source)
+            .arg("-C")
+            .arg(&tmp)
+            .arg("--strip-components=1"))
+        .map_err(build_err)?;
+        let frag = tmp.join("lago-tiny.config");
+        fs::write(&frag, KERNEL_CONFIG).map_err(io("write", &frag))?;
+        run(Command::new("make").current_dir(&tmp).args(["-s", "tinyconfig"])).map_err(build_err)?;
+        run(Command::new("./scripts/kconfig/merge_config.sh")
+            .current_dir(&tmp)
+            .args(["-m", ".config", "lago-tiny.config"]))
+        .map_err(build_err)?;
+        run(Command::new("make").current_dir(&tmp).args(["-s", "olddefconfig"])).map_err(build_err)?;
+        // Every option asked for must be in the result (a dependency Kconfig dropped is an error, not a surprise at boot).
+        let config = fs::read_to_string(tmp.join(".config")).map_err(io("read", &tmp.join(".config")))?;
+        let dropped: Vec<&str> = KERNEL_CONFIG
+            .lines()
+            .filter(|l| l.starts_with("CONFIG_") && l.ends_with("=y"))
+            .filter(|l| !config.lines().any(|c| c == *l))
+            .collect();
+        if !dropped.is_empty() {
+            return Err(build_err(crate::cmd::CommandError {
+                command: "make olddefconfig".into(),
+                failure: crate::cmd::CommandFailure::Exit {
+                    code: None,
+                    stderr: format!("options the configuration did not keep: {}", dropped.join(" ")),
+                },
+            }));
+        }
+        let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        run(Command::new("make")
+            .current_dir(&tmp)
+            .args(["-s", &format!("-j{jobs}"), "bzImage"]))
+        .map_err(build_err)?;
+        let out = dir.with_extension("new");
+        fs::create_dir_all(&out).map_err(io("create", &out))?;
+        let built = tmp.join("arch/x86/boot/bzImage");
+        fs::copy(&built, out.join("vmlinuz")).map_err(io("copy", &built))?;
+        fs::write(out.join("config"), &config).map_err(io("write", &out.join("config")))?;
+        fs::rename(&out, &dir).map_err(io("rename into", &dir))?;
+        Ok(())
+    })();
+    super::remove_build(&tmp);
+    result?;
+    tracing::info!(secs = start.elapsed().as_secs_f64(), "kernel for tiny built");
+    Ok(kernel)
+}
+
+fn find_inputs(store: &TemplateStore) -> Result<Inputs, StoreError> {
+    // The kernel built for tiny has everything built in: no modules to load.
+    let (kernel, early, late) = match built_kernel(store) {
+        Some(k) => (k, Vec::new(), Vec::new()),
+        None => {
+            let (kernel, modules_dir) = find_kernel()?;
+            let early = module_order(&modules_dir, EARLY_MODULES, &BTreeSet::new())?;
+            let late = module_order(&modules_dir, LATE_MODULES, &early.iter().cloned().collect())?;
+            (kernel, early, late)
+        }
+    };
     let busybox = ["/bin/busybox", "/usr/bin/busybox"]
         .iter()
         .map(PathBuf::from)
@@ -247,7 +380,7 @@ fn digest(inputs: &Inputs) -> Result<String, StoreError> {
 
 /// The `tiny` template for the host's current inputs, built if needed.
 pub(crate) fn ensure(store: &TemplateStore) -> Result<Template, StoreError> {
-    let inputs = find_inputs()?;
+    let inputs = find_inputs(store)?;
     let version = digest(&inputs)?;
     let dir = store.root().join(NAME).join(&version);
     if let Some(t) = TemplateStore::read_meta(&dir)? {
