@@ -5,11 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use super::rules::{Unique, used_twice_in_vm};
-use super::{is_simple_name, one_of, opt};
+use super::{is_simple_name, one_of, opt, path_value};
 use crate::decode::{Decoder, Fields, Keys, child};
 use crate::size::parse_size;
 use crate::spec::*;
-use crate::vars::expand_path;
 use crate::yaml::{Kind, Node};
 
 const DISK_KEYS: &[&str] = &[
@@ -84,15 +83,7 @@ impl Entry<'_> {
             );
             return None;
         };
-        let p = child(self.path, "path");
-        let raw = d.string(n, &p)?;
-        match expand_path(&raw, self.base_dir, self.var) {
-            Ok(pb) => Some(pb),
-            Err(e) => {
-                d.report(Some(n.pos), &p, e);
-                None
-            }
-        }
+        path_value(d, n, &child(self.path, "path"), self.base_dir, self.var)
     }
 }
 

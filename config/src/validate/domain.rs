@@ -6,10 +6,9 @@ use std::path::Path;
 
 use super::net::Nets;
 use super::rules::{self, Unique};
-use super::{disk::disk, is_hostname_label, nic::nic, one_of, opt};
+use super::{disk::disk, is_hostname_label, nic::nic, one_of, opt, path_value};
 use crate::decode::{Decoder, Fields, Keys, child, index, to_json};
 use crate::spec::*;
-use crate::vars::expand_path;
 use crate::yaml::{Kind, Node};
 
 const VM_KEYS: Keys = Keys {
@@ -176,16 +175,7 @@ fn settings(
     };
     let root_password = opt(d, f, "root-password", path, password);
     let ssh_password = opt(d, f, "ssh-password", path, password);
-    let ssh_key = opt(d, f, "ssh-key", path, |d, n, p| {
-        let raw = d.string(n, p)?;
-        match expand_path(&raw, base_dir, var) {
-            Ok(pb) => Some(pb),
-            Err(e) => {
-                d.report(Some(n.pos), p, e);
-                None
-            }
-        }
-    });
+    let ssh_key = opt(d, f, "ssh-key", path, |d, n, p| path_value(d, n, p, base_dir, var));
     if let (Provider::Libvirt, Some(n)) = (provider, f.get("ssh-key")) {
         d.report(
             Some(n.pos),
@@ -251,24 +241,6 @@ fn settings(
         kernel_boot,
         deploy_scripts,
         skip_export,
-    }
-}
-
-/// A path value at `n`: variables expanded, anchored at the init file's folder.
-fn path_value(
-    d: &mut Decoder,
-    n: &Node,
-    p: &str,
-    base_dir: &Path,
-    var: &dyn Fn(&str) -> Option<String>,
-) -> Option<std::path::PathBuf> {
-    let raw = d.string(n, p)?;
-    match expand_path(&raw, base_dir, var) {
-        Ok(pb) => Some(pb),
-        Err(e) => {
-            d.report(Some(n.pos), p, e);
-            None
-        }
     }
 }
 

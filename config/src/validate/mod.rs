@@ -317,6 +317,25 @@ pub(crate) fn validate(
     }
 }
 
+/// A path value at `n` (key path `p`): variables expanded, anchored at the
+/// init file's folder when relative; an expansion error is reported at `n`.
+fn path_value(
+    d: &mut Decoder,
+    n: &Node,
+    p: &str,
+    base_dir: &Path,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Option<std::path::PathBuf> {
+    let raw = d.string(n, p)?;
+    match crate::vars::expand_path(&raw, base_dir, var) {
+        Ok(pb) => Some(pb),
+        Err(e) => {
+            d.report(Some(n.pos), p, e);
+            None
+        }
+    }
+}
+
 fn one_of(d: &mut Decoder, node: &Node, path: &str, choices: &[&str]) -> Option<String> {
     let s = d.string(node, path)?;
     if choices.contains(&s.as_str()) {
