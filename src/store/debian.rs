@@ -280,27 +280,10 @@ pub(crate) fn build(store: &TemplateStore) -> Result<Template, StoreError> {
     fs::create_dir_all(&tmp).map_err(io("create", &tmp))?;
     tracing::info!(%version, mirror = %mirror(), "building template debian-12");
     let start = Instant::now();
-    let result = build_in(&mmdebstrap, &tmp, &dir, &version, store.progress, start).and_then(|t| {
-        let meta_path = tmp.join(super::META);
-        let meta = serde_json::to_string_pretty(&t).map_err(|e| StoreError::Io {
-            action: "write",
-            path: meta_path.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        fs::write(&meta_path, meta).map_err(io("write", &meta_path))?;
-        fs::rename(&tmp, &dir).map_err(io("rename into", &dir))?;
-        Ok(t)
-    });
-    match result {
-        Ok(t) => {
-            tracing::info!(secs = t.build_secs, "template debian-12 built");
-            Ok(t)
-        }
-        Err(e) => {
-            super::remove_build(&tmp);
-            Err(e)
-        }
-    }
+    let built = build_in(&mmdebstrap, &tmp, &dir, &version, store.progress, start);
+    let t = super::finish_build(&tmp, &dir, built)?;
+    tracing::info!(secs = t.build_secs, "template debian-12 built");
+    Ok(t)
 }
 
 fn progress_bar(show: bool) -> indicatif::ProgressBar {

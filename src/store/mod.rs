@@ -545,6 +545,31 @@ pub(crate) fn remove_stale_builds(parent: &Path) {
     }
 }
 
+/// Ends a template build in `tmp`: on success its metadata is written there
+/// and `tmp` becomes `dir` (one rename, so a template is never seen half
+/// made); on failure `tmp` is removed. Returns the build's result.
+pub(crate) fn finish_build(
+    tmp: &Path,
+    dir: &Path,
+    built: Result<Template, StoreError>,
+) -> Result<Template, StoreError> {
+    let done = built.and_then(|t| {
+        let meta_path = tmp.join(META);
+        let meta = serde_json::to_string_pretty(&t).map_err(|e| StoreError::Io {
+            action: "write",
+            path: meta_path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        fs::write(&meta_path, meta).map_err(io("write", &meta_path))?;
+        fs::rename(tmp, dir).map_err(io("rename into", dir))?;
+        Ok(t)
+    });
+    if done.is_err() {
+        remove_build(tmp);
+    }
+    done
+}
+
 /// Removes a build folder without ever leaving it: a build killed halfway
 /// may have left the host's /proc, /sys or /dev mounted inside (mmdebstrap
 /// mounts them in its chroot), so mount points are unmounted first and the

@@ -33,7 +33,7 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
 use super::http::{DownloadSink, Http, HttpError};
-use super::{BUILD_PREFIX, StoreError, Template, TemplateStore, io, remove_build, remove_stale_builds};
+use super::{BUILD_PREFIX, StoreError, Template, TemplateStore, io, remove_stale_builds};
 use crate::cmd::run;
 
 /// The largest `repo.metadata` read.
@@ -817,27 +817,9 @@ pub(crate) fn pull(store: &TemplateStore, location: &RepoLocation, found: &Found
     let tmp = parent.join(format!("{BUILD_PREFIX}{}-{}", found.version, std::process::id()));
     fs::create_dir_all(&tmp).map_err(io("create", &tmp))?;
     let start = Instant::now();
-    let result = pull_into(store, location, found, &tmp, &dir, start).and_then(|t| {
-        let meta_path = tmp.join(super::META);
-        let meta = serde_json::to_string_pretty(&t).map_err(|e| StoreError::Io {
-            action: "write",
-            path: meta_path.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        fs::write(&meta_path, meta).map_err(io("write", &meta_path))?;
-        fs::rename(&tmp, &dir).map_err(io("rename into", &dir))?;
-        Ok(t)
-    });
-    match result {
-        Ok(t) => {
-            tracing::info!(template = %t.name, version = %t.version, secs = t.build_secs, "template pulled");
-            Ok(t)
-        }
-        Err(e) => {
-            remove_build(&tmp);
-            Err(e)
-        }
-    }
+    let t = super::finish_build(&tmp, &dir, pull_into(store, location, found, &tmp, &dir, start))?;
+    tracing::info!(template = %t.name, version = %t.version, secs = t.build_secs, "template pulled");
+    Ok(t)
 }
 
 fn pull_into(

@@ -398,26 +398,9 @@ pub(crate) fn ensure(store: &TemplateStore) -> Result<Template, StoreError> {
     remove_stale_builds(&parent);
     let tmp = parent.join(format!("{BUILD_PREFIX}{version}-{}", std::process::id()));
     fs::create_dir_all(&tmp).map_err(io("create", &tmp))?;
-    let result = build(&inputs, &tmp, &dir, &version, store.progress, start).and_then(|t| {
-        let meta = serde_json::to_string_pretty(&t).map_err(|e| StoreError::Io {
-            action: "write",
-            path: tmp.join(super::META),
-            source: std::io::Error::other(e),
-        })?;
-        fs::write(tmp.join(super::META), meta).map_err(io("write", &tmp.join(super::META)))?;
-        fs::rename(&tmp, &dir).map_err(io("rename into", &dir))?;
-        Ok(t)
-    });
-    match result {
-        Ok(t) => {
-            tracing::info!(secs = t.build_secs, "template tiny built");
-            Ok(t)
-        }
-        Err(e) => {
-            super::remove_build(&tmp);
-            Err(e)
-        }
-    }
+    let t = super::finish_build(&tmp, &dir, build(&inputs, &tmp, &dir, &version, store.progress, start))?;
+    tracing::info!(secs = t.build_secs, "template tiny built");
+    Ok(t)
 }
 
 fn progress_bar(show: bool) -> indicatif::ProgressBar {
