@@ -248,17 +248,16 @@ impl Env {
         // Subnets the daemon's networks (any user's) or the host's routes already use are never handed out.
         let mut in_use = backend.subnets_in_use()?;
         in_use.extend(crate::lease::host_route_subnets());
-        // On a daemon other machines may share, each /24 is also claimed in the daemon (atomic
-        // there); one another client holds is given back and another one leased.
-        let shared_daemon = opts
-            .remote
-            .unwrap_or_else(|| crate::remote::LibvirtUri::parse(backend.uri()).is_ok_and(|u| u.is_remote()));
+        // A remote hypervisor: a daemon other machines may share, and that shares no files with
+        // this one. Each /24 is also claimed in the daemon (atomic there); one another client
+        // holds is given back and another one leased.
+        let remote = opts.remote.unwrap_or_else(|| crate::remote::is_remote(backend.uri()));
         let requests = plan::subnet_requests(&spec);
         let mut attempts = 0;
         let subnets = loop {
             let subnets = leases.acquire_avoiding(&owner, &requests, &in_use)?;
             guard.lease = Some((&leases, owner.clone()));
-            if !shared_daemon {
+            if !remote {
                 break subnets;
             }
             guard.claims = Some((backend.clone(), env_id.to_string()));
@@ -306,11 +305,7 @@ impl Env {
         let store = if opts.offline { store.offline(true) } else { store };
         let accel = backend::choose_accel(opts.accel)?;
         let (uid, gid) = run_as();
-        // A remote hypervisor shares no files with this machine: every disk,
-        // seed, kernel and console log is a volume of its `lago` pool.
-        let remote = opts
-            .remote
-            .unwrap_or_else(|| crate::remote::LibvirtUri::parse(backend.uri()).is_ok_and(|u| u.is_remote()));
+        // Every disk, seed, kernel and console log of a remote hypervisor is a volume of its `lago` pool.
         let files_at = if remote {
             backend.ensure_pool()?;
             guard.volumes = Some((backend.clone(), env_id.object_prefix()));
@@ -337,7 +332,11 @@ impl Env {
         for n in &plan.nets {
             saved.network_xml.insert(n.name.clone(), backend::xml::network_xml(n));
         }
-        let mut templates: BTreeMap<(String, Option<String>), Template> = BTreeMap::new();
+        let mut templates = Templates {
+            store: &store,
+            workdir: &workdir,
+            resolved: BTreeMap::new(),
+        };
         for (vs, vp) in spec.vms.iter().zip(&plan.vms) {
             // An existing machine (`vm-provider: ssh`): nothing to create.
             if vs.provider == config::Provider::Ssh {
@@ -348,10 +347,9 @@ impl Env {
             let mut there: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
             for (ds, dp) in vs.disks.iter().zip(&vp.disks) {
                 if let Files::Remote { backend, prefix } = &files_at {
-                    let path = remote_disk(backend, prefix, vs, ds, dp, &store, &mut templates, &workdir)?;
-                    if let DiskSource::Template { name, version } = &dp.source
-                        && let Some(t) = templates.get(&(name.clone(), version.clone()))
-                    {
+                    let path = remote_disk(backend, prefix, vs, ds, dp, &mut templates)?;
+                    if let DiskSource::Template { name, version } = &dp.source {
+                        let t = templates.get(name, version)?;
                         saved
                             .templates
                             .insert(format!("{}/{}", vs.name, ds.name), format!("{}:{}", t.name, t.version));
@@ -364,17 +362,7 @@ impl Env {
                 }
                 match &dp.source {
                     DiskSource::Template { name, version } => {
-                        // Resolved once per template (for `tiny`, checking it is up to date reads its inputs).
-                        let key = (name.clone(), version.clone());
-                        let t = match templates.get(&key) {
-                            Some(t) => t.clone(),
-                            None => {
-                                let t = store.resolve(name, version.as_deref())?;
-                                store.record_use(&t, &workdir);
-                                templates.insert(key, t.clone());
-                                t
-                            }
-                        };
+                        let t = templates.get(name, version)?;
                         image::create_overlay(&dp.path, &t.disk)?;
                         saved
                             .templates
@@ -741,26 +729,10 @@ impl Env {
             return self.stop_unused_nets();
         }
         // Every VM stops: the networks go at the same time as the domains.
-        let nets: Vec<&str> = self.saved.plan.nets.iter().map(|n| n.libvirt_name.as_str()).collect();
-        let (doms, nets) = std::thread::scope(|s| {
-            let nets = s.spawn(|| -> Result<()> {
-                for n in &nets {
-                    self.backend.stop_network(n)?;
-                }
-                Ok(())
-            });
-            let doms = crate::error::for_each_parallel("stop", &vms, |vm| vm.name().to_owned(), |vm| vm.stop());
-            let nets = nets.join().unwrap_or_else(|p| {
-                Err(Error::Panicked {
-                    vm: "networks".into(),
-                    action: "stop",
-                    message: crate::error::panic_text(p.as_ref()),
-                })
-            });
-            (doms, nets)
-        });
-        doms?;
-        nets
+        let nets: Vec<String> = self.saved.plan.nets.iter().map(|n| n.libvirt_name.clone()).collect();
+        alongside_networks(&self.backend, &nets, || {
+            crate::error::for_each_parallel("stop", &vms, |vm| vm.name().to_owned(), |vm| vm.stop())
+        })
     }
 
     /// ACPI shutdown of the chosen VMs (`&[]`: all), waiting up to `timeout` for each, then stops unused nets.
@@ -869,17 +841,36 @@ enum Files<'a> {
     Remote { backend: &'a Backend, prefix: String },
 }
 
+/// The store's templates an init uses, each resolved once (for `tiny`,
+/// checking it is up to date reads its inputs) and recorded as used by the
+/// environment.
+struct Templates<'a> {
+    store: &'a TemplateStore,
+    workdir: &'a Path,
+    resolved: BTreeMap<(String, Option<String>), Template>,
+}
+
+impl Templates<'_> {
+    fn get(&mut self, name: &str, version: &Option<String>) -> Result<Template> {
+        let key = (name.to_owned(), version.clone());
+        if let Some(t) = self.resolved.get(&key) {
+            return Ok(t.clone());
+        }
+        let t = self.store.resolve(name, version.as_deref())?;
+        self.store.record_use(&t, self.workdir);
+        self.resolved.insert(key, t.clone());
+        Ok(t)
+    }
+}
+
 /// Makes disk `ds` of VM `vs` as a volume on a remote hypervisor; returns its path there.
-#[allow(clippy::too_many_arguments)]
 fn remote_disk(
     backend: &Backend,
     prefix: &str,
     vs: &config::VmSpec,
     ds: &config::DiskSpec,
     dp: &crate::plan::DiskPlan,
-    store: &TemplateStore,
-    templates: &mut BTreeMap<(String, Option<String>), Template>,
-    workdir: &Path,
+    templates: &mut Templates<'_>,
 ) -> Result<PathBuf> {
     use backend::storage::volume_name;
     let own = volume_name(&format!("{prefix}{}-{}.{}", vs.name, ds.name, ds.format.as_str()));
@@ -901,16 +892,7 @@ fn remote_disk(
     };
     let path = match &dp.source {
         DiskSource::Template { name, version } => {
-            let key = (name.clone(), version.clone());
-            let t = match templates.get(&key) {
-                Some(t) => t.clone(),
-                None => {
-                    let t = store.resolve(name, version.as_deref())?;
-                    store.record_use(&t, workdir);
-                    templates.insert(key, t.clone());
-                    t
-                }
-            };
+            let t = templates.get(name, version)?;
             let base = backend.template_volume(
                 &volume_name(&format!("lago-templates-{}:{}", t.name, t.version)),
                 &t.disk,
@@ -949,39 +931,46 @@ fn remote_disk(
     Ok(PathBuf::from(path))
 }
 
-/// Destroys every libvirt object named with `env_id` on `backend`: its
-/// domains (in parallel: libvirt waits for each QEMU process), then its networks.
-pub(crate) fn destroy_objects(backend: &Backend, env_id: &EnvId) -> Result<()> {
-    let prefix = env_id.object_prefix();
-    let domains = backend.domains_with_prefix(&prefix)?;
-    let networks = backend.networks_with_prefix(&prefix)?;
-    // The domains and their networks go at the same time: nothing else of
-    // the env uses the networks, and libvirt lets a network go while a domain
-    // on it is being destroyed (each costs a process kill and libvirt's poll).
+/// Runs `domains` (stopping or destroying an env's domains) while the
+/// networks `nets` are destroyed on a thread of their own: nothing else uses
+/// them, and libvirt lets a network go while a domain on it is being
+/// destroyed (each costs a process kill and libvirt's poll). The domains'
+/// failure comes first, then the networks'.
+fn alongside_networks(backend: &Backend, nets: &[String], domains: impl FnOnce() -> Result<()>) -> Result<()> {
     let (doms, nets) = std::thread::scope(|s| {
         let nets = s.spawn(|| -> Result<()> {
-            for n in &networks {
+            for n in nets {
                 backend.stop_network(n)?;
                 tracing::info!(network = n, "destroyed");
             }
             Ok(())
         });
-        let doms = crate::error::for_each_parallel("destroy", &domains, String::clone, |d| {
-            backend.stop_domain(d)?;
-            tracing::info!(domain = d, "destroyed");
-            Ok(())
-        });
+        let doms = domains();
         let nets = nets.join().unwrap_or_else(|p| {
             Err(Error::Panicked {
-                vm: prefix.clone(),
+                vm: "networks".into(),
                 action: "destroy networks",
                 message: crate::error::panic_text(p.as_ref()),
             })
         });
         (doms, nets)
     });
-    doms?;
-    nets?;
+    doms.and(nets)
+}
+
+/// Destroys every libvirt object named with `env_id` on `backend`: its
+/// domains (in parallel: libvirt waits for each QEMU process), then its networks.
+pub(crate) fn destroy_objects(backend: &Backend, env_id: &EnvId) -> Result<()> {
+    let prefix = env_id.object_prefix();
+    let domains = backend.domains_with_prefix(&prefix)?;
+    let networks = backend.networks_with_prefix(&prefix)?;
+    alongside_networks(backend, &networks, || {
+        crate::error::for_each_parallel("destroy", &domains, String::clone, |d| {
+            backend.stop_domain(d)?;
+            tracing::info!(domain = d, "destroyed");
+            Ok(())
+        })
+    })?;
     backend.release_claims(env_id.as_str())?;
     // A remote hypervisor's volumes of the env (disks, seeds, consoles); templates stay shared.
     for v in backend.delete_volumes_with_prefix(&prefix)? {

@@ -126,10 +126,7 @@ fn judge(id: &EnvId, d: &Draft) -> Verdict {
     // A daemon other machines share (a remote URI): an environment no lease
     // of this machine names is another client's unless its owner is provably
     // a process of this machine that is gone.
-    let shared = d
-        .uri
-        .as_deref()
-        .is_some_and(|u| crate::remote::LibvirtUri::parse(u).is_ok_and(|u| u.is_remote()));
+    let shared = d.uri.as_deref().is_some_and(crate::remote::is_remote);
     if shared && d.subnets.is_empty() {
         match d.owner.as_ref().map(Owner::liveness) {
             Some(Liveness::Gone(_)) => {}
@@ -253,10 +250,7 @@ fn reap(id: &EnvId, f: &Found, backend: Option<&Backend>, leases: &LeaseStore) -
     match backend {
         Some(b) => crate::env::destroy_objects(b, id)?,
         // A remote daemon not asked (no --all-uris) may hold its volumes: fail closed.
-        None if !f.domains.is_empty()
-            || !f.networks.is_empty()
-            || crate::remote::LibvirtUri::parse(&f.uri).is_ok_and(|u| u.is_remote()) =>
-        {
+        None if !f.domains.is_empty() || !f.networks.is_empty() || crate::remote::is_remote(&f.uri) => {
             return Err(Error::NoBackendForGc { uri: f.uri.clone() });
         }
         None => {}

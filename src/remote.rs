@@ -241,6 +241,12 @@ impl LibvirtUri {
     }
 }
 
+/// Whether libvirt URI `uri` names another machine (see
+/// [`LibvirtUri::is_remote`]); a URI lago cannot read is not taken for remote.
+pub fn is_remote(uri: &str) -> bool {
+    LibvirtUri::parse(uri).is_ok_and(|u| u.is_remote())
+}
+
 /// The hypervisor host, used as an SSH jump host to reach guests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JumpHost {
