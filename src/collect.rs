@@ -102,16 +102,7 @@ pub(crate) fn claim_output_dir(path: &Path) -> Result<()> {
             holds: vec!["(it is a file, not a folder)".into()],
         }),
         Ok(_) => {
-            let mut holds: Vec<String> = fs::read_dir(path)
-                .map_err(|source| Error::Output {
-                    action: "read",
-                    path: path.to_path_buf(),
-                    source,
-                })?
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect();
-            holds.sort();
+            let holds = crate::workdir::contents(path)?;
             if holds.is_empty() {
                 Ok(())
             } else {

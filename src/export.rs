@@ -31,6 +31,7 @@ use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::image;
 use crate::vm::Vm;
+use crate::workdir::plain_name as safe;
 
 /// Options for [`Env::export`].
 #[derive(Debug, Clone)]
@@ -170,19 +171,6 @@ fn beside(path: &Path) -> String {
         "$LAGO_INITFILE_PATH/{}",
         path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
     )
-}
-
-/// A file name made of a VM's and a disk's names (both simple names already).
-fn safe(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 /// The kernel, initrd and command line (lago's own parameters removed) a

@@ -128,7 +128,7 @@ impl Vm {
     pub(crate) fn sync_console(&self) {
         let Some(vol) = &self.console_volume else { return };
         let local = &self.plan.console_log;
-        let have = fs_len(local);
+        let have = console_len(local);
         match self.backend.download_volume(vol, have, 16 << 20) {
             Ok(bytes) if !bytes.is_empty() => {
                 // At the offset read from: two processes mirroring at once write the same bytes.
@@ -469,8 +469,4 @@ fn console_tail(path: &Path, offset: u64, n: usize) -> Vec<String> {
         .filter(|l| !l.trim().is_empty())
         .collect();
     lines[lines.len().saturating_sub(n)..].to_vec()
-}
-
-fn fs_len(path: &Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }

@@ -46,13 +46,27 @@ pub const ENTRIES: &[&str] = &[
     CREATED_MARKER,
 ];
 
+/// A name for a file or volume lago makes from names it was given: letters,
+/// digits and `-_.` kept, anything else `_`.
+pub fn plain_name(raw: &str) -> String {
+    raw.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error + use<> {
     let path = path.to_path_buf();
     move |source| Error::Workdir { action, path, source }
 }
 
 /// What a folder holds, for the "not empty" error: a few names and the count.
-fn contents(path: &Path) -> Result<Vec<String>> {
+pub(crate) fn contents(path: &Path) -> Result<Vec<String>> {
     let mut names: Vec<String> = fs::read_dir(path)
         .map_err(io_err("read", path))?
         .filter_map(|e| e.ok())

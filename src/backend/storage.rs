@@ -54,17 +54,7 @@ fn xml_escape(s: &str) -> String {
 }
 
 /// A volume name lago makes: letters, digits and `-_.` only.
-pub fn volume_name(raw: &str) -> String {
-    raw.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
+pub use crate::workdir::plain_name as volume_name;
 
 impl Backend {
     fn pool(&self) -> Result<StoragePool, BackendError> {
