@@ -88,6 +88,7 @@ fn assert_nothing_left(id: &str, workdir: &Path, within: Duration) {
 #[test]
 #[ignore = "boots VMs: run through scripts/test"]
 fn failing_and_panicking_tests_leave_artifacts_junit_and_nothing_else() {
+    let _sweeps = SWEEPS.read().unwrap_or_else(|p| p.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let junit = tmp.path().join("junit.xml");
     let out = child("mixed", &tmp.path().join("artifacts"))
@@ -177,6 +178,7 @@ fn failing_and_panicking_tests_leave_artifacts_junit_and_nothing_else() {
 #[test]
 #[ignore = "boots VMs: run through scripts/test"]
 fn nothing_is_left_when_the_test_binary_exits() {
+    let _sweeps = SWEEPS.read().unwrap_or_else(|p| p.into_inner());
     // The way #[lago_env] and fixture tests use an environment: torn down by
     // the exit hook before the process is gone, whether it passed or failed.
     for mode in ["fixture", "fixture-fail"] {
@@ -212,6 +214,7 @@ fn nothing_is_left_when_the_test_binary_exits() {
 #[test]
 #[ignore = "boots VMs: run through scripts/test"]
 fn sigint_mid_run_tears_down() {
+    let _sweeps = SWEEPS.read().unwrap_or_else(|p| p.into_inner());
     use rustix::process::{Pid, Signal, kill_process};
     let tmp = tempfile::tempdir().unwrap();
     let (mut c, stderr, _pipe) = spawn_until_ready(tmp.path());
@@ -228,6 +231,7 @@ fn sigint_mid_run_tears_down() {
 #[test]
 #[ignore = "boots VMs: run through scripts/test"]
 fn sigkill_leaks_nothing_either() {
+    let _sweeps = SWEEPS.read().unwrap_or_else(|p| p.into_inner());
     use rustix::process::{Pid, Signal, kill_process};
     let tmp = tempfile::tempdir().unwrap();
     let (mut c, stderr, _pipe) = spawn_until_ready(tmp.path());
@@ -241,6 +245,7 @@ fn sigkill_leaks_nothing_either() {
 #[test]
 #[ignore = "boots VMs: run through scripts/test"]
 fn lago_keep_on_failure_keeps_the_env_and_says_how_to_get_in() {
+    let _sweeps = SWEEPS.read().unwrap_or_else(|p| p.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let out = child("mixed", tmp.path())
         .env("LAGO_KEEP", "on-failure")
@@ -275,6 +280,7 @@ fn lago_keep_on_failure_keeps_the_env_and_says_how_to_get_in() {
 #[test]
 #[ignore = "boots VMs: run through scripts/test"]
 fn a_boot_failure_fails_every_test_with_the_same_error_without_retrying() {
+    let _sweeps = SWEEPS.read().unwrap_or_else(|p| p.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let blank = tmp.path().join("blank.raw");
     std::fs::write(&blank, vec![0u8; 1 << 20]).unwrap();
@@ -308,6 +314,11 @@ fn a_boot_failure_fails_every_test_with_the_same_error_without_retrying() {
     assert_nothing_left(id, &workdir, Duration::from_secs(1));
 }
 
+/// Every child test binary sweeps environments of crashed runs before its
+/// first boot; the test that leaves one for `lago gc` to find holds this
+/// exclusively, the tests that run children share it.
+static SWEEPS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 /// The pid of the reaper that watches `workdir`.
 fn reaper_of(workdir: &Path) -> Option<i32> {
     let needle = format!("LAGO_REAPER_WORKDIR={}\0", workdir.display());
@@ -321,6 +332,8 @@ fn reaper_of(workdir: &Path) -> Option<i32> {
 #[test]
 #[ignore = "boots VMs: run through scripts/test"]
 fn a_run_killed_with_its_reaper_is_swept_by_gc_and_a_live_env_is_left_alone() {
+    // The env this test leaves for gc is one any child's pre-boot sweep would take: none runs meanwhile.
+    let _sweeps = SWEEPS.write().unwrap_or_else(|p| p.into_inner());
     use rustix::process::{Pid, Signal, kill_process};
     // A running environment whose owner (this test process) is alive.
     let live_tmp = tempfile::tempdir().unwrap();
@@ -428,6 +441,7 @@ fn like_nextest(mode: &str, run_id: &str, tmp: &Path) -> std::process::Output {
 #[test]
 #[ignore = "boots VMs: run through scripts/test"]
 fn test_processes_of_one_nextest_run_share_one_boot() {
+    let _sweeps = SWEEPS.read().unwrap_or_else(|p| p.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let run_id = format!("lago-test-{}", lago::EnvId::random());
     let out = like_nextest("fixture", &run_id, tmp.path());
@@ -480,6 +494,7 @@ fn test_processes_of_one_nextest_run_share_one_boot() {
 #[test]
 #[ignore = "boots VMs: run through scripts/test"]
 fn registered_tests_run_in_the_runner_and_a_timeout_fails_only_its_test() {
+    let _sweeps = SWEEPS.read().unwrap_or_else(|p| p.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let start = Instant::now();
     let out = child("nightly", &tmp.path().join("artifacts"))
