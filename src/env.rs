@@ -461,19 +461,16 @@ impl Env {
             };
             let boot = match direct {
                 Some((kernel, initrd, args)) => Boot::Kernel {
+                    cmdline: direct_cmdline(
+                        args.as_deref().unwrap_or_default(),
+                        &root_dev,
+                        initrd.is_some(),
+                        vp.seed.is_some(),
+                        // The NIC whose DHCP lease sets the default route and resolver.
+                        vp.nics.iter().find(|n| n.net == vp.mgmt_net).map(|n| n.mac.to_string()),
+                    ),
                     kernel,
                     initrd,
-                    cmdline: format!(
-                        "{} lago.root=/dev/{root_dev}{}{}",
-                        args.unwrap_or_default(),
-                        if vp.seed.is_some() { " lago.seed=1" } else { "" },
-                        // The NIC whose DHCP lease sets the default route and resolver.
-                        vp.nics
-                            .iter()
-                            .find(|n| n.net == vp.mgmt_net)
-                            .map(|n| format!(" lago.mgmt={}", n.mac))
-                            .unwrap_or_default()
-                    ),
                 },
                 None => Boot::Disk,
             };
@@ -864,6 +861,31 @@ impl Templates<'_> {
 }
 
 /// Makes disk `ds` of VM `vs` as a volume on a remote hypervisor; returns its path there.
+/// The command line of a directly booted kernel: its own `args`, then
+/// lago's parameters for the guest (`lago.root=`, `lago.seed=1`,
+/// `lago.mgmt=<mac>`). A kernel booted without an initrd mounts the root disk
+/// itself, so it also gets `root=/dev/<root dev>`, unless `args` name one.
+fn direct_cmdline(args: &str, root_dev: &str, has_initrd: bool, seed: bool, mgmt_mac: Option<String>) -> String {
+    let mut line = args.trim().to_owned();
+    let mut add = |w: String| {
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(&w);
+    };
+    if !has_initrd && !args.split_whitespace().any(|w| w.starts_with("root=")) {
+        add(format!("root=/dev/{root_dev}"));
+    }
+    add(format!("lago.root=/dev/{root_dev}"));
+    if seed {
+        add("lago.seed=1".into());
+    }
+    if let Some(mac) = mgmt_mac {
+        add(format!("lago.mgmt={mac}"));
+    }
+    line
+}
+
 fn remote_disk(
     backend: &Backend,
     prefix: &str,
@@ -1023,4 +1045,37 @@ pub fn destroy_workdir(workdir: impl AsRef<Path>, libvirt_uri: Option<&str>) -> 
     let leases = field("lease_dir").map_or_else(LeaseStore::from_env, LeaseStore::new);
     let backend = Backend::connect(uri.as_deref())?;
     destroy_parts(&workdir, &env_id, &backend, &leases)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::direct_cmdline;
+
+    #[test]
+    fn a_kernel_without_initrd_is_told_its_root_unless_its_args_say() {
+        assert_eq!(
+            direct_cmdline(
+                "console=ttyS0 quiet",
+                "sda",
+                false,
+                true,
+                Some("54:52:c0:a8:c8:02".into())
+            ),
+            "console=ttyS0 quiet root=/dev/sda lago.root=/dev/sda lago.seed=1 lago.mgmt=54:52:c0:a8:c8:02"
+        );
+        // With an initrd, the initramfs finds the root (lago.root=): no root=.
+        assert_eq!(
+            direct_cmdline("console=ttyS0", "vda", true, false, None),
+            "console=ttyS0 lago.root=/dev/vda"
+        );
+        // The init file's own root= is kept, not overridden.
+        assert_eq!(
+            direct_cmdline("root=LABEL=sys ro", "vda", false, false, None),
+            "root=LABEL=sys ro lago.root=/dev/vda"
+        );
+        assert_eq!(
+            direct_cmdline("", "vdb", false, false, None),
+            "root=/dev/vdb lago.root=/dev/vdb"
+        );
+    }
 }

@@ -341,6 +341,7 @@ impl Vm {
         let mut last_error: Option<Box<SshError>> = None;
         let mut last_state_check = Instant::now() - Duration::from_secs(1);
         let mut last_jump = Instant::now() - Duration::from_secs(1);
+        let mut last_probe = Instant::now() - Duration::from_secs(1);
         let mut last_console_sync = Instant::now() - Duration::from_secs(1);
         let mut shown = stage;
         // Logs every stage from `shown` up to (not including) `now` as passed.
@@ -380,8 +381,20 @@ impl Vm {
             if stage >= BootStage::GuestUp {
                 // Through a jump host every probe is an SSH session to it: no direct
                 // port probe, and at most four attempts a second.
+                let mut skipped = false;
                 let probe = match &target.via {
-                    None => TcpStream::connect_timeout(&addr, Duration::from_millis(100)).map(|_| ()),
+                    // Until the console says the guest is up, a probe (which blocks
+                    // while the guest's address does not answer ARP) runs only
+                    // every 500 ms so the console is read every 10 ms; after it, at once.
+                    None if stage < BootStage::PortOpen && last_probe.elapsed() < Duration::from_millis(500) => {
+                        skipped = true;
+                        Err(std::io::Error::other("waiting for the console to show the guest is up"))
+                    }
+                    None => {
+                        last_probe = Instant::now();
+                        let wait = if stage < BootStage::PortOpen { 100 } else { 1000 };
+                        TcpStream::connect_timeout(&addr, Duration::from_millis(wait)).map(|_| ())
+                    }
                     Some(_) if stage < BootStage::PortOpen && start.elapsed() < Duration::from_secs(10) => {
                         Err(std::io::Error::other("waiting for the console to show the guest is up"))
                     }
@@ -408,7 +421,7 @@ impl Vm {
                         }
                     }
                     // Through a jump host, a real SSH error is kept over "waiting".
-                    Err(_) if target.via.is_some() && last_error.is_some() => {}
+                    Err(_) if (target.via.is_some() || skipped) && last_error.is_some() => {}
                     Err(source) => {
                         last_error = Some(Box::new(SshError::Connect {
                             vm: self.name().to_owned(),
@@ -421,7 +434,7 @@ impl Vm {
             if start.elapsed() >= timeout {
                 return Err(self.stalled(stage, start, last_error, console_offset));
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 

@@ -36,10 +36,11 @@ const DHCP: &str = include_str!("tiny/dhcp");
 const INITTAB: &str = include_str!("tiny/inittab");
 const CONSOLE: &str = include_str!("tiny/console");
 const SHUTDOWN: &str = include_str!("tiny/shutdown");
+const FSTAB: &str = include_str!("tiny/fstab");
 /// The configuration of the kernel built for `tiny` (on top of `make tinyconfig`).
 const KERNEL_CONFIG: &str = include_str!("tiny/kernel.config");
 /// Bumped whenever the kernel's build recipe changes.
-const KERNEL_RECIPE: &str = "tiny-kernel-1";
+const KERNEL_RECIPE: &str = "tiny-kernel-2";
 /// Where built kernels live in the store.
 const KERNEL_DIR: &str = "tiny-kernel";
 
@@ -51,6 +52,14 @@ const KERNEL_DIR: &str = "tiny-kernel";
 /// probe, timer and TSC checks, crypto self-tests, the watchdog.
 pub const CMDLINE: &str = "console=ttyS0,115200 quiet loglevel=3 panic=-1 rdinit=/init pci=noacpi \
                            i8042.noaux i8042.nokbd i8042.nopnp tsc=reliable no_timer_check cryptomgr.notests nowatchdog";
+
+/// Kernel command line of the template when it boots the kernel built for
+/// it: no initramfs (every driver is built in), the kernel mounts the root
+/// disk itself (lago appends `root=/dev/<root dev>` to a kernel booted
+/// without an initrd) and starts busybox init.
+pub const CMDLINE_OWN_KERNEL: &str = "console=ttyS0,115200 quiet loglevel=3 panic=-1 rootfstype=ext4 rootwait rw \
+                                      init=/sbin/init noapictimer pci=noacpi i8042.noaux i8042.nokbd i8042.nopnp tsc=reliable \
+                                      no_timer_check cryptomgr.notests nowatchdog";
 
 /// Drivers loaded by the initramfs, in order (their dependencies are added first).
 const EARLY_MODULES: &[&str] = &[
@@ -72,6 +81,8 @@ const ROOT_SIZE: &str = "256M";
 
 struct Inputs {
     kernel: PathBuf,
+    /// `kernel` is the one built for tiny: no initramfs.
+    own_kernel: bool,
     early: Vec<PathBuf>,
     late: Vec<PathBuf>,
     busybox: PathBuf,
@@ -269,11 +280,7 @@ pub(crate) fn build_kernel(store: &TemplateStore) -> Result<PathBuf, StoreError>
         run(Command::new("make").current_dir(&tmp).args(["-s", "olddefconfig"])).map_err(build_err)?;
         // Every option asked for must be in the result (a dependency Kconfig dropped is an error, not a surprise at boot).
         let config = fs::read_to_string(tmp.join(".config")).map_err(io("read", &tmp.join(".config")))?;
-        let dropped: Vec<&str> = KERNEL_CONFIG
-            .lines()
-            .filter(|l| l.starts_with("CONFIG_") && l.ends_with("=y"))
-            .filter(|l| !config.lines().any(|c| c == *l))
-            .collect();
+        let dropped: Vec<String> = unkept_options(KERNEL_CONFIG, &config);
         if !dropped.is_empty() {
             return Err(build_err(crate::cmd::CommandError {
                 command: "make olddefconfig".into(),
@@ -302,15 +309,35 @@ pub(crate) fn build_kernel(store: &TemplateStore) -> Result<PathBuf, StoreError>
     Ok(kernel)
 }
 
+/// The options of `wanted` (a Kconfig fragment: `CONFIG_X=y` and `# CONFIG_X
+/// is not set` lines) that the resulting `config` did not keep.
+fn unkept_options(wanted: &str, config: &str) -> Vec<String> {
+    wanted
+        .lines()
+        .filter_map(|l| {
+            if l.starts_with("CONFIG_") && l.ends_with("=y") {
+                (!config.lines().any(|c| c == l)).then(|| l.to_owned())
+            } else {
+                let name = l.strip_prefix("# ")?.strip_suffix(" is not set")?;
+                let on = [format!("{name}=y"), format!("{name}=m")];
+                config
+                    .lines()
+                    .any(|c| on.iter().any(|o| o == c))
+                    .then(|| format!("{name} off"))
+            }
+        })
+        .collect()
+}
+
 fn find_inputs(store: &TemplateStore) -> Result<Inputs, StoreError> {
     // The kernel built for tiny has everything built in: no modules to load.
-    let (kernel, early, late) = match built_kernel(store) {
-        Some(k) => (k, Vec::new(), Vec::new()),
+    let (kernel, early, late, own_kernel) = match built_kernel(store) {
+        Some(k) => (k, Vec::new(), Vec::new(), true),
         None => {
             let (kernel, modules_dir) = find_kernel()?;
             let early = module_order(&modules_dir, EARLY_MODULES, &BTreeSet::new())?;
             let late = module_order(&modules_dir, LATE_MODULES, &early.iter().cloned().collect())?;
-            (kernel, early, late)
+            (kernel, early, late, false)
         }
     };
     let busybox = ["/bin/busybox", "/usr/bin/busybox"]
@@ -342,6 +369,7 @@ fn find_inputs(store: &TemplateStore) -> Result<Inputs, StoreError> {
     }
     Ok(Inputs {
         kernel,
+        own_kernel,
         early,
         late,
         busybox,
@@ -354,7 +382,10 @@ fn find_inputs(store: &TemplateStore) -> Result<Inputs, StoreError> {
 fn digest(inputs: &Inputs) -> Result<String, StoreError> {
     let mut h = Sha256::new();
     h.update(RECIPE);
-    for s in [INIT, RCS, SEED, DHCP, INITTAB, CONSOLE, SHUTDOWN, CMDLINE, ROOT_SIZE] {
+    let cmdline = if inputs.own_kernel { CMDLINE_OWN_KERNEL } else { CMDLINE };
+    for s in [
+        INIT, RCS, SEED, DHCP, INITTAB, CONSOLE, SHUTDOWN, FSTAB, cmdline, ROOT_SIZE,
+    ] {
         h.update((s.len() as u64).to_le_bytes());
         h.update(s);
     }
@@ -435,9 +466,12 @@ fn build(
     fs::copy(&inputs.kernel, &kernel).map_err(io("copy the kernel to", &kernel))?;
     pb.inc(1);
 
+    // The kernel built for tiny mounts the root disk itself: no initramfs stage.
     pb.set_message("initramfs");
-    let initrd = tmp.join("initrd.img");
-    write_initramfs(inputs, &initrd)?;
+    let initrd = (!inputs.own_kernel).then(|| tmp.join("initrd.img"));
+    if let Some(initrd) = &initrd {
+        write_initramfs(inputs, initrd)?;
+    }
     pb.inc(1);
 
     pb.set_message("root filesystem");
@@ -464,7 +498,7 @@ fn build(
         .arg(&disk))
     .map_err(build_err)?;
     fs::remove_file(&raw).map_err(io("remove", &raw))?;
-    for f in [&disk, &kernel, &initrd] {
+    for f in [&disk, &kernel].into_iter().chain(&initrd) {
         fs::set_permissions(f, fs::Permissions::from_mode(0o444)).map_err(io("chmod", f))?;
     }
     pb.inc(1);
@@ -474,8 +508,8 @@ fn build(
         version: version.into(),
         disk: final_dir.join("root.qcow2"),
         kernel: Some(final_dir.join("vmlinuz")),
-        initrd: Some(final_dir.join("initrd.img")),
-        cmdline: Some(CMDLINE.into()),
+        initrd: initrd.map(|_| final_dir.join("initrd.img")),
+        cmdline: Some(if inputs.own_kernel { CMDLINE_OWN_KERNEL } else { CMDLINE }.into()),
         build_secs: start.elapsed().as_secs_f64(),
         source: Some("built-in".into()),
         sha256: Some(super::sha256_file(&disk)?),
@@ -646,7 +680,8 @@ fn write_rootfs(inputs: &Inputs, root: &Path) -> Result<(), StoreError> {
         late.push_str(&name);
         late.push('\n');
     }
-    let files: [(&str, &str, u32); 13] = [
+    let files: [(&str, &str, u32); 14] = [
+        ("etc/fstab", FSTAB, 0o644),
         ("etc/lago/rcS", RCS, 0o755),
         ("etc/lago/console", CONSOLE, 0o755),
         ("etc/lago/seed", SEED, 0o755),
@@ -722,6 +757,16 @@ mod tests {
             left.contains(&"notes".to_owned()) && left.contains(&t.version),
             "{left:?}"
         );
+    }
+
+    #[test]
+    fn options_the_config_dropped_or_kept_on_are_named() {
+        let wanted = "# comment\nCONFIG_A=y\nCONFIG_B=y\n# CONFIG_C is not set\n# CONFIG_D is not set\n";
+        let config = "CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=y\n# CONFIG_D is not set\n";
+        assert_eq!(unkept_options(wanted, config), ["CONFIG_B=y", "CONFIG_C off"]);
+        assert!(unkept_options(wanted, "CONFIG_A=y\nCONFIG_B=y\n").is_empty());
+        // The fragment shipped with lago parses to options only.
+        assert!(unkept_options(KERNEL_CONFIG, KERNEL_CONFIG).is_empty());
     }
 
     #[test]
