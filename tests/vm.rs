@@ -106,10 +106,9 @@ fn exercise(env: &Env, tmp: &Path) {
     assert!(ping.success(), "vm02 cannot ping vm01.lago.local: {ping:?}");
 
     // vm02 booted from a virtio-scsi disk and has the 1 GiB empty disk.
-    let root = vm02
-        .ssh(["sh", "-c", "grep ' / ' /proc/mounts | cut -d' ' -f1"])
-        .unwrap();
-    assert_eq!(root.out.trim(), "/dev/sda", "{root:?}");
+    // (tiny's kernel mounts the root itself, so /proc/mounts names it /dev/root: the device numbers tell.)
+    let root = vm02.ssh(["sh", "-c", "stat -c %d /; cat /sys/block/sda/dev"]).unwrap();
+    assert!(root_is(&root.out), "root is not /dev/sda: {root:?}");
     let size = vm02.ssh(["cat", "/sys/block/vda/size"]).unwrap();
     assert_eq!(size.out.trim().parse::<u64>().unwrap() * 512, 1 << 30, "{size:?}");
 
@@ -371,8 +370,8 @@ fn networks_per_nic(env: &Env) {
     let route = out(vm01, &["ip", "route", "get", &back02]);
     assert!(route.contains("dev eth1"), "{route}");
     // vm02: sd* root and the extra raw disk of 64 MiB.
-    let root = out(vm02, &["sh", "-c", "grep ' / ' /proc/mounts | cut -d' ' -f1"]);
-    assert_eq!(root.trim(), "/dev/sda");
+    let root = out(vm02, &["sh", "-c", "stat -c %d /; cat /sys/block/sda/dev"]);
+    assert!(root_is(&root), "root is not /dev/sda: {root}");
     let size: u64 = out(vm02, &["cat", "/sys/block/sdb/size"]).trim().parse().unwrap();
     assert_eq!(size * 512, 64 << 20);
 }
@@ -749,5 +748,22 @@ fn an_existing_machine_is_reached_not_created(a: &Env, tmp: &Path) {
     assert_eq!(vm01.ssh(["hostname"]).unwrap().out.trim(), "vm01");
     if let Err(p) = outcome {
         std::panic::resume_unwind(p);
+    }
+}
+
+/// Whether `out` of `stat -c %d /; cat /sys/block/<disk>/dev` says the root
+/// filesystem is on that disk (device numbers: /proc/mounts names a root the
+/// kernel mounted itself /dev/root).
+fn root_is(out: &str) -> bool {
+    let mut lines = out.lines();
+    let (Some(dev), Some(majmin)) = (lines.next(), lines.next()) else {
+        return false;
+    };
+    let Some((major, minor)) = majmin.trim().split_once(':') else {
+        return false;
+    };
+    match (dev.trim().parse::<u64>(), major.parse::<u64>(), minor.parse::<u64>()) {
+        (Ok(d), Ok(ma), Ok(mi)) => d == (ma << 8 | mi),
+        _ => false,
     }
 }
