@@ -69,6 +69,10 @@ fn p(path: &Path) -> String {
     esc(&path.to_string_lossy())
 }
 
+/// The seed disk's serial number: `tiny` finds its seed by it in sysfs
+/// (`/sys/block/vdX/serial`) without scanning every disk for the `CIDATA` label.
+pub const SEED_SERIAL: &str = "lago-seed";
+
 /// The first `vdX` name not used by the VM's disks (for the seed).
 pub fn free_virtio_dev(plan: &VmPlan) -> String {
     let used: Vec<&str> = plan.disks.iter().map(|d| d.dev.as_str()).collect();
@@ -245,6 +249,7 @@ pub fn domain_xml(d: &DomainParams<'_>) -> String {
         let _ = writeln!(x, "      <driver name='qemu' type='raw'/>");
         let _ = writeln!(x, "      <source file='{}'/>", p(seed));
         let _ = writeln!(x, "      <target dev='{}' bus='virtio'/>", esc(dev));
+        let _ = writeln!(x, "      <serial>{SEED_SERIAL}</serial>");
         let _ = writeln!(x, "      <readonly/>");
         let _ = writeln!(x, "    </disk>");
     }
@@ -427,7 +432,7 @@ nets:
         // The seed takes the first free virtio name.
         assert!(
             x.contains(
-                "<source file='/w/seeds/vm01-cidata.img'/>\n      <target dev='vda' bus='virtio'/>\n      <readonly/>"
+                "<source file='/w/seeds/vm01-cidata.img'/>\n      <target dev='vda' bus='virtio'/>\n      <serial>lago-seed</serial>\n      <readonly/>"
             ),
             "{x}"
         );
