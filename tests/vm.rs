@@ -767,3 +767,55 @@ fn root_is(out: &str) -> bool {
         _ => false,
     }
 }
+
+/// `tiny` from a fresh template store boots the distribution's kernel through
+/// lago's initramfs (the path every machine takes until `lago template build
+/// tiny --kernel` has run): the initramfs finds an sd* root, the seed makes a
+/// non-root user whose key works, and the kernel is Debian's.
+#[test]
+#[ignore = "boots VMs: run through scripts/test (inside the test network namespace)"]
+fn tiny_on_the_distribution_kernel_and_initramfs() {
+    in_test_namespace();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = lago::store::TemplateStore::new(tmp.path().join("store"));
+    let env = Env::init(
+        envs("distro-kernel.yaml"),
+        InitOptions {
+            store: Some(store),
+            ..options(tmp.path())
+        },
+    )
+    .unwrap();
+    let id = env.id().to_string();
+    let workdir = env.workdir().to_path_buf();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        env.start(&[]).unwrap();
+        let vm = env.vm("vm01").unwrap();
+        let out = |cmd: &str| {
+            let r = vm.ssh(["sh", "-c", cmd]).unwrap();
+            assert!(r.success(), "{cmd}: {r:?}");
+            r.out
+        };
+        assert_eq!(out("id -un").trim(), "tester");
+        assert_eq!(out("hostname").trim(), "vm01");
+        assert!(out("uname -r").trim().ends_with("-cloud-amd64"), "not Debian's kernel");
+        // The initramfs mounted the root by its name: /proc/mounts says /dev/sda.
+        assert_eq!(out("grep ' / ' /proc/mounts | cut -d' ' -f1").trim(), "/dev/sda");
+        assert!(root_is(&out("stat -c %d /; cat /sys/block/sda/dev")));
+        // The template this store built boots through an initrd.
+        let tiny = tmp.path().join("store/tiny");
+        let metas: Vec<serde_json::Value> = fs::read_dir(&tiny)
+            .unwrap()
+            .flatten()
+            .filter_map(|e| fs::read_to_string(e.path().join("template.json")).ok())
+            .map(|t| serde_json::from_str(&t).unwrap())
+            .collect();
+        assert_eq!(metas.len(), 1, "{metas:?}");
+        assert!(metas[0]["initrd"].is_string(), "{:?}", metas[0]);
+    }));
+    env.destroy().unwrap();
+    assert_nothing_left(&id, &workdir);
+    if let Err(p) = outcome {
+        std::panic::resume_unwind(p);
+    }
+}
