@@ -860,7 +860,6 @@ impl Templates<'_> {
     }
 }
 
-/// Makes disk `ds` of VM `vs` as a volume on a remote hypervisor; returns its path there.
 /// The command line of a directly booted kernel: its own `args`, then
 /// lago's parameters for the guest (`lago.root=`, `lago.seed=1`,
 /// `lago.mgmt=<mac>`). A kernel booted without an initrd mounts the root disk
@@ -886,6 +885,7 @@ fn direct_cmdline(args: &str, root_dev: &str, has_initrd: bool, seed: bool, mgmt
     line
 }
 
+/// Makes disk `ds` of VM `vs` as a volume on a remote hypervisor; returns its path there.
 fn remote_disk(
     backend: &Backend,
     prefix: &str,

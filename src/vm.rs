@@ -342,6 +342,10 @@ impl Vm {
         let mut last_state_check = Instant::now() - Duration::from_secs(1);
         let mut last_jump = Instant::now() - Duration::from_secs(1);
         let mut last_probe = Instant::now() - Duration::from_secs(1);
+        // After a failed SSH attempt (say, keys not yet in place) the next waits 250 ms:
+        // each attempt costs the guest a key exchange.
+        let mut next_attempt = Instant::now();
+        let mut console_scan = console_offset;
         let mut last_console_sync = Instant::now() - Duration::from_secs(1);
         let mut shown = stage;
         // Logs every stage from `shown` up to (not including) `now` as passed.
@@ -375,7 +379,7 @@ impl Vm {
                 last_console_sync = Instant::now();
                 self.sync_console();
             }
-            if stage == BootStage::GuestUp && console_shows_up(&self.plan.console_log, console_offset) {
+            if stage == BootStage::GuestUp && console_shows_up(&self.plan.console_log, &mut console_scan) {
                 stage = BootStage::PortOpen;
             }
             if stage >= BootStage::GuestUp {
@@ -407,6 +411,7 @@ impl Vm {
                     }
                 };
                 match probe {
+                    Ok(_) if Instant::now() < next_attempt => {}
                     Ok(_) => {
                         stage = stage.max(BootStage::Authenticated);
                         passed(&mut shown, stage);
@@ -417,7 +422,10 @@ impl Vm {
                                 return Ok(());
                             }
                             Err(e @ SshError::HostKeyMismatch { .. }) => return Err(e.into()),
-                            Err(e) => last_error = Some(Box::new(e)),
+                            Err(e) => {
+                                last_error = Some(Box::new(e));
+                                next_attempt = Instant::now() + Duration::from_millis(250);
+                            }
                         }
                     }
                     // Through a jump host, a real SSH error is kept over "waiting".
@@ -469,11 +477,29 @@ fn read_from(path: &Path, offset: u64) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-fn console_shows_up(path: &Path, offset: u64) -> bool {
-    let text = read_from(path, offset);
-    UP_MARKERS.iter().any(|m| text.contains(m))
+/// Whether the console, from `*from` on, shows that the guest is up. `*from`
+/// moves past what was read (less a marker's length, in case one is cut in
+/// two), so that polling reads only new output.
+fn console_shows_up(path: &Path, from: &mut u64) -> bool {
+    let mut buf = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let _ = f.seek(SeekFrom::Start(*from));
+        let _ = f.take(1 << 20).read_to_end(&mut buf);
+    }
+    if UP_MARKERS
+        .iter()
+        .any(|m| buf.windows(m.len()).any(|w| w == m.as_bytes()))
+    {
+        return true;
+    }
+    let keep = UP_MARKERS.iter().map(|m| m.len()).max().unwrap_or(0);
+    *from += buf.len().saturating_sub(keep) as u64;
+    false
 }
 
+/// The last `n` non-empty lines of the console from `offset` on. A kernel
+/// panic's own line comes first when its call trace pushed it out of them
+/// (it says what went wrong; the trace rarely does).
 fn console_tail(path: &Path, offset: u64, n: usize) -> Vec<String> {
     let text = read_from(path, offset);
     let lines: Vec<String> = text
@@ -481,5 +507,55 @@ fn console_tail(path: &Path, offset: u64, n: usize) -> Vec<String> {
         .map(|l| l.chars().filter(|c| !c.is_control() || *c == '\t').collect::<String>())
         .filter(|l| !l.trim().is_empty())
         .collect();
-    lines[lines.len().saturating_sub(n)..].to_vec()
+    let from = lines.len().saturating_sub(n);
+    let mut tail = Vec::with_capacity(n + 1);
+    if let Some(panic) = lines[..from].iter().rev().find(|l| l.contains("Kernel panic")) {
+        tail.push(panic.clone());
+    }
+    tail.extend_from_slice(&lines[from..]);
+    tail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{console_shows_up, console_tail};
+    use std::io::Write;
+
+    #[test]
+    fn the_console_is_scanned_once_and_a_marker_cut_in_two_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let mut from = 0;
+        assert!(!console_shows_up(&path, &mut from), "empty console");
+        f.write_all(&[b'x'; 4000]).unwrap();
+        f.write_all(b"\n\xff\xfe lago-ti").unwrap();
+        assert!(!console_shows_up(&path, &mut from));
+        // Most of what was read is not read again.
+        assert!(from > 3900 && from < 4010, "{from}");
+        f.write_all(b"ny: up (vm01) at 0.8s\n").unwrap();
+        assert!(console_shows_up(&path, &mut from));
+        // A console that is not there (yet) is not up, and moves nothing.
+        let mut none = 7;
+        assert!(!console_shows_up(&dir.path().join("missing"), &mut none));
+        assert_eq!(none, 7);
+    }
+
+    #[test]
+    fn a_kernel_panic_line_stays_in_the_console_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        let mut text = String::from("booting\n---[ Kernel panic - not syncing: VFS: Unable to mount root fs ]---\n");
+        for i in 0..20 {
+            text.push_str(&format!("trace line {i}\n\n"));
+        }
+        std::fs::write(&path, &text).unwrap();
+        let tail = console_tail(&path, 0, 5);
+        assert_eq!(tail.len(), 6, "{tail:?}");
+        assert!(tail[0].contains("VFS: Unable to mount root fs"), "{tail:?}");
+        assert_eq!(tail[5], "trace line 19");
+        // Without a panic, just the tail.
+        std::fs::write(&path, "a\nb\nc\n").unwrap();
+        assert_eq!(console_tail(&path, 0, 2), ["b", "c"]);
+    }
 }

@@ -73,8 +73,10 @@ pub const CMDLINE: &str = "console=ttyS0,115200 quiet loglevel=3 panic=-1 rdinit
 /// time under TCG: `noapictimer` (no 0.1 s LAPIC timer calibration; the HPET
 /// drives the tick) and `noreplace-smp` (a one-vCPU guest keeps its `lock`
 /// prefixes instead of rewriting every one in the kernel's text: rewriting
-/// code is slow under TCG).
-pub const CMDLINE_OWN_KERNEL: &str = "console=ttyS0,115200 quiet loglevel=3 panic=-1 rootfstype=ext4 rootwait rw \
+/// code is slow under TCG). No `rootwait`: the kernel waits for the disks'
+/// probes before it mounts the root, and a root device that is not there is
+/// a panic on the console (which lago's boot error shows), not a silent wait.
+pub const CMDLINE_OWN_KERNEL: &str = "console=ttyS0,115200 quiet loglevel=3 panic=-1 rootfstype=ext4 rw \
                                       init=/sbin/init noapictimer noreplace-smp pci=noacpi i8042.noaux i8042.nokbd i8042.nopnp tsc=reliable \
                                       no_timer_check cryptomgr.notests nowatchdog";
 
