@@ -170,7 +170,7 @@ pub enum Error {
     },
     /// A test suite's environment could not be created or booted (every test
     /// that needs it gets this error; the boot is not retried).
-    #[error("environment {} {what}", init_file.display())]
+    #[error("environment {} {what} (`lago doctor` checks this host and names fixes)", init_file.display())]
     SuiteBoot {
         /// The init file.
         init_file: PathBuf,

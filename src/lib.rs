@@ -45,6 +45,7 @@ pub mod cli;
 mod cmd;
 pub mod collect;
 pub mod deploy;
+pub mod doctor;
 pub mod export;
 pub mod inventory;
 pub use lago_config as config;

@@ -320,3 +320,40 @@ fn lago_keys_lago_ignores_are_warnings_and_strict_makes_them_errors() {
         "{err}"
     );
 }
+
+/// `lago doctor` runs every check and says, in JSON, what it found; a libvirt
+/// URI nobody listens on is a failure with a fix (exit 1). Inside lago's test
+/// network namespace (scripts/test), the real host passes: exit 0, no failure.
+#[test]
+fn doctor_checks_the_host_and_names_fixes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sock = tmp.path().join("nobody.sock");
+    let uri = format!("qemu+unix:///system?socket={}", sock.display());
+    let out = lago(&["doctor", "--libvirt-uri", &uri, "--json"], tmp.path(), tmp.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let checks: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let names: Vec<&str> = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["libvirt", "qemu", "kvm", "dnsmasq", "netns", "subnets", "store", "tiny", "leases", "mmdebstrap"]
+    );
+    let libvirt = &checks[0];
+    assert_eq!(libvirt["status"], "fail", "{libvirt}");
+    assert!(libvirt["fix"].as_str().unwrap().contains("libvirtd"), "{libvirt}");
+    // The table says the same.
+    let out = lago(&["doctor", "--libvirt-uri", &uri], tmp.path(), tmp.path());
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("FAIL  libvirt") && table.contains("fix: "), "{table}");
+    if std::env::var_os("LAGO_IN_NETNS").is_some() {
+        let out = lago(&["doctor", "--json"], tmp.path(), tmp.path());
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{stdout}");
+        assert!(!stdout.contains("\"fail\""), "{stdout}");
+    }
+}

@@ -297,6 +297,7 @@ fn a_boot_failure_fails_every_test_with_the_same_error_without_retrying() {
     // One boot, one error: the same text, down to the measured wait.
     assert_eq!(failures[0], failures[1]);
     assert!(failures[0].contains("stalled at stage"), "{}", failures[0]);
+    assert!(failures[0].contains("`lago doctor`"), "{}", failures[0]);
     // Torn down at once: nothing of it is left.
     let stderr = String::from_utf8_lossy(&out.stderr);
     let line = stderr

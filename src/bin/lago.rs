@@ -163,6 +163,10 @@ enum Command {
     /// the process that owned them (a test run) is gone. Never a running one, one kept by
     /// LAGO_KEEP, one made by `lago init` whose workdir exists, or one owned by another machine.
     Gc(GcArgs),
+    /// Check this host: libvirt, QEMU, KVM or TCG, dnsmasq, the test network namespace, subnets,
+    /// the template store, tiny's build inputs, the leases, mmdebstrap. Each check says OK, a
+    /// warning or a failure, with the fix. Exit code 0 when lago can boot VMs here, 1 when not.
+    Doctor(DoctorArgs),
     /// Templates in the store.
     Template {
         #[command(subcommand)]
@@ -272,6 +276,15 @@ struct GcArgs {
     #[arg(long)]
     all_uris: bool,
     /// libvirt URI to look at (default: LIBVIRT_DEFAULT_URI, else qemu:///system).
+    #[arg(long, value_name = "URI")]
+    libvirt_uri: Option<String>,
+    #[command(flatten)]
+    output: Output,
+}
+
+#[derive(Debug, Args)]
+struct DoctorArgs {
+    /// libvirt URI to check (default: LIBVIRT_DEFAULT_URI, else qemu:///system).
     #[arg(long, value_name = "URI")]
     libvirt_uri: Option<String>,
     #[command(flatten)]
@@ -441,6 +454,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Snapshot(a) => snapshot(&ctx, a),
         Command::Revert { name } => revert(&ctx, &name),
         Command::Gc(a) => gc(a),
+        Command::Doctor(a) => doctor(a),
         Command::Template { command } => template(&ctx, command),
     }
 }
@@ -672,6 +686,16 @@ fn gc(a: GcArgs) -> Result<ExitCode> {
     print_out(&cli::render(&report, a.output.get(), |r| cli::gc_table(r, a.dry_run))?);
     let failed = report.envs.iter().any(|f| f.error.is_some());
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn doctor(a: DoctorArgs) -> Result<ExitCode> {
+    let checks = lago::doctor::run(&lago::doctor::Host::current(a.libvirt_uri.as_deref()));
+    print_out(&cli::render(&checks, a.output.get(), |c| lago::doctor::table(c))?);
+    Ok(if lago::doctor::healthy(&checks) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn template(ctx: &Ctx, command: TemplateCommand) -> Result<ExitCode> {

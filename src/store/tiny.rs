@@ -373,6 +373,13 @@ fn unkept_options(wanted: &str, config: &str) -> Vec<String> {
         .collect()
 }
 
+/// The kernel `tiny` would boot and whether it is the one built for it, if
+/// every input of a build is on this host (else the error naming what is missing).
+pub(crate) fn inputs_report(store: &TemplateStore) -> Result<(PathBuf, bool), StoreError> {
+    let i = find_inputs(store)?;
+    Ok((i.kernel, i.own_kernel))
+}
+
 fn find_inputs(store: &TemplateStore) -> Result<Inputs, StoreError> {
     // The kernel built for tiny has everything built in: no modules to load.
     let (kernel, early, late, own_kernel) = match built_kernel(store) {

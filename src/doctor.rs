@@ -1,0 +1,555 @@
+//! `lago doctor`: checks the host and says, for each check, OK, a warning or
+//! a failure, with the fix. A failure means lago cannot boot VMs here; a
+//! warning means something works less well or one feature is missing.
+//!
+//! Every check reads its inputs from a [`Host`], so tests can point it at a
+//! faked host (a `PATH` without QEMU, a folder nobody can write, a libvirt URI
+//! nobody listens on).
+
+use std::ffi::OsString;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::backend::Backend;
+use crate::lease::LeaseStore;
+use crate::store::TemplateStore;
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Fine.
+    Ok,
+    /// Works, less well, or a feature is missing.
+    Warn,
+    /// lago cannot boot VMs until it is fixed.
+    Fail,
+}
+
+/// One check's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// What was checked (`libvirt`, `qemu`, …).
+    pub name: &'static str,
+    /// How it came out.
+    pub status: Status,
+    /// What was found.
+    pub detail: String,
+    /// What to do about it (warnings and failures).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+impl Check {
+    fn ok(name: &'static str, detail: impl Into<String>) -> Self {
+        Check {
+            name,
+            status: Status::Ok,
+            detail: detail.into(),
+            fix: None,
+        }
+    }
+    fn warn(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
+        Check {
+            name,
+            status: Status::Warn,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        }
+    }
+    fn fail(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
+        Check {
+            name,
+            status: Status::Fail,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        }
+    }
+}
+
+/// What the checks look at.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// The `PATH` programs are looked up in.
+    pub path: OsString,
+    /// The libvirt URI (`None`: libvirt's default, as `lago init` uses).
+    pub libvirt_uri: Option<String>,
+    /// The template store.
+    pub store: PathBuf,
+    /// The lease directory.
+    pub lease_dir: PathBuf,
+    /// `/dev/kvm`.
+    pub kvm_device: PathBuf,
+    /// Present when this KVM is PVM-flavoured (`/sys/module/kvm_pvm`).
+    pub pvm_module: PathBuf,
+    /// The host's IPv4 routes (`/proc/net/route`).
+    pub routes: PathBuf,
+    /// The test network namespace this runs in (`LAGO_IN_NETNS`).
+    pub netns: Option<String>,
+}
+
+impl Host {
+    /// This host, as `lago init` would see it (`libvirt_uri`: `-c`/`LIBVIRT_DEFAULT_URI`).
+    pub fn current(libvirt_uri: Option<&str>) -> Self {
+        Host {
+            path: std::env::var_os("PATH").unwrap_or_default(),
+            libvirt_uri: libvirt_uri.map(str::to_owned),
+            store: TemplateStore::from_env().root().to_path_buf(),
+            lease_dir: LeaseStore::from_env().dir().to_path_buf(),
+            kvm_device: PathBuf::from("/dev/kvm"),
+            pvm_module: PathBuf::from("/sys/module/kvm_pvm"),
+            routes: PathBuf::from("/proc/net/route"),
+            netns: std::env::var("LAGO_IN_NETNS").ok().filter(|s| !s.is_empty()),
+        }
+    }
+
+    /// `program` on this host's `PATH` (or in /usr/sbin and /sbin, where Debian puts daemons).
+    fn find(&self, program: &str) -> Option<PathBuf> {
+        std::env::split_paths(&self.path)
+            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    }
+}
+
+/// An error and its sources, `: `-separated.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(c) = source {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        source = c.source();
+    }
+    s
+}
+
+/// Runs every check.
+pub fn run(host: &Host) -> Vec<Check> {
+    vec![
+        libvirt(host),
+        qemu(host),
+        kvm(host),
+        program(
+            host,
+            "dnsmasq",
+            "dnsmasq",
+            "dnsmasq-base",
+            "libvirt's DHCP and DNS for guest networks",
+            true,
+        ),
+        netns(host),
+        subnets(host),
+        store(host),
+        tiny(host),
+        leases(host),
+        program(
+            host,
+            "mmdebstrap",
+            "mmdebstrap",
+            "mmdebstrap",
+            "builds the `debian-12` template",
+            false,
+        ),
+    ]
+}
+
+/// Whether every check passed or only warned.
+pub fn healthy(checks: &[Check]) -> bool {
+    checks.iter().all(|c| c.status != Status::Fail)
+}
+
+/// The table `lago doctor` prints.
+pub fn table(checks: &[Check]) -> String {
+    let mut out = String::new();
+    for c in checks {
+        let mark = match c.status {
+            Status::Ok => "ok  ",
+            Status::Warn => "warn",
+            Status::Fail => "FAIL",
+        };
+        out.push_str(&format!("{mark}  {:<11} {}\n", c.name, c.detail));
+        if let Some(fix) = &c.fix {
+            out.push_str(&format!("      {:<11} fix: {fix}\n", ""));
+        }
+    }
+    let fails = checks.iter().filter(|c| c.status == Status::Fail).count();
+    let warns = checks.iter().filter(|c| c.status == Status::Warn).count();
+    out.push_str(&match (fails, warns) {
+        (0, 0) => "everything lago needs is here\n".to_owned(),
+        (0, w) => format!(
+            "lago can boot VMs here ({w} warning{})\n",
+            if w == 1 { "" } else { "s" }
+        ),
+        (f, _) => format!(
+            "lago cannot boot VMs here until {f} failure{} fixed\n",
+            if f == 1 { " is" } else { "s are" }
+        ),
+    });
+    out
+}
+
+fn libvirt(host: &Host) -> Check {
+    let uri = host.libvirt_uri.as_deref().unwrap_or("libvirt's default URI");
+    match Backend::connect(host.libvirt_uri.as_deref()) {
+        Ok(b) => Check::ok("libvirt", format!("reachable at {}", b.uri())),
+        Err(e) => {
+            let text = chain(&e);
+            let fix = if text.contains("Permission denied") {
+                "let this user reach libvirtd: `sudo usermod -aG libvirt $USER`, then log in again (or run as root)"
+            } else if text.contains("No such file")
+                || text.contains("Connection refused")
+                || text.contains("Failed to connect")
+            {
+                "start libvirtd: `scripts/netns-run --ensure` starts one inside lago's test network namespace (for tests); on a desktop, `sudo systemctl start libvirtd`"
+            } else {
+                "check the URI (`-c`, LIBVIRT_DEFAULT_URI) and that libvirtd runs"
+            };
+            Check::fail("libvirt", format!("cannot connect to {uri}: {text}"), fix)
+        }
+    }
+}
+
+fn qemu(host: &Host) -> Check {
+    let Some(bin) = host.find("qemu-system-x86_64") else {
+        return Check::fail(
+            "qemu",
+            "qemu-system-x86_64 is not installed",
+            "`sudo apt-get install qemu-system-x86` (scripts/setup-host installs everything)",
+        );
+    };
+    let mut first = None;
+    let out = crate::cmd::run_streaming(
+        std::process::Command::new(&bin).arg("--version"),
+        std::time::Duration::from_secs(10),
+        |line| {
+            first.get_or_insert_with(|| line.to_owned());
+        },
+    );
+    match out {
+        Ok(()) => Check::ok("qemu", first.unwrap_or_else(|| bin.display().to_string())),
+        Err(e) => Check::fail(
+            "qemu",
+            format!("{} does not run: {}", bin.display(), chain(&e)),
+            "reinstall it: `sudo apt-get install --reinstall qemu-system-x86`",
+        ),
+    }
+}
+
+fn kvm(host: &Host) -> Check {
+    match crate::backend::kvm_unusable_reason(&host.kvm_device, &host.pvm_module) {
+        None => Check::ok(
+            "kvm",
+            format!("{} is usable: VMs run with KVM", host.kvm_device.display()),
+        ),
+        Some(why) => {
+            let fix = if why.contains("does not exist") {
+                "load KVM (`sudo modprobe kvm_intel` or `kvm_amd`; on a cloud VM, enable nested virtualization); until then TCG works, slower"
+            } else if why.contains("cannot be opened") {
+                "`sudo usermod -aG kvm $USER`, then log in again; until then TCG works, slower"
+            } else {
+                "nothing to do: TCG works here (slower); KVM needs a host that virtualizes stock guests"
+            };
+            Check::warn("kvm", format!("VMs run with TCG (software emulation): {why}"), fix)
+        }
+    }
+}
+
+fn program(host: &Host, name: &'static str, bin: &str, package: &str, role: &str, needed: bool) -> Check {
+    match host.find(bin) {
+        Some(p) => Check::ok(name, format!("{} ({role})", p.display())),
+        None if needed => Check::fail(
+            name,
+            format!("{bin} is not installed ({role})"),
+            format!("`sudo apt-get install {package}`"),
+        ),
+        None => Check::warn(
+            name,
+            format!("{bin} is not installed: only needed when lago {role}"),
+            format!("`sudo apt-get install {package}` when you need it"),
+        ),
+    }
+}
+
+fn netns(host: &Host) -> Check {
+    match &host.netns {
+        Some(ns) => Check::ok("netns", format!("inside lago's test network namespace {ns}")),
+        None => Check::warn(
+            "netns",
+            "not inside a test network namespace: guest networks would be made in this one",
+            "run VM tests through `scripts/netns-run` (or `scripts/test`); for your own VMs this is fine",
+        ),
+    }
+}
+
+/// Routes of the host that cover part of lago's subnet pool (192.168.200.0-192.168.255.255),
+/// other than the bridges of lago's own networks.
+fn subnets(host: &Host) -> Check {
+    let Ok(text) = std::fs::read_to_string(&host.routes) else {
+        return Check::ok(
+            "subnets",
+            format!("{} not readable: not checked", host.routes.display()),
+        );
+    };
+    let clashes = route_clashes(&text);
+    if clashes.is_empty() {
+        Check::ok(
+            "subnets",
+            "no route of this host overlaps lago's pool 192.168.200.0-192.168.255.0/24",
+        )
+    } else {
+        Check::warn(
+            "subnets",
+            format!("routes overlap lago's subnet pool: {}", clashes.join(", ")),
+            "lago skips subnets it cannot lease, but a net on such a subnet can shadow the host's; free them or run inside `scripts/netns-run`",
+        )
+    }
+}
+
+/// `iface dest/prefix` of each route in `/proc/net/route` text that overlaps
+/// 192.168.200.0/21..192.168.255.255 and is not on a lago bridge (`lg-…`).
+fn route_clashes(text: &str) -> Vec<String> {
+    let pool_lo = u32::from(Ipv4Addr::new(192, 168, 200, 0));
+    let pool_hi = u32::from(Ipv4Addr::new(192, 168, 255, 255));
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (iface, dest, mask) = (f.first()?, f.get(1)?, f.get(7)?);
+            let dest = u32::from_be(u32::from_str_radix(dest, 16).ok()?);
+            let mask = u32::from_be(u32::from_str_radix(mask, 16).ok()?);
+            if mask == 0 || iface.starts_with("lg-") {
+                return None;
+            }
+            let (lo, hi) = (dest & mask, (dest & mask) | !mask);
+            (lo <= pool_hi && hi >= pool_lo).then(|| format!("{iface} {}/{}", Ipv4Addr::from(lo), mask.count_ones()))
+        })
+        .collect()
+}
+
+fn store(host: &Host) -> Check {
+    let root = &host.store;
+    // The folder, or the nearest one above it that exists (lago creates the rest).
+    let existing = root.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
+    if let Err(e) = tempfile::tempfile_in(existing) {
+        return Check::fail(
+            "store",
+            format!(
+                "template store {}: cannot write in {} ({e})",
+                root.display(),
+                existing.display()
+            ),
+            "point LAGO_TEMPLATE_STORE at a folder you can write, or run as root for /var/lib/lago/store",
+        );
+    }
+    match rustix::fs::statvfs(existing) {
+        Ok(s) => {
+            let free = s.f_bavail.saturating_mul(s.f_frsize);
+            let detail = format!(
+                "template store {} ({} free)",
+                root.display(),
+                crate::config::approx_size(free)
+            );
+            if free < 2 << 30 {
+                Check::warn(
+                    "store",
+                    detail,
+                    "free some space: `debian-12` needs about 1 GiB, each VM's overlays grow as it writes",
+                )
+            } else {
+                Check::ok("store", detail)
+            }
+        }
+        Err(e) => Check::ok(
+            "store",
+            format!("template store {} (free space unknown: {e})", root.display()),
+        ),
+    }
+}
+
+fn tiny(host: &Host) -> Check {
+    match crate::store::tiny::inputs_report(&TemplateStore::new(&host.store)) {
+        Ok((kernel, true)) => Check::ok(
+            "tiny",
+            format!("build inputs present; boots its own kernel {}", kernel.display()),
+        ),
+        Ok((kernel, false)) => Check::warn(
+            "tiny",
+            format!(
+                "build inputs present; boots the distribution's kernel {}",
+                kernel.display()
+            ),
+            "`lago template build tiny --kernel` builds tiny's own kernel once (about 5 minutes; boots in about half the time)",
+        ),
+        Err(e) => Check::fail(
+            "tiny",
+            format!("cannot build tiny: {}", chain(&e)),
+            "`scripts/setup-host` installs its inputs (linux-image-cloud-amd64, busybox-static, dropbear-bin)",
+        ),
+    }
+}
+
+fn leases(host: &Host) -> Check {
+    let store = LeaseStore::new(&host.lease_dir);
+    let dir = &host.lease_dir;
+    let existing = dir.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
+    if let Err(e) = tempfile::tempfile_in(existing) {
+        return Check::fail(
+            "leases",
+            format!(
+                "lease folder {}: cannot write in {} ({e})",
+                dir.display(),
+                existing.display()
+            ),
+            "point LAGO_LEASE_DIR at a folder you can write, or run as root for /var/lib/lago/subnets",
+        );
+    }
+    match store.list() {
+        Ok(l) => {
+            let stale = l.iter().filter(|l| !l.workdir.exists()).count();
+            if stale == 0 {
+                Check::ok("leases", format!("{} ({} subnets leased)", dir.display(), l.len()))
+            } else {
+                Check::warn(
+                    "leases",
+                    format!(
+                        "{}: {stale} of {} leases belong to workdirs that are gone",
+                        dir.display(),
+                        l.len()
+                    ),
+                    "`lago gc` releases them (and whatever those envs left in libvirt)",
+                )
+            }
+        }
+        Err(e) => Check::fail(
+            "leases",
+            format!("cannot read the leases in {}: {}", dir.display(), chain(&e)),
+            "fix the folder's permissions, or point LAGO_LEASE_DIR elsewhere",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn faked(tmp: &Path) -> Host {
+        let bin = tmp.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        Host {
+            path: bin.into_os_string(),
+            libvirt_uri: Some("test:///default".into()),
+            store: tmp.join("store"),
+            lease_dir: tmp.join("leases"),
+            kvm_device: tmp.join("no-kvm"),
+            pvm_module: tmp.join("no-pvm"),
+            routes: tmp.join("route"),
+            netns: None,
+        }
+    }
+
+    fn by_name<'a>(checks: &'a [Check], name: &str) -> &'a Check {
+        checks.iter().find(|c| c.name == name).unwrap()
+    }
+
+    #[test]
+    fn a_faked_host_gets_each_failure_and_warning_with_its_fix() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut host = faked(tmp.path());
+        // A libvirt URI nobody listens on.
+        host.libvirt_uri = Some(format!(
+            "qemu+unix:///system?socket={}",
+            tmp.path().join("none.sock").display()
+        ));
+        let checks = run(&host);
+        let c = by_name(&checks, "libvirt");
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(c.fix.as_deref().unwrap().contains("start libvirtd"), "{c:?}");
+        // No /dev/kvm: TCG, a warning that says how to load KVM.
+        let c = by_name(&checks, "kvm");
+        assert_eq!(c.status, Status::Warn, "{c:?}");
+        assert!(
+            c.detail.contains("TCG") && c.fix.as_deref().unwrap().contains("modprobe"),
+            "{c:?}"
+        );
+        // Not in a namespace: a warning.
+        assert_eq!(by_name(&checks, "netns").status, Status::Warn);
+        assert!(!healthy(&checks));
+        let printed = table(&checks);
+        assert!(
+            printed.contains("FAIL  libvirt") && printed.contains("fix: start libvirtd"),
+            "{printed}"
+        );
+        assert!(printed.contains("cannot boot VMs here"), "{printed}");
+    }
+
+    #[test]
+    fn missing_programs_fail_or_warn_by_need() {
+        let tmp = tempfile::tempdir().unwrap();
+        let host = faked(tmp.path());
+        // dnsmasq is needed, mmdebstrap only for debian-12 (their names are looked up on the faked
+        // PATH first, then in /usr/sbin and /sbin, so a host with them installed passes).
+        let c = program(&host, "x", "lago-no-such-program", "pkg", "does a thing", true);
+        assert_eq!(c.status, Status::Fail);
+        assert_eq!(c.fix.as_deref(), Some("`sudo apt-get install pkg`"));
+        let c = program(&host, "x", "lago-no-such-program", "pkg", "does a thing", false);
+        assert_eq!(c.status, Status::Warn);
+        std::fs::write(tmp.path().join("bin/lago-fake"), "").unwrap();
+        assert_eq!(program(&host, "x", "lago-fake", "pkg", "r", true).status, Status::Ok);
+    }
+
+    #[test]
+    fn unwritable_store_and_lease_folders_fail() {
+        if rustix::process::geteuid().is_root() {
+            // root writes anywhere: a file in the way makes the folder unusable instead.
+            let tmp = tempfile::tempdir().unwrap();
+            let file = tmp.path().join("file");
+            std::fs::write(&file, "").unwrap();
+            let mut host = faked(tmp.path());
+            host.store = file.join("store");
+            host.lease_dir = file.join("leases");
+            // The nearest existing ancestor is a file: nothing can be made under it.
+            assert_eq!(store(&host).status, Status::Fail, "{:?}", store(&host));
+            assert_eq!(leases(&host).status, Status::Fail, "{:?}", leases(&host));
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let locked = tmp.path().join("locked");
+        std::fs::create_dir(&locked).unwrap();
+        std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o500)).unwrap();
+        let mut host = faked(tmp.path());
+        host.store = locked.join("store");
+        host.lease_dir = locked.join("leases");
+        assert_eq!(store(&host).status, Status::Fail);
+        assert_eq!(leases(&host).status, Status::Fail);
+    }
+
+    #[test]
+    fn routes_into_the_pool_are_named_and_lago_bridges_are_not() {
+        let text = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                    eth0\t00000000\t0102A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+                    eth0\t0000A8C0\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n\
+                    lg-1a2b3c4d-0\t00C8A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+                    docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
+        // 192.168.0.0/16 on eth0 covers the pool; the default route and lago's own bridge do not count.
+        assert_eq!(route_clashes(text), ["eth0 192.168.0.0/16"]);
+        assert!(route_clashes("Iface\tDestination\n").is_empty());
+    }
+
+    #[test]
+    fn a_healthy_list_says_so() {
+        let checks = vec![Check::ok("a", "fine"), Check::warn("b", "meh", "do this")];
+        assert!(healthy(&checks));
+        let t = table(&checks);
+        assert!(
+            t.contains("warn  b") && t.contains("fix: do this") && t.contains("1 warning)"),
+            "{t}"
+        );
+        let json = serde_json::to_value(&checks).unwrap();
+        assert_eq!(json[0]["status"], "ok");
+        assert!(json[0].get("fix").is_none());
+        assert_eq!(json[1]["fix"], "do this");
+    }
+}
