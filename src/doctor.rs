@@ -410,7 +410,15 @@ fn leases(host: &Host) -> Check {
         Ok(l) => {
             let stale = l.iter().filter(|l| !l.workdir.exists()).count();
             if stale == 0 {
-                Check::ok("leases", format!("{} ({} subnets leased)", dir.display(), l.len()))
+                Check::ok(
+                    "leases",
+                    format!(
+                        "{}: {} of the pool's 56 subnets leased, {} free",
+                        dir.display(),
+                        l.len(),
+                        56usize.saturating_sub(l.len())
+                    ),
+                )
             } else {
                 Check::warn(
                     "leases",

@@ -341,7 +341,18 @@ fn doctor_checks_the_host_and_names_fixes() {
         .collect();
     assert_eq!(
         names,
-        ["libvirt", "qemu", "kvm", "dnsmasq", "netns", "subnets", "store", "tiny", "leases", "mmdebstrap"]
+        [
+            "libvirt",
+            "qemu",
+            "kvm",
+            "dnsmasq",
+            "netns",
+            "subnets",
+            "store",
+            "tiny",
+            "leases",
+            "mmdebstrap"
+        ]
     );
     let libvirt = &checks[0];
     assert_eq!(libvirt["status"], "fail", "{libvirt}");
