@@ -167,6 +167,12 @@ enum Command {
     /// the template store, tiny's build inputs, the leases, mmdebstrap. Each check says OK, a
     /// warning or a failure, with the fix. Exit code 0 when lago can boot VMs here, 1 when not.
     Doctor(DoctorArgs),
+    /// Print a shell completion script: `lago completions bash > /etc/bash_completion.d/lago`,
+    /// `lago completions zsh > "${fpath[1]}/_lago"`, `lago completions fish > ~/.config/fish/completions/lago.fish`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Templates in the store.
     Template {
         #[command(subcommand)]
@@ -320,6 +326,8 @@ enum TemplateCommand {
         template_repo: Vec<String>,
     },
     /// Copy a local qcow2 or raw image into the store.
+    // `--version` here is the template's: no propagated `lago --version` flag.
+    #[command(disable_version_flag = true)]
     Import {
         /// The image file.
         file: PathBuf,
@@ -455,6 +463,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Revert { name } => revert(&ctx, &name),
         Command::Gc(a) => gc(a),
         Command::Doctor(a) => doctor(a),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "lago", &mut out);
+            print_out(&String::from_utf8_lossy(&out));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Template { command } => template(&ctx, command),
     }
 }
@@ -916,6 +931,46 @@ mod tests {
         assert!(Cli::try_parse_from(["lago", "ansible-hosts", "--format", "toml"]).is_err());
         let cli = parse(&["lago", "-w", "w", "ssh-config"]);
         assert!(matches!(cli.command, Command::SshConfig { json: false }));
+    }
+
+    #[test]
+    fn the_whole_command_tree_passes_clap_s_checks_and_completes() {
+        use clap::CommandFactory;
+        // Every subcommand built, as `--help` or a completion script builds it
+        // (`template import --version` once clashed with the propagated `--version`).
+        Cli::command().debug_assert();
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "lago", &mut out);
+            let script = String::from_utf8(out).unwrap();
+            for verb in ["doctor", "completions", "ansible-hosts", "template"] {
+                assert!(script.contains(verb), "{shell:?} completion lacks {verb}");
+            }
+        }
+        let cli = Cli::try_parse_from([
+            "lago",
+            "template",
+            "import",
+            "disk.qcow2",
+            "--name",
+            "t",
+            "--version",
+            "7",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Template {
+                command: TemplateCommand::Import { version: Some(ref v), .. }
+            } if v == "7"
+        ));
+        let cli = Cli::try_parse_from(["lago", "doctor", "--json", "--libvirt-uri", "test:///default"]).unwrap();
+        assert!(matches!(cli.command, Command::Doctor(ref a) if a.libvirt_uri.as_deref() == Some("test:///default")));
+        assert!(Cli::try_parse_from(["lago", "completions", "nope"]).is_err());
     }
 
     #[test]
