@@ -703,6 +703,66 @@ fn gc(a: GcArgs) -> Result<ExitCode> {
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
+/// The CLI reference (`docs/cli.md`), in Markdown, from the clap definition itself.
+#[cfg(test)]
+fn cli_reference() -> String {
+    use clap::CommandFactory;
+    fn section(cmd: &mut clap::Command, path: &str, out: &mut String) {
+        let name = if path.is_empty() {
+            cmd.get_name().to_owned()
+        } else {
+            format!("{path} {}", cmd.get_name())
+        };
+        out.push_str(&format!("\n## `{name}`\n\n"));
+        if let Some(about) = cmd.get_long_about().or(cmd.get_about()) {
+            out.push_str(&format!("{about}\n\n"));
+        }
+        let usage = cmd.render_usage().to_string();
+        out.push_str(&format!("```text\n{}\n```\n", usage.trim_start_matches("Usage: ")));
+        let args: Vec<String> = cmd
+            .get_arguments()
+            .filter(|a| !a.is_hide_set() && !matches!(a.get_id().as_str(), "help" | "version"))
+            .map(|a| {
+                let names = if a.is_positional() {
+                    format!("`<{}>`", a.get_id().as_str().to_uppercase())
+                } else {
+                    [
+                        a.get_short().map(|s| format!("`-{s}`")),
+                        a.get_long().map(|l| format!("`--{l}`")),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+                };
+                let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+                format!("| {names} | {} |", help.replace('|', "\\|").replace('\n', " "))
+            })
+            .collect();
+        if !args.is_empty() {
+            out.push_str("\n| argument | meaning |\n|---|---|\n");
+            for a in args {
+                out.push_str(&a);
+                out.push('\n');
+            }
+        }
+        let mut subs: Vec<clap::Command> = cmd.get_subcommands().filter(|s| !s.is_hide_set()).cloned().collect();
+        for s in &mut subs {
+            if s.get_name() != "help" {
+                section(s, &name, out);
+            }
+        }
+    }
+    let mut cmd = Cli::command();
+    cmd.build();
+    let mut out = String::from(
+        "# `lago` command reference\n\nGenerated from the command's own definition by the `lago` binary's \
+         unit tests (`LAGO_BLESS=1 cargo test --bin lago cli_reference` rewrites it); do not edit by hand.\n",
+    );
+    section(&mut cmd, "", &mut out);
+    out
+}
+
 fn doctor(a: DoctorArgs) -> Result<ExitCode> {
     let checks = lago::doctor::run(&lago::doctor::Host::current(a.libvirt_uri.as_deref()));
     print_out(&cli::render(&checks, a.output.get(), |c| lago::doctor::table(c))?);
@@ -971,6 +1031,30 @@ mod tests {
         let cli = Cli::try_parse_from(["lago", "doctor", "--json", "--libvirt-uri", "test:///default"]).unwrap();
         assert!(matches!(cli.command, Command::Doctor(ref a) if a.libvirt_uri.as_deref() == Some("test:///default")));
         assert!(Cli::try_parse_from(["lago", "completions", "nope"]).is_err());
+    }
+
+    #[test]
+    fn cli_reference_in_docs_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/cli.md");
+        let now = super::cli_reference();
+        if std::env::var_os("LAGO_BLESS").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &now).unwrap();
+        }
+        let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            on_disk == now,
+            "{} is not what the CLI says: run `LAGO_BLESS=1 cargo test --bin lago cli_reference`",
+            path.display()
+        );
+        for verb in [
+            "`lago doctor`",
+            "`lago template import`",
+            "`lago completions`",
+            "`--format`",
+        ] {
+            assert!(now.contains(verb), "{verb} missing");
+        }
     }
 
     #[test]
