@@ -114,18 +114,6 @@ impl Host {
     }
 }
 
-/// An error and its sources, `: `-separated.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(c) = source {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        source = c.source();
-    }
-    s
-}
-
 /// Runs every check.
 pub fn run(host: &Host) -> Vec<Check> {
     vec![
@@ -196,7 +184,7 @@ fn libvirt(host: &Host) -> Check {
     match Backend::connect(host.libvirt_uri.as_deref()) {
         Ok(b) => Check::ok("libvirt", format!("reachable at {}", b.uri())),
         Err(e) => {
-            let text = chain(&e);
+            let text = crate::error::error_chain(&e);
             let fix = if text.contains("Permission denied") {
                 "let this user reach libvirtd: `sudo usermod -aG libvirt $USER`, then log in again (or run as root)"
             } else if text.contains("No such file")
@@ -232,7 +220,7 @@ fn qemu(host: &Host) -> Check {
         Ok(()) => Check::ok("qemu", first.unwrap_or_else(|| bin.display().to_string())),
         Err(e) => Check::fail(
             "qemu",
-            format!("{} does not run: {}", bin.display(), chain(&e)),
+            format!("{} does not run: {}", bin.display(), crate::error::error_chain(&e)),
             "reinstall it: `sudo apt-get install --reinstall qemu-system-x86`",
         ),
     }
@@ -329,21 +317,32 @@ fn route_clashes(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The folder `dir`, or the nearest one above it that exists (lago creates
+/// the rest), when a file can be written there; else check `name`'s failure,
+/// naming `what` and `fix`.
+fn writable<'a>(name: &'static str, what: &str, dir: &'a Path, fix: &str) -> Result<&'a Path, Check> {
+    let existing = dir.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
+    match tempfile::tempfile_in(existing) {
+        Ok(_) => Ok(existing),
+        Err(e) => Err(Check::fail(
+            name,
+            format!("{what} {}: cannot write in {} ({e})", dir.display(), existing.display()),
+            fix,
+        )),
+    }
+}
+
 fn store(host: &Host) -> Check {
     let root = &host.store;
-    // The folder, or the nearest one above it that exists (lago creates the rest).
-    let existing = root.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
-    if let Err(e) = tempfile::tempfile_in(existing) {
-        return Check::fail(
-            "store",
-            format!(
-                "template store {}: cannot write in {} ({e})",
-                root.display(),
-                existing.display()
-            ),
-            "point LAGO_TEMPLATE_STORE at a folder you can write, or run as root for /var/lib/lago/store",
-        );
-    }
+    let existing = match writable(
+        "store",
+        "template store",
+        root,
+        "point LAGO_TEMPLATE_STORE at a folder you can write, or run as root for /var/lib/lago/store",
+    ) {
+        Ok(p) => p,
+        Err(fail) => return fail,
+    };
     match rustix::fs::statvfs(existing) {
         Ok(s) => {
             let free = s.f_bavail.saturating_mul(s.f_frsize);
@@ -385,7 +384,7 @@ fn tiny(host: &Host) -> Check {
         ),
         Err(e) => Check::fail(
             "tiny",
-            format!("cannot build tiny: {}", chain(&e)),
+            format!("cannot build tiny: {}", crate::error::error_chain(&e)),
             "`scripts/setup-host` installs its inputs (linux-image-cloud-amd64, busybox-static, dropbear-bin)",
         ),
     }
@@ -394,17 +393,13 @@ fn tiny(host: &Host) -> Check {
 fn leases(host: &Host) -> Check {
     let store = LeaseStore::new(&host.lease_dir);
     let dir = &host.lease_dir;
-    let existing = dir.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
-    if let Err(e) = tempfile::tempfile_in(existing) {
-        return Check::fail(
-            "leases",
-            format!(
-                "lease folder {}: cannot write in {} ({e})",
-                dir.display(),
-                existing.display()
-            ),
-            "point LAGO_LEASE_DIR at a folder you can write, or run as root for /var/lib/lago/subnets",
-        );
+    if let Err(fail) = writable(
+        "leases",
+        "lease folder",
+        dir,
+        "point LAGO_LEASE_DIR at a folder you can write, or run as root for /var/lib/lago/subnets",
+    ) {
+        return fail;
     }
     match store.list() {
         Ok(l) => {
@@ -433,7 +428,11 @@ fn leases(host: &Host) -> Check {
         }
         Err(e) => Check::fail(
             "leases",
-            format!("cannot read the leases in {}: {}", dir.display(), chain(&e)),
+            format!(
+                "cannot read the leases in {}: {}",
+                dir.display(),
+                crate::error::error_chain(&e)
+            ),
             "fix the folder's permissions, or point LAGO_LEASE_DIR elsewhere",
         ),
     }

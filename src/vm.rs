@@ -468,24 +468,25 @@ pub(crate) fn console_len(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
-fn read_from(path: &Path, offset: u64) -> String {
+/// Up to 1 MiB of the file at `path` from `offset` on (nothing when it cannot be read).
+fn bytes_from(path: &Path, offset: u64) -> Vec<u8> {
     let mut buf = Vec::new();
     if let Ok(mut f) = std::fs::File::open(path) {
         let _ = f.seek(SeekFrom::Start(offset));
         let _ = f.take(1 << 20).read_to_end(&mut buf);
     }
-    String::from_utf8_lossy(&buf).into_owned()
+    buf
+}
+
+fn read_from(path: &Path, offset: u64) -> String {
+    String::from_utf8_lossy(&bytes_from(path, offset)).into_owned()
 }
 
 /// Whether the console, from `*from` on, shows that the guest is up. `*from`
 /// moves past what was read (less a marker's length, in case one is cut in
 /// two), so that polling reads only new output.
 fn console_shows_up(path: &Path, from: &mut u64) -> bool {
-    let mut buf = Vec::new();
-    if let Ok(mut f) = std::fs::File::open(path) {
-        let _ = f.seek(SeekFrom::Start(*from));
-        let _ = f.take(1 << 20).read_to_end(&mut buf);
-    }
+    let buf = bytes_from(path, *from);
     if UP_MARKERS
         .iter()
         .any(|m| buf.windows(m.len()).any(|w| w == m.as_bytes()))
