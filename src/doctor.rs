@@ -88,6 +88,10 @@ pub struct Host {
     pub routes: PathBuf,
     /// The test network namespace this runs in (`LAGO_IN_NETNS`).
     pub netns: Option<String>,
+    /// `/proc`: other libvirt daemons and the network namespaces they run in.
+    pub proc: PathBuf,
+    /// The cargo-nextest run this runs under (`NEXTEST_RUN_ID`).
+    pub nextest_run: Option<String>,
 }
 
 impl Host {
@@ -102,6 +106,8 @@ impl Host {
             pvm_module: PathBuf::from("/sys/module/kvm_pvm"),
             routes: PathBuf::from("/proc/net/route"),
             netns: std::env::var("LAGO_IN_NETNS").ok().filter(|s| !s.is_empty()),
+            proc: PathBuf::from("/proc"),
+            nextest_run: std::env::var("NEXTEST_RUN_ID").ok().filter(|s| !s.is_empty()),
         }
     }
 
@@ -130,6 +136,7 @@ pub fn run(host: &Host) -> Vec<Check> {
         ),
         netns(host),
         subnets(host),
+        other_libvirtd(host),
         store(host),
         tiny(host),
         leases(host),
@@ -141,6 +148,7 @@ pub fn run(host: &Host) -> Vec<Check> {
             "builds the `debian-12` template",
             false,
         ),
+        nextest(host),
     ]
 }
 
@@ -152,15 +160,16 @@ pub fn healthy(checks: &[Check]) -> bool {
 /// The table `lago doctor` prints.
 pub fn table(checks: &[Check]) -> String {
     let mut out = String::new();
+    let w = checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
     for c in checks {
         let mark = match c.status {
             Status::Ok => "ok  ",
             Status::Warn => "warn",
             Status::Fail => "FAIL",
         };
-        out.push_str(&format!("{mark}  {:<11} {}\n", c.name, c.detail));
+        out.push_str(&format!("{mark}  {:<w$} {}\n", c.name, c.detail));
         if let Some(fix) = &c.fix {
-            out.push_str(&format!("      {:<11} fix: {fix}\n", ""));
+            out.push_str(&format!("      {:<w$} fix: {fix}\n", ""));
         }
     }
     let fails = checks.iter().filter(|c| c.status == Status::Fail).count();
@@ -281,7 +290,7 @@ fn subnets(host: &Host) -> Check {
             format!("{} not readable: not checked", host.routes.display()),
         );
     };
-    let clashes = route_clashes(&text);
+    let clashes = route_clashes(&text, true);
     if clashes.is_empty() {
         Check::ok(
             "subnets",
@@ -296,9 +305,92 @@ fn subnets(host: &Host) -> Check {
     }
 }
 
+/// A libvirt daemon running in another network namespace than this one (the
+/// host's own, when this runs in the test namespace) whose namespace routes
+/// part of the pool: its networks hold subnets lago's leases know nothing of,
+/// and its `lg-` bridges are environments a crashed run left there.
+fn other_libvirtd(host: &Host) -> Check {
+    const NAME: &str = "other-libvirtd";
+    let Ok(own) = std::fs::read_link(host.proc.join("self/ns/net")) else {
+        return Check::ok(NAME, format!("{} not readable: not checked", host.proc.display()));
+    };
+    let Ok(entries) = std::fs::read_dir(&host.proc) else {
+        return Check::ok(NAME, format!("{} not readable: not checked", host.proc.display()));
+    };
+    let mut others = Vec::new();
+    let mut clashes = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
+            continue;
+        };
+        let dir = e.path();
+        let is_libvirtd = std::fs::read_to_string(dir.join("comm")).is_ok_and(|c| c.trim_end() == "libvirtd");
+        let Ok(ns) = std::fs::read_link(dir.join("ns/net")) else {
+            continue;
+        };
+        if !is_libvirtd || ns == own {
+            continue;
+        }
+        others.push(pid.to_owned());
+        if let Ok(text) = std::fs::read_to_string(dir.join("net/route")) {
+            clashes.extend(
+                route_clashes(&text, false)
+                    .into_iter()
+                    .map(|c| format!("{c} (libvirtd {pid})")),
+            );
+        }
+    }
+    if others.is_empty() {
+        return Check::ok(NAME, "no libvirtd runs in another network namespace");
+    }
+    if clashes.is_empty() {
+        return Check::ok(
+            NAME,
+            format!(
+                "libvirtd {} runs in another network namespace and holds none of the pool's subnets",
+                others.join(", ")
+            ),
+        );
+    }
+    Check::warn(
+        NAME,
+        format!(
+            "a libvirtd in another network namespace routes pool subnets: {}",
+            clashes.join(", ")
+        ),
+        "its networks on 192.168.200-255 (and `lg-` bridges a crashed run left) are outside lago's leases: \
+         `virsh net-destroy` them there, or stop that libvirtd (`systemctl stop libvirtd`)",
+    )
+}
+
+/// Under `cargo nextest run`: the processes of one run share one environment
+/// per init file, and `cargo-nextest` must be on `PATH` for `scripts/test`.
+fn nextest(host: &Host) -> Check {
+    const NAME: &str = "nextest";
+    let Some(run) = &host.nextest_run else {
+        return Check::ok(NAME, "not under cargo-nextest (`cargo test` works as well)");
+    };
+    match host.find("cargo-nextest") {
+        Some(p) => Check::ok(
+            NAME,
+            format!(
+                "under cargo-nextest run {run} ({}): its tests share one environment per init file",
+                p.display()
+            ),
+        ),
+        None => Check::warn(
+            NAME,
+            format!("NEXTEST_RUN_ID is {run}, but no cargo-nextest on PATH"),
+            "`cargo install cargo-nextest --locked` (`scripts/test` does), or unset NEXTEST_RUN_ID",
+        ),
+    }
+}
+
 /// `iface dest/prefix` of each route in `/proc/net/route` text that overlaps
-/// 192.168.200.0/21..192.168.255.255 and is not on a lago bridge (`lg-…`).
-fn route_clashes(text: &str) -> Vec<String> {
+/// 192.168.200.0/21..192.168.255.255, but for lago's own bridges (`lg-…`)
+/// when `skip_lago`.
+fn route_clashes(text: &str, skip_lago: bool) -> Vec<String> {
     let pool_lo = u32::from(Ipv4Addr::new(192, 168, 200, 0));
     let pool_hi = u32::from(Ipv4Addr::new(192, 168, 255, 255));
     text.lines()
@@ -308,7 +400,7 @@ fn route_clashes(text: &str) -> Vec<String> {
             let (iface, dest, mask) = (f.first()?, f.get(1)?, f.get(7)?);
             let dest = u32::from_be(u32::from_str_radix(dest, 16).ok()?);
             let mask = u32::from_be(u32::from_str_radix(mask, 16).ok()?);
-            if mask == 0 || iface.starts_with("lg-") {
+            if mask == 0 || (skip_lago && iface.starts_with("lg-")) {
                 return None;
             }
             let (lo, hi) = (dest & mask, (dest & mask) | !mask);
@@ -454,6 +546,8 @@ mod tests {
             pvm_module: tmp.join("no-pvm"),
             routes: tmp.join("route"),
             netns: None,
+            proc: tmp.join("proc"),
+            nextest_run: None,
         }
     }
 
@@ -541,8 +635,81 @@ mod tests {
                     lg-1a2b3c4d-0\t00C8A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
                     docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
         // 192.168.0.0/16 on eth0 covers the pool; the default route and lago's own bridge do not count.
-        assert_eq!(route_clashes(text), ["eth0 192.168.0.0/16"]);
-        assert!(route_clashes("Iface\tDestination\n").is_empty());
+        assert_eq!(route_clashes(text, true), ["eth0 192.168.0.0/16"]);
+        assert!(route_clashes("Iface\tDestination\n", true).is_empty());
+        // In another namespace a lago bridge is a leak, and counts.
+        assert_eq!(route_clashes(text, false).len(), 2);
+    }
+
+    /// A faked /proc: `self` and processes `(pid, comm, net ns, routes)`.
+    fn fake_proc(root: &Path, procs: &[(&str, &str, &str, &str)]) {
+        use std::os::unix::fs::symlink;
+        if !root.join("self").exists() {
+            std::fs::create_dir_all(root.join("self/ns")).unwrap();
+            symlink("net:[4026531840]", root.join("self/ns/net")).unwrap();
+        }
+        for (pid, comm, ns, routes) in procs {
+            let dir = root.join(pid);
+            std::fs::create_dir_all(dir.join("ns")).unwrap();
+            std::fs::create_dir_all(dir.join("net")).unwrap();
+            std::fs::write(dir.join("comm"), format!("{comm}\n")).unwrap();
+            symlink(ns, dir.join("ns/net")).unwrap();
+            std::fs::write(dir.join("net/route"), routes).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_libvirtd_elsewhere_holding_pool_subnets_is_named() {
+        let head = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
+        let pool = format!("{head}virbr1\t00C9A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n");
+        let other = format!("{head}virbr0\t007AA8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n");
+        let tmp = tempfile::tempdir().unwrap();
+        let mut host = faked(tmp.path());
+        // No /proc at all: not checked, not a failure.
+        assert_eq!(other_libvirtd(&host).status, Status::Ok);
+        fake_proc(
+            &host.proc,
+            &[
+                // Ours (same namespace) routes the pool: that is lago's own business.
+                ("10", "libvirtd", "net:[4026531840]", &pool),
+                // Not a libvirtd.
+                ("11", "dnsmasq", "net:[1]", &pool),
+                // Another namespace, 192.168.122.0/24 only.
+                ("12", "libvirtd", "net:[2]", &other),
+            ],
+        );
+        let c = other_libvirtd(&host);
+        assert_eq!(c.status, Status::Ok, "{c:?}");
+        assert!(c.detail.contains("libvirtd 12") && c.detail.contains("none"), "{c:?}");
+        fake_proc(&host.proc, &[("13", "libvirtd", "net:[3]", &pool)]);
+        let c = other_libvirtd(&host);
+        assert_eq!(c.status, Status::Warn, "{c:?}");
+        assert!(
+            c.detail.contains("virbr1 192.168.201.0/24 (libvirtd 13)")
+                && c.fix.as_deref().unwrap().contains("net-destroy"),
+            "{c:?}"
+        );
+        host.proc = tmp.path().join("nowhere");
+        assert!(other_libvirtd(&host).detail.contains("not checked"));
+    }
+
+    #[test]
+    fn nextest_is_looked_for_only_under_a_nextest_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut host = faked(tmp.path());
+        assert_eq!(nextest(&host).status, Status::Ok);
+        host.nextest_run = Some("0d2c".into());
+        // `find` also looks in /usr/sbin and /sbin, where no cargo-nextest is.
+        let c = nextest(&host);
+        assert_eq!(c.status, Status::Warn, "{c:?}");
+        assert!(
+            c.fix.as_deref().unwrap().contains("cargo install cargo-nextest"),
+            "{c:?}"
+        );
+        std::fs::write(tmp.path().join("bin/cargo-nextest"), "").unwrap();
+        let c = nextest(&host);
+        assert_eq!(c.status, Status::Ok, "{c:?}");
+        assert!(c.detail.contains("0d2c"), "{c:?}");
     }
 
     #[test]

@@ -348,10 +348,12 @@ fn doctor_checks_the_host_and_names_fixes() {
             "dnsmasq",
             "netns",
             "subnets",
+            "other-libvirtd",
             "store",
             "tiny",
             "leases",
-            "mmdebstrap"
+            "mmdebstrap",
+            "nextest"
         ]
     );
     let libvirt = &checks[0];
