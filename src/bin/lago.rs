@@ -845,6 +845,10 @@ fn template(ctx: &Ctx, command: TemplateCommand) -> Result<ExitCode> {
 }
 
 #[cfg(test)]
+#[path = "lago/ci_recipes.rs"]
+mod ci_recipes;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
