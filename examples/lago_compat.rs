@@ -5,7 +5,7 @@
 //! cargo run --example lago_compat -- DIR [--strict]
 //! ```
 //!
-//! This is how the "Coming from Lago" figures in the README were measured:
+//! This is how the "Coming from Lago" figures in docs/coming-from-lago.md were measured:
 //! DIR held every `LagoInitFile`, `init.json` and `common/init-configs` file
 //! of oVirt's system-test history, rendered as its suites rendered them.
 

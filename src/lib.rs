@@ -38,7 +38,9 @@
 //!   inventory and an OpenSSH config with the pinned host keys).
 //! - [`cli`] is what the `lago` command shows and how it finds the workdir.
 //!
-//! See the README for the init-file schema, the CLI and the speed figures.
+//! The init-file reference, the CLI, the test-writing guide and the speed
+//! figures are in the repository's `docs/` folder (`docs/init-file.md`,
+//! `docs/commands.md`, `docs/testing.md`, `docs/speed.md`).
 
 pub mod backend;
 pub mod cli;

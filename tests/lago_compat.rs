@@ -5,7 +5,7 @@
 //! fails only for an error that is real.
 //!
 //! (The measurement over the real files of that history is a report:
-//! `cargo run --example lago_compat -- DIR`; see the README.)
+//! `cargo run --example lago_compat -- DIR`; see docs/coming-from-lago.md.)
 
 use std::path::{Path, PathBuf};
 

@@ -25,7 +25,8 @@
 //! [`MAX_ALIAS_NODES`] nodes; crossing one is a [`ConfigError::Limit`] at the
 //! place it happened. No input makes the loader panic.
 //!
-//! The full schema, with every key and default, is in the crate's README.
+//! The full schema, with every key and default, is in `docs/init-file.md`
+//! of the lago repository.
 
 mod decode;
 mod duration;
