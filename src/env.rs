@@ -575,6 +575,7 @@ impl Env {
                     backend: backend.clone(),
                     conn: Connection::new(target),
                     autodestroy: autodestroy.clone(),
+                    console_cursor: std::sync::Mutex::new(0),
                     console_volume: (saved.remote == Some(true) && !existing).then(|| {
                         backend::storage::volume_name(&format!(
                             "{}{}-console.log",

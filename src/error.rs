@@ -168,6 +168,89 @@ pub enum Error {
         /// The last lines of the serial console.
         console: Vec<String>,
     },
+    /// [`Vm::succeed`](crate::Vm::succeed): the command exited with another code than 0.
+    #[error("{vm}: `{command}` exited with code {} after {elapsed:.1?} (expected 0){}", status.code, outputs(status))]
+    CommandFailed {
+        /// The VM.
+        vm: String,
+        /// The command line.
+        command: String,
+        /// What it returned.
+        status: Box<crate::ssh::CommandStatus>,
+        /// How long it ran.
+        elapsed: Duration,
+    },
+    /// [`Vm::fail`](crate::Vm::fail): the command exited with 0.
+    #[error(
+        "{vm}: `{command}` succeeded after {elapsed:.1?} (expected it to fail){}",
+        outputs(status)
+    )]
+    CommandSucceeded {
+        /// The VM.
+        vm: String,
+        /// The command line.
+        command: String,
+        /// What it returned.
+        status: Box<crate::ssh::CommandStatus>,
+        /// How long it ran.
+        elapsed: Duration,
+    },
+    /// A `wait_*` helper of [`Vm`](crate::Vm) gave up.
+    #[error("{vm}: timed out after {waited:.1?} waiting for {what}; last attempt: {last}")]
+    WaitTimeout {
+        /// The VM.
+        vm: String,
+        /// What was waited for (`` `cmd` to succeed ``, `TCP port 80`, …).
+        what: String,
+        /// How long.
+        waited: Duration,
+        /// What the last attempt saw.
+        last: String,
+    },
+    /// [`Vm::wait_for_unit`](crate::Vm::wait_for_unit) on a guest without systemd.
+    #[error(
+        "{vm}: cannot wait for unit `{unit}`: the guest does not run systemd (no /run/systemd/system); wait for what the service does instead (wait_for_port, wait_for_file, wait_until_succeeds)"
+    )]
+    NoSystemd {
+        /// The VM.
+        vm: String,
+        /// The unit.
+        unit: String,
+    },
+    /// [`Vm::wait_for_unit`](crate::Vm::wait_for_unit): the unit failed.
+    #[error("{vm}: unit `{unit}` failed; `systemctl status` says:\n{status}")]
+    UnitFailed {
+        /// The VM.
+        vm: String,
+        /// The unit.
+        unit: String,
+        /// `systemctl status` output (bounded).
+        status: String,
+    },
+    /// A NIC index a VM does not have.
+    #[error("{vm} has no NIC {nic} (it has {count}: eth0..eth{})", count.saturating_sub(1))]
+    NoSuchNic {
+        /// The VM.
+        vm: String,
+        /// The index asked for.
+        nic: usize,
+        /// How many it has.
+        count: usize,
+    },
+    /// A regular expression that does not parse (console patterns).
+    #[error("{what} {pattern:?} is not a valid regular expression: {message}")]
+    BadPattern {
+        /// Where it came from.
+        what: &'static str,
+        /// The pattern.
+        pattern: String,
+        /// The regex crate's explanation.
+        message: String,
+    },
+    /// The console watchdog saw a kernel panic, an oops, a `BUG:` line, a
+    /// hung task or a pattern of the test's while a test ran.
+    #[error("{}: the serial console shows {}: {:?} (console log: {})", .0.vm, .0.what, .0.line, .0.console_log.display())]
+    ConsoleWatchdog(Box<ConsoleMatch>),
     /// A test suite's environment could not be created or booted (every test
     /// that needs it gets this error; the boot is not retried).
     #[error("environment {} {what} (`lago doctor` checks this host and names fixes)", init_file.display())]
@@ -442,6 +525,36 @@ fn list_some(names: &[String]) -> String {
         s += &format!(" and {} more", names.len() - SHOWN);
     }
     s
+}
+
+/// What the console watchdog matched ([`Error::ConsoleWatchdog`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleMatch {
+    /// The VM.
+    pub vm: String,
+    /// What matched (`a kernel panic`, `` pattern `segfault` ``).
+    pub what: String,
+    /// The console line.
+    pub line: String,
+    /// The VM's console log.
+    pub console_log: PathBuf,
+}
+
+/// A command's stdout and stderr for an error message, each bounded to its
+/// last 2000 characters.
+pub(crate) fn outputs(st: &crate::ssh::CommandStatus) -> String {
+    fn tail(s: &str) -> String {
+        const MAX: usize = 2000;
+        let s = s.trim_end();
+        if s.is_empty() {
+            return "(empty)".into();
+        }
+        match s.char_indices().rev().nth(MAX - 1) {
+            Some((i, _)) if i > 0 => format!("…{}", &s[i..]),
+            _ => s.to_owned(),
+        }
+    }
+    format!("\n  stdout: {}\n  stderr: {}", tail(&st.out), tail(&st.err))
 }
 
 fn console_tail(lines: &[String]) -> String {

@@ -53,6 +53,20 @@ impl std::fmt::Debug for SuiteEnv {
 }
 
 impl SuiteEnv {
+    /// Also fails the test when a line of a VM's serial console matches the
+    /// regular expression `pattern` while it runs (the console watchdog
+    /// always looks for kernel panics, oopses, `BUG:` lines and hung tasks).
+    /// An invalid pattern fails the test, naming it.
+    ///
+    /// ```no_run
+    /// let env = lago::fixtures::env("tests/envs/pair.yaml").fail_on_console("segfault|Out of memory");
+    /// ```
+    #[must_use]
+    pub fn fail_on_console(mut self, pattern: &str) -> Self {
+        self.guard.fail_on_console(pattern);
+        self
+    }
+
     /// The VM called `name` (panics, naming the VMs there are, if there is none).
     pub fn vm(&self, name: &str) -> &Vm {
         match self.guard.env().vm(name) {
@@ -82,7 +96,7 @@ pub fn env_with(init_file: &str, isolation: Isolation) -> SuiteEnv {
     let name = current_test_name(init_file);
     let (suite, env, hold, fresh) = prepare(init_file, &name, isolation);
     SuiteEnv {
-        guard: TestGuard::start(env, suite, name),
+        guard: TestGuard::start(env, suite, name, None),
         _hold: hold,
         _fresh: fresh,
     }

@@ -61,6 +61,7 @@ pub mod keys;
 pub mod lease;
 mod lock;
 mod logging;
+mod machine;
 pub mod owner;
 pub mod plan;
 pub mod remote;
@@ -77,7 +78,7 @@ pub use cmd::{CommandError, CommandFailure};
 
 pub use config::{ConfigError, EnvSpec};
 pub use env::{Env, InitOptions};
-pub use error::{Error, Result, error_chain};
+pub use error::{ConsoleMatch, Error, Result, error_chain};
 pub use lease::{LeaseError, LeaseStore};
 pub use plan::{EnvId, EnvPlan, PlanError, Subnet};
 pub use ssh::CommandStatus;

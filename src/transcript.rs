@@ -36,6 +36,11 @@ pub fn set(rec: Option<Recorder>) {
     CURRENT.with(|c| *c.borrow_mut() = rec);
 }
 
+/// This thread's recorder (to hand to threads a test starts).
+pub(crate) fn current() -> Option<Recorder> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
 /// Appends an entry if this thread records.
 pub(crate) fn record(entry: impl FnOnce() -> Entry) {
     CURRENT.with(|c| {

@@ -70,6 +70,8 @@ pub struct Vm {
     /// On a remote hypervisor: the volume its console log is written to
     /// (copied into the local console log as it grows).
     pub(crate) console_volume: Option<String>,
+    /// How far [`Vm::wait_for_console_text`] has consumed the console log.
+    pub(crate) console_cursor: std::sync::Mutex<u64>,
 }
 
 impl fmt::Debug for Vm {
@@ -469,7 +471,7 @@ pub(crate) fn console_len(path: &Path) -> u64 {
 }
 
 /// Up to 1 MiB of the file at `path` from `offset` on (nothing when it cannot be read).
-fn bytes_from(path: &Path, offset: u64) -> Vec<u8> {
+pub(crate) fn bytes_from(path: &Path, offset: u64) -> Vec<u8> {
     let mut buf = Vec::new();
     if let Ok(mut f) = std::fs::File::open(path) {
         let _ = f.seek(SeekFrom::Start(offset));

@@ -20,9 +20,11 @@ pub(crate) struct Args {
     pub timeout: Option<(u64, LitStr)>,
     /// Lago keys lago does not act on are compile errors, not warnings.
     pub strict: bool,
+    /// A console pattern that fails the test (checked as a regex here).
+    pub fail_on_console: Option<LitStr>,
 }
 
-const USAGE: &str = "expected #[lago_env(\"tests/envs/env.yaml\")], optionally with isolation = \"shared\" | \"reset\" | \"fresh\", timeout = \"120s\" and strict";
+const USAGE: &str = "expected #[lago_env(\"tests/envs/env.yaml\")], optionally with isolation = \"shared\" | \"reset\" | \"fresh\", timeout = \"120s\", fail_on_console = \"regex\" and strict";
 
 impl Parse for Args {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
@@ -35,6 +37,7 @@ impl Parse for Args {
             isolation: Isolation::Shared,
             timeout: None,
             strict: false,
+            fail_on_console: None,
         };
         let mut seen: Vec<String> = Vec::new();
         while !input.is_empty() {
@@ -83,6 +86,15 @@ impl Parse for Args {
                     })?;
                     let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
                     args.timeout = Some((ms, value));
+                }
+                "fail_on_console" => {
+                    if let Err(e) = regex::Regex::new(&value.value()) {
+                        return Err(syn::Error::new(
+                            value.span(),
+                            format!("fail_on_console: not a valid regular expression: {e}"),
+                        ));
+                    }
+                    args.fail_on_console = Some(value);
                 }
                 other => {
                     return Err(syn::Error::new(

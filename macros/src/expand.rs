@@ -176,10 +176,15 @@ fn expand(args: &Args, func: &mut ItemFn, manifest_dir: &Path) -> syn::Result<To
         Some((ms, _)) => quote! { ::core::option::Option::Some(::core::time::Duration::from_millis(#ms)) },
         None => quote! { ::core::option::Option::None },
     };
+    let fail_on_console = match &args.fail_on_console {
+        Some(p) => quote! { ::core::option::Option::Some(#p) },
+        None => quote! { ::core::option::Option::None },
+    };
     let options = quote! {
         ::lago::harness::TestOptions {
             isolation: ::lago::harness::Isolation::#isolation,
             timeout: #timeout,
+            fail_on_console: #fail_on_console,
         }
     };
     let name_expr = quote! { ::core::concat!(::core::module_path!(), "::", #fn_name) };
@@ -189,7 +194,7 @@ fn expand(args: &Args, func: &mut ItemFn, manifest_dir: &Path) -> syn::Result<To
             fn __lago_body(#env_var: &::lago::Env) -> #ret { #(#lets)* #body }
             ::lago::__private::run_env_test_timeout(#abs, #name_expr, #options, __lago_body)
         }
-    } else if args.isolation == Isolation::Shared {
+    } else if args.isolation == Isolation::Shared && args.fail_on_console.is_none() {
         quote! {
             ::lago::__private::run_env_test(#abs, #name_expr, |#env_var: &::lago::Env| -> #ret { #(#lets)* #body })
         }
@@ -336,6 +341,20 @@ mod tests {
         assert!(out.contains("fn __lago_body"), "{out}");
         assert!(out.contains("from_millis (120000u64)"), "{out}");
 
+        // A console pattern goes into the options (and needs the runtime that takes them).
+        let out = run(
+            quote!("tests/envs/pair.yaml", fail_on_console = "segfault|OOM"),
+            quote!(
+                fn t(vm01: &Vm) {}
+            ),
+        )
+        .unwrap();
+        assert!(out.contains("run_env_test_with ("), "{out}");
+        assert!(
+            out.contains("fail_on_console : :: core :: option :: Option :: Some (\"segfault|OOM\")"),
+            "{out}"
+        );
+
         // rstest parameters: registered without a body (it needs the cases).
         let out = run(
             quote!("tests/envs/pair.yaml"),
@@ -411,6 +430,18 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("expected a timeout like \"120s\""), "{e}");
+        let e = run(
+            quote!("tests/envs/pair.yaml", fail_on_console = "seg(fault"),
+            quote!(
+                fn t() {}
+            ),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("fail_on_console: not a valid regular expression"),
+            "{e}"
+        );
         let e = run(
             quote!("tests/envs/pair.yaml", retries = "3"),
             quote!(

@@ -119,6 +119,28 @@ pub enum BackendError {
         #[source]
         source: virt::error::Error,
     },
+    /// A hard reset of a domain failed.
+    #[error("cannot reset VM {name}")]
+    Reset {
+        /// libvirt name.
+        name: String,
+        /// libvirt's error.
+        #[source]
+        source: virt::error::Error,
+    },
+    /// Setting a NIC's link state failed.
+    #[error("cannot set the link of VM {name}'s NIC {mac} {state}")]
+    Link {
+        /// libvirt name.
+        name: String,
+        /// The NIC's MAC.
+        mac: String,
+        /// `up` or `down`.
+        state: &'static str,
+        /// libvirt's error (none: the running domain has no NIC with that MAC).
+        #[source]
+        source: Option<Box<virt::error::Error>>,
+    },
     /// A storage pool or volume operation failed (remote hypervisors).
     #[error("cannot {action} {name} (libvirt storage)")]
     Storage {
@@ -627,6 +649,35 @@ impl Backend {
         };
         let d = self.conn.lookup_domain_by_name(name).map_err(err)?;
         if pause { d.suspend() } else { d.resume() }.map_err(err)
+    }
+
+    /// Resets domain `name` at once, like a machine's reset button (no guest shutdown).
+    pub fn reset_domain(&self, name: &str) -> Result<(), BackendError> {
+        let err = |source| BackendError::Reset {
+            name: name.to_owned(),
+            source,
+        };
+        self.conn.lookup_domain_by_name(name).map_err(err)?.reset().map_err(err)
+    }
+
+    /// Sets the link of the running domain's NIC `mac` up or down (as
+    /// pulling its cable: the guest sees no carrier, nothing passes).
+    pub fn set_link(&self, name: &str, mac: &str, up: bool) -> Result<(), BackendError> {
+        let state = if up { "up" } else { "down" };
+        let err = |source| BackendError::Link {
+            name: name.to_owned(),
+            mac: mac.to_owned(),
+            state,
+            source,
+        };
+        let d = self
+            .conn
+            .lookup_domain_by_name(name)
+            .map_err(|e| err(Some(Box::new(e))))?;
+        let live = d.xml_desc(0).map_err(|e| err(Some(Box::new(e))))?;
+        let iface = xml::interface_with_link(&live, mac, up).ok_or_else(|| err(None))?;
+        d.update_device_flags(&iface, virt::sys::VIR_DOMAIN_AFFECT_LIVE)
+            .map_err(|e| err(Some(Box::new(e))))
     }
 
     /// Names of domains whose name starts with `prefix`.

@@ -276,6 +276,32 @@ pub fn domain_xml(d: &DomainParams<'_>) -> String {
     x
 }
 
+/// `domain_xml` (a live domain's description) with the link of the
+/// interface whose MAC is `mac` set up or down: the interface's own XML,
+/// for libvirt's device update (which matches it by MAC and refuses any other
+/// change). `None` when no interface has that MAC.
+pub fn interface_with_link(domain_xml: &str, mac: &str, up: bool) -> Option<String> {
+    let doc = roxmltree::Document::parse(domain_xml).ok()?;
+    let iface = doc.descendants().find(|n| {
+        n.has_tag_name("interface")
+            && n.children()
+                .any(|c| c.has_tag_name("mac") && c.attribute("address").is_some_and(|a| a.eq_ignore_ascii_case(mac)))
+    })?;
+    let text = &domain_xml[iface.range()];
+    // Without the old <link/>, then with the new one before the end tag.
+    let mut out = match iface.children().find(|c| c.has_tag_name("link")) {
+        Some(link) => {
+            let r = link.range();
+            let (s, e) = (r.start - iface.range().start, r.end - iface.range().start);
+            format!("{}{}", &text[..s], &text[e..])
+        }
+        None => text.to_owned(),
+    };
+    let end = out.rfind("</interface>")?;
+    out.insert_str(end, &format!("<link state='{}'/>", if up { "up" } else { "down" }));
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,5 +492,32 @@ nets:
     #[test]
     fn values_are_escaped() {
         assert_eq!(esc("a<b>&'\""), "a&lt;b&gt;&amp;&apos;&quot;");
+    }
+
+    #[test]
+    fn a_link_is_set_on_the_interface_with_that_mac_only() {
+        let live = "<domain type='qemu'><devices>\
+            <interface type='network'><mac address='54:52:c0:a8:c8:02'/><source network='a'/><model type='virtio'/><alias name='net0'/></interface>\
+            <interface type='network'><mac address='54:52:c0:a8:c9:02'/><source network='b'/><link state='up'/><model type='virtio'/></interface>\
+            </devices></domain>";
+        let down = interface_with_link(live, "54:52:C0:A8:C8:02", false).unwrap();
+        assert_eq!(
+            down,
+            "<interface type='network'><mac address='54:52:c0:a8:c8:02'/><source network='a'/><model type='virtio'/><alias name='net0'/><link state='down'/></interface>"
+        );
+        // An existing <link/> is replaced, not doubled.
+        let second = interface_with_link(live, "54:52:c0:a8:c9:02", false).unwrap();
+        assert_eq!(second.matches("<link ").count(), 1, "{second}");
+        assert!(
+            second.contains("<link state='down'/>") && second.contains("network='b'"),
+            "{second}"
+        );
+        assert!(
+            interface_with_link(live, "54:52:c0:a8:c9:02", true)
+                .unwrap()
+                .contains("<link state='up'/>")
+        );
+        assert_eq!(interface_with_link(live, "54:52:00:00:00:00", true), None);
+        assert_eq!(interface_with_link("not xml", "54:52:c0:a8:c8:02", true), None);
     }
 }

@@ -21,6 +21,7 @@ mod reaper;
 pub mod registry;
 pub mod runner;
 pub(crate) mod suite;
+pub mod watch;
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -61,26 +62,60 @@ pub(crate) struct TestGuard {
     name: String,
     offsets: Vec<(String, u64)>,
     pub(crate) recorder: transcript::Recorder,
+    pub(crate) watch: Arc<watch::Watch>,
+    /// Each VM's name, console log, and its length when the test started.
+    consoles: Vec<(String, PathBuf, u64)>,
     done: bool,
 }
 
 impl TestGuard {
-    pub(crate) fn start(env: Arc<Env>, suite: Arc<suite::Suite>, name: String) -> Self {
-        let offsets = env
+    /// Starts watching test `name`; `fail_on_console` adds a pattern to the
+    /// console watchdog's (an invalid one fails the test, naming it).
+    pub(crate) fn start(env: Arc<Env>, suite: Arc<suite::Suite>, name: String, fail_on_console: Option<&str>) -> Self {
+        let consoles: Vec<(String, PathBuf, u64)> = env
             .get_vms()
             .iter()
-            .map(|(n, vm)| (n.clone(), crate::vm::console_len(vm.console_log())))
+            .map(|(n, vm)| {
+                let log = vm.console_log().to_path_buf();
+                let len = crate::vm::console_len(&log);
+                (n.clone(), log, len)
+            })
             .collect();
+        let offsets = consoles.iter().map(|(n, _, len)| (n.clone(), *len)).collect();
+        let watch = Arc::new(Self::watch_from(&name, fail_on_console, &consoles));
         let recorder: transcript::Recorder = Arc::new(Mutex::new(Vec::new()));
         transcript::set(Some(recorder.clone()));
+        watch::set(Some(watch.clone()));
         TestGuard {
             env,
             suite,
             name,
             offsets,
             recorder,
+            watch,
+            consoles,
             done: false,
         }
+    }
+
+    fn watch_from(name: &str, fail_on_console: Option<&str>, consoles: &[(String, PathBuf, u64)]) -> watch::Watch {
+        let from = consoles.iter().map(|(_, log, len)| (log.clone(), *len));
+        match watch::Watch::new(fail_on_console, from) {
+            Ok(w) => w,
+            Err(e) => panic!("lago: {name}: {e}"),
+        }
+    }
+
+    /// Watches the consoles for `pattern` too, from where the test started.
+    pub(crate) fn fail_on_console(&mut self, pattern: &str) {
+        self.watch = Arc::new(Self::watch_from(&self.name, Some(pattern), &self.consoles));
+        watch::set(Some(self.watch.clone()));
+    }
+
+    /// The console watchdog's first match since the test started, as the
+    /// failure message, scanning every console once more.
+    pub(crate) fn watchdog(&self) -> Option<String> {
+        self.watch.check_env(&self.env).map(|t| t.error().to_string())
     }
 
     pub(crate) fn env(&self) -> &Arc<Env> {
@@ -104,6 +139,7 @@ impl TestGuard {
 impl Drop for TestGuard {
     fn drop(&mut self) {
         transcript::set(None);
+        watch::set(None);
         if !self.done && std::thread::panicking() {
             let dir = self.fail("the test panicked (see its output)");
             eprintln!("lago: failure artifacts of {} in {}", self.name, dir.display());
@@ -172,7 +208,7 @@ pub(crate) fn prepare(
 /// a timeout; see [`run_named_timeout`].
 pub fn run_named_with<T: Outcome>(init_file: &str, name: &str, opts: TestOptions, f: impl FnOnce(&Env) -> T) -> T {
     let (suite, env, _hold, _fresh) = prepare(init_file, name, opts.isolation);
-    let guard = TestGuard::start(env.clone(), suite, name.to_owned());
+    let guard = TestGuard::start(env.clone(), suite, name.to_owned(), opts.fail_on_console);
     let result = catch_unwind(AssertUnwindSafe(|| f(&env)));
     conclude(guard, name, result)
 }
@@ -191,14 +227,16 @@ pub fn run_named_timeout<T: Outcome + Send + 'static>(
         return run_named_with(init_file, name, opts, f);
     };
     let (suite, env, _hold, _fresh) = prepare(init_file, name, opts.isolation);
-    let mut guard = TestGuard::start(env.clone(), suite, name.to_owned());
+    let mut guard = TestGuard::start(env.clone(), suite, name.to_owned(), opts.fail_on_console);
     let (tx, rx) = std::sync::mpsc::channel();
     let recorder = guard.recorder.clone();
+    let body_watch = guard.watch.clone();
     let body_env = env.clone();
     let spawned = std::thread::Builder::new()
         .name(format!("{name} (body)"))
         .spawn(move || {
             transcript::set(Some(recorder));
+            watch::set(Some(body_watch));
             let _ = tx.send(catch_unwind(AssertUnwindSafe(|| f(&body_env))));
         });
     if let Err(e) = spawned {
@@ -209,21 +247,48 @@ pub fn run_named_timeout<T: Outcome + Send + 'static>(
             dir.display()
         );
     }
-    match rx.recv_timeout(limit) {
-        Ok(result) => conclude(guard, name, result),
-        Err(_) => {
-            let why = format!(
+    // The consoles are watched while the body runs: a panic fails the test at once.
+    let started = std::time::Instant::now();
+    let why = loop {
+        let left = limit.saturating_sub(started.elapsed());
+        match rx.recv_timeout(left.min(std::time::Duration::from_millis(200))) {
+            Ok(result) => return conclude(guard, name, result),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                break "its thread ended without a result".to_owned();
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if let Some(w) = guard.watchdog() {
+            break format!("{w} (its body keeps running in the background until the test binary exits)");
+        }
+        if started.elapsed() >= limit {
+            break format!(
                 "timed out after {limit:?} (its body keeps running in the background until the test binary exits)"
             );
-            let dir = guard.fail(&why);
-            drop(guard);
-            panic!("lago: {name}: {why}\nlago: failure artifacts in {}", dir.display());
         }
-    }
+    };
+    let dir = guard.fail(&why);
+    drop(guard);
+    panic!("lago: {name}: {why}\nlago: failure artifacts in {}", dir.display());
 }
 
 /// Records a test's outcome: artifacts on failure or panic; the panic goes on.
 fn conclude<T: Outcome>(mut guard: TestGuard, name: &str, result: std::thread::Result<T>) -> T {
+    // What the consoles showed while the test ran fails it, whatever it returned.
+    if let Some(w) = guard.watchdog() {
+        let why = match &result {
+            Ok(v) => v
+                .failure()
+                .map_or(w.clone(), |f| format!("{w}\nthe test also failed: {f}")),
+            Err(p) => match panic_message(p.as_ref()) {
+                Some(m) => format!("{w}\nthe test also panicked: {m}"),
+                None => w.clone(),
+            },
+        };
+        let dir = guard.fail(&why);
+        drop(guard);
+        panic!("lago: {name}: {why}\nlago: failure artifacts in {}", dir.display());
+    }
     match result {
         Ok(v) => {
             match v.failure() {

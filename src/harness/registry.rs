@@ -32,6 +32,10 @@ pub struct TestOptions {
     pub isolation: Isolation,
     /// Fail it (with its failure artifacts) when it runs longer.
     pub timeout: Option<Duration>,
+    /// A regular expression that fails the test when a line of a VM's serial
+    /// console matches it while the test runs, besides the watchdog's own
+    /// (kernel panics, oopses, `BUG:` lines, hung tasks).
+    pub fail_on_console: Option<&'static str>,
 }
 
 /// One `#[lago_env]` test, as the attribute registers it.

@@ -64,6 +64,7 @@ struct Case {
 pub struct Suite {
     init_file: String,
     cases: Vec<Case>,
+    fail_on_console: Option<&'static str>,
 }
 
 impl std::fmt::Debug for Suite {
@@ -81,7 +82,18 @@ impl Suite {
         Suite {
             init_file: init_file.into(),
             cases: Vec::new(),
+            fail_on_console: None,
         }
+    }
+
+    /// Fails each of its tests (that sets no pattern of its own) when a line
+    /// of a VM's serial console matches the regular expression `pattern`
+    /// while it runs; the console watchdog always looks for kernel panics,
+    /// oopses, `BUG:` lines and hung tasks.
+    #[must_use]
+    pub fn fail_on_console(mut self, pattern: &'static str) -> Self {
+        self.fail_on_console = Some(pattern);
+        self
     }
 
     /// Adds a test.
@@ -218,7 +230,8 @@ impl Runner {
             for case in &suite.cases {
                 let name = format!("{prefix}::{}", case.name);
                 let (init_file, f, rec) = (suite.init_file.clone(), case.f.clone(), records.clone());
-                let options = case.options;
+                let mut options = case.options;
+                options.fail_on_console = options.fail_on_console.or(suite.fail_on_console);
                 let (suite_name, trial_name) = (prefix.clone(), name.clone());
                 let trial = Trial::test(name, move || {
                     let start = Instant::now();

@@ -1,0 +1,264 @@
+//! The console watchdog: while a test runs, the serial consoles of its
+//! environment are scanned for kernel panics, oopses, `BUG:` lines and hung
+//! tasks (kola's checks), and for the test's own patterns
+//! (`#[lago_env("x.yaml", fail_on_console = "segfault|OOM")]`).
+//!
+//! A match fails the test that was running, naming the VM and the line. The
+//! consoles are scanned from where they were when the test started: by every
+//! `wait_*`, `succeed` and `fail` helper of [`Vm`] on each attempt (so a test
+//! waiting on a guest that panicked fails at once, not at its timeout), every
+//! 200 ms while a test with a `timeout` runs, and when the test ends.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use regex::Regex;
+
+use crate::env::Env;
+use crate::error::{Error, Result};
+use crate::vm::Vm;
+
+/// What the watchdog always looks for: (what it is, pattern).
+pub const DEFAULT_PATTERNS: &[(&str, &str)] = &[
+    ("a kernel panic", r"Kernel panic - not syncing"),
+    ("a kernel oops", r"\bOops: "),
+    ("a kernel BUG", r"\bBUG: |kernel BUG at "),
+    ("a hung task", r"INFO: task \S+ blocked for more than \d+ seconds"),
+];
+
+/// At most this much of a console is scanned per check (a guest flooding
+/// its console cannot make a check slow).
+const MAX_SCAN: u64 = 1 << 20;
+
+/// One match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Trip {
+    pub vm: String,
+    pub what: String,
+    pub line: String,
+    pub console_log: PathBuf,
+}
+
+impl Trip {
+    pub(crate) fn error(&self) -> Error {
+        Error::ConsoleWatchdog(Box::new(crate::error::ConsoleMatch {
+            vm: self.vm.clone(),
+            what: self.what.clone(),
+            line: self.line.clone(),
+            console_log: self.console_log.clone(),
+        }))
+    }
+}
+
+/// The watch over one test's consoles.
+#[derive(Debug)]
+pub(crate) struct Watch {
+    patterns: Vec<(String, Regex)>,
+    /// Console log → how far it has been scanned (always just after a newline).
+    cursors: Mutex<BTreeMap<PathBuf, u64>>,
+    tripped: Mutex<Option<Trip>>,
+}
+
+/// The watchdog's patterns and the user's `extra` one, compiled.
+pub(crate) fn patterns(extra: Option<&str>) -> Result<Vec<(String, Regex)>> {
+    let mut out: Vec<(String, Regex)> = DEFAULT_PATTERNS
+        .iter()
+        .map(|(what, p)| Regex::new(p).map(|r| ((*what).to_owned(), r)))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::BadPattern {
+            what: "a built-in console pattern",
+            pattern: String::new(),
+            message: e.to_string(),
+        })?;
+    if let Some(p) = extra.filter(|p| !p.is_empty()) {
+        let r = Regex::new(p).map_err(|e| Error::BadPattern {
+            what: "fail_on_console",
+            pattern: p.to_owned(),
+            message: e.to_string(),
+        })?;
+        out.push((format!("pattern `{p}`"), r));
+    }
+    Ok(out)
+}
+
+impl Watch {
+    /// Watches the console logs `from` the offsets given (where the test started).
+    pub(crate) fn new(extra: Option<&str>, from: impl IntoIterator<Item = (PathBuf, u64)>) -> Result<Self> {
+        let cursors = from.into_iter().collect();
+        Ok(Watch {
+            patterns: patterns(extra)?,
+            cursors: Mutex::new(cursors),
+            tripped: Mutex::new(None),
+        })
+    }
+
+    /// The first match so far, scanning what `vm`'s console gained.
+    /// A VM of another environment (a console this watch does not follow) is not scanned.
+    pub(crate) fn check_vm(&self, vm: &Vm) -> Option<Trip> {
+        if let Some(t) = self.first() {
+            return Some(t);
+        }
+        let log = vm.console_log();
+        if !self.follows(log) {
+            return None;
+        }
+        self.scan(vm.name(), log)
+    }
+
+    /// The first match so far, scanning every VM's console.
+    pub(crate) fn check_env(&self, env: &Env) -> Option<Trip> {
+        for vm in env.get_vms().values() {
+            if let Some(t) = self.check_vm(vm) {
+                return Some(t);
+            }
+        }
+        self.first()
+    }
+
+    fn first(&self) -> Option<Trip> {
+        self.tripped.lock().ok().and_then(|t| t.clone())
+    }
+
+    fn follows(&self, log: &Path) -> bool {
+        self.cursors.lock().is_ok_and(|c| c.contains_key(log))
+    }
+
+    fn scan(&self, vm: &str, log: &Path) -> Option<Trip> {
+        let mut cursors = self.cursors.lock().ok()?;
+        let from = *cursors.get(log)?;
+        let mut bytes = crate::vm::bytes_from(log, from);
+        bytes.truncate(MAX_SCAN as usize);
+        // Complete lines only: a line still being written is scanned next time.
+        let end = bytes.iter().rposition(|&b| b == b'\n')?;
+        cursors.insert(log.to_path_buf(), from + end as u64 + 1);
+        drop(cursors);
+        let text = String::from_utf8_lossy(&bytes[..end]);
+        let trip = text.lines().find_map(|line| {
+            let line = line.trim_end_matches('\r');
+            self.patterns
+                .iter()
+                .find(|(_, r)| r.is_match(line))
+                .map(|(what, _)| Trip {
+                    vm: vm.to_owned(),
+                    what: what.clone(),
+                    line: line.chars().take(500).collect(),
+                    console_log: log.to_path_buf(),
+                })
+        })?;
+        let mut first = self.tripped.lock().ok()?;
+        Some(first.get_or_insert(trip).clone())
+    }
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Arc<Watch>>> = const { RefCell::new(None) };
+}
+
+/// Sets the watch of the test running on this thread (`None` when it ends).
+pub(crate) fn set(watch: Option<Arc<Watch>>) {
+    CURRENT.with(|c| *c.borrow_mut() = watch);
+}
+
+/// The running test's watchdog verdict on `vm`: an error once its console
+/// showed a panic, an oops, … since the test started. `Ok` outside tests.
+pub(crate) fn check(vm: &Vm) -> Result<()> {
+    let watch = CURRENT.with(|c| c.borrow().clone());
+    match watch.and_then(|w| w.check_vm(vm)) {
+        Some(t) => Err(t.error()),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matched(line: &str, extra: Option<&str>) -> Option<String> {
+        patterns(extra)
+            .unwrap()
+            .into_iter()
+            .find(|(_, r)| r.is_match(line))
+            .map(|(w, _)| w)
+    }
+
+    #[test]
+    fn kernel_trouble_is_recognised_and_ordinary_lines_are_not() {
+        for (line, what) in [
+            (
+                "[    2.1] Kernel panic - not syncing: VFS: Unable to mount root fs",
+                "a kernel panic",
+            ),
+            ("[   12.0] Oops: 0002 [#1] PREEMPT SMP NOPTI", "a kernel oops"),
+            (
+                "[    5.3] BUG: unable to handle page fault for address: 0000",
+                "a kernel BUG",
+            ),
+            (
+                "[   30.0] watchdog: BUG: soft lockup - CPU#0 stuck for 22s!",
+                "a kernel BUG",
+            ),
+            ("[    1.0] kernel BUG at mm/slub.c:123!", "a kernel BUG"),
+            (
+                "[  245.6] INFO: task kworker/0:1:42 blocked for more than 120 seconds.",
+                "a hung task",
+            ),
+        ] {
+            assert_eq!(matched(line, None).as_deref(), Some(what), "{line}");
+        }
+        for line in [
+            "lago: up",
+            "Starting dropbear sshd: OK",
+            "[    0.5] ACPI: bus type PCI registered",
+            "DEBUG: all fine",
+            "no BUGS here",
+        ] {
+            assert_eq!(matched(line, None), None, "{line}");
+        }
+        assert_eq!(
+            matched("app[42]: segfault at 0 ip 0 sp 0", Some("segfault|OOM")).as_deref(),
+            Some("pattern `segfault|OOM`")
+        );
+    }
+
+    #[test]
+    fn a_bad_pattern_is_an_error_naming_it() {
+        let e = patterns(Some("seg(fault")).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("fail_on_console \"seg(fault\" is not a valid regular expression"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn only_what_a_console_gains_after_the_start_is_scanned_and_the_first_match_sticks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("vm01.console.log");
+        std::fs::write(&log, "Kernel panic - not syncing: an old boot\n").unwrap();
+        let w = Watch::new(Some("segfault"), [(log.clone(), crate::vm::console_len(&log))]).unwrap();
+        assert_eq!(w.scan("vm01", &log), None, "what was there before the test");
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        // A line being written is not scanned until it is complete.
+        f.write_all(b"fine\napp: segf").unwrap();
+        assert_eq!(w.scan("vm01", &log), None);
+        f.write_all(b"ault at 0\r\n[ 9.0] Oops: 0002\n").unwrap();
+        let t = w.scan("vm01", &log).unwrap();
+        assert_eq!(
+            (t.what.as_str(), t.line.as_str()),
+            ("pattern `segfault`", "app: segfault at 0")
+        );
+        // Later matches do not replace the first.
+        f.write_all(b"Kernel panic - not syncing\n").unwrap();
+        assert_eq!(w.scan("vm01", &log).unwrap().line, "app: segfault at 0");
+        let e = t.error().to_string();
+        assert!(
+            e.starts_with("vm01: the serial console shows pattern `segfault`: \"app: segfault at 0\""),
+            "{e}"
+        );
+        // A console it does not follow.
+        assert!(!w.follows(&tmp.path().join("other.log")));
+    }
+}
