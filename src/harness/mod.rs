@@ -277,12 +277,14 @@ fn conclude<T: Outcome>(mut guard: TestGuard, name: &str, result: std::thread::R
     // What the consoles showed while the test ran fails it, whatever it returned.
     if let Some(w) = guard.watchdog() {
         let why = match &result {
-            Ok(v) => v
-                .failure()
-                .map_or(w.clone(), |f| format!("{w}\nthe test also failed: {f}")),
+            // A test that failed because a helper saw the same is said once.
+            Ok(v) => match v.failure() {
+                Some(f) if !f.contains("the serial console shows") => format!("{w}\nthe test also failed: {f}"),
+                _ => w.clone(),
+            },
             Err(p) => match panic_message(p.as_ref()) {
-                Some(m) => format!("{w}\nthe test also panicked: {m}"),
-                None => w.clone(),
+                Some(m) if !m.contains("the serial console shows") => format!("{w}\nthe test also panicked: {m}"),
+                _ => w.clone(),
             },
         };
         let dir = guard.fail(&why);

@@ -280,7 +280,13 @@ impl Runner {
         }
         let conclusion = libtest_mimic::run(&args, trials);
         if !args.list {
-            crate::harness::teardown_all();
+            // Its own suites only: other tests of the binary may still use theirs.
+            let own: Vec<_> = self
+                .suites
+                .iter()
+                .map(|s| crate::harness::resolve_init_file(&s.init_file))
+                .collect();
+            super::suite::teardown_these(&own);
         }
         if let Some(path) = junit {
             let recs = records.lock().map(|v| v.clone()).unwrap_or_default();

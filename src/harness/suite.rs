@@ -404,6 +404,20 @@ impl Suite {
     }
 }
 
+/// Tears down the environments of these init files (resolved paths) that
+/// this process booted (unless kept); those of other init files stay.
+pub(crate) fn teardown_these(init_files: &[PathBuf]) {
+    let suites: Vec<Arc<Suite>> = registry()
+        .lock()
+        .map(|r| init_files.iter().filter_map(|p| r.get(p).cloned()).collect())
+        .unwrap_or_default();
+    std::thread::scope(|s| {
+        for suite in &suites {
+            s.spawn(|| suite.teardown());
+        }
+    });
+}
+
 /// Tears down every environment this process booted (unless kept).
 pub fn teardown_all() {
     let suites: Vec<Arc<Suite>> = registry()
