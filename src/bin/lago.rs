@@ -721,7 +721,8 @@ fn cli_reference() -> String {
         out.push_str(&format!("```text\n{}\n```\n", usage.trim_start_matches("Usage: ")));
         let args: Vec<String> = cmd
             .get_arguments()
-            .filter(|a| !a.is_hide_set() && !matches!(a.get_id().as_str(), "help" | "version"))
+            // clap's own --help and --version (not a command's `--version` option).
+            .filter(|a| !a.is_hide_set() && !matches!(a.get_action(), clap::ArgAction::Help | clap::ArgAction::Version))
             .map(|a| {
                 let names = if a.is_positional() {
                     format!("`<{}>`", a.get_id().as_str().to_uppercase())
@@ -1050,6 +1051,12 @@ mod tests {
             on_disk == now,
             "{} is not what the CLI says: run `LAGO_BLESS=1 cargo test --bin lago cli_reference`",
             path.display()
+        );
+        // A command's own `--version` option is listed (only clap's flag is not).
+        let import = now.split("## `lago template import`").nth(1).unwrap();
+        assert!(
+            import.split("\n## ").next().unwrap().contains("`--version`"),
+            "{import}"
         );
         for verb in [
             "`lago doctor`",
