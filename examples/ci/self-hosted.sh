@@ -8,7 +8,11 @@
 # The host keeps its state between runs: the template store (tiny's kernel is
 # built once) and cargo's target folder. Each run sweeps what a killed run left
 # (`lago gc`) before and after, so a crashed night never eats the next one's
-# subnets. Guests live in a network namespace the run creates (scripts/netns-run).
+# subnets. Guests live in the test network namespace (`lago-test`, or
+# LAGO_NETNS), where setup-host starts libvirtd and which stays for the next
+# run. On a host with systemd, setup-host stops the host namespace's libvirtd
+# (the namespace's one owns the sockets). A user who is not root needs
+# passwordless sudo and the `libvirt` group.
 set -euo pipefail
 suite=${1:-system}
 sudo=()
@@ -17,6 +21,7 @@ sudo=()
 cargo fetch --locked
 lago_src=$(dirname "$(cargo metadata --format-version 1 --locked |
     jq -r '.packages[] | select(.name == "lago") | .manifest_path')")
+[ -x "$lago_src/scripts/setup-host" ] || { echo "lago is not a dependency of this crate" >&2; exit 1; }
 netns_run() { "$lago_src/scripts/netns-run" "$@"; }
 
 "$lago_src/scripts/setup-host"
@@ -31,7 +36,8 @@ netns_run lago gc
 trap 'netns_run lago gc' EXIT
 
 cargo test --locked --test "$suite" --no-run
+rm -rf target/lago-junit.xml target/lago-artifacts # not an earlier run's
 netns_run cargo test --locked --offline --test "$suite" -- \
-    --include-ignored --junit target/lago-junit.xml
+    --include-ignored --junit "$PWD/target/lago-junit.xml"
 # Failed tests leave target/lago-artifacts/<test>/ (console logs, SSH transcript,
 # the init file's `artifacts`): archive it with target/lago-junit.xml.

@@ -379,8 +379,14 @@ impl Suite {
             eprintln!("lago: cannot mark env {} as kept: {e}", env.id());
         }
         let vm = env.get_vms().keys().next().cloned().unwrap_or_else(|| "VM".into());
+        // Inside lago's test namespace, the guests are reachable from there only.
+        let wrap = if std::env::var_os("LAGO_IN_NETNS").is_some() {
+            "scripts/netns-run "
+        } else {
+            ""
+        };
         eprintln!(
-            "lago: keeping env {} ({why}); get in with: lago -w {} shell {vm}   (remove with: lago -w {} destroy --yes)",
+            "lago: keeping env {} ({why}); get in with: {wrap}lago -w {} shell {vm}   (remove with: {wrap}lago -w {} destroy --yes)",
             env.id(),
             env.workdir().display(),
             env.workdir().display()

@@ -179,11 +179,14 @@ fn check(file: &str, shell: &[String]) -> Checked {
                 let mut it = cmd[dash + 1..].iter();
                 while let Some(a) = it.next() {
                     if a == "--junit" {
-                        seen.junit.push(
-                            it.next()
-                                .unwrap_or_else(|| panic!("{file}: --junit without a path"))
-                                .clone(),
-                        );
+                        let path = it.next().unwrap_or_else(|| panic!("{file}: --junit without a path"));
+                        // Absolute (the runner's folder is the package's, not always the
+                        // job's); uploaded relative to the job's folder.
+                        let rel = path
+                            .strip_prefix("$PWD/")
+                            .or_else(|| path.strip_prefix("$CI_PROJECT_DIR/"))
+                            .unwrap_or_else(|| panic!("{file}: --junit {path} is not under the job's folder"));
+                        seen.junit.push(rel.to_owned());
                     } else {
                         rest.push(a.clone());
                     }
@@ -256,13 +259,21 @@ fn github_actions_recipe_runs_what_lago_has() {
             .find(|s| s["uses"].as_str().is_some_and(|u| u.starts_with(name)))
             .unwrap_or_else(|| panic!("{file}: no {name} step"))
     };
-    assert!(
-        uses("actions/cache@")["with"]["path"]
-            .as_str()
-            .unwrap()
-            .lines()
-            .any(|l| l.trim() == store)
-    );
+    // Restored first, saved right after tiny's kernel is built (so a failing suite keeps it).
+    for step in ["actions/cache/restore@", "actions/cache/save@"] {
+        let paths = uses(step)["with"]["path"].as_str().unwrap();
+        assert!(paths.lines().any(|l| l.trim() == store), "{step}: {paths}");
+    }
+    let at = |name: &str| {
+        steps
+            .iter()
+            .position(|s| s["uses"].as_str().is_some_and(|u| u.starts_with(name)))
+    };
+    let kernel = steps
+        .iter()
+        .position(|s| strings(&s["run"]).iter().any(|r| r.contains("build tiny --kernel")))
+        .unwrap();
+    assert_eq!(at("actions/cache/save@"), Some(kernel + 1));
     let upload = uses("actions/upload-artifact@");
     assert_eq!(upload["if"], "always()");
     let paths = upload["with"]["path"].as_str().unwrap();
