@@ -252,24 +252,18 @@ impl Vm {
         self.retry(&format!("console text matching `{pattern}`"), timeout, |_| {
             let log = self.console_log();
             let mut cursor = self.console_cursor.lock().unwrap_or_else(|p| p.into_inner());
-            let bytes = crate::vm::bytes_from(log, *cursor);
-            let Some(end) = bytes.iter().rposition(|&b| b == b'\n') else {
-                return Ok(Attempt::Again("no new complete console line".into()));
-            };
-            let text = String::from_utf8_lossy(&bytes[..=end]);
-            let mut at = 0;
-            for line in text.split_inclusive('\n') {
-                at += line.len();
-                let line = line.trim_end_matches(['\r', '\n']);
+            let mut last = String::new();
+            let found = watch::next_line(log, &mut cursor, |line| {
                 if re.is_match(line) {
-                    // Byte offsets of the lossy text differ only where bytes were invalid: move by the raw ones.
-                    *cursor += byte_offset_after(&bytes, at) as u64;
-                    return Ok(Attempt::Done(line.to_owned()));
+                    return true;
                 }
-            }
-            *cursor += end as u64 + 1;
-            let last = text.lines().last().unwrap_or("").chars().take(200).collect::<String>();
-            Ok(Attempt::Again(format!("last console line {last:?}")))
+                last = line.chars().take(200).collect();
+                false
+            });
+            Ok(match found {
+                Some(line) => Attempt::Done(line),
+                None => Attempt::Again(format!("no new line matches; the last read: {last:?}")),
+            })
         })
     }
 
@@ -321,6 +315,7 @@ impl Vm {
         self.require_running()?;
         self.sync_console();
         let offset = console_len(&self.plan.console_log);
+        let old = self.boot_id()?;
         let root = self.ssh(["id", "-u"])?.out.trim() == "0";
         if !root {
             self.succeed(["sudo", "-n", "true"])?;
@@ -340,8 +335,48 @@ impl Vm {
             Ok(_) => {}
             Err(e) => tracing::debug!(vm = %self.name(), error = %error_chain(&e), "the session ended with the reboot"),
         }
+        self.wait_new_boot(&old, offset)
+    }
+
+    /// The guest's boot id (a new one each boot).
+    fn boot_id(&self) -> Result<String> {
+        Ok(self
+            .succeed(["cat", "/proc/sys/kernel/random/boot_id"])?
+            .trim()
+            .to_owned())
+    }
+
+    /// After a reboot or reset begun when the console log was `offset` long:
+    /// waits for SSH, then until the guest answering is a new boot (the old
+    /// one may still answer for a moment while it shuts down), within
+    /// `boot_time_sec`. Console text from before is not waited for again.
+    fn wait_new_boot(&self, old: &str, offset: u64) -> Result<()> {
+        {
+            let mut cursor = self.console_cursor.lock().unwrap_or_else(|p| p.into_inner());
+            *cursor = (*cursor).max(offset);
+        }
+        let timeout = Duration::from_secs(self.spec.boot_time_sec);
+        let start = Instant::now();
         self.conn.reset();
-        self.wait_from(Duration::from_secs(self.spec.boot_time_sec), offset)
+        self.wait_from(timeout, offset)?;
+        self.retry(
+            "a new boot (its boot id to change)",
+            timeout.saturating_sub(start.elapsed()),
+            |limit| {
+                let line = "cat /proc/sys/kernel/random/boot_id";
+                Ok(match self.try_line(line, limit.min(Duration::from_secs(5))) {
+                    Ok(st) if st.success() && st.out.trim() != old => Attempt::Done(()),
+                    Ok(_) => {
+                        self.conn.reset();
+                        Attempt::Again("the old boot still answers".into())
+                    }
+                    Err(e) => {
+                        self.conn.reset();
+                        Attempt::Again(e)
+                    }
+                })
+            },
+        )
     }
 
     /// Resets the VM at once, like its reset button (no shutdown, unwritten
@@ -350,39 +385,17 @@ impl Vm {
         self.require_running()?;
         self.sync_console();
         let offset = console_len(&self.plan.console_log);
+        let old = self.boot_id()?;
         self.conn.reset();
         self.backend.reset_domain(&self.plan.libvirt_name)?;
         tracing::info!(vm = %self.name(), "reset");
-        self.wait_from(Duration::from_secs(self.spec.boot_time_sec), offset)
+        self.wait_new_boot(&old, offset)
     }
-}
-
-/// How many raw bytes of `bytes` make up the first `lossy_len` bytes of its
-/// lossy UTF-8 text (they differ where invalid bytes became U+FFFD).
-fn byte_offset_after(bytes: &[u8], lossy_len: usize) -> usize {
-    let mut raw = 0;
-    let mut lossy = 0;
-    for chunk in bytes.utf8_chunks() {
-        let valid = chunk.valid();
-        if lossy + valid.len() >= lossy_len {
-            return raw + (lossy_len - lossy);
-        }
-        raw += valid.len();
-        lossy += valid.len();
-        let invalid = chunk.invalid().len();
-        if invalid > 0 {
-            raw += invalid;
-            lossy += '\u{FFFD}'.len_utf8();
-            if lossy >= lossy_len {
-                return raw;
-            }
-        }
-    }
-    raw
 }
 
 impl Env {
     /// Runs `command` on every VM at once and returns each VM's result by name.
+    #[must_use = "each VM's result says whether its command ran"]
     pub fn ssh_all<I, S>(&self, command: I) -> BTreeMap<String, Result<CommandStatus>>
     where
         I: IntoIterator<Item = S>,
@@ -422,10 +435,18 @@ impl Env {
     /// Cuts every NIC of VM `vm` but its management one, so the VM is
     /// partitioned from the other VMs' nets while lago keeps its way in.
     /// Undone by [`Env::rejoin`].
+    /// When a link cannot be cut, those already cut are restored.
     pub fn isolate(&self, vm: &str) -> Result<()> {
         let v = self.vm(vm)?;
+        let mut cut = Vec::new();
         for nic in v.non_management_nics() {
-            v.link_down(nic)?;
+            if let Err(e) = v.link_down(nic) {
+                for n in cut {
+                    let _ = v.link_up(n);
+                }
+                return Err(e);
+            }
+            cut.push(nic);
         }
         Ok(())
     }
@@ -443,17 +464,6 @@ impl Env {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn raw_offsets_follow_invalid_bytes() {
-        let bytes = b"ab\xffcd\n";
-        let lossy = String::from_utf8_lossy(bytes);
-        assert_eq!(lossy, "ab\u{FFFD}cd\n");
-        // The whole lossy text is the whole raw text.
-        assert_eq!(byte_offset_after(bytes, lossy.len()), bytes.len());
-        assert_eq!(byte_offset_after(bytes, 2), 2);
-        assert_eq!(byte_offset_after(b"x\ny\n", 2), 2);
-    }
 
     #[test]
     fn command_errors_carry_everything_a_test_writer_needs() {

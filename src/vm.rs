@@ -470,12 +470,15 @@ pub(crate) fn console_len(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
-/// Up to 1 MiB of the file at `path` from `offset` on (nothing when it cannot be read).
+/// The most [`bytes_from`] reads at once.
+pub(crate) const READ_CHUNK: u64 = 1 << 20;
+
+/// Up to [`READ_CHUNK`] bytes of the file at `path` from `offset` on (nothing when it cannot be read).
 pub(crate) fn bytes_from(path: &Path, offset: u64) -> Vec<u8> {
     let mut buf = Vec::new();
     if let Ok(mut f) = std::fs::File::open(path) {
         let _ = f.seek(SeekFrom::Start(offset));
-        let _ = f.take(1 << 20).read_to_end(&mut buf);
+        let _ = f.take(READ_CHUNK).read_to_end(&mut buf);
     }
     buf
 }

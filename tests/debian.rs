@@ -197,6 +197,21 @@ fn exercise(env: &Env) {
         .unwrap();
     assert!(st.out.contains("Please login as the user") && st.code != 0, "{st:?}");
 
+    // The test-writing API on systemd guests: a unit that is active, and one
+    // that fails (an error at once, with `systemctl status`), as a user with sudo.
+    deb2.wait_for_unit("ssh.service", Duration::from_secs(60)).unwrap();
+    deb2.succeed(["sudo", "-n", "systemd-run", "--unit=lago-fails", "false"])
+        .unwrap();
+    let e = deb2
+        .wait_for_unit("lago-fails.service", Duration::from_secs(60))
+        .unwrap_err();
+    assert!(
+        matches!(&e, lago::Error::UnitFailed { unit, status, .. } if unit == "lago-fails.service" && status.contains("lago-fails")),
+        "{e}"
+    );
+    deb2.succeed(["sudo", "-n", "systemctl", "reset-failed", "lago-fails.service"])
+        .unwrap();
+
     // Names of the other VM resolve, bare and qualified, from both sides.
     let mut want: BTreeMap<String, String> = BTreeMap::new();
     for vm in [deb1, deb2] {

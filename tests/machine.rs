@@ -136,9 +136,10 @@ fn a_two_vm_lab_reads_like_a_nixos_test(env: &Env, vm01: &Vm, vm02: &Vm) -> lago
     Ok(())
 }
 
-/// A console pattern (the runner's `fail_on_console`) fails the test that was
-/// running: at once under a timeout (the body is still asleep), at the next
-/// attempt of a wait, and at the end for a test that returned `Ok`.
+/// A console pattern fails the test that was running: a fixture's when the
+/// fixture is dropped; the runner's (`Suite::fail_on_console`) at once under
+/// a timeout (the body is still asleep), at the next attempt of a wait, and
+/// at the end for a test that returned `Ok`.
 #[test]
 #[ignore = "boots VMs: run through scripts/test"]
 fn the_console_watchdog_fails_the_running_test() {
@@ -152,6 +153,16 @@ fn the_console_watchdog_fails_the_running_test() {
         assert!(st.success(), "{st:?}");
         Ok(())
     };
+    // A fixture: its test fails when the fixture is dropped.
+    let fixture = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let env = lago::fixtures::env("tests/envs/tiny1.yaml").fail_on_console(r"lago-segv-\d+");
+        print(&env, 4).unwrap();
+    }));
+    let msg = *fixture.unwrap_err().downcast::<String>().unwrap();
+    assert!(
+        msg.contains("vm01: the serial console shows pattern `lago-segv-\\d+`: \"app[9]: lago-segv-4 at 0\""),
+        "{msg}"
+    );
     // The runner tears its suites down when its trials are done (and only
     // its own: the other test of this binary goes on with multinic's).
     let suite = Suite::new("tests/envs/tiny1.yaml")

@@ -88,6 +88,12 @@ impl Parse for Args {
                     args.timeout = Some((ms, value));
                 }
                 "fail_on_console" => {
+                    if value.value().is_empty() {
+                        return Err(syn::Error::new(
+                            value.span(),
+                            "fail_on_console: expected a regular expression, found an empty string",
+                        ));
+                    }
                     if let Err(e) = regex::Regex::new(&value.value()) {
                         return Err(syn::Error::new(
                             value.span(),

@@ -284,6 +284,7 @@ pub fn interface_with_link(domain_xml: &str, mac: &str, up: bool) -> Option<Stri
     let doc = roxmltree::Document::parse(domain_xml).ok()?;
     let iface = doc.descendants().find(|n| {
         n.has_tag_name("interface")
+            && n.parent().is_some_and(|p| p.has_tag_name("devices"))
             && n.children()
                 .any(|c| c.has_tag_name("mac") && c.attribute("address").is_some_and(|a| a.eq_ignore_ascii_case(mac)))
     })?;

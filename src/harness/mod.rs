@@ -140,9 +140,17 @@ impl Drop for TestGuard {
     fn drop(&mut self) {
         transcript::set(None);
         watch::set(None);
-        if !self.done && std::thread::panicking() {
+        if self.done {
+            return;
+        }
+        if std::thread::panicking() {
             let dir = self.fail("the test panicked (see its output)");
             eprintln!("lago: failure artifacts of {} in {}", self.name, dir.display());
+        } else if let Some(w) = self.watchdog() {
+            // A fixture's test ended (its guard is dropped with the fixture):
+            // what the consoles showed meanwhile fails it.
+            let dir = self.fail(&w);
+            panic!("lago: {}: {w}\nlago: failure artifacts in {}", self.name, dir.display());
         }
     }
 }

@@ -196,6 +196,15 @@ impl Suite {
         Ok(guard)
     }
 
+    /// Waits until no test of this process uses the environment.
+    fn wait_unused(&self) {
+        let lock = &self.users;
+        let mut st = lock.state.lock().unwrap_or_else(|p| p.into_inner());
+        while st.writer || st.readers > 0 {
+            st = lock.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
     /// Reverts to the post-boot snapshot (taken now if it is missing).
     fn reset(&self, env: &Env) -> Result<(), Error> {
         if env.snapshots()?.iter().any(|s| s.name == POST_BOOT) {
@@ -411,15 +420,20 @@ impl Suite {
 }
 
 /// Tears down the environments of these init files (resolved paths) that
-/// this process booted (unless kept); those of other init files stay.
+/// this process booted (unless kept), once the tests using them are done,
+/// and forgets them (a later test boots a new one); environments of other
+/// init files stay.
 pub(crate) fn teardown_these(init_files: &[PathBuf]) {
     let suites: Vec<Arc<Suite>> = registry()
         .lock()
-        .map(|r| init_files.iter().filter_map(|p| r.get(p).cloned()).collect())
+        .map(|mut r| init_files.iter().filter_map(|p| r.remove(p)).collect())
         .unwrap_or_default();
     std::thread::scope(|s| {
         for suite in &suites {
-            s.spawn(|| suite.teardown());
+            s.spawn(|| {
+                suite.wait_unused();
+                suite.teardown()
+            });
         }
     });
 }

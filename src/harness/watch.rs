@@ -28,10 +28,6 @@ pub const DEFAULT_PATTERNS: &[(&str, &str)] = &[
     ("a hung task", r"INFO: task \S+ blocked for more than \d+ seconds"),
 ];
 
-/// At most this much of a console is scanned per check (a guest flooding
-/// its console cannot make a check slow).
-const MAX_SCAN: u64 = 1 << 20;
-
 /// One match.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Trip {
@@ -127,29 +123,66 @@ impl Watch {
 
     fn scan(&self, vm: &str, log: &Path) -> Option<Trip> {
         let mut cursors = self.cursors.lock().ok()?;
-        let from = *cursors.get(log)?;
-        let mut bytes = crate::vm::bytes_from(log, from);
-        bytes.truncate(MAX_SCAN as usize);
-        // Complete lines only: a line still being written is scanned next time.
-        let end = bytes.iter().rposition(|&b| b == b'\n')?;
-        cursors.insert(log.to_path_buf(), from + end as u64 + 1);
-        drop(cursors);
-        let text = String::from_utf8_lossy(&bytes[..end]);
-        let trip = text.lines().find_map(|line| {
-            let line = line.trim_end_matches('\r');
-            self.patterns
-                .iter()
-                .find(|(_, r)| r.is_match(line))
-                .map(|(what, _)| Trip {
-                    vm: vm.to_owned(),
-                    what: what.clone(),
-                    line: line.chars().take(500).collect(),
-                    console_log: log.to_path_buf(),
-                })
+        let cursor = cursors.get_mut(log)?;
+        let mut what = String::new();
+        let line = next_line(log, cursor, |line| {
+            match self.patterns.iter().find(|(_, r)| r.is_match(line)) {
+                Some((w, _)) => {
+                    what = w.clone();
+                    true
+                }
+                None => false,
+            }
         })?;
+        drop(cursors);
+        let trip = Trip {
+            vm: vm.to_owned(),
+            what,
+            line: line.chars().take(500).collect(),
+            console_log: log.to_path_buf(),
+        };
         let mut first = self.tripped.lock().ok()?;
         Some(first.get_or_insert(trip).clone())
     }
+}
+
+/// At most this many chunks of a console are read per look (64 MiB: a guest
+/// flooding its console cannot make a check slow).
+const MAX_CHUNKS: usize = 64;
+
+/// The first complete line of the console log `log` from `*cursor` on that
+/// `matches` (lossy UTF-8, without its line end), with `*cursor` moved just
+/// past it, or past every complete line read when none does. A log shorter
+/// than `*cursor` was rotated (virtlogd does at 2 MiB) or truncated: it is
+/// read from its start. A line longer than a read chunk is skipped.
+pub(crate) fn next_line(log: &Path, cursor: &mut u64, mut matches: impl FnMut(&str) -> bool) -> Option<String> {
+    if crate::vm::console_len(log) < *cursor {
+        *cursor = 0;
+    }
+    for _ in 0..MAX_CHUNKS {
+        let bytes = crate::vm::bytes_from(log, *cursor);
+        let full = bytes.len() as u64 >= crate::vm::READ_CHUNK;
+        let mut consumed = 0;
+        let mut rest = &bytes[..];
+        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+            let text = String::from_utf8_lossy(&rest[..nl]);
+            consumed += nl + 1;
+            rest = &rest[nl + 1..];
+            let line = text.trim_end_matches('\r');
+            if matches(line) {
+                *cursor += consumed as u64;
+                return Some(line.to_owned());
+            }
+        }
+        if consumed == 0 && full {
+            consumed = bytes.len();
+        }
+        *cursor += consumed as u64;
+        if !full {
+            break;
+        }
+    }
+    None
 }
 
 thread_local! {
@@ -260,5 +293,40 @@ mod tests {
         );
         // A console it does not follow.
         assert!(!w.follows(&tmp.path().join("other.log")));
+    }
+
+    #[test]
+    fn lines_are_read_across_chunks_rotations_and_bad_bytes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("c.log");
+        let chunk = crate::vm::READ_CHUNK as usize;
+        // A line longer than a chunk, then more than a chunk of short lines, then the match.
+        let mut text = vec![b'x'; chunk + 10];
+        text.push(b'\n');
+        for _ in 0..(chunk / 8) {
+            text.extend_from_slice(b"filler\n");
+        }
+        text.extend_from_slice(b"bad \xff byte: target\r\nafter\n");
+        std::fs::write(&log, &text).unwrap();
+        let mut cursor = 0;
+        let line = next_line(&log, &mut cursor, |l| l.ends_with("target")).unwrap();
+        assert_eq!(line, "bad \u{FFFD} byte: target");
+        assert_eq!(
+            cursor as usize,
+            text.len() - b"after\n".len(),
+            "just past the matching line"
+        );
+        // Consumed: the same line is not found again; the cursor ends after the last complete line.
+        assert_eq!(next_line(&log, &mut cursor, |l| l.ends_with("target")), None);
+        assert_eq!(cursor as usize, text.len());
+        // Rotated (shorter than the cursor): read from the start of the new file.
+        std::fs::write(&log, "Kernel panic - not syncing\n").unwrap();
+        assert_eq!(
+            next_line(&log, &mut cursor, |l| l.starts_with("Kernel panic")).as_deref(),
+            Some("Kernel panic - not syncing")
+        );
+        // A missing log: nothing, and no panic.
+        let mut c = 5;
+        assert_eq!(next_line(&tmp.path().join("none"), &mut c, |_| true), None);
     }
 }
