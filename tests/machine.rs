@@ -153,10 +153,26 @@ fn the_console_watchdog_fails_the_running_test() {
         assert!(st.success(), "{st:?}");
         Ok(())
     };
+    // The line is in the console log (QEMU's log is written a moment after
+    // the guest's write returns), read directly, not through lago's helpers.
+    let logged = |env: &Env, n: u32| {
+        let log = env.vm("vm01").unwrap().console_log().to_path_buf();
+        // A complete line (the tty writes \r\n).
+        let want = format!("lago-segv-{n} at 0\r\n");
+        for _ in 0..300 {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains(&want) || text.contains(want.replace('\r', "").as_str()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{want:?} never reached {}", log.display());
+    };
     // A fixture: its test fails when the fixture is dropped.
     let fixture = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let env = lago::fixtures::env("tests/envs/tiny1.yaml").fail_on_console(r"lago-segv-\d+");
         print(&env, 4).unwrap();
+        logged(&env, 4);
     }));
     let msg = *fixture.unwrap_err().downcast::<String>().unwrap();
     assert!(
@@ -181,6 +197,7 @@ fn the_console_watchdog_fails_the_running_test() {
         )
         .test("at_the_end", move |env| {
             print(env, 2)?;
+            logged(env, 2);
             Ok(())
         })
         .test("in_a_wait", move |env| {
@@ -188,9 +205,20 @@ fn the_console_watchdog_fails_the_running_test() {
             env.vm("vm01")?.wait_for_file("/never", Duration::from_secs(90))?;
             Ok(())
         });
-    let c = Runner::new()
-        .suite(suite)
-        .run_with_args(["watchdog", "--test-threads", "1", "--junit", junit.to_str().unwrap()].map(String::from));
+    // Its report goes to a file: this test's output has no failing "test result" line.
+    let logfile = tmp.path().join("runner.log");
+    let c = Runner::new().suite(suite).run_with_args(
+        [
+            "watchdog",
+            "--test-threads",
+            "1",
+            "--junit",
+            junit.to_str().unwrap(),
+            "--logfile",
+            logfile.to_str().unwrap(),
+        ]
+        .map(String::from),
+    );
     assert_eq!(c.num_failed, 3, "{c:?}");
     let report = std::fs::read_to_string(&junit).unwrap();
     for (n, name) in [(1, "under_a_timeout"), (2, "at_the_end"), (3, "in_a_wait")] {
