@@ -98,10 +98,7 @@ impl Vm {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let line = quote_command(command);
-        let start = Instant::now();
-        let status = self.ssh_with(&line, None, None)?;
-        watch::check(self)?;
+        let (line, status, elapsed) = self.run_watched(command)?;
         if status.success() {
             return Ok(status.out);
         }
@@ -109,8 +106,23 @@ impl Vm {
             vm: self.name().to_owned(),
             command: line,
             status: Box::new(status),
-            elapsed: start.elapsed(),
+            elapsed,
         })
+    }
+
+    /// Runs `command` once; then the watchdog's verdict on this VM. The
+    /// command line, its status and how long it ran.
+    fn run_watched<I, S>(&self, command: I) -> Result<(String, CommandStatus, Duration)>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let line = quote_command(command);
+        let start = Instant::now();
+        let status = self.ssh_with(&line, None, None)?;
+        let elapsed = start.elapsed();
+        watch::check(self)?;
+        Ok((line, status, elapsed))
     }
 
     /// Runs `command` and returns its status when it fails (any exit code
@@ -120,10 +132,7 @@ impl Vm {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let line = quote_command(command);
-        let start = Instant::now();
-        let status = self.ssh_with(&line, None, None)?;
-        watch::check(self)?;
+        let (line, status, elapsed) = self.run_watched(command)?;
         if !status.success() {
             return Ok(status);
         }
@@ -131,7 +140,7 @@ impl Vm {
             vm: self.name().to_owned(),
             command: line,
             status: Box::new(status),
-            elapsed: start.elapsed(),
+            elapsed,
         })
     }
 
