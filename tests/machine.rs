@@ -185,10 +185,7 @@ fn the_console_watchdog_fails_the_running_test() {
         .fail_on_console(r"lago-segv-\d+")
         .test_with(
             "under_a_timeout",
-            TestOptions {
-                timeout: Some(Duration::from_secs(120)),
-                ..TestOptions::default()
-            },
+            TestOptions::default().timeout(Duration::from_secs(120)),
             move |env| {
                 print(env, 1)?;
                 std::thread::sleep(Duration::from_secs(90));

@@ -38,6 +38,40 @@ pub struct TestOptions {
     pub fail_on_console: Option<&'static str>,
 }
 
+impl TestOptions {
+    /// With isolation `isolation`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lago::harness::{Isolation, TestOptions};
+    /// let o = TestOptions::default()
+    ///     .isolation(Isolation::Reset)
+    ///     .timeout(Duration::from_secs(120))
+    ///     .fail_on_console("segfault|Out of memory");
+    /// assert_eq!(o.isolation, Isolation::Reset);
+    /// assert_eq!(o.fail_on_console, Some("segfault|Out of memory"));
+    /// ```
+    #[must_use]
+    pub const fn isolation(mut self, isolation: Isolation) -> Self {
+        self.isolation = isolation;
+        self
+    }
+
+    /// With a timeout.
+    #[must_use]
+    pub const fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// With a console pattern that fails the test (see [`TestOptions::fail_on_console`](#structfield.fail_on_console)).
+    #[must_use]
+    pub const fn fail_on_console(mut self, pattern: &'static str) -> Self {
+        self.fail_on_console = Some(pattern);
+        self
+    }
+}
+
 /// One `#[lago_env]` test, as the attribute registers it.
 #[derive(Debug, Clone, Copy)]
 pub struct Registration {
