@@ -7,7 +7,6 @@
 //! nobody listens on).
 
 use std::ffi::OsString;
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -391,21 +390,10 @@ fn nextest(host: &Host) -> Check {
 /// 192.168.200.0/21..192.168.255.255, but for lago's own bridges (`lg-…`)
 /// when `skip_lago`.
 fn route_clashes(text: &str, skip_lago: bool) -> Vec<String> {
-    let pool_lo = u32::from(Ipv4Addr::new(192, 168, 200, 0));
-    let pool_hi = u32::from(Ipv4Addr::new(192, 168, 255, 255));
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let (iface, dest, mask) = (f.first()?, f.get(1)?, f.get(7)?);
-            let dest = u32::from_be(u32::from_str_radix(dest, 16).ok()?);
-            let mask = u32::from_be(u32::from_str_radix(mask, 16).ok()?);
-            if mask == 0 || (skip_lago && iface.starts_with("lg-")) {
-                return None;
-            }
-            let (lo, hi) = (dest & mask, (dest & mask) | !mask);
-            (lo <= pool_hi && hi >= pool_lo).then(|| format!("{iface} {}/{}", Ipv4Addr::from(lo), mask.count_ones()))
-        })
+    crate::lease::pool_routes(text)
+        .into_iter()
+        .filter(|r| !(skip_lago && r.iface.starts_with("lg-")))
+        .map(|r| format!("{} {}/{}", r.iface, r.net, r.prefix))
         .collect()
 }
 

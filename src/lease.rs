@@ -515,10 +515,29 @@ pub fn host_route_subnets() -> HashSet<Subnet> {
 
 /// The pool subnets the routes of a `/proc/net/route` table overlap.
 fn route_subnets(table: &str) -> HashSet<Subnet> {
-    let mut out = HashSet::new();
+    pool_routes(table).into_iter().flat_map(|r| r.subnets).collect()
+}
+
+/// A route of a `/proc/net/route` table that overlaps the pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PoolRoute {
+    /// Its interface (`virbr1`, `lg-…` for lago's own bridges).
+    pub iface: String,
+    /// Its network address.
+    pub net: std::net::Ipv4Addr,
+    /// Its prefix length.
+    pub prefix: u32,
+    /// The pool subnets it overlaps.
+    pub subnets: Vec<Subnet>,
+}
+
+/// The routes of a `/proc/net/route` table that overlap pool subnets (the
+/// default route is not counted).
+pub(crate) fn pool_routes(table: &str) -> Vec<PoolRoute> {
+    let mut out = Vec::new();
     for line in table.lines().skip(1) {
         let f: Vec<&str> = line.split_whitespace().collect();
-        let (Some(dest), Some(mask)) = (f.get(1), f.get(7)) else {
+        let (Some(iface), Some(dest), Some(mask)) = (f.first(), f.get(1), f.get(7)) else {
             continue;
         };
         // Addresses are hex in the kernel's (little-endian) byte order.
@@ -532,13 +551,18 @@ fn route_subnets(table: &str) -> HashSet<Subnet> {
         if mask == 0 {
             continue;
         }
-        for s in Subnet::pool() {
-            let net = u32::from_be_bytes([192, 168, s.third_octet(), 0]);
-            // Two prefixes overlap when they agree on the shorter mask.
-            let common = mask & 0xffff_ff00;
-            if net & common == dest & common {
-                out.insert(s);
-            }
+        // Two prefixes overlap when they agree on the shorter mask.
+        let common = mask & 0xffff_ff00;
+        let subnets: Vec<Subnet> = Subnet::pool()
+            .filter(|s| u32::from_be_bytes([192, 168, s.third_octet(), 0]) & common == dest & common)
+            .collect();
+        if !subnets.is_empty() {
+            out.push(PoolRoute {
+                iface: (*iface).to_owned(),
+                net: std::net::Ipv4Addr::from(dest & mask),
+                prefix: mask.count_ones(),
+                subnets,
+            });
         }
     }
     out
