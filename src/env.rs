@@ -467,7 +467,7 @@ impl Env {
                         initrd.is_some(),
                         vp.seed.is_some(),
                         // The NIC whose DHCP lease sets the default route and resolver.
-                        vp.nics.iter().find(|n| n.net == vp.mgmt_net).map(|n| n.mac.to_string()),
+                        vp.mgmt_nic().map(|i| vp.nics[i].mac.to_string()),
                     ),
                     kernel,
                     initrd,

@@ -470,23 +470,7 @@ pub(crate) fn map_parallel<T: Sync, R: Send>(
     name: impl Fn(&T) -> String,
     work: impl Fn(&T) -> Result<R> + Sync,
 ) -> Result<Vec<R>> {
-    let work = &work;
-    let results: Vec<(String, Result<R>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = items.iter().map(|it| (name(it), s.spawn(move || work(it)))).collect();
-        handles
-            .into_iter()
-            .map(|(vm, h)| {
-                let r = h.join().unwrap_or_else(|p| {
-                    Err(Error::Panicked {
-                        vm: vm.clone(),
-                        action,
-                        message: panic_text(p.as_ref()),
-                    })
-                });
-                (vm, r)
-            })
-            .collect()
-    });
+    let results = run_parallel(action, items, name, work);
     let mut done = Vec::new();
     let mut failures = Vec::new();
     for (vm, r) in results {
@@ -503,6 +487,34 @@ pub(crate) fn map_parallel<T: Sync, R: Send>(
             failures: VmFailures(failures),
         }),
     }
+}
+
+/// Runs `work` on every item at once, each on a thread of its own, and
+/// returns each item's name and result in order (a panic is
+/// [`Error::Panicked`] for its item).
+pub(crate) fn run_parallel<T: Sync, R: Send>(
+    action: &'static str,
+    items: &[T],
+    name: impl Fn(&T) -> String,
+    work: impl Fn(&T) -> Result<R> + Sync,
+) -> Vec<(String, Result<R>)> {
+    let work = &work;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items.iter().map(|it| (name(it), s.spawn(move || work(it)))).collect();
+        handles
+            .into_iter()
+            .map(|(vm, h)| {
+                let r = h.join().unwrap_or_else(|p| {
+                    Err(Error::Panicked {
+                        vm: vm.clone(),
+                        action,
+                        message: panic_text(p.as_ref()),
+                    })
+                });
+                (vm, r)
+            })
+            .collect()
+    })
 }
 
 /// The text of a panic payload.

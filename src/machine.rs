@@ -153,8 +153,13 @@ impl Vm {
         S: AsRef<str>,
     {
         let line = quote_command(command);
-        self.retry(&format!("`{line}` to succeed"), timeout, |left| {
-            Ok(match self.try_line(&line, left) {
+        self.until_succeeds(&format!("`{line}` to succeed"), &line, timeout)
+    }
+
+    /// Runs `line` until it succeeds (`what` names the wait in its timeout error).
+    fn until_succeeds(&self, what: &str, line: &str, timeout: Duration) -> Result<String> {
+        self.retry(what, timeout, |left| {
+            Ok(match self.try_line(line, left) {
                 Ok(st) if st.success() => Attempt::Done(st.out),
                 Ok(st) => Attempt::Again(format!("exit code {}{}", st.code, outputs(&st))),
                 Err(e) => Attempt::Again(e),
@@ -202,17 +207,8 @@ impl Vm {
 
     /// Waits until `path` exists in the guest.
     pub fn wait_for_file(&self, path: &str, timeout: Duration) -> Result<()> {
-        self.wait_until_succeeds(["test", "-e", path], timeout)
-            .map(drop)
-            .map_err(|e| match e {
-                Error::WaitTimeout { vm, waited, last, .. } => Error::WaitTimeout {
-                    vm,
-                    what: format!("file {path}"),
-                    waited,
-                    last,
-                },
-                e => e,
-            })
+        let line = quote_command(["test", "-e", path]);
+        self.until_succeeds(&format!("file {path}"), &line, timeout).map(drop)
     }
 
     /// Waits until systemd unit `unit` is active. A unit that fails is an
@@ -253,11 +249,7 @@ impl Vm {
     /// what came after the last match, so waiting twice for the same text
     /// waits for it to appear again.
     pub fn wait_for_console_text(&self, pattern: &str, timeout: Duration) -> Result<String> {
-        let re = regex::Regex::new(pattern).map_err(|e| Error::BadPattern {
-            what: "wait_for_console_text",
-            pattern: pattern.to_owned(),
-            message: e.to_string(),
-        })?;
+        let re = watch::compile("wait_for_console_text", pattern)?;
         self.retry(&format!("console text matching `{pattern}`"), timeout, |_| {
             let log = self.console_log();
             let mut cursor = self.console_cursor.lock().unwrap_or_else(|p| p.into_inner());
@@ -292,29 +284,25 @@ impl Vm {
     /// the guest sees no carrier and nothing passes, until [`Vm::link_up`].
     /// Cutting the management NIC also cuts lago's SSH to this VM.
     pub fn link_down(&self, nic: usize) -> Result<()> {
-        let mac = self.nic_mac(nic)?;
-        self.backend.set_link(&self.plan.libvirt_name, &mac, false)?;
-        tracing::info!(vm = %self.name(), nic, "link down");
-        Ok(())
+        self.set_link(nic, false)
     }
 
     /// Restores NIC `nic`'s link.
     pub fn link_up(&self, nic: usize) -> Result<()> {
+        self.set_link(nic, true)
+    }
+
+    fn set_link(&self, nic: usize, up: bool) -> Result<()> {
         let mac = self.nic_mac(nic)?;
-        self.backend.set_link(&self.plan.libvirt_name, &mac, true)?;
-        tracing::info!(vm = %self.name(), nic, "link up");
+        self.backend.set_link(&self.plan.libvirt_name, &mac, up)?;
+        tracing::info!(vm = %self.name(), nic, up, "link set");
         Ok(())
     }
 
     /// The indexes of its NICs but the management one (the one SSH uses).
     pub fn non_management_nics(&self) -> Vec<usize> {
-        let p = &self.plan;
-        let mgmt = p
-            .nics
-            .iter()
-            .position(|n| n.net == p.mgmt_net && n.ip == Some(p.ip))
-            .or_else(|| p.nics.iter().position(|n| n.net == p.mgmt_net));
-        (0..p.nics.len()).filter(|i| Some(*i) != mgmt).collect()
+        let mgmt = self.plan.mgmt_nic();
+        (0..self.plan.nics.len()).filter(|i| Some(*i) != mgmt).collect()
     }
 
     /// Reboots the guest from inside (`reboot`, through `sudo -n` for a
@@ -412,33 +400,19 @@ impl Env {
     {
         let line = quote_command(command);
         let recorder = crate::transcript::current();
-        std::thread::scope(|s| {
-            let running: Vec<_> = self
-                .get_vms()
-                .iter()
-                .map(|(name, vm)| {
-                    let (line, recorder) = (&line, recorder.clone());
-                    let h = s.spawn(move || {
-                        crate::transcript::set(recorder);
-                        vm.ssh_with(line, None, None)
-                    });
-                    (name.clone(), h)
-                })
-                .collect();
-            running
-                .into_iter()
-                .map(|(name, h)| {
-                    let r = h.join().unwrap_or_else(|p| {
-                        Err(Error::Panicked {
-                            vm: name.clone(),
-                            action: "ssh",
-                            message: crate::error::panic_text(p.as_ref()),
-                        })
-                    });
-                    (name, r)
-                })
-                .collect()
-        })
+        let vms: Vec<&Vm> = self.get_vms().values().collect();
+        crate::error::run_parallel(
+            "ssh",
+            &vms,
+            |vm| vm.name().to_owned(),
+            |vm| {
+                // Into the running test's transcript, as on its own thread.
+                crate::transcript::set(recorder.clone());
+                vm.ssh_with(&line, None, None)
+            },
+        )
+        .into_iter()
+        .collect()
     }
 
     /// Cuts every NIC of VM `vm` but its management one, so the VM is

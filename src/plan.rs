@@ -447,6 +447,15 @@ pub struct VmPlan {
     pub console_log: PathBuf,
 }
 
+impl VmPlan {
+    /// The index of its management NIC: its first NIC on the management net
+    /// (the one whose address is [`VmPlan::ip`], SSH's way in, and whose DHCP
+    /// lease sets the default route).
+    pub fn mgmt_nic(&self) -> Option<usize> {
+        self.nics.iter().position(|n| n.net == self.mgmt_net)
+    }
+}
+
 /// One NIC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NicPlan {

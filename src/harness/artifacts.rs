@@ -45,7 +45,13 @@ fn private_dir(path: &Path) {
 }
 
 /// Writes the artifacts of failed test `test` and returns their folder.
-pub(crate) fn collect(env: &Env, test: &str, message: &str, offsets: &[(String, u64)], entries: &[Entry]) -> PathBuf {
+pub(crate) fn collect(
+    env: &Env,
+    test: &str,
+    message: &str,
+    consoles: &[(String, PathBuf, u64)],
+    entries: &[Entry],
+) -> PathBuf {
     let root = artifacts_root();
     private_dir(&root);
     let dir = root.join(sanitize(test));
@@ -63,7 +69,12 @@ pub(crate) fn collect(env: &Env, test: &str, message: &str, offsets: &[(String, 
     let _ = fs::write(dir.join("transcript.txt"), transcript::render(entries));
     summary += &format!("transcript.txt: {} SSH commands\n", entries.len());
     for (name, vm) in env.get_vms() {
-        let offset = offsets.iter().find(|(n, _)| n == name).map(|(_, o)| *o).unwrap_or(0);
+        // Where its console stood when the test started.
+        let offset = consoles
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, _, o)| *o)
+            .unwrap_or(0);
         let console = fs::read(vm.console_log()).unwrap_or_default();
         let part = console.get(offset as usize..).unwrap_or(&[]);
         let file = format!("{name}.console.log");

@@ -60,7 +60,6 @@ pub(crate) struct TestGuard {
     env: Arc<Env>,
     suite: Arc<suite::Suite>,
     name: String,
-    offsets: Vec<(String, u64)>,
     pub(crate) recorder: transcript::Recorder,
     pub(crate) watch: Arc<watch::Watch>,
     /// Each VM's name, console log, and its length when the test started.
@@ -81,7 +80,6 @@ impl TestGuard {
                 (n.clone(), log, len)
             })
             .collect();
-        let offsets = consoles.iter().map(|(n, _, len)| (n.clone(), *len)).collect();
         let watch = Arc::new(Self::watch_from(&name, fail_on_console, &consoles));
         let recorder: transcript::Recorder = Arc::new(Mutex::new(Vec::new()));
         transcript::set(Some(recorder.clone()));
@@ -90,7 +88,6 @@ impl TestGuard {
             env,
             suite,
             name,
-            offsets,
             recorder,
             watch,
             consoles,
@@ -115,7 +112,9 @@ impl TestGuard {
     /// The console watchdog's first match since the test started, as the
     /// failure message, scanning every console once more.
     pub(crate) fn watchdog(&self) -> Option<String> {
-        self.watch.check_env(&self.env).map(|t| t.error().to_string())
+        self.watch
+            .check_env(&self.env)
+            .map(|m| crate::Error::ConsoleWatchdog(Box::new(m)).to_string())
     }
 
     pub(crate) fn env(&self) -> &Arc<Env> {
@@ -126,7 +125,7 @@ impl TestGuard {
     pub(crate) fn fail(&mut self, message: &str) -> PathBuf {
         self.done = true;
         let entries = self.recorder.lock().map(|v| v.clone()).unwrap_or_default();
-        let dir = artifacts::collect(&self.env, &self.name, message, &self.offsets, &entries);
+        let dir = artifacts::collect(&self.env, &self.name, message, &self.consoles, &entries);
         self.suite.mark_failed(&self.env);
         dir
     }

@@ -428,14 +428,7 @@ pub(crate) fn teardown_these(init_files: &[PathBuf]) {
         .lock()
         .map(|mut r| init_files.iter().filter_map(|p| r.remove(p)).collect())
         .unwrap_or_default();
-    std::thread::scope(|s| {
-        for suite in &suites {
-            s.spawn(|| {
-                suite.wait_unused();
-                suite.teardown()
-            });
-        }
-    });
+    teardown_each(&suites, true);
 }
 
 /// Tears down every environment this process booted (unless kept).
@@ -444,9 +437,20 @@ pub fn teardown_all() {
         .lock()
         .map(|r| r.values().cloned().collect())
         .unwrap_or_default();
+    teardown_each(&suites, false);
+}
+
+/// Tears `suites` down at once, each on a thread of its own; with
+/// `wait_unused`, each once no test of this process uses it.
+fn teardown_each(suites: &[Arc<Suite>], wait_unused: bool) {
     std::thread::scope(|s| {
-        for suite in &suites {
-            s.spawn(|| suite.teardown());
+        for suite in suites {
+            s.spawn(move || {
+                if wait_unused {
+                    suite.wait_unused();
+                }
+                suite.teardown()
+            });
         }
     });
 }

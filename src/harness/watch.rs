@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use regex::Regex;
 
 use crate::env::Env;
-use crate::error::{Error, Result};
+use crate::error::{ConsoleMatch, Error, Result};
 use crate::vm::Vm;
 
 /// What the watchdog always looks for: (what it is, pattern).
@@ -28,53 +28,32 @@ pub const DEFAULT_PATTERNS: &[(&str, &str)] = &[
     ("a hung task", r"INFO: task \S+ blocked for more than \d+ seconds"),
 ];
 
-/// One match.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Trip {
-    pub vm: String,
-    pub what: String,
-    pub line: String,
-    pub console_log: PathBuf,
-}
-
-impl Trip {
-    pub(crate) fn error(&self) -> Error {
-        Error::ConsoleWatchdog(Box::new(crate::error::ConsoleMatch {
-            vm: self.vm.clone(),
-            what: self.what.clone(),
-            line: self.line.clone(),
-            console_log: self.console_log.clone(),
-        }))
-    }
-}
-
 /// The watch over one test's consoles.
 #[derive(Debug)]
 pub(crate) struct Watch {
     patterns: Vec<(String, Regex)>,
     /// Console log → how far it has been scanned (always just after a newline).
     cursors: Mutex<BTreeMap<PathBuf, u64>>,
-    tripped: Mutex<Option<Trip>>,
+    tripped: Mutex<Option<ConsoleMatch>>,
+}
+
+/// `pattern` compiled, or [`Error::BadPattern`] saying it came from `what`.
+pub(crate) fn compile(what: &'static str, pattern: &str) -> Result<Regex> {
+    Regex::new(pattern).map_err(|e| Error::BadPattern {
+        what,
+        pattern: pattern.to_owned(),
+        message: e.to_string(),
+    })
 }
 
 /// The watchdog's patterns and the user's `extra` one, compiled.
 pub(crate) fn patterns(extra: Option<&str>) -> Result<Vec<(String, Regex)>> {
-    let mut out: Vec<(String, Regex)> = DEFAULT_PATTERNS
+    let mut out = DEFAULT_PATTERNS
         .iter()
-        .map(|(what, p)| Regex::new(p).map(|r| ((*what).to_owned(), r)))
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| Error::BadPattern {
-            what: "a built-in console pattern",
-            pattern: String::new(),
-            message: e.to_string(),
-        })?;
+        .map(|(what, p)| Ok(((*what).to_owned(), compile("a built-in console pattern", p)?)))
+        .collect::<Result<Vec<_>>>()?;
     if let Some(p) = extra.filter(|p| !p.is_empty()) {
-        let r = Regex::new(p).map_err(|e| Error::BadPattern {
-            what: "fail_on_console",
-            pattern: p.to_owned(),
-            message: e.to_string(),
-        })?;
-        out.push((format!("pattern `{p}`"), r));
+        out.push((format!("pattern `{p}`"), compile("fail_on_console", p)?));
     }
     Ok(out)
 }
@@ -92,7 +71,7 @@ impl Watch {
 
     /// The first match so far, scanning what `vm`'s console gained.
     /// A VM of another environment (a console this watch does not follow) is not scanned.
-    pub(crate) fn check_vm(&self, vm: &Vm) -> Option<Trip> {
+    pub(crate) fn check_vm(&self, vm: &Vm) -> Option<ConsoleMatch> {
         if let Some(t) = self.first() {
             return Some(t);
         }
@@ -104,7 +83,7 @@ impl Watch {
     }
 
     /// The first match so far, scanning every VM's console.
-    pub(crate) fn check_env(&self, env: &Env) -> Option<Trip> {
+    pub(crate) fn check_env(&self, env: &Env) -> Option<ConsoleMatch> {
         for vm in env.get_vms().values() {
             if let Some(t) = self.check_vm(vm) {
                 return Some(t);
@@ -113,7 +92,7 @@ impl Watch {
         self.first()
     }
 
-    fn first(&self) -> Option<Trip> {
+    fn first(&self) -> Option<ConsoleMatch> {
         self.tripped.lock().ok().and_then(|t| t.clone())
     }
 
@@ -121,7 +100,7 @@ impl Watch {
         self.cursors.lock().is_ok_and(|c| c.contains_key(log))
     }
 
-    fn scan(&self, vm: &str, log: &Path) -> Option<Trip> {
+    fn scan(&self, vm: &str, log: &Path) -> Option<ConsoleMatch> {
         let mut cursors = self.cursors.lock().ok()?;
         let cursor = cursors.get_mut(log)?;
         let mut what = String::new();
@@ -135,7 +114,7 @@ impl Watch {
             }
         })?;
         drop(cursors);
-        let trip = Trip {
+        let trip = ConsoleMatch {
             vm: vm.to_owned(),
             what,
             line: line.chars().take(500).collect(),
@@ -199,7 +178,7 @@ pub(crate) fn set(watch: Option<Arc<Watch>>) {
 pub(crate) fn check(vm: &Vm) -> Result<()> {
     let watch = CURRENT.with(|c| c.borrow().clone());
     match watch.and_then(|w| w.check_vm(vm)) {
-        Some(t) => Err(t.error()),
+        Some(m) => Err(Error::ConsoleWatchdog(Box::new(m))),
         None => Ok(()),
     }
 }
@@ -286,7 +265,7 @@ mod tests {
         // Later matches do not replace the first.
         f.write_all(b"Kernel panic - not syncing\n").unwrap();
         assert_eq!(w.scan("vm01", &log).unwrap().line, "app: segfault at 0");
-        let e = t.error().to_string();
+        let e = Error::ConsoleWatchdog(Box::new(t)).to_string();
         assert!(
             e.starts_with("vm01: the serial console shows pattern `segfault`: \"app: segfault at 0\""),
             "{e}"
