@@ -164,8 +164,9 @@ enum Command {
     /// LAGO_KEEP, one made by `lago init` whose workdir exists, or one owned by another machine.
     Gc(GcArgs),
     /// Check this host: libvirt, QEMU, KVM or TCG, dnsmasq, the test network namespace, subnets,
-    /// the template store, tiny's build inputs, the leases, mmdebstrap. Each check says OK, a
-    /// warning or a failure, with the fix. Exit code 0 when lago can boot VMs here, 1 when not.
+    /// a libvirtd in another network namespace, the template store, tiny's build inputs, the
+    /// leases, mmdebstrap, cargo-nextest under a nextest run. Each check says OK, a warning or a
+    /// failure, with the fix. Exit code 0 when lago can boot VMs here, 1 when not.
     Doctor(DoctorArgs),
     /// Print a shell completion script: `lago completions bash > /etc/bash_completion.d/lago`,
     /// `lago completions zsh > "${fpath[1]}/_lago"`, `lago completions fish > ~/.config/fish/completions/lago.fish`.
@@ -464,10 +465,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Gc(a) => gc(a),
         Command::Doctor(a) => doctor(a),
         Command::Completions { shell } => {
-            use clap::CommandFactory;
-            let mut out = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "lago", &mut out);
-            print_out(&String::from_utf8_lossy(&out));
+            print_out(&completion_script(shell));
             Ok(ExitCode::SUCCESS)
         }
         Command::Template { command } => template(&ctx, command),
@@ -764,6 +762,14 @@ fn cli_reference() -> String {
     out
 }
 
+/// The completion script of `shell`, generated from the clap definition.
+fn completion_script(shell: clap_complete::Shell) -> String {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "lago", &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn doctor(a: DoctorArgs) -> Result<ExitCode> {
     let checks = lago::doctor::run(&lago::doctor::Host::current(a.libvirt_uri.as_deref()));
     print_out(&cli::render(&checks, a.output.get(), |c| lago::doctor::table(c))?);
@@ -1009,9 +1015,8 @@ mod tests {
             clap_complete::Shell::Zsh,
             clap_complete::Shell::Fish,
         ] {
-            let mut out = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "lago", &mut out);
-            let script = String::from_utf8(out).unwrap();
+            let script = completion_script(shell);
+            assert!(!script.contains('\u{FFFD}'), "{shell:?} completion is not UTF-8");
             for verb in ["doctor", "completions", "ansible-hosts", "template"] {
                 assert!(script.contains(verb), "{shell:?} completion lacks {verb}");
             }
