@@ -287,6 +287,16 @@ pub(crate) fn build_kernel(store: &TemplateStore) -> Result<PathBuf, StoreError>
             template: "tiny (kernel)".into(),
             source,
         };
+        // A step that ran but whose result lago refuses.
+        let refused = |command: String, why: String| {
+            build_err(crate::cmd::CommandError {
+                command,
+                failure: crate::cmd::CommandFailure::Exit {
+                    code: None,
+                    stderr: why,
+                },
+            })
+        };
         fs::create_dir_all(&tmp).map_err(io("create", &tmp))?;
         run(Command::new("tar")
             .arg("-xf")
@@ -299,13 +309,10 @@ pub(crate) fn build_kernel(store: &TemplateStore) -> Result<PathBuf, StoreError>
             let path = tmp.join(file);
             let text = fs::read_to_string(&path).map_err(io("read", &path))?;
             if text.matches(from).count() != 1 {
-                return Err(build_err(crate::cmd::CommandError {
-                    command: format!("patch {file}"),
-                    failure: crate::cmd::CommandFailure::Exit {
-                        code: None,
-                        stderr: format!("the kernel source does not have this exactly once: {from:?}"),
-                    },
-                }));
+                return Err(refused(
+                    format!("patch {file}"),
+                    format!("the kernel source does not have this exactly once: {from:?}"),
+                ));
             }
             fs::write(&path, text.replacen(from, to, 1)).map_err(io("write", &path))?;
         }
@@ -321,13 +328,10 @@ pub(crate) fn build_kernel(store: &TemplateStore) -> Result<PathBuf, StoreError>
         let config = fs::read_to_string(tmp.join(".config")).map_err(io("read", &tmp.join(".config")))?;
         let dropped: Vec<String> = unkept_options(KERNEL_CONFIG, &config);
         if !dropped.is_empty() {
-            return Err(build_err(crate::cmd::CommandError {
-                command: "make olddefconfig".into(),
-                failure: crate::cmd::CommandFailure::Exit {
-                    code: None,
-                    stderr: format!("options the configuration did not keep: {}", dropped.join(" ")),
-                },
-            }));
+            return Err(refused(
+                "make olddefconfig".into(),
+                format!("options the configuration did not keep: {}", dropped.join(" ")),
+            ));
         }
         let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         // The uncompressed ELF, not bzImage: QEMU starts it at its PVH entry
