@@ -53,6 +53,7 @@ pub mod inventory;
 pub use lago_config as config;
 pub mod env;
 mod error;
+mod exit;
 pub mod fixtures;
 pub mod gc;
 pub mod harness;

@@ -12,6 +12,8 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
 use ssh2::{BlockDirections, CheckResult, KnownHostFileKind, Session};
@@ -293,7 +295,7 @@ impl JumpHost {
         self.check_host_key(&sess)?;
         self.authenticate(&sess)?;
         sess.set_timeout(0);
-        sess.set_keepalive(true, 15);
+        sess.set_keepalive(true, KEEPALIVE_SECS);
         Ok((sess, handle))
     }
 
@@ -356,8 +358,9 @@ impl JumpHost {
 
     /// A loopback TCP stream that reaches `to` through the host: an SSH
     /// session to the host and a `direct-tcpip` channel, pumped by a thread
-    /// that ends when either side closes.
-    pub fn tunnel(&self, to: SocketAddr, timeout: Duration) -> Result<TcpStream, JumpError> {
+    /// that ends when either side closes. The [`Tunnel`] owns that thread:
+    /// dropping it (after the stream) stops and joins it.
+    pub fn tunnel(&self, to: SocketAddr, timeout: Duration) -> Result<(TcpStream, Tunnel), JumpError> {
         let timeout = timeout.clamp(Duration::from_secs(1), CONNECT_TIMEOUT);
         let (sess, handle) = self.session(timeout)?;
         sess.set_timeout(timeout.as_millis() as u32);
@@ -380,20 +383,124 @@ impl JumpHost {
             )));
         }
         let _ = ours.set_nodelay(true);
-        std::thread::Builder::new()
-            .name(format!("lago-tunnel-{to}"))
-            .spawn(move || pump(sess, handle, channel, theirs))
-            .map_err(local_err)?;
-        Ok(ours)
+        let tunnel = Tunnel::spawn(to, move |stop| pump(sess, handle, channel, theirs, stop)).map_err(local_err)?;
+        Ok((ours, tunnel))
     }
+}
+
+/// A tunnel's pump thread, the only thread of lago that uses libssh2 on
+/// its own. It is owned: dropping the [`Tunnel`] asks it to stop (after
+/// the last bytes, for at most [`STOP_DRAIN`]) and joins it, and a process
+/// exit stops every pump still running (see [`stop_all_pumps`]) before
+/// OpenSSL is torn down (see `crate::exit`).
+#[derive(Debug)]
+pub struct Tunnel {
+    pump: Arc<PumpState>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What a pump and its owners share.
+#[derive(Debug, Default)]
+struct PumpState {
+    /// 0: run; [`STOP`]: finish what is in flight, then end; [`ABORT`]: end now.
+    stop: AtomicU8,
+    /// Set by the pump thread as its last act.
+    done: Mutex<bool>,
+    ended: Condvar,
+}
+
+const STOP: u8 = 1;
+const ABORT: u8 = 2;
+
+/// How long a stopped pump may still move bytes already in flight.
+const STOP_DRAIN: Duration = Duration::from_secs(2);
+
+/// The pumps that run now (for the exit hook).
+fn pumps() -> &'static Mutex<Vec<Weak<PumpState>>> {
+    static P: Mutex<Vec<Weak<PumpState>>> = Mutex::new(Vec::new());
+    &P
+}
+
+/// Sets the pump's `done` when its thread ends, however it ends.
+struct Finished(Arc<PumpState>);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        *self.0.done.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.0.ended.notify_all();
+    }
+}
+
+impl Tunnel {
+    fn spawn(to: SocketAddr, body: impl FnOnce(&AtomicU8) + Send + 'static) -> std::io::Result<Tunnel> {
+        crate::exit::on_exit("tunnel pumps", stop_all_pumps);
+        let state = Arc::new(PumpState::default());
+        let finished = Finished(state.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("lago-tunnel-{to}"))
+            .spawn(move || {
+                let finished = finished;
+                body(&finished.0.stop);
+            })?;
+        let mut list = pumps().lock().unwrap_or_else(|p| p.into_inner());
+        list.retain(|w| w.strong_count() > 0);
+        list.push(Arc::downgrade(&state));
+        Ok(Tunnel {
+            pump: state,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        let _ = self
+            .pump
+            .stop
+            .compare_exchange(0, STOP, Ordering::SeqCst, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Stops every pump still running (tunnels of environments that were never
+/// dropped: in a static, leaked, or in a test binary's suites) and waits for
+/// them, up to `bound` in all. Returns how many were still running after it.
+pub fn stop_all_pumps(bound: Duration) -> usize {
+    let list: Vec<Arc<PumpState>> = pumps()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    for p in &list {
+        p.stop.store(ABORT, Ordering::SeqCst);
+    }
+    let deadline = std::time::Instant::now() + bound;
+    let mut left = 0;
+    for p in &list {
+        let mut done = p.done.lock().unwrap_or_else(|e| e.into_inner());
+        while !*done {
+            let Some(wait) = deadline.checked_duration_since(std::time::Instant::now()) else {
+                break;
+            };
+            done = p.ended.wait_timeout(done, wait).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        left += usize::from(!*done);
+    }
+    left
 }
 
 /// How long the last bytes may take to reach the guest once our side closed.
 const DRAIN: Duration = Duration::from_secs(30);
 
+/// Seconds between keepalives on the hypervisor host's session.
+const KEEPALIVE_SECS: u32 = 15;
+
 /// Copies bytes both ways between the local socket and the channel until
-/// either side closes.
-fn pump(sess: Session, remote: TcpStream, mut channel: ssh2::Channel, mut local: TcpStream) {
+/// either side closes, or `stop` says so.
+fn pump(sess: Session, remote: TcpStream, mut channel: ssh2::Channel, mut local: TcpStream, stop: &AtomicU8) {
     use rustix::event::{PollFd, PollFlags, poll};
     use std::os::fd::AsFd;
     sess.set_blocking(false);
@@ -404,6 +511,16 @@ fn pump(sess: Session, remote: TcpStream, mut channel: ssh2::Channel, mut local:
     let mut drain_deadline: Option<std::time::Instant> = None;
     let would_block = |e: &std::io::Error| e.kind() == std::io::ErrorKind::WouldBlock;
     loop {
+        match stop.load(Ordering::SeqCst) {
+            ABORT => return,
+            STOP => {
+                let soon = std::time::Instant::now() + STOP_DRAIN;
+                drain_deadline = Some(drain_deadline.map_or(soon, |d| d.min(soon)));
+            }
+            _ => {}
+        }
+        // The hypervisor host's session stays alive while the guest's is idle.
+        let _ = sess.keepalive_send();
         let mut moved = false;
         if to_remote.is_empty() && !local_eof {
             match local.read(&mut buf) {

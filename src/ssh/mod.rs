@@ -130,6 +130,14 @@ pub enum SshError {
         #[source]
         source: std::io::Error,
     },
+    /// The process is exiting: SSH calls stop before OpenSSL is torn down.
+    #[error("{vm}: `{command}` was stopped: the process is exiting")]
+    Exiting {
+        /// VM name.
+        vm: String,
+        /// The command.
+        command: String,
+    },
     /// The command did not finish in time.
     #[error("{vm}: `{command}` did not finish within {timeout:?}")]
     Timeout {
@@ -234,20 +242,48 @@ fn fingerprint(blob: &[u8]) -> String {
     }
 }
 
+/// An open SSH session to a guest. Dropping it closes the session, then its
+/// socket, then (through a jump host) stops and joins the tunnel's thread:
+/// nothing of it outlives the value.
+pub struct Link {
+    /// The session.
+    pub session: Session,
+    /// A handle on its socket (for polling).
+    pub socket: TcpStream,
+    /// The tunnel it runs over, when the guest is reached through the
+    /// hypervisor host (declared last: dropped after the socket is closed).
+    tunnel: Option<crate::remote::Tunnel>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("socket", &self.socket)
+            .field("tunnel", &self.tunnel)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Opens a session: TCP connect, handshake, host-key check, key auth.
-/// Returns the session and a handle on its socket (for polling).
-pub fn connect(t: &Target, timeout: Duration) -> Result<(Session, TcpStream), SshError> {
+pub fn connect(t: &Target, timeout: Duration) -> Result<Link, SshError> {
+    let _call = crate::exit::InFlight::enter();
     let addr = SocketAddr::new(t.ip, t.port);
-    let tcp = match &t.via {
-        Some(jump) => jump.tunnel(addr, timeout).map_err(|source| SshError::Jump {
-            vm: t.vm.clone(),
-            source,
-        })?,
-        None => TcpStream::connect_timeout(&addr, timeout).map_err(|source| SshError::Connect {
-            vm: t.vm.clone(),
-            addr,
-            source,
-        })?,
+    let (tcp, tunnel) = match &t.via {
+        Some(jump) => {
+            let (tcp, tunnel) = jump.tunnel(addr, timeout).map_err(|source| SshError::Jump {
+                vm: t.vm.clone(),
+                source,
+            })?;
+            (tcp, Some(tunnel))
+        }
+        None => (
+            TcpStream::connect_timeout(&addr, timeout).map_err(|source| SshError::Connect {
+                vm: t.vm.clone(),
+                addr,
+                source,
+            })?,
+            None,
+        ),
     };
     let _ = tcp.set_nodelay(true);
     let poll_handle = tcp.try_clone().map_err(|source| SshError::Connect {
@@ -272,7 +308,11 @@ pub fn connect(t: &Target, timeout: Duration) -> Result<(Session, TcpStream), Ss
     // Keepalives (sent while commands run) keep NAT and firewalls from
     // dropping an idle session; a wedged guest is bounded by each call's timeout.
     sess.set_keepalive(true, KEEPALIVE_SECS);
-    Ok((sess, poll_handle))
+    Ok(Link {
+        session: sess,
+        socket: poll_handle,
+        tunnel,
+    })
 }
 
 /// The guest's host key against the pinned one, the learned one, or (first
@@ -379,7 +419,7 @@ fn wait_socket(sess: &Session, tcp: &TcpStream, max: Duration) {
 /// A persistent, reconnecting SSH connection to one guest.
 pub struct Connection {
     target: Target,
-    live: Mutex<Option<(Session, TcpStream)>>,
+    live: Mutex<Option<Link>>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -408,7 +448,7 @@ impl Connection {
     }
 
     /// Installs an already-open session (from the wait for SSH).
-    pub fn adopt(&self, live: (Session, TcpStream)) {
+    pub fn adopt(&self, live: Link) {
         if let Ok(mut g) = self.live.lock() {
             *g = Some(live);
         }
@@ -473,8 +513,8 @@ impl Connection {
             Ok(g) => g,
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => {
-                let (sess, tcp) = connect(&self.target, CONNECT_TIMEOUT)?;
-                return match run(&self.target.vm, &sess, &tcp, command, io, timeout) {
+                let link = connect(&self.target, CONNECT_TIMEOUT)?;
+                return match run(&self.target.vm, &link.session, &link.socket, command, io, timeout) {
                     Ok(code) => Ok(code),
                     Err(Failure::Stale(e)) | Err(Failure::Fatal(e)) => Err(e),
                 };
@@ -484,8 +524,8 @@ impl Connection {
             if guard.is_none() {
                 *guard = Some(connect(&self.target, CONNECT_TIMEOUT)?);
             }
-            let Some((sess, tcp)) = guard.as_ref() else { continue };
-            match run(&self.target.vm, sess, tcp, command, io, timeout) {
+            let Some(link) = guard.as_ref() else { continue };
+            match run(&self.target.vm, &link.session, &link.socket, command, io, timeout) {
                 Ok(code) => return Ok(code),
                 Err(Failure::Stale(e)) if attempt == 0 => {
                     // The error names the command, which may carry secrets: trace level.
@@ -508,8 +548,8 @@ impl Connection {
     /// Runs `command` (or a login shell) with a PTY bound to this terminal,
     /// in raw mode, following window size changes. Returns the exit code.
     pub fn interactive(&self, command: Option<&str>) -> Result<i32, SshError> {
-        let (sess, tcp) = connect(&self.target, CONNECT_TIMEOUT)?;
-        interactive(&self.target.vm, &sess, &tcp, command)
+        let link = connect(&self.target, CONNECT_TIMEOUT)?;
+        interactive(&self.target.vm, &link.session, &link.socket, command)
     }
 }
 
@@ -580,6 +620,11 @@ fn run(
     };
     let expired = || deadline.is_some_and(|d| Instant::now() >= d);
     let step = Duration::from_millis(50);
+    let _call = crate::exit::InFlight::enter();
+    let exiting = || SshError::Exiting {
+        vm: vm.to_owned(),
+        command: command.to_owned(),
+    };
 
     sess.set_blocking(false);
     let result = (|| {
@@ -590,6 +635,9 @@ fn run(
                 Err(e) if would_block(&e) => {
                     if expired() {
                         return Err(Failure::Fatal(timed_out()));
+                    }
+                    if crate::exit::shutting_down() {
+                        return Err(Failure::Fatal(exiting()));
                     }
                     wait_socket(sess, tcp, step);
                 }
@@ -688,6 +736,9 @@ fn run(
                 let _ = ch.close();
                 return Err(Failure::Fatal(timed_out()));
             }
+            if crate::exit::shutting_down() {
+                return Err(Failure::Fatal(exiting()));
+            }
             if !progressed {
                 wait_socket(sess, tcp, step);
             }
@@ -700,6 +751,9 @@ fn run(
             }
             if expired() {
                 return Err(Failure::Fatal(timed_out()));
+            }
+            if crate::exit::shutting_down() {
+                return Err(Failure::Fatal(exiting()));
             }
         }
         let code = ch.exit_status().map_err(|e| Failure::Fatal(chan_err(e)))?;
