@@ -290,6 +290,9 @@ pub fn gc_table(r: &GcReport, dry_run: bool) -> String {
     for (uri, why) in &r.unreachable {
         let _ = writeln!(s, "{uri}: not reachable ({why})");
     }
+    for id in &r.not_found {
+        let _ = writeln!(s, "{id}: no such environment found");
+    }
     if r.envs.is_empty() {
         s.push_str("no lago environments found\n");
     }
@@ -297,7 +300,8 @@ pub fn gc_table(r: &GcReport, dry_run: bool) -> String {
         let (state, why) = match &f.verdict {
             Verdict::Live(why) => ("live", why.as_str()),
             Verdict::Kept => ("kept", "LAGO_KEEP kept it"),
-            Verdict::Elsewhere => ("elsewhere", "its owner is on another machine"),
+            Verdict::Orphaned(why) => ("orphaned", why.as_str()),
+            Verdict::Elsewhere(why) => ("elsewhere", why.as_str()),
             Verdict::Gone(why) => ("gone", why.as_str()),
         };
         let action = match (&f.verdict, f.removed, &f.error) {
@@ -305,6 +309,7 @@ pub fn gc_table(r: &GcReport, dry_run: bool) -> String {
             (_, true, _) => "removed".to_owned(),
             (Verdict::Gone(_), false, None) if dry_run => "would be removed".to_owned(),
             (Verdict::Gone(_), false, None) => "not removed (out of time)".to_owned(),
+            (v, false, None) if v.needs_naming() => format!("left alone (`lago gc --orphans {}` removes it)", f.env_id),
             _ => "left alone".to_owned(),
         };
         let _ = writeln!(

@@ -89,6 +89,9 @@ pub(crate) struct SavedEnv {
     pub templates: BTreeMap<String, String>,
     #[serde(default)]
     pub remote: Option<bool>,
+    /// The template store whose templates record this environment's use.
+    #[serde(default)]
+    pub store: Option<PathBuf>,
 }
 
 /// A network's status.
@@ -166,6 +169,8 @@ struct InitGuard<'a> {
     volumes: Option<(Arc<Backend>, String)>,
     /// Subnets claimed on a shared daemon, by the env id.
     claims: Option<(Arc<Backend>, String)>,
+    /// Template use records, by env id.
+    uses: Option<(TemplateStore, EnvId)>,
     armed: bool,
 }
 
@@ -188,6 +193,9 @@ impl Drop for InitGuard<'_> {
             && let Err(e) = store.release(owner)
         {
             tracing::warn!(error = %e, "rollback: releasing subnet leases failed");
+        }
+        if let (Some((store, env_id)), Some(claim)) = (&self.uses, &self.claim) {
+            store.forget_env(env_id, &claim.path);
         }
         if let Some(claim) = &self.claim {
             crate::logging::detach_env_log(&claim.path.join("logs/lago.log"));
@@ -221,13 +229,15 @@ impl Env {
             .leases
             .clone()
             .unwrap_or_else(LeaseStore::from_env)
-            .for_uri(backend.uri());
+            .for_uri(backend.uri())
+            .with_owner(opts.owner.clone());
         let env_id = EnvId::random();
         let mut guard = InitGuard {
             claim: Some(workdir::claim(&workdir, &env_id)?),
             lease: None,
             volumes: None,
             claims: None,
+            uses: None,
             armed: false,
         };
         crate::logging::attach_env_log(&workdir.join("logs/lago.log"));
@@ -303,6 +313,7 @@ impl Env {
             )
             .with_progress(opts.progress);
         let store = if opts.offline { store.offline(true) } else { store };
+        guard.uses = Some((store.clone(), env_id.clone()));
         let accel = backend::choose_accel(opts.accel)?;
         let (uid, gid) = run_as();
         // Every disk, seed, kernel and console log of a remote hypervisor is a volume of its `lago` pool.
@@ -328,6 +339,7 @@ impl Env {
             host_keys: BTreeMap::new(),
             templates: BTreeMap::new(),
             remote: Some(remote),
+            store: Some(store.root().to_path_buf()),
         };
         for n in &plan.nets {
             saved.network_xml.insert(n.name.clone(), backend::xml::network_xml(n));
@@ -335,6 +347,7 @@ impl Env {
         let mut templates = Templates {
             store: &store,
             workdir: &workdir,
+            env_id: &env_id,
             resolved: BTreeMap::new(),
         };
         for (vs, vp) in spec.vms.iter().zip(&plan.vms) {
@@ -805,6 +818,11 @@ impl Env {
             &self.saved.env_id,
             &self.backend,
             &LeaseStore::new(&self.saved.lease_dir),
+            &self
+                .saved
+                .store
+                .as_ref()
+                .map_or_else(TemplateStore::from_env, TemplateStore::new),
         )
     }
 
@@ -845,6 +863,7 @@ enum Files<'a> {
 struct Templates<'a> {
     store: &'a TemplateStore,
     workdir: &'a Path,
+    env_id: &'a EnvId,
     resolved: BTreeMap<(String, Option<String>), Template>,
 }
 
@@ -855,7 +874,7 @@ impl Templates<'_> {
             return Ok(t.clone());
         }
         let t = self.store.resolve(name, version.as_deref())?;
-        self.store.record_use(&t, self.workdir);
+        self.store.record_use(&t, self.workdir, self.env_id)?;
         self.resolved.insert(key, t.clone());
         Ok(t)
     }
@@ -1005,7 +1024,13 @@ pub(crate) fn destroy_objects(backend: &Backend, env_id: &EnvId) -> Result<()> {
 /// The one teardown: libvirt objects, then leases, then the workdir. It
 /// fails closed: while libvirt objects of the env may remain, its leases and
 /// workdir are kept (so that a later destroy or `lago gc` can find them).
-fn destroy_parts(workdir: &Path, env_id: &EnvId, backend: &Backend, leases: &LeaseStore) -> Result<()> {
+fn destroy_parts(
+    workdir: &Path,
+    env_id: &EnvId,
+    backend: &Backend,
+    leases: &LeaseStore,
+    store: &TemplateStore,
+) -> Result<()> {
     destroy_objects(backend, env_id).map_err(|e| Error::TeardownIncomplete {
         env_id: env_id.to_string(),
         workdir: workdir.to_path_buf(),
@@ -1015,6 +1040,7 @@ fn destroy_parts(workdir: &Path, env_id: &EnvId, backend: &Backend, leases: &Lea
         workdir: workdir.to_path_buf(),
         env_id: env_id.clone(),
     })?;
+    store.forget_env(env_id, workdir);
     crate::logging::detach_env_log(&workdir.join("logs/lago.log"));
     workdir::remove(workdir)
 }
@@ -1044,8 +1070,9 @@ pub fn destroy_workdir(workdir: impl AsRef<Path>, libvirt_uri: Option<&str>) -> 
     let field = |k: &str| partial.as_ref().and_then(|v| v[k].as_str().map(str::to_owned));
     let uri = libvirt_uri.map(str::to_owned).or_else(|| field("libvirt_uri"));
     let leases = field("lease_dir").map_or_else(LeaseStore::from_env, LeaseStore::new);
+    let store = field("store").map_or_else(TemplateStore::from_env, TemplateStore::new);
     let backend = Backend::connect(uri.as_deref())?;
-    destroy_parts(&workdir, &env_id, &backend, &leases)
+    destroy_parts(&workdir, &env_id, &backend, &leases, &store)
 }
 
 #[cfg(test)]

@@ -1,20 +1,21 @@
 //! Sweeping what crashed runs left: `lago gc`, and the test harness before
 //! it boots.
 //!
-//! Environments are found from three sides: subnet leases (env id, workdir,
-//! libvirt URI), libvirt domains (`lago-<id>-…`, whose metadata names the
-//! workdir and the owner) and libvirt networks (`lago-<id>-…`; libvirt 9.0
-//! has no network metadata, so a network is tied to its environment by the
-//! prefix). An environment is removed only when it is provably gone on this
-//! machine:
+//! Environments are found from three sides: subnet leases of this host
+//! (env id, workdir, libvirt URI, owner), libvirt domains (`lago-<id>-…`,
+//! whose metadata names the workdir and the owner) and libvirt networks
+//! (`lago-<id>-…`; libvirt 9.0 has no network metadata, so a network is tied
+//! to its environment by the prefix).
 //!
-//! - its workdir is missing (or holds another environment), or
-//! - the process that owned its lifetime (recorded by the test harness) is
-//!   gone: ended, or the machine rebooted since;
-//!
-//! never when its owner runs, when it is kept (`LAGO_KEEP`), when it was
-//! created by `lago init` or the SDK (no owner: it lives until destroyed),
-//! or when its owner is on another machine.
+//! An environment is removed only when it is **proven dead on this host**:
+//! the process that owned its lifetime (recorded by the test harness, with
+//! this host's id: see [`crate::owner`]) is gone, and this host's lease
+//! store names the environment. Nothing else proves it: a workdir that is
+//! not visible (moved, in another mount namespace's `/tmp`, on an unmounted
+//! home), an environment without an owning process (made by `lago init` or
+//! the SDK), or an owner on another host, container or boot is *orphaned*
+//! or *elsewhere*: listed, and removed only when named explicitly
+//! ([`GcOptions::orphans`], `lago gc --orphans ID…`), never by the sweep.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,6 +42,10 @@ pub struct GcOptions {
     pub leases: LeaseStore,
     /// Stop removing (and say so) after this instant.
     pub deadline: Option<Instant>,
+    /// Environments to remove although nothing proves them dead (orphaned,
+    /// elsewhere or kept ones, named by env id); one whose owner runs on
+    /// this host is never removed.
+    pub orphans: Vec<EnvId>,
 }
 
 impl Default for GcOptions {
@@ -51,6 +56,7 @@ impl Default for GcOptions {
             all_uris: false,
             leases: LeaseStore::from_env(),
             deadline: None,
+            orphans: Vec::new(),
         }
     }
 }
@@ -59,14 +65,25 @@ impl Default for GcOptions {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "verdict", content = "why", rename_all = "kebab-case")]
 pub enum Verdict {
-    /// It is in use (why).
+    /// It is in use: its owner runs (why).
     Live(String),
     /// `LAGO_KEEP` kept it.
     Kept,
-    /// Its owner is on another machine.
-    Elsewhere,
-    /// It is provably gone (why): removed, unless a dry run.
+    /// Nothing proves it dead or alive (why): no owning process, or a
+    /// workdir this host cannot see. Removed only when named (`--orphans`).
+    Orphaned(String),
+    /// Its owner ran on another host, container or boot (why). Removed only
+    /// when named (`--orphans`).
+    Elsewhere(String),
+    /// It is proven dead on this host (why): removed, unless a dry run.
     Gone(String),
+}
+
+impl Verdict {
+    /// Whether removing it needs the user to name it.
+    pub fn needs_naming(&self) -> bool {
+        matches!(self, Verdict::Orphaned(_) | Verdict::Elsewhere(_) | Verdict::Kept)
+    }
 }
 
 /// One environment a sweep found.
@@ -102,6 +119,8 @@ pub struct GcReport {
     pub unreachable: Vec<(String, String)>,
     /// Whether the deadline stopped it before it was done.
     pub out_of_time: bool,
+    /// Env ids named in [`GcOptions::orphans`] that were not found.
+    pub not_found: Vec<String>,
 }
 
 impl GcReport {
@@ -111,7 +130,7 @@ impl GcReport {
     }
 }
 
-#[derive(Default)]
+#[derive(Debug, Clone, Default)]
 struct Draft {
     uri: Option<String>,
     workdir: Option<PathBuf>,
@@ -121,44 +140,70 @@ struct Draft {
     subnets: Vec<Subnet>,
 }
 
-/// What the workdir, the owner and the keep marker say about env `id`.
+/// What can be seen of a workdir from here.
+enum Seen {
+    /// It holds env `id`.
+    Holds,
+    /// It holds another environment, or none.
+    Other,
+    /// It is not there (moved, another mount namespace's, unmounted).
+    Missing,
+    /// It cannot be read.
+    Unreadable(std::io::Error),
+}
+
+fn look_at(workdir: &Path, id: &EnvId) -> Seen {
+    match std::fs::read_to_string(workdir.join(OWNER_ID_FILE)) {
+        Ok(s) if s.trim() == id.as_str() => Seen::Holds,
+        Ok(_) => Seen::Other,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::symlink_metadata(workdir) {
+            Ok(_) => Seen::Other,
+            Err(_) => Seen::Missing,
+        },
+        Err(e) => Seen::Unreadable(e),
+    }
+}
+
+/// What the owner, this host's leases, the workdir and the keep marker say
+/// about env `id` (see the module docs).
 fn judge(id: &EnvId, d: &Draft) -> Verdict {
-    // A daemon other machines share (a remote URI): an environment no lease
-    // of this machine names is another client's unless its owner is provably
-    // a process of this machine that is gone.
-    let shared = d.uri.as_deref().is_some_and(crate::remote::is_remote);
-    if shared && d.subnets.is_empty() {
-        match d.owner.as_ref().map(Owner::liveness) {
-            Some(Liveness::Gone(_)) => {}
-            Some(Liveness::Alive) => return Verdict::Live("its owner runs".into()),
-            _ => return Verdict::Elsewhere,
-        }
-    }
-    let Some(w) = &d.workdir else {
-        return Verdict::Gone("no lease or domain names a workdir for it".into());
-    };
-    match std::fs::read_to_string(w.join(OWNER_ID_FILE)) {
-        Ok(s) if s.trim() == id.as_str() => {}
-        Ok(_) => return Verdict::Gone(format!("its workdir {} holds another environment", w.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Verdict::Gone(format!("its workdir {} is gone", w.display()));
-        }
-        // Unreadable (another user's 0700 workdir): nothing is proven.
-        Err(e) => return Verdict::Live(format!("its workdir {} cannot be read ({e})", w.display())),
-    }
-    if w.join(crate::workdir::KEEP_MARKER).exists() {
+    let seen = d.workdir.as_deref().map(|w| (w, look_at(w, id)));
+    let holds = matches!(seen, Some((_, Seen::Holds)));
+    if let Some((w, Seen::Holds)) = &seen
+        && w.join(crate::workdir::KEEP_MARKER).exists()
+    {
         return Verdict::Kept;
     }
-    match Owner::read(w).or_else(|| d.owner.clone()) {
-        None => {
-            Verdict::Live("it has no owning process (made by `lago init` or the SDK; `lago destroy` removes it)".into())
-        }
-        Some(o) => match o.liveness() {
+    let recorded = seen
+        .as_ref()
+        .filter(|_| holds)
+        .and_then(|(w, _)| Owner::read(w))
+        .or_else(|| d.owner.clone());
+    if let Some(o) = recorded {
+        return match o.liveness() {
             Liveness::Alive => Verdict::Live(format!("its owner, process {}, runs", o.pid)),
-            Liveness::Elsewhere => Verdict::Elsewhere,
+            Liveness::Elsewhere(why) => Verdict::Elsewhere(why),
+            Liveness::Gone(why) if d.subnets.is_empty() => Verdict::Orphaned(format!(
+                "its owner is gone ({why}), but no subnet lease of this host names it"
+            )),
             Liveness::Gone(why) => Verdict::Gone(format!("its owner is gone: {why}")),
-        },
+        };
     }
+    Verdict::Orphaned(match seen {
+        Some((_, Seen::Holds)) => {
+            "it has no owning process (made by `lago init` or the SDK; `lago destroy` removes it)".into()
+        }
+        Some((w, Seen::Missing)) => format!(
+            "its workdir {} is not visible here (moved, another mount namespace's, unmounted) and no owning process is recorded",
+            w.display()
+        ),
+        Some((w, Seen::Other)) => format!(
+            "its workdir {} holds another environment or none, and no owning process is recorded",
+            w.display()
+        ),
+        Some((w, Seen::Unreadable(e))) => format!("its workdir {} cannot be read ({e})", w.display()),
+        None => "nothing names its workdir, and no owning process is recorded".into(),
+    })
 }
 
 /// Finds lago's environments and removes those that are provably gone.
@@ -169,6 +214,9 @@ pub fn sweep(opts: &GcOptions) -> Result<GcReport> {
         let d = drafts.entry(lease.env_id.clone()).or_default();
         d.workdir.get_or_insert(lease.workdir.clone());
         d.subnets.push(lease.subnet);
+        if let Some(o) = &lease.owner {
+            d.owner.get_or_insert(o.clone());
+        }
         if let Some(u) = &lease.libvirt_uri {
             d.uri.get_or_insert(u.clone());
             if opts.all_uris && !uris.contains(u) {
@@ -206,6 +254,12 @@ pub fn sweep(opts: &GcOptions) -> Result<GcReport> {
         backends.insert(uri.clone(), b);
     }
     let default_uri = uris.first().cloned().unwrap_or_else(|| Backend::resolve_uri(None));
+    report.not_found = opts
+        .orphans
+        .iter()
+        .filter(|o| !drafts.contains_key(*o))
+        .map(EnvId::to_string)
+        .collect();
     for (id, d) in drafts {
         let verdict = judge(&id, &d);
         let uri = d.uri.clone().unwrap_or_else(|| default_uri.clone());
@@ -220,7 +274,15 @@ pub fn sweep(opts: &GcOptions) -> Result<GcReport> {
             removed: false,
             error: None,
         };
-        if matches!(found.verdict, Verdict::Gone(_)) && !opts.dry_run {
+        let named = opts.orphans.contains(&id);
+        let remove = match &found.verdict {
+            Verdict::Gone(_) => true,
+            v => named && v.needs_naming(),
+        };
+        if named && !remove {
+            found.error = Some("its owner runs on this host: not removed".into());
+        }
+        if remove && !opts.dry_run {
             if opts.deadline.is_some_and(|t| Instant::now() >= t) {
                 report.out_of_time = true;
             } else {
@@ -230,11 +292,8 @@ pub fn sweep(opts: &GcOptions) -> Result<GcReport> {
                 }
             }
         }
-        if let Some(why) = match &found.verdict {
-            Verdict::Gone(why) => Some(why),
-            _ => None,
-        } {
-            tracing::info!(env = %found.env_id, removed = found.removed, %why, "gc");
+        if found.removed {
+            tracing::info!(env = %found.env_id, verdict = ?found.verdict, "gc removed it");
         }
         report.envs.push(found);
     }
@@ -256,6 +315,9 @@ fn reap(id: &EnvId, f: &Found, backend: Option<&Backend>, leases: &LeaseStore) -
         None => {}
     }
     leases.release_env(id)?;
+    if let Some(w) = &f.workdir {
+        crate::store::TemplateStore::from_env().forget_env(id, w);
+    }
     if let Some(w) = &f.workdir
         && owned_by(w, id)
     {
@@ -283,83 +345,92 @@ mod tests {
         w
     }
 
-    #[test]
-    fn verdicts_follow_the_workdir_the_keep_marker_and_the_owner() {
-        let tmp = tempfile::tempdir().unwrap();
-        let id = EnvId::new("aaaa").unwrap();
-        let none = Draft::default();
-        assert!(matches!(judge(&id, &none), Verdict::Gone(_)));
-
-        let missing = Draft {
-            workdir: Some(tmp.path().join("nope")),
-            ..Draft::default()
-        };
-        assert!(matches!(judge(&id, &missing), Verdict::Gone(why) if why.contains("is gone")));
-
-        let w = workdir_of(tmp.path(), "aaaa");
-        let plain = Draft {
-            workdir: Some(w.clone()),
-            ..Draft::default()
-        };
-        assert!(matches!(judge(&id, &plain), Verdict::Live(why) if why.contains("lago init")));
-        let other = EnvId::new("bbbb").unwrap();
-        assert!(matches!(judge(&other, &plain), Verdict::Gone(why) if why.contains("another environment")));
-
-        let me = Owner::this_process().unwrap();
-        std::fs::write(w.join(crate::owner::OWNER_FILE), serde_json::to_string(&me).unwrap()).unwrap();
-        assert!(matches!(judge(&id, &plain), Verdict::Live(why) if why.contains("runs")));
-        let dead = Owner {
+    fn dead(me: &Owner) -> Owner {
+        Owner {
             start_ticks: me.start_ticks + 1,
             ..me.clone()
-        };
-        std::fs::write(w.join(crate::owner::OWNER_FILE), serde_json::to_string(&dead).unwrap()).unwrap();
-        assert!(matches!(judge(&id, &plain), Verdict::Gone(why) if why.contains("owner is gone")));
-
-        std::fs::write(w.join(crate::workdir::KEEP_MARKER), "kept").unwrap();
-        assert_eq!(judge(&id, &plain), Verdict::Kept);
+        }
     }
 
     #[test]
-    fn on_a_shared_remote_daemon_only_this_machines_environments_are_judged() {
+    fn only_an_owner_proven_gone_on_this_host_with_a_lease_here_is_gone() {
         let tmp = tempfile::tempdir().unwrap();
-        let id = EnvId::new("cccc").unwrap();
-        let remote = Some("qemu+ssh://root@hv.example.org/system".to_owned());
-        // Another runner's: its workdir is not here, it has no owner or one elsewhere.
-        let theirs = Draft {
-            uri: remote.clone(),
-            workdir: Some(tmp.path().join("their-workdir")),
-            ..Draft::default()
-        };
-        assert_eq!(judge(&id, &theirs), Verdict::Elsewhere);
+        let id = EnvId::new("aaaa").unwrap();
         let me = Owner::this_process().unwrap();
-        let elsewhere = Owner {
-            machine_id: "another-machine".into(),
-            ..me.clone()
-        };
-        let theirs = Draft {
-            owner: Some(elsewhere),
-            ..theirs
-        };
-        assert_eq!(judge(&id, &theirs), Verdict::Elsewhere);
-        // One of this machine's test runs that is gone: swept as locally.
-        let dead = Owner {
-            start_ticks: me.start_ticks + 1,
-            ..me.clone()
-        };
-        let ours = Draft {
-            uri: remote.clone(),
-            workdir: Some(tmp.path().join("gone")),
-            owner: Some(dead),
+        let leased = vec![Subnet::new(200).unwrap()];
+        // Nothing names anything: orphaned, never gone.
+        assert!(matches!(judge(&id, &Draft::default()), Verdict::Orphaned(_)));
+        // `mv /tmp/a /tmp/b` of a `lago init` env: not visible, no owner.
+        let moved = Draft {
+            workdir: Some(tmp.path().join("a")),
+            subnets: leased.clone(),
             ..Draft::default()
         };
-        assert!(matches!(judge(&id, &ours), Verdict::Gone(_)));
-        // Known by a lease of this machine: judged as locally.
-        let leased = Draft {
-            uri: remote,
+        assert!(matches!(judge(&id, &moved), Verdict::Orphaned(why) if why.contains("not visible")));
+        // The same, owned by a test binary that runs (its private /tmp): live.
+        let running = Draft {
+            owner: Some(me.clone()),
+            ..moved
+        };
+        assert!(matches!(judge(&id, &running), Verdict::Live(why) if why.contains("runs")));
+        // Its owner ended and this host leased it: gone.
+        let ended = Draft {
+            owner: Some(dead(&me)),
+            ..running
+        };
+        assert!(matches!(judge(&id, &ended), Verdict::Gone(why) if why.contains("owner is gone")));
+        // No lease of this host names it (another client's lease store): orphaned.
+        let unleased = Draft {
+            subnets: Vec::new(),
+            ..ended
+        };
+        assert!(matches!(judge(&id, &unleased), Verdict::Orphaned(why) if why.contains("no subnet lease")));
+        // A runner cloned from this image (same machine id, other boot and host id): elsewhere.
+        let clone = Owner {
+            host_id: "ffffffffffffffffffffffffffffffff1".into(),
+            boot_id: "other-boot".into(),
+            ..dead(&me)
+        };
+        let cloned = Draft {
+            owner: Some(clone),
+            subnets: leased.clone(),
             workdir: Some(tmp.path().join("gone")),
-            subnets: vec![crate::plan::Subnet::new(200).unwrap()],
             ..Draft::default()
         };
-        assert!(matches!(judge(&id, &leased), Verdict::Gone(_)));
+        assert!(matches!(judge(&id, &cloned), Verdict::Elsewhere(_)));
+    }
+
+    #[test]
+    fn a_visible_workdir_says_kept_and_its_owner_file_wins() {
+        let tmp = tempfile::tempdir().unwrap();
+        let id = EnvId::new("aaaa").unwrap();
+        let me = Owner::this_process().unwrap();
+        let w = workdir_of(tmp.path(), "aaaa");
+        let plain = Draft {
+            workdir: Some(w.clone()),
+            subnets: vec![Subnet::new(201).unwrap()],
+            ..Draft::default()
+        };
+        assert!(matches!(judge(&id, &plain), Verdict::Orphaned(why) if why.contains("lago init")));
+        // Another env's workdir now: nothing proven either.
+        let other = EnvId::new("bbbb").unwrap();
+        assert!(matches!(judge(&other, &plain), Verdict::Orphaned(why) if why.contains("another environment")));
+        // The workdir's owner file speaks for it (over a stale domain record).
+        std::fs::write(w.join(crate::owner::OWNER_FILE), serde_json::to_string(&me).unwrap()).unwrap();
+        let with_stale_domain = Draft {
+            owner: Some(dead(&me)),
+            ..plain.clone()
+        };
+        assert!(matches!(judge(&id, &with_stale_domain), Verdict::Live(_)));
+        std::fs::write(
+            w.join(crate::owner::OWNER_FILE),
+            serde_json::to_string(&dead(&me)).unwrap(),
+        )
+        .unwrap();
+        assert!(matches!(judge(&id, &plain), Verdict::Gone(_)));
+        std::fs::write(w.join(crate::workdir::KEEP_MARKER), "kept").unwrap();
+        assert_eq!(judge(&id, &plain), Verdict::Kept);
+        assert!(Verdict::Kept.needs_naming() && !Verdict::Gone(String::new()).needs_naming());
+        assert!(!Verdict::Live(String::new()).needs_naming());
     }
 }

@@ -155,10 +155,24 @@ pub struct Lease {
     /// The libvirt daemon the subnet is for (older leases: unknown).
     #[serde(default)]
     pub libvirt_uri: Option<String>,
+    /// The process that owns the environment's lifetime, when one does
+    /// (the test harness's): `lago gc` can prove it gone from the lease alone.
+    #[serde(default)]
+    pub owner: Option<crate::owner::Owner>,
 }
 
 impl Lease {
+    /// A lease is live while its workdir names its env, or while the
+    /// process that owns the env runs (its workdir may be one this process
+    /// cannot see: another mount namespace's `/tmp`).
     fn is_live(&self) -> bool {
+        if self
+            .owner
+            .as_ref()
+            .is_some_and(|o| o.liveness() == crate::owner::Liveness::Alive)
+        {
+            return true;
+        }
         match fs::read_to_string(self.workdir.join(OWNER_ID_FILE)) {
             Ok(id) => id.trim() == self.env_id.as_str(),
             Err(e) => e.kind() != std::io::ErrorKind::NotFound,
@@ -180,6 +194,7 @@ pub struct LeaseStore {
     dir: PathBuf,
     lock_timeout: Duration,
     uri: Option<String>,
+    owner: Option<crate::owner::Owner>,
 }
 
 impl LeaseStore {
@@ -189,6 +204,7 @@ impl LeaseStore {
             dir: dir.into(),
             lock_timeout: Duration::from_secs(10),
             uri: None,
+            owner: None,
         }
     }
 
@@ -230,6 +246,14 @@ impl LeaseStore {
     #[must_use]
     pub fn for_uri(mut self, uri: &str) -> Self {
         self.uri = Some(uri.to_owned());
+        self
+    }
+
+    /// Records `owner` (the process that owns the environment's lifetime)
+    /// in the leases this store writes.
+    #[must_use]
+    pub fn with_owner(mut self, owner: Option<crate::owner::Owner>) -> Self {
+        self.owner = owner;
         self
     }
 
@@ -426,6 +450,7 @@ impl LeaseStore {
                 pid: std::process::id(),
                 acquired_unix: now,
                 libvirt_uri: self.uri.clone(),
+                owner: self.owner.clone(),
             };
             if let Err(e) = self.write_lease(&lease) {
                 for s in written {

@@ -77,6 +77,14 @@ pub enum PlanError {
 #[serde(try_from = "String", into = "String")]
 pub struct EnvId(String);
 
+impl std::str::FromStr for EnvId {
+    type Err = PlanError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EnvId::new(s)
+    }
+}
+
 impl EnvId {
     /// Checks `id` (1-8 lowercase letters or digits).
     pub fn new(id: impl Into<String>) -> Result<Self, PlanError> {

@@ -497,12 +497,13 @@ fn prune_keeps_what_environments_use_and_the_newest_version() {
         made.push(s.import(&f, "app", Some(v)).unwrap());
         std::thread::sleep(Duration::from_millis(1100));
     }
-    // An environment uses version 1; another recorded a use, then went away.
+    // An environment uses version 1; another recorded a use, then was destroyed.
     let env = fake_env(&tmp.path().join("env1"), &["app:1"]);
-    s.record_use(&made[0], &env);
+    s.record_use(&made[0], &env, &lago::EnvId::new("e1").unwrap()).unwrap();
     let gone = fake_env(&tmp.path().join("env2"), &["app:2"]);
-    s.record_use(&made[1], &gone);
+    s.record_use(&made[1], &gone, &lago::EnvId::new("e2").unwrap()).unwrap();
     fs::remove_dir_all(&gone).unwrap();
+    s.forget_env(&lago::EnvId::new("e2").unwrap(), &gone);
 
     let dry = s.prune(true, false).unwrap();
     assert_eq!(dry.removed.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["app:2"]);
@@ -526,6 +527,21 @@ fn prune_keeps_what_environments_use_and_the_newest_version() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(left, ["1"], "nothing half-removed is left");
+
+    // A workdir that cannot be seen from here (moved, another mount
+    // namespace's /tmp) proves nothing: its template stays.
+    let hidden = tmp.path().join("elsewhere/env3");
+    s.record_use(&made[0], &hidden, &lago::EnvId::new("e3").unwrap())
+        .unwrap();
+    s.forget_env(&lago::EnvId::new("e1").unwrap(), &env);
+    let kept = s.prune(false, true).unwrap();
+    assert_eq!(kept.in_use, [("app:1".to_owned(), vec![hidden.clone()])]);
+    assert!(made[0].disk.is_file());
+    assert_eq!(
+        s.entries().unwrap()[0].used_by,
+        [hidden],
+        "`template list` drops no record it cannot prove stale"
+    );
 }
 
 #[test]

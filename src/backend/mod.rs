@@ -228,6 +228,7 @@ fn parse_metadata(xml: &str) -> (Option<std::path::PathBuf>, Option<crate::owner
             pid: n.attribute("pid")?.parse().ok()?,
             start_ticks: n.attribute("start")?.parse().ok()?,
             boot_id: n.attribute("boot")?.to_owned(),
+            host_id: n.attribute("host").unwrap_or_default().to_owned(),
             machine_id: n.attribute("machine").unwrap_or_default().to_owned(),
         })
     });
@@ -751,13 +752,19 @@ mod tests {
 
     #[test]
     fn metadata_gives_back_workdir_and_owner() {
-        let x = "<domain><name>lago-ab12-vm01</name><metadata><lago:env xmlns:lago='https://github.com/lago-project/lago-rs'><lago:id>ab12</lago:id><lago:workdir>/tmp/w &amp; co</lago:workdir><lago:vm>vm01</lago:vm><lago:owner pid='42' start='7' boot='b' machine='m'/></lago:env></metadata></domain>";
+        let x = "<domain><name>lago-ab12-vm01</name><metadata><lago:env xmlns:lago='https://github.com/lago-project/lago-rs'><lago:id>ab12</lago:id><lago:workdir>/tmp/w &amp; co</lago:workdir><lago:vm>vm01</lago:vm><lago:owner pid='42' start='7' boot='b' host='h' machine='m'/></lago:env></metadata></domain>";
         let (w, o) = parse_metadata(x);
         assert_eq!(w.as_deref(), Some(Path::new("/tmp/w & co")));
         let o = o.unwrap();
         assert_eq!(
-            (o.pid, o.start_ticks, o.boot_id.as_str(), o.machine_id.as_str()),
-            (42, 7, "b", "m")
+            (
+                o.pid,
+                o.start_ticks,
+                o.boot_id.as_str(),
+                o.host_id.as_str(),
+                o.machine_id.as_str()
+            ),
+            (42, 7, "b", "h", "m")
         );
         assert_eq!(parse_metadata("<domain/>"), (None, None));
         assert_eq!(parse_metadata("not xml"), (None, None));

@@ -154,10 +154,11 @@ pub fn domain_xml(d: &DomainParams<'_>) -> String {
         esc(&plan.name),
         d.owner
             .map(|o| format!(
-                "<lago:owner pid='{}' start='{}' boot='{}' machine='{}'/>",
+                "<lago:owner pid='{}' start='{}' boot='{}' host='{}' machine='{}'/>",
                 o.pid,
                 o.start_ticks,
                 esc(&o.boot_id),
+                esc(&o.host_id),
                 esc(&o.machine_id)
             ))
             .unwrap_or_default()
@@ -411,13 +412,14 @@ nets:
             pid: 4242,
             start_ticks: 99,
             boot_id: "b-1".into(),
+            host_id: "h-1".into(),
             machine_id: "m<1>".into(),
         };
         let mut d = params(&spec, &p, 1, Accel::Tcg, Boot::Disk);
         d.owner = Some(&owner);
         let x = domain_xml(&d);
         assert!(
-            x.contains("<lago:owner pid='4242' start='99' boot='b-1' machine='m&lt;1&gt;'/></lago:env>"),
+            x.contains("<lago:owner pid='4242' start='99' boot='b-1' host='h-1' machine='m&lt;1&gt;'/></lago:env>"),
             "{x}"
         );
     }

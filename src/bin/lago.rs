@@ -285,6 +285,12 @@ struct GcArgs {
     /// libvirt URI to look at (default: LIBVIRT_DEFAULT_URI, else qemu:///system).
     #[arg(long, value_name = "URI")]
     libvirt_uri: Option<String>,
+    /// Also remove these environments (env ids), which nothing proves dead:
+    /// orphaned (no owning process, or a workdir not visible here),
+    /// elsewhere (owned on another host, container or boot) or kept. One
+    /// whose owner runs on this host is never removed.
+    #[arg(long, value_name = "ID", num_args = 1..)]
+    orphans: Vec<lago::EnvId>,
     #[command(flatten)]
     output: Output,
 }
@@ -693,11 +699,12 @@ fn gc(a: GcArgs) -> Result<ExitCode> {
         dry_run: a.dry_run,
         all_uris: a.all_uris,
         uris: vec![lago::backend::Backend::resolve_uri(a.libvirt_uri.as_deref())],
+        orphans: a.orphans,
         ..Default::default()
     };
     let report = lago::gc::sweep(&opts)?;
     print_out(&cli::render(&report, a.output.get(), |r| cli::gc_table(r, a.dry_run))?);
-    let failed = report.envs.iter().any(|f| f.error.is_some());
+    let failed = report.envs.iter().any(|f| f.error.is_some()) || !report.not_found.is_empty();
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
@@ -970,6 +977,14 @@ mod tests {
                 ..
             }) if output.get() == Format::Flat
         ));
+        let cli = parse(&["lago", "gc", "--orphans", "ab12cd34", "ef56"]);
+        assert!(
+            matches!(cli.command, Command::Gc(GcArgs { ref orphans, .. }) if orphans.iter().map(|o| o.as_str()).eq(["ab12cd34", "ef56"]))
+        );
+        assert!(
+            Cli::try_parse_from(["lago", "gc", "--orphans", "Not-An-Id"]).is_err(),
+            "env ids are checked"
+        );
     }
 
     #[test]

@@ -2,9 +2,12 @@
 //! image, publishing entries as a Lago repository, verifying and pruning.
 //!
 //! An environment that layers its disks on a template records itself in the
-//! template's `users/` folder (its workdir); the record is live while that
-//! workdir holds an environment whose state names the template, so `prune`
-//! never removes what an existing environment's overlays need.
+//! template's `users/` folder (`<env id>.json`: its id and workdir) before
+//! its overlays are made; `init` fails when it cannot. A record goes when
+//! its environment is destroyed (or removed by `lago gc`), never because its
+//! workdir cannot be seen from here (moved, another mount namespace's,
+//! unmounted): `prune` keeps every template that has a record, so it never
+//! removes what an existing environment's overlays need.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -154,48 +157,39 @@ fn version_dir(t: &Template) -> Option<&Path> {
     t.disk.parent()
 }
 
-/// Whether a use record still stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Use {
-    /// The environment exists and names the template (or cannot be read,
-    /// or is still being created): in use.
-    Live,
-    /// The environment is gone or no longer names the template.
-    Stale,
+/// A use record: `users/<env id>.json` in the template's version folder.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct UseRecord {
+    env_id: crate::plan::EnvId,
+    workdir: PathBuf,
 }
 
-/// Records younger than this whose environment has no state yet are an
-/// `init` still running.
-const INIT_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
-
-/// Whether the environment in `workdir` still uses `t`. In doubt, it does:
-/// a record is only stale when its workdir is gone, or holds a readable
-/// state that does not name the template, or has had no state for an hour.
-fn use_of(workdir: &Path, t: &Template, recorded: Option<SystemTime>) -> Use {
-    match fs::symlink_metadata(workdir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Use::Stale,
-        Err(_) => return Use::Live,
-        Ok(_) => {}
+/// The workdir a use record names: a new record (`<env id>.json`), or one
+/// an older lago wrote (file named by a hash of the workdir, holding its path).
+fn record_workdir(path: &Path) -> Option<PathBuf> {
+    let bytes = fs::read(path).ok()?;
+    if path.extension().is_some_and(|e| e == "json") {
+        return serde_json::from_slice::<UseRecord>(&bytes).ok().map(|r| r.workdir);
     }
-    let text = match fs::read_to_string(workdir.join(crate::workdir::STATE_FILE)) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let young = recorded
-                .and_then(|r| SystemTime::now().duration_since(r).ok())
-                .is_none_or(|age| age < INIT_GRACE);
-            return if young { Use::Live } else { Use::Stale };
-        }
-        Err(_) => return Use::Live,
-    };
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
-        // Being written, or damaged: not ours to judge.
-        return Use::Live;
-    };
-    let want = format!("{}:{}", t.name, t.version);
-    let named = v["templates"]
-        .as_object()
-        .is_some_and(|m| m.values().any(|x| x.as_str() == Some(want.as_str())));
-    if named { Use::Live } else { Use::Stale }
+    Some(PathBuf::from(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// How long `record_use` waits for a template that a `prune` moved away
+/// while the record was written (the prune then finds the record and moves
+/// the template back).
+const PRUNE_RACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The workdirs the use records in folder `users` name.
+fn users_in(users: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = fs::read_dir(users)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| record_workdir(&e.path()))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 fn workdir_key(workdir: &Path) -> String {
@@ -208,59 +202,85 @@ fn xz_error(e: liblzma::stream::Error) -> std::io::Error {
 }
 
 impl TemplateStore {
-    /// Records that the environment in `workdir` layers disks on `t` (and
-    /// when). Best effort: a store this user cannot write is only logged.
-    pub fn record_use(&self, t: &Template, workdir: &Path) {
-        let Some(dir) = version_dir(t) else { return };
-        // Under the template's lock, so that a prune either sees the record or
-        // has already moved the template away (then the overlay fails to find it).
-        let _lock = match self.lock_for(&t.name, std::time::Duration::from_secs(60)) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::debug!(template = %t.name, error = %e, "cannot lock the template to record its use");
-                return;
-            }
-        };
-        if !dir.is_dir() {
-            return;
-        }
+    /// Records that environment `env_id` in `workdir` layers disks on `t`
+    /// (and when). It never waits for the template's lock (a pull holds it
+    /// for as long as a download takes): the record goes into the
+    /// template's folder, which `prune` moves out of sight before it looks
+    /// at the records a last time (and moves back when it finds one). So
+    /// either `prune` sees the record, or the record cannot be written and
+    /// this fails.
+    pub fn record_use(&self, t: &Template, workdir: &Path, env_id: &crate::plan::EnvId) -> Result<(), StoreError> {
+        let dir = version_dir(t)
+            .ok_or_else(|| io("record the use of", &t.disk)(std::io::Error::other("the template has no folder")))?;
         let users = dir.join(USERS);
-        let write = || -> std::io::Result<()> {
-            fs::create_dir_all(&users)?;
-            fs::write(users.join(workdir_key(workdir)), workdir.as_os_str().as_encoded_bytes())?;
-            fs::write(
-                dir.join(LAST_USED),
-                format!(
-                    "{}\n",
-                    SystemTime::now()
-                        .duration_since(SystemTime::UNIX_EPOCH)
-                        .map(|d| d.as_secs())
-                        .unwrap_or(0)
-                ),
-            )
-        };
-        if let Err(e) = write() {
-            tracing::debug!(template = %t.name, error = %e, "cannot record the template's use in the store");
+        // Not create_dir_all: a folder `prune` moved away must not come back empty.
+        match fs::create_dir(&users) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io("record the use of the template in", &users)(e)),
         }
+        let record = users.join(format!("{env_id}.json"));
+        let text = serde_json::to_vec(&UseRecord {
+            env_id: env_id.clone(),
+            workdir: workdir.to_path_buf(),
+        })
+        .map_err(|e| io("record the use of the template in", &record)(std::io::Error::other(e)))?;
+        fs::write(&record, text).map_err(io("record the use of the template in", &record))?;
+        let stamp = format!(
+            "{}\n",
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        );
+        if let Err(e) = fs::write(dir.join(LAST_USED), stamp) {
+            tracing::debug!(template = %t.name, error = %e, "cannot note when the template was last used");
+        }
+        // A prune that moved the folder away after the record was written sees it and moves it back.
+        let start = Instant::now();
+        while !t.disk.is_file() {
+            if start.elapsed() > PRUNE_RACE {
+                let _ = fs::remove_file(&record);
+                return Err(io("use", &t.disk)(std::io::Error::other(
+                    "the template was removed (pruned) while this environment was being created",
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Ok(())
     }
 
-    /// Workdirs of existing environments that use `t` (stale records are dropped).
-    pub fn users_of(&self, t: &Template) -> Vec<PathBuf> {
-        let Some(dir) = version_dir(t) else { return Vec::new() };
-        let mut live = Vec::new();
-        for e in fs::read_dir(dir.join(USERS)).into_iter().flatten().flatten() {
-            let Ok(bytes) = fs::read(e.path()) else { continue };
-            let workdir = PathBuf::from(String::from_utf8_lossy(&bytes).into_owned());
-            let recorded = e.metadata().and_then(|m| m.modified()).ok();
-            match use_of(&workdir, t, recorded) {
-                Use::Live => live.push(workdir),
-                Use::Stale => {
-                    let _ = fs::remove_file(e.path());
+    /// Drops the use records of environment `env_id` (in `workdir`), in
+    /// every template of the store: the environment is destroyed.
+    pub fn forget_env(&self, env_id: &crate::plan::EnvId, workdir: &Path) {
+        let versions = fs::read_dir(self.root())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|name| fs::read_dir(name.path()).into_iter().flatten().flatten());
+        for version in versions {
+            let users = version.path().join(USERS);
+            for name in [format!("{env_id}.json"), workdir_key(workdir)] {
+                match fs::remove_file(users.join(&name)) {
+                    Ok(()) => tracing::debug!(record = %users.join(&name).display(), "use record dropped"),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                        ) => {}
+                    Err(e) => {
+                        tracing::warn!(record = %users.join(&name).display(), error = %e, "cannot drop a use record")
+                    }
                 }
             }
         }
-        live.sort();
-        live
+    }
+
+    /// Workdirs of the environments that use `t`: every record, also those
+    /// whose workdir cannot be seen from here (nothing proves them gone).
+    pub fn users_of(&self, t: &Template) -> Vec<PathBuf> {
+        let Some(dir) = version_dir(t) else { return Vec::new() };
+        users_in(&dir.join(USERS))
     }
 
     /// Every template in the store, with sizes and users.
@@ -462,10 +482,17 @@ impl TemplateStore {
                 };
                 let size = du(&dir);
                 if !dry_run {
-                    // Out of sight first (a rename is atomic), then removed.
+                    // Out of sight first (a rename is atomic); a use recorded
+                    // meanwhile went with it: then it comes back.
                     let doomed =
                         dir.with_file_name(format!("{BUILD_PREFIX}prune-{}-{}", t.version, std::process::id()));
                     fs::rename(&dir, &doomed).map_err(io("move out of the store", &dir))?;
+                    let late = users_in(&doomed.join(USERS));
+                    if !late.is_empty() {
+                        fs::rename(&doomed, &dir).map_err(io("move back into the store", &dir))?;
+                        report.in_use.push((id, late));
+                        continue;
+                    }
                     remove_build(&doomed);
                     tracing::info!(template = %id, bytes = size, "pruned");
                 }
@@ -764,38 +791,56 @@ mod tests {
     }
 
     #[test]
-    fn a_use_is_stale_only_when_provably_over() {
+    fn records_are_read_in_both_formats_and_never_judged_by_a_missing_workdir() {
         let tmp = tempfile::tempdir().unwrap();
-        let t = template();
-        let now = Some(SystemTime::now());
-        let hour_ago = Some(SystemTime::now() - std::time::Duration::from_secs(7200));
-        // The workdir is gone.
-        assert_eq!(use_of(&tmp.path().join("gone"), &t, now), Use::Stale);
-        // An init still running: no state yet, a fresh record.
-        let wd = tmp.path().join("env");
-        fs::create_dir_all(&wd).unwrap();
-        assert_eq!(use_of(&wd, &t, now), Use::Live);
+        let users = tmp.path().join("users");
+        fs::create_dir(&users).unwrap();
+        let id = crate::plan::EnvId::new("ab12").unwrap();
+        let new = UseRecord {
+            env_id: id,
+            workdir: tmp.path().join("moved-away"),
+        };
+        fs::write(users.join("ab12.json"), serde_json::to_vec(&new).unwrap()).unwrap();
+        // An older lago's record: a file named by a hash, holding the workdir.
+        fs::write(users.join(workdir_key(Path::new("/old/wd"))), "/old/wd").unwrap();
+        fs::write(users.join("broken.json"), "{").unwrap();
         assert_eq!(
-            use_of(&wd, &t, hour_ago),
-            Use::Stale,
-            "no state for an hour: that init died"
+            users_in(&users),
+            [PathBuf::from("/old/wd"), tmp.path().join("moved-away")]
         );
-        // A state being written (not JSON yet) is not judged.
-        fs::write(wd.join(crate::workdir::STATE_FILE), "{\"templates\": {\"vm").unwrap();
-        assert_eq!(use_of(&wd, &t, hour_ago), Use::Live);
-        // A state naming the template, and one naming another.
-        fs::write(
-            wd.join(crate::workdir::STATE_FILE),
-            r#"{"templates": {"vm/root": "app:1"}}"#,
-        )
-        .unwrap();
-        assert_eq!(use_of(&wd, &t, hour_ago), Use::Live);
-        fs::write(
-            wd.join(crate::workdir::STATE_FILE),
-            r#"{"templates": {"vm/root": "app:2"}}"#,
-        )
-        .unwrap();
-        assert_eq!(use_of(&wd, &t, now), Use::Stale);
+        assert_eq!(fs::read_dir(&users).unwrap().count(), 3, "listing drops nothing");
+    }
+
+    #[test]
+    fn a_use_is_recorded_without_the_build_lock_and_fails_when_the_template_is_gone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = TemplateStore::new(tmp.path().join("store"));
+        let dir = tmp.path().join("store/app/1");
+        fs::create_dir_all(&dir).unwrap();
+        let t = Template {
+            disk: dir.join("root.qcow2"),
+            ..template()
+        };
+        fs::write(&t.disk, "img").unwrap();
+        let id = crate::plan::EnvId::new("cd34").unwrap();
+        // A pull holds the template's lock for as long as it downloads: no wait.
+        let _held = store.lock("app").unwrap();
+        let start = Instant::now();
+        store.record_use(&t, Path::new("/w"), &id).unwrap();
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
+        assert_eq!(store.users_of(&t), [PathBuf::from("/w")]);
+        store.forget_env(&id, Path::new("/w"));
+        assert!(store.users_of(&t).is_empty());
+        // Pruned (moved away) before the record: it is not written, and says why.
+        let away = tmp.path().join("store/app/.away");
+        fs::rename(&dir, &away).unwrap();
+        let err = store.record_use(&t, Path::new("/w"), &id).unwrap_err();
+        assert!(
+            crate::error_chain(&err).contains("record the use"),
+            "{}",
+            crate::error_chain(&err)
+        );
+        assert!(!dir.exists(), "the folder did not come back empty");
     }
 
     #[test]
