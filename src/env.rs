@@ -74,6 +74,9 @@ pub struct InitOptions {
     pub remote: Option<bool>,
 }
 
+/// The largest state file read back (a planted giant is an error, not an allocation).
+const MAX_STATE_BYTES: u64 = 64 << 20;
+
 /// What is saved in the workdir to attach to the environment later.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct SavedEnv {
@@ -163,7 +166,7 @@ fn wd_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> E
 /// Undoes a half-done init when dropped unarmed: leases, then what the
 /// workdir claim made.
 struct InitGuard<'a> {
-    claim: Option<workdir::Claim>,
+    claim: workdir::Claim,
     lease: Option<(&'a LeaseStore, LeaseOwner)>,
     /// Volumes made on a remote hypervisor: their name prefix.
     volumes: Option<(Arc<Backend>, String)>,
@@ -194,13 +197,11 @@ impl Drop for InitGuard<'_> {
         {
             tracing::warn!(error = %e, "rollback: releasing subnet leases failed");
         }
-        if let (Some((store, env_id)), Some(claim)) = (&self.uses, &self.claim) {
-            store.forget_env(env_id, &claim.path);
+        if let Some((store, env_id)) = &self.uses {
+            store.forget_env(env_id, self.claim.dir.path());
         }
-        if let Some(claim) = &self.claim {
-            crate::logging::detach_env_log(&claim.path.join("logs/lago.log"));
-            claim.undo();
-        }
+        crate::logging::detach_env_log(&self.claim.dir.path().join("logs/lago.log"));
+        self.claim.undo();
     }
 }
 
@@ -233,7 +234,7 @@ impl Env {
             .with_owner(opts.owner.clone());
         let env_id = EnvId::random();
         let mut guard = InitGuard {
-            claim: Some(workdir::claim(&workdir, &env_id)?),
+            claim: workdir::claim(&workdir, &env_id)?,
             lease: None,
             volumes: None,
             claims: None,
@@ -241,13 +242,11 @@ impl Env {
             armed: false,
         };
         crate::logging::attach_env_log(&workdir.join("logs/lago.log"));
+        let dir = &guard.claim.dir;
         if let Some(owner) = &opts.owner {
             let path = workdir.join(crate::owner::OWNER_FILE);
-            let text = serde_json::to_string_pretty(owner).map_err(|source| Error::State {
-                path: path.clone(),
-                source,
-            })?;
-            fs::write(&path, text).map_err(wd_err("write", &path))?;
+            let text = serde_json::to_string_pretty(owner).map_err(|source| Error::State { path, source })?;
+            dir.write_new(Path::new(crate::owner::OWNER_FILE), text.as_bytes(), 0o600)?;
         }
         tracing::info!(%env_id, workdir = %workdir.display(), init_file = %spec.source.display(), "init");
 
@@ -300,7 +299,12 @@ impl Env {
         let plan = plan::plan(&spec, &env_id, &subnets, &workdir)?;
 
         let client = KeyPair::generate(&format!("lago-{env_id}"))?;
-        client.write(&workdir.join(CLIENT_KEY))?;
+        dir.write_new(Path::new(CLIENT_KEY), client.private_openssh.as_bytes(), 0o600)?;
+        dir.write_new(
+            Path::new("id_ed25519.pub"),
+            format!("{}\n", client.public_openssh).as_bytes(),
+            0o644,
+        )?;
 
         let store = opts
             .store
@@ -411,7 +415,7 @@ impl Env {
                         root_password_hash: vs.root_password.as_deref().map(keys::password_hash).transpose()?,
                     },
                 );
-                fs::write(seed_path, files.image()).map_err(wd_err("write", seed_path))?;
+                dir.write_new(seed_path, &files.image(), 0o600)?;
                 if let Files::Remote { backend, prefix } = &files_at {
                     let name = backend::storage::volume_name(&format!("{prefix}{}-cidata.img", vs.name));
                     there.insert(
@@ -519,11 +523,8 @@ impl Env {
                 .insert(vs.name.clone(), backend::xml::domain_xml(&params));
         }
         let state = workdir.join(STATE_FILE);
-        let text = serde_json::to_string_pretty(&saved).map_err(|source| Error::State {
-            path: state.clone(),
-            source,
-        })?;
-        fs::write(&state, text).map_err(wd_err("write", &state))?;
+        let text = serde_json::to_string_pretty(&saved).map_err(|source| Error::State { path: state, source })?;
+        dir.write_new(Path::new(STATE_FILE), text.as_bytes(), 0o600)?;
         let env = Env::attach_with(workdir, saved, backend)?;
         guard.armed = true;
         tracing::info!(secs = started.elapsed().as_secs_f64(), "init done");
@@ -534,12 +535,21 @@ impl Env {
     pub fn load(workdir: impl AsRef<Path>) -> Result<Env> {
         let workdir = std::path::absolute(workdir.as_ref()).map_err(wd_err("resolve", workdir.as_ref()))?;
         let state = workdir.join(STATE_FILE);
-        let text = match fs::read_to_string(&state) {
+        // Only a folder of this user, never through a link: a state planted
+        // by someone else must not name the environment lago acts on.
+        let dir = match workdir::Dir::open(&workdir) {
+            Ok(d) => d,
+            Err(Error::Workdir { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NoEnv { path: workdir });
+            }
+            Err(e) => return Err(e),
+        };
+        let text = match dir.read(Path::new(STATE_FILE), MAX_STATE_BYTES) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::NoEnv { path: workdir }),
             Err(e) => return Err(wd_err("read", &state)(e)),
         };
-        let saved: SavedEnv = serde_json::from_str(&text).map_err(|source| Error::State { path: state, source })?;
+        let saved: SavedEnv = serde_json::from_slice(&text).map_err(|source| Error::State { path: state, source })?;
         Env::attach(workdir, saved)
     }
 
@@ -1036,13 +1046,11 @@ fn destroy_parts(
         workdir: workdir.to_path_buf(),
         source: Box::new(e),
     })?;
-    leases.release(&LeaseOwner {
-        workdir: workdir.to_path_buf(),
-        env_id: env_id.clone(),
-    })?;
+    // By env id: a workdir the user moved still releases the leases that name the old path.
+    leases.release_env(env_id)?;
     store.forget_env(env_id, workdir);
     crate::logging::detach_env_log(&workdir.join("logs/lago.log"));
-    workdir::remove(workdir)
+    workdir::remove(workdir, Some(env_id))
 }
 
 /// Destroys whatever environment `workdir` holds, even a half-created one

@@ -45,6 +45,15 @@ pub enum Error {
         /// What it holds (names).
         holds: Vec<String>,
     },
+    /// A workdir that is not a folder of the user running lago: a link, or
+    /// a folder another user owns (who could plant links in it).
+    #[error("workdir {}: {why}; lago works only in a folder it made, or an empty one you own, and never through a link", path.display())]
+    WorkdirNotOurs {
+        /// The workdir.
+        path: PathBuf,
+        /// What it is instead.
+        why: String,
+    },
     /// A command's arguments do not make sense together (a message for people).
     #[error("{message}")]
     Usage {
@@ -406,6 +415,7 @@ impl Error {
                 | Error::NotRunning { .. }
                 | Error::WorkdirExists { .. }
                 | Error::WorkdirNotEmpty { .. }
+                | Error::WorkdirNotOurs { .. }
                 | Error::SnapshotName { .. }
                 | Error::SnapshotExists { .. }
                 | Error::NoSuchSnapshot { .. }

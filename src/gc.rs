@@ -321,7 +321,8 @@ fn reap(id: &EnvId, f: &Found, backend: Option<&Backend>, leases: &LeaseStore) -
     if let Some(w) = &f.workdir
         && owned_by(w, id)
     {
-        crate::workdir::remove(w)?;
+        crate::workdir::remove(w, Some(id))?;
+        crate::workdir::remove_test_dir(w);
         // The environment of a nextest run: its meeting folder goes too.
         if let Some(dir) = crate::harness::meeting_dir_of(w) {
             crate::harness::remove_meeting_dir(dir);

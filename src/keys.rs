@@ -75,22 +75,28 @@ impl KeyPair {
         })
     }
 
-    /// Writes the private key to `path` (mode 0600) and the public one to `path.pub`.
+    /// Writes the private key to the new file `path` (mode 0600) and the public
+    /// one to `path.pub`; existing files and links are never written through.
     pub fn write(&self, path: &Path) -> Result<(), KeyError> {
         let err = |source| KeyError::Write {
             path: path.to_path_buf(),
             source,
         };
-        let mut f = fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(err)?;
+        // New files only, never through a link: a link planted at `path`
+        // (to /etc/shadow, say) must not be truncated by a root process.
+        let new_file = |p: &Path, mode: u32| {
+            fs::OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .mode(mode)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(p)
+        };
+        let mut f = new_file(path, 0o600).map_err(err)?;
         f.write_all(self.private_openssh.as_bytes()).map_err(err)?;
         let pub_path = path.with_extension("pub");
-        fs::write(&pub_path, format!("{}\n", self.public_openssh))
+        new_file(&pub_path, 0o644)
+            .and_then(|mut f| f.write_all(format!("{}\n", self.public_openssh).as_bytes()))
             .map_err(|source| KeyError::Write { path: pub_path, source })
     }
 }

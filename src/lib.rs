@@ -65,6 +65,7 @@ mod logging;
 mod machine;
 pub mod owner;
 pub mod plan;
+mod random;
 pub mod remote;
 pub mod sdk;
 pub mod seed;

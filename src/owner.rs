@@ -130,9 +130,7 @@ fn read_or_make_id(file: &Path) -> Option<String> {
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
         Err(_) => return None,
     }
-    let mut bytes = [0u8; 16];
-    rand_core::RngCore::try_fill_bytes(&mut rand_core::OsRng, &mut bytes).ok()?;
-    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let id = crate::random::random_hex(16).ok()?;
     let tmp = dir.join(format!(".host-id-{id}"));
     let made = fs::OpenOptions::new()
         .write(true)

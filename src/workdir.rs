@@ -1,16 +1,30 @@
-//! The workdir: taken only when it is new or empty, and cleaned of only what
-//! lago put there.
+//! The workdir: taken only when it is new or empty and owned by the user
+//! running lago, worked in only through an open handle on it, and cleaned
+//! of only what lago put there.
 //!
 //! `init` refuses a folder that holds anything (a project, `~/.ssh`, …) with
-//! an error naming it and what it holds. Claiming creates the env-id file
-//! exclusively, so two `init`s on one folder cannot both proceed. Removal
-//! deletes lago's own entries ([`ENTRIES`]) and then the folder itself only
-//! when lago created it (a marker says so) and nothing else is left in it.
+//! an error naming it and what it holds, and a folder of another user (who
+//! could plant links in it). Claiming creates the env-id file exclusively,
+//! so two `init`s on one folder cannot both proceed.
+//!
+//! Every file lago makes or removes in a workdir is reached from an open
+//! handle on the folder ([`Dir`]: `openat` with `O_NOFOLLOW`, component by
+//! component), never through a link: a link planted where lago writes makes
+//! the write fail, a link where lago removes is unlinked, not followed, and
+//! a workdir swapped for a link (or a folder of another user) is refused.
+//! Removal deletes lago's own entries ([`ENTRIES`]) and then the folder
+//! itself only when lago created it (a marker says so) and nothing else is
+//! left in it.
 
+use std::ffi::OsStr;
 use std::fs;
-use std::io::ErrorKind;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::io::{ErrorKind, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use crate::error::{Error, Result};
 use crate::lease::OWNER_ID_FILE;
@@ -28,6 +42,26 @@ pub(crate) const KNOWN_HOSTS_DIR: &str = "known_hosts";
 
 /// The test harness's "keep this environment" marker (`LAGO_KEEP`).
 pub(crate) const KEEP_MARKER: &str = ".lago-keep";
+
+/// The folders the test harness makes around its workdirs (`<tmp>/lago-test-XXXXXX/env`).
+pub(crate) const TEST_DIR_PREFIX: &str = "lago-test-";
+
+/// The file, beside a harness workdir, holding the token its reaper must be handed.
+pub(crate) const REAPER_TOKEN: &str = "reaper-token";
+
+/// Removes the (empty) folder the test harness made around `workdir`, if it is one.
+pub(crate) fn remove_test_dir(workdir: &Path) {
+    let Some(parent) = workdir.parent() else { return };
+    let ours = workdir.file_name().is_some_and(|n| n == "env")
+        && parent
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(TEST_DIR_PREFIX));
+    if ours {
+        let _ = fs::remove_file(parent.join(REAPER_TOKEN));
+        let _ = fs::remove_dir(parent);
+    }
+}
 
 /// Everything lago may create in a workdir; nothing else is ever removed.
 pub const ENTRIES: &[&str] = &[
@@ -82,6 +116,10 @@ pub(crate) fn check_free(path: &Path) -> Result<()> {
     match fs::symlink_metadata(path) {
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io_err("inspect", path)(e)),
+        Ok(m) if m.file_type().is_symlink() => Err(Error::WorkdirNotOurs {
+            path: path.to_path_buf(),
+            why: "it is a symbolic link".into(),
+        }),
         Ok(m) if !m.is_dir() => Err(Error::WorkdirNotEmpty {
             path: path.to_path_buf(),
             holds: vec!["(it is a file, not a folder)".into()],
@@ -105,17 +143,208 @@ pub(crate) fn check_free(path: &Path) -> Result<()> {
     }
 }
 
+fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// An open workdir: what lago makes, reads and removes in it is reached
+/// from this handle, one component at a time, never through a link.
+#[derive(Debug)]
+pub(crate) struct Dir {
+    path: PathBuf,
+    fd: OwnedFd,
+}
+
+/// `rel`'s components, when it is a plain relative path (no `..`, no root).
+fn components(rel: &Path) -> std::io::Result<Vec<&OsStr>> {
+    rel.components()
+        .map(|c| match c {
+            Component::Normal(n) => Ok(n),
+            _ => Err(std::io::Error::new(
+                ErrorKind::InvalidInput,
+                "not a plain path inside the workdir",
+            )),
+        })
+        .collect()
+}
+
+fn open_dir_at<Fd: AsFd>(at: Fd, name: &OsStr) -> std::io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
+        at,
+        name.as_bytes(),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+impl Dir {
+    /// Opens the workdir `path`: a folder (not a link) owned by the user
+    /// running lago.
+    pub(crate) fn open(path: &Path) -> Result<Dir> {
+        let fd = open_dir_at(rustix::fs::CWD, path.as_os_str()).map_err(|e| {
+            if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
+                || e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error())
+            {
+                Error::WorkdirNotOurs {
+                    path: path.to_path_buf(),
+                    why: "it is a symbolic link or not a folder".into(),
+                }
+            } else {
+                io_err("open", path)(e)
+            }
+        })?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| io_err("inspect", path)(e.into()))?;
+        if st.st_uid != euid() {
+            return Err(Error::WorkdirNotOurs {
+                path: path.to_path_buf(),
+                why: format!("it belongs to uid {}, not to uid {} running lago", st.st_uid, euid()),
+            });
+        }
+        Ok(Dir {
+            path: path.to_path_buf(),
+            fd,
+        })
+    }
+
+    /// The workdir's path.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The folder holding `rel`'s last component, opened component by
+    /// component (each `O_NOFOLLOW`), and that component.
+    fn parent_of<'a>(&self, rel: &'a Path) -> std::io::Result<(Option<OwnedFd>, &'a OsStr)> {
+        let parts = components(rel)?;
+        let Some((last, dirs)) = parts.split_last() else {
+            return Err(std::io::Error::new(ErrorKind::InvalidInput, "an empty path"));
+        };
+        let mut at: Option<OwnedFd> = None;
+        for d in dirs {
+            let next = match &at {
+                Some(fd) => open_dir_at(fd, d)?,
+                None => open_dir_at(&self.fd, d)?,
+            };
+            at = Some(next);
+        }
+        Ok((at, last))
+    }
+
+    /// Creates the new file `rel` (never an existing one, never through a
+    /// link) with `mode` and `data`. `rel` may be absolute when it is
+    /// inside the workdir (as the plan's paths are).
+    pub(crate) fn write_new(&self, rel: &Path, data: &[u8], mode: u32) -> Result<()> {
+        let shown = self.path.join(rel);
+        let rel = rel.strip_prefix(&self.path).unwrap_or(rel);
+        let made = (|| -> std::io::Result<()> {
+            let (at, name) = self.parent_of(rel)?;
+            let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let mode = Mode::from_raw_mode(mode);
+            let fd = match &at {
+                Some(fd) => rustix::fs::openat(fd, name.as_bytes(), flags, mode)?,
+                None => rustix::fs::openat(&self.fd, name.as_bytes(), flags, mode)?,
+            };
+            let mut f = fs::File::from(fd);
+            // The umask may have taken bits away; the mode is what was asked for.
+            f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode.as_raw_mode()))?;
+            f.write_all(data)?;
+            f.sync_all()
+        })();
+        made.map_err(io_err("write", &shown))
+    }
+
+    /// Creates the folder `rel` (mode 0700), never through a link.
+    pub(crate) fn mkdir(&self, rel: &Path) -> Result<()> {
+        let shown = self.path.join(rel);
+        let made = (|| -> std::io::Result<()> {
+            let (at, name) = self.parent_of(rel)?;
+            let mode = Mode::from_raw_mode(0o700);
+            match &at {
+                Some(fd) => rustix::fs::mkdirat(fd, name.as_bytes(), mode)?,
+                None => rustix::fs::mkdirat(&self.fd, name.as_bytes(), mode)?,
+            }
+            Ok(())
+        })();
+        made.map_err(io_err("create", &shown))
+    }
+
+    /// The bytes of file `rel` (at most `max`), never through a link.
+    pub(crate) fn read(&self, rel: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+        let (at, name) = self.parent_of(rel)?;
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = match &at {
+            Some(fd) => rustix::fs::openat(fd, name.as_bytes(), flags, Mode::empty())?,
+            None => rustix::fs::openat(&self.fd, name.as_bytes(), flags, Mode::empty())?,
+        };
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(fs::File::from(fd), max), &mut out)?;
+        Ok(out)
+    }
+
+    /// Whether entry `name` (of the workdir itself) exists, as anything.
+    pub(crate) fn has(&self, name: &str) -> bool {
+        rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW).is_ok()
+    }
+
+    /// The env id the workdir holds, if it holds one.
+    pub(crate) fn env_id(&self) -> Option<String> {
+        self.read(Path::new(OWNER_ID_FILE), 64)
+            .ok()
+            .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+    }
+
+    /// Removes entry `name` of the workdir: a file or link is unlinked (a
+    /// link is never followed), a folder removed with everything in it.
+    fn remove_entry(&self, name: &str) -> std::io::Result<()> {
+        remove_at(&self.fd, OsStr::new(name))
+    }
+}
+
+/// Removes `name` in the folder `at`: unlinked when it is not a folder,
+/// else emptied (recursively, through handles) and removed.
+fn remove_at(at: &OwnedFd, name: &OsStr) -> std::io::Result<()> {
+    let st = match rustix::fs::statat(at, name.as_bytes(), AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(rustix::io::Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+        return ok_if_gone(rustix::fs::unlinkat(at, name.as_bytes(), AtFlags::empty()));
+    }
+    let dir = open_dir_at(at, name)?;
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::read_from(&dir)? {
+        let entry = entry?;
+        let n = entry.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            names.push(OsStr::from_bytes(n).to_owned());
+        }
+    }
+    for n in names {
+        remove_at(&dir, &n)?;
+    }
+    ok_if_gone(rustix::fs::unlinkat(at, name.as_bytes(), AtFlags::REMOVEDIR))
+}
+
+fn ok_if_gone(r: rustix::io::Result<()>) -> std::io::Result<()> {
+    match r {
+        Err(rustix::io::Errno::NOENT) => Ok(()),
+        r => Ok(r?),
+    }
+}
+
 /// A workdir this process claimed for a new environment.
 #[derive(Debug)]
 pub(crate) struct Claim {
-    pub path: PathBuf,
+    /// The open workdir.
+    pub dir: Dir,
     created: bool,
 }
 
-/// Creates (or takes, when empty) `path` as the workdir of `env_id`, mode
-/// 0700, with its `images`, `seeds` and `logs` folders. The env-id file is
-/// created exclusively: of two claims on one folder, one fails with
-/// [`Error::WorkdirExists`]. On failure nothing is left that this call made.
+/// Creates (or takes, when empty and owned by the user running lago)
+/// `path` as the workdir of `env_id`, mode 0700, with its `images`, `seeds`
+/// and `logs` folders. The env-id file is created exclusively: of two
+/// claims on one folder, one fails with [`Error::WorkdirExists`]. On
+/// failure nothing is left that this call made.
 pub(crate) fn claim(path: &Path, env_id: &EnvId) -> Result<Claim> {
     check_free(path)?;
     if let Some(parent) = path.parent() {
@@ -123,47 +352,42 @@ pub(crate) fn claim(path: &Path, env_id: &EnvId) -> Result<Claim> {
     }
     let created = match fs::DirBuilder::new().mode(0o700).create(path) {
         Ok(()) => true,
-        // Made by someone else since the check: take it only if it is still empty.
+        // Made by someone else since the check: take it only if it is still empty (and ours).
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {
             check_free(path)?;
             false
         }
         Err(e) => return Err(io_err("create", path)(e)),
     };
-    let id_path = path.join(OWNER_ID_FILE);
-    let written = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&id_path)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, env_id.as_str().as_bytes()));
-    if let Err(e) = written {
+    let dir = match Dir::open(path) {
+        Ok(d) => d,
+        Err(e) => {
+            if created {
+                let _ = fs::remove_dir(path);
+            }
+            return Err(e);
+        }
+    };
+    if let Err(e) = dir.write_new(Path::new(OWNER_ID_FILE), env_id.as_str().as_bytes(), 0o600) {
         if created {
             let _ = fs::remove_dir(path);
         }
-        return Err(match e.kind() {
-            ErrorKind::AlreadyExists => Error::WorkdirExists {
+        return Err(match e {
+            Error::Workdir { source, .. } if source.kind() == ErrorKind::AlreadyExists => Error::WorkdirExists {
                 path: path.to_path_buf(),
             },
-            _ => io_err("write", &id_path)(e),
+            e => e,
         });
     }
     // From here on the folder is ours: a failure removes what we made.
-    let claim = Claim {
-        path: path.to_path_buf(),
-        created,
-    };
+    let claim = Claim { dir, created };
     let setup = || -> Result<()> {
-        fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(io_err("chmod", path))?;
+        rustix::fs::fchmod(&claim.dir.fd, Mode::from_raw_mode(0o700)).map_err(|e| io_err("chmod", path)(e.into()))?;
         if created {
-            fs::write(path.join(CREATED_MARKER), "").map_err(io_err("write", &path.join(CREATED_MARKER)))?;
+            claim.dir.write_new(Path::new(CREATED_MARKER), b"", 0o600)?;
         }
         for d in ["images", "seeds", "logs"] {
-            let dir = path.join(d);
-            fs::DirBuilder::new()
-                .mode(0o700)
-                .create(&dir)
-                .map_err(io_err("create", &dir))?;
+            claim.dir.mkdir(Path::new(d))?;
         }
         Ok(())
     };
@@ -177,42 +401,48 @@ pub(crate) fn claim(path: &Path, env_id: &EnvId) -> Result<Claim> {
 impl Claim {
     /// Removes what the claim made (rollback of a failed init).
     pub(crate) fn undo(&self) {
-        if let Err(e) = remove(&self.path) {
-            tracing::warn!(error = %crate::error_chain(&e), workdir = %self.path.display(), "rollback: cleaning the workdir failed");
+        if let Err(e) = remove_in(&self.dir) {
+            tracing::warn!(error = %crate::error_chain(&e), workdir = %self.dir.path().display(), "rollback: cleaning the workdir failed");
         }
         // Without the marker (when it could not be written) the folder is still ours.
         if self.created {
-            let _ = fs::remove_dir(&self.path);
+            let _ = fs::remove_dir(self.dir.path());
         }
     }
 }
 
-/// Removes lago's entries from the workdir `path`, then the folder itself
-/// when lago created it and nothing else is in it. Anything else in it is
-/// kept (and named in the log). A missing folder is not an error.
-pub(crate) fn remove(path: &Path) -> Result<()> {
-    let created = path.join(CREATED_MARKER).exists();
+/// Removes lago's entries from the workdir `path` (which must hold env
+/// `env_id`, when given, or none), then the folder itself when lago created
+/// it and nothing else is in it. Anything else in it is kept (and named in
+/// the log). A missing folder is not an error; a link, a folder of another
+/// user or one holding another environment is refused, untouched.
+pub(crate) fn remove(path: &Path, env_id: Option<&EnvId>) -> Result<()> {
+    let dir = match Dir::open(path) {
+        Ok(d) => d,
+        Err(Error::Workdir { source, .. }) if source.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if let (Some(id), Some(held)) = (env_id, dir.env_id())
+        && held != id.as_str()
+    {
+        return Err(Error::WorkdirNotOurs {
+            path: path.to_path_buf(),
+            why: format!("it holds environment {held}, not {id} (it was moved or replaced)"),
+        });
+    }
+    remove_in(&dir)
+}
+
+fn remove_in(dir: &Dir) -> Result<()> {
+    let created = dir.has(CREATED_MARKER);
     for name in ENTRIES {
-        let p = path.join(name);
-        let meta = match fs::symlink_metadata(&p) {
-            Ok(m) => m,
-            Err(e) if e.kind() == ErrorKind::NotFound => continue,
-            Err(e) => return Err(io_err("inspect", &p)(e)),
-        };
-        let removed = if meta.is_dir() {
-            fs::remove_dir_all(&p)
-        } else {
-            fs::remove_file(&p)
-        };
-        match removed {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err("remove", &p)(e)),
-        }
+        dir.remove_entry(name)
+            .map_err(io_err("remove", &dir.path().join(name)))?;
     }
     if !created {
         return Ok(());
     }
+    let path = dir.path();
     match fs::remove_dir(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
@@ -228,6 +458,7 @@ pub(crate) fn remove(path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::{PermissionsExt, symlink};
 
     fn id() -> EnvId {
         EnvId::new("abcd1234").unwrap()
@@ -263,7 +494,7 @@ mod tests {
         let c = claim(tmp.path(), &id()).unwrap();
         assert!(!c.created);
         fs::write(tmp.path().join("images/disk.qcow2"), "x").unwrap();
-        remove(tmp.path()).unwrap();
+        remove(tmp.path(), Some(&id())).unwrap();
         assert!(tmp.path().is_dir(), "a folder lago did not create stays");
         assert!(contents(tmp.path()).unwrap().is_empty());
     }
@@ -275,12 +506,12 @@ mod tests {
         let c = claim(&w, &id()).unwrap();
         assert!(c.created);
         assert_eq!(fs::metadata(&w).unwrap().permissions().mode() & 0o777, 0o700);
-        remove(&w).unwrap();
+        remove(&w, Some(&id())).unwrap();
         assert!(!w.exists());
 
         claim(&w, &id()).unwrap();
         fs::write(w.join("notes.txt"), "mine").unwrap();
-        remove(&w).unwrap();
+        remove(&w, Some(&id())).unwrap();
         assert_eq!(contents(&w).unwrap(), ["notes.txt"]);
     }
 
@@ -309,17 +540,99 @@ mod tests {
         assert!(!w.exists());
     }
 
+    /// A victim's files outside the workdir, to point links at.
+    fn victim(tmp: &Path) -> PathBuf {
+        let v = tmp.join("victim");
+        fs::create_dir_all(v.join("sub")).unwrap();
+        fs::write(v.join("precious"), "x").unwrap();
+        fs::write(v.join("sub/precious"), "y").unwrap();
+        v
+    }
+
+    fn victim_intact(v: &Path) {
+        assert_eq!(fs::read_to_string(v.join("precious")).unwrap(), "x");
+        assert_eq!(fs::read_to_string(v.join("sub/precious")).unwrap(), "y");
+    }
+
     #[test]
-    fn a_symlinked_entry_is_unlinked_not_followed() {
+    fn a_link_planted_at_any_entry_is_never_written_through_nor_followed_on_removal() {
         let tmp = tempfile::tempdir().unwrap();
-        let outside = tmp.path().join("outside");
-        fs::create_dir(&outside).unwrap();
-        fs::write(outside.join("precious"), "x").unwrap();
+        let v = victim(tmp.path());
+        for name in ENTRIES {
+            let w = tmp.path().join(format!("env-{name}"));
+            let c = claim(&w, &id()).unwrap();
+            let _ = c.dir.remove_entry(name);
+            // A folder entry points at a folder, a file entry at a file.
+            let target = if [
+                "images",
+                "seeds",
+                "logs",
+                KNOWN_HOSTS_DIR,
+                crate::snapshot::SNAPSHOTS_DIR,
+            ]
+            .contains(name)
+            {
+                v.join("sub")
+            } else {
+                v.join("precious")
+            };
+            symlink(&target, w.join(name)).unwrap();
+            // Writing there fails (it exists), and writing beneath it fails (a link is not a folder).
+            assert!(c.dir.write_new(Path::new(name), b"evil", 0o600).is_err(), "{name}");
+            assert!(
+                c.dir.write_new(&Path::new(name).join("f"), b"evil", 0o600).is_err(),
+                "{name}"
+            );
+            assert!(c.dir.read(Path::new(name), 100).is_err(), "{name}: read through a link");
+            remove(&w, Some(&id())).unwrap();
+            assert!(
+                fs::symlink_metadata(w.join(name)).is_err(),
+                "{name}: the link itself goes"
+            );
+            victim_intact(&v);
+        }
+        assert!(fs::symlink_metadata(&v).unwrap().is_dir());
+    }
+
+    #[test]
+    fn a_workdir_swapped_for_a_link_or_another_env_is_refused_untouched() {
+        let tmp = tempfile::tempdir().unwrap();
+        let v = victim(tmp.path());
+        fs::write(v.join(CLIENT_KEY), "the user's own key").unwrap();
         let w = tmp.path().join("env");
         claim(&w, &id()).unwrap();
-        fs::remove_dir(w.join("logs")).unwrap();
-        std::os::unix::fs::symlink(&outside, w.join("logs")).unwrap();
-        remove(&w).unwrap();
-        assert_eq!(fs::read_to_string(outside.join("precious")).unwrap(), "x");
+        // Swapped for a link to the user's ~/.ssh-like folder before destroy.
+        fs::rename(&w, tmp.path().join("moved")).unwrap();
+        symlink(&v, &w).unwrap();
+        assert!(matches!(remove(&w, Some(&id())), Err(Error::WorkdirNotOurs { .. })));
+        assert!(matches!(Dir::open(&w), Err(Error::WorkdirNotOurs { .. })));
+        victim_intact(&v);
+        assert_eq!(fs::read_to_string(v.join(CLIENT_KEY)).unwrap(), "the user's own key");
+        // Replaced by a folder holding another environment: refused too.
+        fs::remove_file(&w).unwrap();
+        claim(&w, &EnvId::new("other").unwrap()).unwrap();
+        assert!(matches!(remove(&w, Some(&id())), Err(Error::WorkdirNotOurs { .. })));
+        assert!(w.join(OWNER_ID_FILE).exists());
+        // The one it was moved to is still removed as usual.
+        remove(&tmp.path().join("moved"), Some(&id())).unwrap();
+        assert!(!tmp.path().join("moved").exists());
+    }
+
+    #[test]
+    fn a_folder_of_another_user_is_refused() {
+        if euid() != 0 {
+            eprintln!("skipped: needs root to give a folder to another uid");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let theirs = tmp.path().join("theirs");
+        fs::create_dir(&theirs).unwrap();
+        fs::set_permissions(&theirs, fs::Permissions::from_mode(0o777)).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+        match claim(&theirs, &id()) {
+            Err(Error::WorkdirNotOurs { why, .. }) => assert!(why.contains("uid 65534"), "{why}"),
+            other => panic!("expected WorkdirNotOurs, got {other:?}"),
+        }
+        assert!(contents(&theirs).unwrap().is_empty(), "nothing written into it");
     }
 }

@@ -11,6 +11,13 @@
 //! workdir names (domains, networks, leases, files) and exits 0; on failure
 //! it exits non-zero.
 //!
+//! A reaper acts only for the harness that started it: that harness writes
+//! a random token into a file of the folder around the workdir (its own,
+//! mode 0700) and hands the same token over the reaper's inherited stdin.
+//! A test binary started with the reaper's variables by anything else (a
+//! variable left in a shell, a planted one) has no such token and destroys
+//! nothing.
+//!
 //! At a normal exit the test binary closes every reaper's stdin and waits
 //! for them (bounded), so nothing of its environments is left when it
 //! returns.
@@ -27,6 +34,8 @@ const ENV_WORKDIR: &str = "LAGO_REAPER_WORKDIR";
 const ENV_WATCH_PID: &str = "LAGO_REAPER_WATCH_PID";
 const ENV_WATCH_START: &str = "LAGO_REAPER_WATCH_START";
 const ENV_SHARED_DIR: &str = "LAGO_REAPER_SHARED_DIR";
+
+use crate::workdir::REAPER_TOKEN as TOKEN_FILE;
 
 /// How long the exit hook waits for the reapers.
 const EXIT_WAIT: Duration = Duration::from_secs(60);
@@ -62,27 +71,79 @@ fn at_exit() {
 }
 
 fn run(workdir: &Path, watch: Option<(u32, u64)>) -> i32 {
+    // The token comes first, over the pipe the harness holds.
+    let mut stdin = std::io::stdin();
+    let mut token = Vec::new();
+    let _ = std::io::BufRead::read_until(&mut std::io::BufReader::new((&mut stdin).take(128)), b'\n', &mut token);
     match watch {
         // A shared environment: it lives as long as the watched process.
         Some((pid, start)) => wait_for_exit(pid, start),
         // Its owner holds our stdin open until it lets go (or dies).
         None => {
             let mut sink = [0u8; 64];
-            let mut stdin = std::io::stdin();
             while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
         }
+    }
+    if !workdir.exists() {
+        return 0;
+    }
+    if !token_matches(workdir, &token) {
+        // Not started by the harness that made this workdir: nothing is ours to destroy.
+        return 2;
     }
     if workdir.join(crate::workdir::KEEP_MARKER).exists() {
         return 0;
     }
     match reap(workdir) {
-        Ok(()) => 0,
+        Ok(()) => {
+            crate::workdir::remove_test_dir(workdir);
+            0
+        }
         Err(_) => 1,
     }
 }
 
+/// Whether `token` (as read from stdin) is the one in the token file
+/// beside `workdir` (read without following a link).
+fn token_matches(workdir: &Path, token: &[u8]) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(parent) = workdir.parent() else { return false };
+    let mut saved = Vec::new();
+    let read = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(parent.join(TOKEN_FILE))
+        .and_then(|f| f.take(128).read_to_end(&mut saved));
+    let token = token.trim_ascii();
+    read.is_ok() && token.len() >= 32 && saved.trim_ascii() == token
+}
+
+/// Makes the token for the reaper of `workdir`: written (new, mode 0600)
+/// into the folder around it, returned to be handed over the reaper's stdin.
+fn make_token(workdir: &Path) -> Result<String, Error> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io_err = |source| Error::Reaper {
+        workdir: workdir.to_path_buf(),
+        source,
+    };
+    let parent = workdir
+        .parent()
+        .ok_or_else(|| io_err(std::io::Error::other("the workdir has no parent folder")))?;
+    let token = crate::random::random_hex(16).map_err(io_err)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(parent.join(TOKEN_FILE))
+        .and_then(|mut f| f.write_all(token.as_bytes()))
+        .map_err(io_err)?;
+    Ok(token)
+}
+
 /// Files of a nextest run's meeting folder (beside the shared workdir `env`).
-const MEETING_FILES: [&str; 4] = ["outcome", "boot.lock", "boots", "use.lock"];
+const MEETING_FILES: [&str; 5] = ["outcome", "boot.lock", "boots", "use.lock", TOKEN_FILE];
 
 /// Removes a nextest run's meeting folder for one init file (its lock and
 /// outcome files), and the run's folder when that was the last one. What
@@ -183,6 +244,7 @@ fn command(workdir: &Path) -> Result<Command, Error> {
 /// Starts the reaper of `workdir`, owned by this process: it reaps when this
 /// process exits (the exit hook waits for it) or dies.
 pub(crate) fn spawn(workdir: &Path) -> Result<(), Error> {
+    let token = make_token(workdir)?;
     let mut child = command(workdir)?
         .stdin(Stdio::piped())
         .spawn()
@@ -190,7 +252,11 @@ pub(crate) fn spawn(workdir: &Path) -> Result<(), Error> {
             workdir: workdir.to_path_buf(),
             source,
         })?;
-    let stdin = child.stdin.take();
+    let mut stdin = child.stdin.take();
+    if let Some(pipe) = &mut stdin {
+        use std::io::Write;
+        let _ = writeln!(pipe, "{token}");
+    }
     reapers().lock().unwrap_or_else(|p| p.into_inner()).push(Reaper {
         workdir: workdir.to_path_buf(),
         child,
@@ -204,16 +270,22 @@ pub(crate) fn spawn(workdir: &Path) -> Result<(), Error> {
 /// gone, then removes the run's meeting folder `shared_dir`. Returns its pid
 /// (it owns the environment's lifetime).
 pub(crate) fn spawn_shared(workdir: &Path, shared_dir: &Path, watch: (u32, u64)) -> Result<u32, Error> {
-    let child = command(workdir)?
+    let token = make_token(workdir)?;
+    let mut child = command(workdir)?
         .env(ENV_WATCH_PID, watch.0.to_string())
         .env(ENV_WATCH_START, watch.1.to_string())
         .env(ENV_SHARED_DIR, shared_dir)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .spawn()
         .map_err(|source| Error::Reaper {
             workdir: workdir.to_path_buf(),
             source,
         })?;
+    // The token, then end-of-file: this reaper watches a process, not its stdin.
+    if let Some(mut pipe) = child.stdin.take() {
+        use std::io::Write;
+        let _ = writeln!(pipe, "{token}");
+    }
     // Not ours to wait for: it serves the whole run, and outlives this process.
     Ok(child.id())
 }

@@ -276,7 +276,7 @@ impl Suite {
     /// `LAGO_KEEP=never`, libvirtd also destroys its domains if the process
     /// and its reaper are both killed.
     fn own_boot(&self) -> Result<Env, Error> {
-        let root = fresh_workdir_name().map_err(|e| self.failed("could not be created", e))?;
+        let root = fresh_workdir().map_err(|e| self.failed("could not be created", e))?;
         reaper::spawn(&root).map_err(|e| self.failed("could not be created", e))?;
         let env = Env::init(
             &self.init_file,
@@ -413,8 +413,9 @@ impl Suite {
         if self.kept() || self.shared.load(Ordering::SeqCst) {
             return;
         }
-        if let Err(e) = env.teardown() {
-            eprintln!("lago: tearing down env {} failed: {}", env.id(), error_chain(&e));
+        match env.teardown() {
+            Ok(()) => crate::workdir::remove_test_dir(env.workdir()),
+            Err(e) => eprintln!("lago: tearing down env {} failed: {}", env.id(), error_chain(&e)),
         }
     }
 }
@@ -455,21 +456,21 @@ fn teardown_each(suites: &[Arc<Suite>], wait_unused: bool) {
     });
 }
 
-/// A fresh name for a workdir in the temporary folder; the folder itself is
-/// left for `init` to create, so that destroying the environment removes it.
-fn fresh_workdir_name() -> Result<PathBuf, Error> {
+/// A new workdir path: `env` inside a new folder of the temporary folder
+/// (`lago-test-XXXXXX`, mode 0700, created here and kept: its name is never
+/// released, so nobody else can take it over). `init` creates `env` in it
+/// (so that destroying the environment removes it); the reaper or the
+/// teardown removes the folder once it is empty.
+fn fresh_workdir() -> Result<PathBuf, Error> {
     let tmp = tempfile::Builder::new()
-        .prefix("lago-test-")
+        .prefix(crate::workdir::TEST_DIR_PREFIX)
         .tempdir()
         .map_err(|source| Error::Workdir {
             action: "create",
             path: std::env::temp_dir(),
             source,
         })?;
-    let path = tmp.path().to_path_buf();
-    // Dropping the (empty) folder frees the name, which stays unique.
-    drop(tmp);
-    Ok(path)
+    Ok(tmp.keep().join("env"))
 }
 
 /// Sweeps what crashed runs left (bounded), once per process, before the first boot.
