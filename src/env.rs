@@ -365,8 +365,8 @@ impl Env {
             for (ds, dp) in vs.disks.iter().zip(&vp.disks) {
                 if let Files::Remote { backend, prefix } = &files_at {
                     let path = remote_disk(backend, prefix, vs, ds, dp, &mut templates)?;
-                    if let DiskSource::Template { name, version } = &dp.source {
-                        let t = templates.get(name, version)?;
+                    if let DiskSource::Template { name, version, digest } = &dp.source {
+                        let t = templates.get(name, version, digest)?;
                         saved
                             .templates
                             .insert(format!("{}/{}", vs.name, ds.name), format!("{}:{}", t.name, t.version));
@@ -378,8 +378,8 @@ impl Env {
                     continue;
                 }
                 match &dp.source {
-                    DiskSource::Template { name, version } => {
-                        let t = templates.get(name, version)?;
+                    DiskSource::Template { name, version, digest } => {
+                        let t = templates.get(name, version, digest)?;
                         image::create_overlay(&dp.path, &t.disk)?;
                         saved
                             .templates
@@ -447,21 +447,9 @@ impl Env {
                 (Some((kernel, initrd, args)), Files::Remote { backend, prefix }) => {
                     // A template's kernel is shared like its disk; one the init file names is the VM's own.
                     let shared = vs.kernel_boot.is_none();
-                    let tmpl = saved
-                        .templates
-                        .get(&format!(
-                            "{}/{}",
-                            vs.name,
-                            vs.disks.first().map(|d| d.name.as_str()).unwrap_or("")
-                        ))
-                        .cloned()
-                        .unwrap_or_default();
                     let upload = |what: &str, local: &Path| -> Result<PathBuf> {
                         let path = if shared {
-                            backend.template_volume(
-                                &backend::storage::volume_name(&format!("lago-templates-{tmpl}-{what}")),
-                                local,
-                            )?
+                            backend.template_volume(local, &crate::store::sha256_file(local)?)?
                         } else {
                             backend.upload_volume(
                                 &backend::storage::volume_name(&format!("{prefix}{}-{what}", vs.name)),
@@ -874,16 +862,17 @@ struct Templates<'a> {
     store: &'a TemplateStore,
     workdir: &'a Path,
     env_id: &'a EnvId,
-    resolved: BTreeMap<(String, Option<String>), Template>,
+    resolved: BTreeMap<(String, Option<String>, Option<String>), Template>,
 }
 
 impl Templates<'_> {
-    fn get(&mut self, name: &str, version: &Option<String>) -> Result<Template> {
-        let key = (name.to_owned(), version.clone());
+    /// Template `name` at `version`, whose image has sha256 `digest` when that is pinned.
+    fn get(&mut self, name: &str, version: &Option<String>, digest: &Option<String>) -> Result<Template> {
+        let key = (name.to_owned(), version.clone(), digest.clone());
         if let Some(t) = self.resolved.get(&key) {
             return Ok(t.clone());
         }
-        let t = self.store.resolve(name, version.as_deref())?;
+        let t = self.store.resolve_pinned(name, version.as_deref(), digest.as_deref())?;
         self.store.record_use(&t, self.workdir, self.env_id)?;
         self.resolved.insert(key, t.clone());
         Ok(t)
@@ -943,12 +932,14 @@ fn remote_disk(
         }
     };
     let path = match &dp.source {
-        DiskSource::Template { name, version } => {
-            let t = templates.get(name, version)?;
-            let base = backend.template_volume(
-                &volume_name(&format!("lago-templates-{}:{}", t.name, t.version)),
-                &t.disk,
-            )?;
+        DiskSource::Template { name, version, digest } => {
+            let t = templates.get(name, version, digest)?;
+            // Named by its content: two images under one version never share a volume.
+            let sha = match &t.sha256 {
+                Some(sha) => sha.clone(),
+                None => crate::store::sha256_file(&t.disk)?,
+            };
+            let base = backend.template_volume(&t.disk, &sha)?;
             let (_, virtual_size) = image::sizes(&t.disk)?;
             let own = volume_name(&format!("{prefix}{}-{}.qcow2", vs.name, ds.name));
             backend.create_volume(&own, virtual_size, "qcow2", Some(&base))?

@@ -163,6 +163,15 @@ pub enum BackendError {
         #[source]
         source: std::io::Error,
     },
+    /// An uploaded template volume does not hold what was meant (the local
+    /// file changed while it went up, or the volume has another size).
+    #[error("template volume {name}: {reason}")]
+    UploadMismatch {
+        /// The template volume.
+        name: String,
+        /// What differs.
+        reason: String,
+    },
     /// Another client's upload of a template did not finish in time.
     #[error(
         "template volume {name}: another client's upload (lock {lock}) did not finish in time; if no client uploads it, delete that volume"

@@ -4,11 +4,21 @@
 //! seed, kernel and console log of remote environments as volumes:
 //!
 //! ```text
-//! lago-templates-<name>_<version>[-kernel|-initrd]  templates, uploaded once, shared
-//! lago-templates-….uploading                       one client's upload in progress (a lock)
-//! lago-templates-….done                            says the upload completed
-//! lago-<env id>-<vm>-…                          an environment's own (destroy and gc delete them)
+//! lago-templates-<sha256>            a template's disk, kernel or initrd, named by its content
+//! lago-templates-<sha256>.uploading  the upload lock: "<unix time> <owner token>", or "free"
+//! lago-templates-<sha256>.done       says the upload completed and matched its digest
+//! lago-<env id>-<vm>-…               an environment's own (destroy and gc delete them)
 //! ```
+//!
+//! Template volumes are named by the sha256 of their content, so two
+//! clients with different images never share a volume, and two uploads of
+//! one volume write the same bytes: racing uploads are harmless. A template
+//! volume is never deleted: an upload that died is finished by the next
+//! client, into the same volume. The lock says who uploads now; its holder
+//! rewrites its time every [`UPLOAD_LOCK_REFRESH`] while the upload runs
+//! and checks that the lock still names it before it writes the marker; a
+//! lock not rewritten for [`UPLOAD_LOCK_STALE`] is an upload that died, and
+//! is taken over by writing a new owner into it.
 //!
 //! Uploads and downloads go through volume streams; overlays are volumes
 //! backed by a template volume.
@@ -26,8 +36,12 @@ use super::{Backend, BackendError};
 pub const POOL: &str = "lago";
 /// Where the pool is created when it does not exist (`LAGO_REMOTE_POOL_PATH`).
 pub const DEFAULT_POOL_PATH: &str = "/var/lib/lago/pool";
-/// An upload lock older than this is an upload that died.
-pub const UPLOAD_LOCK_STALE: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+/// An upload lock not rewritten for this long is an upload that died.
+pub const UPLOAD_LOCK_STALE: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+/// How often an upload rewrites its lock.
+pub const UPLOAD_LOCK_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a client waits for another client's upload of one template (at most).
+pub const UPLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(4 * 60 * 60);
 
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -175,18 +189,39 @@ impl Backend {
             path: local.to_path_buf(),
             source,
         };
+        let len = std::fs::metadata(local).map_err(io)?.len();
+        let vol = self.create_vol(name, len.max(1), "raw", None)?;
+        match self.upload_into(&vol, name, local, &mut |_| Ok(())) {
+            Ok(_) => vol.path().map_err(err("read volume", name)),
+            Err(e) => {
+                let _ = vol.delete(0);
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes local file `local` into the existing volume `vol` (`name`)
+    /// from its start, calling `tick` with the bytes sent so far after each
+    /// chunk (an error from it stops the upload). Returns the sha256 of
+    /// what was sent.
+    fn upload_into(
+        &self,
+        vol: &StorageVol,
+        name: &str,
+        local: &Path,
+        tick: &mut dyn FnMut(u64) -> Result<(), BackendError>,
+    ) -> Result<String, BackendError> {
+        use sha2::Digest;
+        let io = |source| BackendError::StorageIo {
+            name: name.to_owned(),
+            path: local.to_path_buf(),
+            source,
+        };
         let file = std::fs::File::open(local).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         let mut file = file.take(len);
-        let vol = self.create_vol(name, len.max(1), "raw", None)?;
-        let path = vol.path().map_err(err("read volume", name))?;
-        let stream = match Stream::new(&self.conn, 0) {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = vol.delete(0);
-                return Err(err("open a stream to", name)(e));
-            }
-        };
+        let mut digest = sha2::Sha256::new();
+        let stream = Stream::new(&self.conn, 0).map_err(err("open a stream to", name))?;
         let sent = (|| -> Result<(), BackendError> {
             vol.upload(&stream, 0, len, 0).map_err(err("upload to", name))?;
             let mut buf = vec![0u8; 1 << 20];
@@ -209,7 +244,9 @@ impl Backend {
                         })?;
                     off += k.min(n - off);
                 }
+                digest.update(&buf[..n]);
                 total += n as u64;
+                tick(total)?;
             }
             if total != len {
                 return Err(io(std::io::Error::other(format!(
@@ -218,19 +255,15 @@ impl Backend {
             }
             Ok(())
         })();
-        // A stream that failed is aborted, so that libvirt lets go of the volume and it can be deleted.
-        let sent = match sent {
-            Ok(()) => stream.finish().map_err(err("finish the upload to", name)),
+        // A stream that failed is aborted, so that libvirt lets go of the volume.
+        match sent {
+            Ok(()) => stream.finish().map_err(err("finish the upload to", name))?,
             Err(e) => {
                 let _ = stream.abort();
-                Err(e)
+                return Err(e);
             }
-        };
-        if let Err(e) = sent {
-            let _ = vol.delete(0);
-            return Err(e);
         }
-        Ok(path)
+        Ok(digest.finalize().iter().map(|b| format!("{b:02x}")).collect())
     }
 
     /// Up to `max` bytes of volume `name` from `offset` (for console logs).
@@ -277,70 +310,202 @@ impl Backend {
         Ok(deleted)
     }
 
-    /// The volume of a template file, uploaded once and shared: reused when
-    /// its upload completed (a `.done` marker volume says so). One client
-    /// uploads at a time (an `.uploading` lock volume, created atomically,
-    /// holding when it was taken); others wait for the marker. A lock older
-    /// than [`UPLOAD_LOCK_STALE`] is an upload that died, and is taken over.
-    /// Returns the volume's path.
-    pub fn template_volume(&self, name: &str, local: &Path) -> Result<String, BackendError> {
+    /// The volume of a template file (a disk, kernel or initrd) whose
+    /// content has sha256 `sha256`: `lago-templates-<sha256>`, uploaded once
+    /// and shared. Reused when its upload completed (the `.done` marker);
+    /// otherwise uploaded under the lock (see the module docs), or waited
+    /// for while another client uploads it. Returns the volume's path.
+    pub fn template_volume(&self, local: &Path, sha256: &str) -> Result<String, BackendError> {
+        let name = format!("lago-templates-{sha256}");
         let done = format!("{name}.done");
         let lock = format!("{name}.uploading");
         let start = std::time::Instant::now();
         loop {
-            if let (Some(path), Some(_)) = (self.volume_path(name)?, self.volume_path(&done)?) {
+            if let (Some(path), Some(_)) = (self.volume_path(&name)?, self.volume_path(&done)?) {
                 return Ok(path);
             }
-            // The lock: a volume holding when it was taken (creating it is atomic in the daemon).
-            let stamp = std::env::temp_dir().join(format!("lago-upload-lock-{}", std::process::id()));
-            std::fs::write(&stamp, format!("{}\n", unix_now())).map_err(|source| BackendError::StorageIo {
-                name: lock.clone(),
-                path: stamp.clone(),
+            if let Some(token) = self.take_upload_lock(&lock)? {
+                let result = self.upload_template(&name, &lock, &token, local, sha256);
+                self.release_upload_lock(&lock, &token);
+                return result;
+            }
+            if start.elapsed() > UPLOAD_WAIT {
+                return Err(BackendError::UploadWait { name, lock });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
+
+    /// Uploads `local` into template volume `name` (made now, or left by an
+    /// upload that died: the same bytes go into it), holding lock `lock`
+    /// (rewritten as the upload goes), then writes the `.done` marker if the
+    /// bytes sent have the digest the name says and the lock is still ours.
+    fn upload_template(
+        &self,
+        name: &str,
+        lock: &str,
+        token: &str,
+        local: &Path,
+        sha256: &str,
+    ) -> Result<String, BackendError> {
+        let len = std::fs::metadata(local)
+            .map_err(|source| BackendError::StorageIo {
+                name: name.to_owned(),
+                path: local.to_path_buf(),
                 source,
-            })?;
-            let locked = self.upload_volume(&lock, &stamp);
-            let _ = std::fs::remove_file(&stamp);
-            match locked {
-                Ok(_) => {
-                    let result = (|| {
-                        // A volume without its marker: an upload that did not finish.
-                        if let Some(v) = self.volume(name)? {
-                            let _ = v.delete(0);
-                        }
-                        let path = self.upload_volume(name, local)?;
-                        self.create_volume(&done, 1, "raw", None)?;
-                        Ok(path)
-                    })();
-                    if let Some(v) = self.volume(&lock)? {
-                        let _ = v.delete(0);
-                    }
-                    return result;
+            })?
+            .len();
+        let vol = match self.volume(name)? {
+            Some(v) => v,
+            None => self.create_vol(name, len.max(1), "raw", None)?,
+        };
+        let capacity = vol.info().map_err(err("read volume", name))?.capacity;
+        if capacity != len.max(1) {
+            return Err(BackendError::UploadMismatch {
+                name: name.to_owned(),
+                reason: format!("it holds {capacity} bytes, the file {len}"),
+            });
+        }
+        let mut refreshed = std::time::Instant::now();
+        let lost = || BackendError::UploadMismatch {
+            name: name.to_owned(),
+            reason: "another client took the upload lock over; its upload goes on".into(),
+        };
+        let sent = self.upload_into(&vol, name, local, &mut |_| {
+            if refreshed.elapsed() >= UPLOAD_LOCK_REFRESH {
+                if !self.lock_is(lock, token) {
+                    return Err(lost());
                 }
-                // Not held by anyone: a real failure.
-                Err(e) if self.volume(&lock)?.is_none() => return Err(e),
-                Err(_) => {
-                    let stale = self
-                        .download_volume(&lock, 0, 64)
-                        .ok()
-                        .and_then(|b| String::from_utf8_lossy(&b).trim().parse::<u64>().ok())
-                        .is_some_and(|t| unix_now().saturating_sub(t) > UPLOAD_LOCK_STALE.as_secs());
-                    if stale && let Some(v) = self.volume(&lock)? {
-                        tracing::warn!(volume = lock, "taking over a template upload that stopped");
-                        let _ = v.delete(0);
-                        continue;
-                    }
-                    if start.elapsed() > UPLOAD_LOCK_STALE {
-                        return Err(BackendError::UploadWait {
-                            name: name.to_owned(),
-                            lock: lock.clone(),
-                        });
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(500));
-                }
+                self.write_lock(lock, &format!("{} {token}", unix_now()))?;
+                refreshed = std::time::Instant::now();
+            }
+            Ok(())
+        })?;
+        if sent != sha256 {
+            return Err(BackendError::UploadMismatch {
+                name: name.to_owned(),
+                reason: format!(
+                    "the bytes sent have sha256 {sent}, not {sha256} ({} changed while it was uploaded)",
+                    local.display()
+                ),
+            });
+        }
+        if !self.lock_is(lock, token) {
+            return Err(lost());
+        }
+        if self.volume(&format!("{name}.done"))?.is_none() {
+            self.create_volume(&format!("{name}.done"), 1, "raw", None)?;
+        }
+        vol.path().map_err(err("read volume", name))
+    }
+
+    /// Takes the upload lock `lock`: made new with our token, or taken over
+    /// when it is free or stale (our token written, then read back after a
+    /// moment: of two takers, the last writer has it). `None`: another
+    /// client holds it.
+    fn take_upload_lock(&self, lock: &str) -> Result<Option<String>, BackendError> {
+        let token = crate::random::random_hex(16).map_err(|source| BackendError::StorageIo {
+            name: lock.to_owned(),
+            path: "/dev/urandom".into(),
+            source,
+        })?;
+        let content = format!("{} {token}", unix_now());
+        if self.volume(lock)?.is_none() {
+            let pool = self.pool()?;
+            let xml = format!(
+                "<volume><name>{}</name><capacity unit='bytes'>{LOCK_BYTES}</capacity><allocation>0</allocation>\
+                 <target><format type='raw'/><permissions><mode>0600</mode></permissions></target></volume>",
+                xml_escape(lock)
+            );
+            // Creating is atomic in the daemon: of two creators, one fails.
+            if let Ok(vol) = StorageVol::create_xml(&pool, &xml, 0) {
+                self.write_into(&vol, lock, &content)?;
+                return Ok(Some(token));
+            }
+        }
+        let held = self.read_lock(lock);
+        let stale = match held.split_once(' ') {
+            _ if held == "free" => true,
+            Some((t, _)) => t
+                .parse::<u64>()
+                .is_ok_and(|t| unix_now().saturating_sub(t) > UPLOAD_LOCK_STALE.as_secs()),
+            // Being written, or unreadable: not ours to judge yet.
+            None => false,
+        };
+        if !stale {
+            return Ok(None);
+        }
+        if held != "free" {
+            tracing::warn!(volume = lock, "taking over a template upload that stopped");
+        }
+        self.write_lock(lock, &content)?;
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        Ok(self.lock_is(lock, &token).then_some(token))
+    }
+
+    /// Frees the upload lock if it still names `token`.
+    fn release_upload_lock(&self, lock: &str, token: &str) {
+        if self.lock_is(lock, token)
+            && let Err(e) = self.write_lock(lock, "free")
+        {
+            tracing::warn!(volume = lock, error = %e, "cannot free the template upload lock");
+        }
+    }
+
+    fn read_lock(&self, lock: &str) -> String {
+        self.download_volume(lock, 0, LOCK_BYTES)
+            .map(|b| {
+                String::from_utf8_lossy(&b)
+                    .trim_matches(|c: char| c == '\0' || c.is_whitespace())
+                    .to_owned()
+            })
+            .unwrap_or_default()
+    }
+
+    fn lock_is(&self, lock: &str, token: &str) -> bool {
+        self.read_lock(lock).split_once(' ').is_some_and(|(_, t)| t == token)
+    }
+
+    fn write_lock(&self, lock: &str, content: &str) -> Result<(), BackendError> {
+        let vol = self.volume(lock)?.ok_or_else(|| BackendError::UploadMismatch {
+            name: lock.to_owned(),
+            reason: "the upload lock volume is gone".into(),
+        })?;
+        self.write_into(&vol, lock, content)
+    }
+
+    /// Writes `content`, padded with NULs to [`LOCK_BYTES`], into lock volume `vol`.
+    fn write_into(&self, vol: &StorageVol, name: &str, content: &str) -> Result<(), BackendError> {
+        let mut bytes = content.as_bytes().to_vec();
+        bytes.resize(LOCK_BYTES as usize, 0);
+        let stream = Stream::new(&self.conn, 0).map_err(err("open a stream to", name))?;
+        let sent = (|| {
+            vol.upload(&stream, 0, LOCK_BYTES, 0).map_err(err("write", name))?;
+            let mut off = 0;
+            while off < bytes.len() {
+                let k = stream.send(&bytes[off..]).map_err(err("write", name))?;
+                off += usize::try_from(k)
+                    .ok()
+                    .filter(|k| *k > 0)
+                    .ok_or_else(|| BackendError::UploadMismatch {
+                        name: name.to_owned(),
+                        reason: "the volume stream took no data".into(),
+                    })?;
+            }
+            Ok(())
+        })();
+        match sent {
+            Ok(()) => stream.finish().map_err(err("write", name)),
+            Err(e) => {
+                let _ = stream.abort();
+                Err(e)
             }
         }
     }
 }
+
+/// The size of an upload lock volume.
+const LOCK_BYTES: u64 = 128;
 
 /// Subnet claims on a daemon several clients share: an inactive network
 /// `lago-subnetclaim-<third octet>` defined per leased /24. Defining is atomic in
