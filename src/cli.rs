@@ -256,7 +256,7 @@ pub fn plan_table(spec: &EnvSpec, plan: &EnvPlan) -> String {
                 DiskBus::Ide => "ide",
             };
             let src = match &d.source {
-                DiskSource::Template { name, version } => match version {
+                DiskSource::Template { name, version, .. } => match version {
                     Some(v) => format!("template {name}:{v}"),
                     None => format!("template {name}"),
                 },

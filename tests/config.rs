@@ -260,6 +260,19 @@ fn template_disk_without_template_name() {
 }
 
 #[test]
+fn a_template_digest_that_is_not_a_sha256() {
+    check(
+        "bad_digest.yaml",
+        &[(
+            5,
+            64,
+            "domains.vm01.disks[0].template_digest",
+            &["expected a sha256 digest (64 hex digits", "found `md5:abc`"],
+        )],
+    );
+}
+
+#[test]
 fn file_disk_without_path() {
     check(
         "file_without_path.yaml",
@@ -392,7 +405,8 @@ fn the_seed_example_parses() {
         vm.disks[0].source,
         DiskSource::Template {
             name: "el7.3-base".into(),
-            version: None
+            version: None,
+            digest: None,
         }
     );
     let net = &spec.nets[0];
@@ -427,7 +441,8 @@ fn every_key_with_defaults_filled_in() {
         vm01.disks[0].source,
         DiskSource::Template {
             name: "tiny".into(),
-            version: Some("1".into())
+            version: Some("1".into()),
+            digest: Some("ab".repeat(32)),
         }
     );
     assert_eq!(vm01.disks[1].source, DiskSource::Empty { size_bytes: 1 << 30 });

@@ -642,3 +642,90 @@ fn publish_keeps_what_it_does_not_know_in_repo_metadata_and_never_repoints_a_sou
     assert_eq!(meta["templates"]["other"]["versions"]["9"]["distro"], "el9");
     assert_eq!(meta["templates"]["x"]["versions"]["1"]["handle"], "x/1");
 }
+
+/// Digests pinned by the user, and sizes the repository declares, bound what
+/// is downloaded: a pin the published hash contradicts downloads nothing, a
+/// right pin pulls and matches the stored template, a repository whose
+/// `repo.metadata` differs from its pin is not read, and a small xz of zeros
+/// that decompresses past its declared size is stopped and leaves nothing.
+#[test]
+fn pinned_digests_and_declared_sizes_bound_what_is_downloaded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = qcow2_image(tmp.path(), "pinned");
+    let bomb = vec![0u8; 48 << 20];
+    let root = tmp.path().join("repo");
+    let meta = write_repo(
+        &root,
+        "pins",
+        &[
+            Entry {
+                name: "app",
+                version: "1",
+                timestamp: 1.0,
+                image: &img,
+                publish: Publish::XzSha256,
+            },
+            Entry {
+                name: "bomb",
+                version: "1",
+                timestamp: 1.0,
+                image: &bomb,
+                publish: Publish::XzSha256,
+            },
+        ],
+    );
+    // The bomb's metadata declares 1 MiB; its xz is small, its content 48 MiB.
+    fs::write(root.join("bomb/1.metadata"), r#"{"name": "bomb", "size": 1048576}"#).unwrap();
+    assert!(fs::metadata(root.join("bomb/1.xz")).unwrap().len() < 1 << 20);
+    let server = Server::serve(&root);
+    let s = store(tmp.path(), &server);
+    let right = sha256_hex(&img);
+    let wrong = "0".repeat(64);
+
+    let err = s.resolve_pinned("app", None, Some(&wrong)).unwrap_err();
+    let text = lago::error_chain(&err);
+    assert!(
+        text.contains(&wrong) && text.contains(&right) && text.contains("template_digest"),
+        "{text}"
+    );
+    assert_eq!(server.hits("app/1.xz"), 0, "a contradicted pin downloads nothing");
+    nothing_stored(tmp.path(), "app");
+
+    let t = s.resolve_pinned("app", None, Some(&right.to_uppercase())).unwrap();
+    assert_eq!(fs::read(&t.disk).unwrap(), img);
+    assert!(t.has_digest(&right));
+    // In the store now: the pin is checked against it without a download.
+    assert!(matches!(
+        s.resolve_pinned("app", None, Some(&wrong)),
+        Err(StoreError::Repo(_) | StoreError::Pinned { .. })
+    ));
+    assert_eq!(server.hits("app/1.xz"), 1);
+
+    let err = s.resolve("bomb", None).unwrap_err();
+    let text = lago::error_chain(&err);
+    assert!(
+        text.contains("once decompressed") && text.contains("declares 1048576 bytes"),
+        "{text}"
+    );
+    nothing_stored(tmp.path(), "bomb");
+
+    // The repository itself pinned: its repo.metadata must have that digest.
+    let meta_sha = sha256_hex(&fs::read(&meta).unwrap());
+    let pinned_repo = |digest: &str| {
+        TemplateStore::new(tmp.path().join("store2"))
+            .with_http(quick())
+            .with_repos([RepoLocation::parse(&format!(
+                "{}#sha256={digest}",
+                server.url("repo.metadata")
+            ))])
+    };
+    let err = lago::error_chain(&pinned_repo(&wrong).pull("app", None).unwrap_err());
+    assert!(
+        err.contains("repo.metadata") && err.contains(&meta_sha) && err.contains(&wrong),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read(&pinned_repo(&meta_sha).pull("app", None).unwrap().disk).unwrap(),
+        img
+    );
+}

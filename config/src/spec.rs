@@ -208,6 +208,10 @@ pub enum DiskSource {
         name: String,
         /// `template_version`; `None` = the newest.
         version: Option<String>,
+        /// `template_digest`: the sha256 (lowercase hex) the template's image
+        /// must have, as published or stored; `None` = any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        digest: Option<String>,
     },
     /// `type: template`, `template_type: qcow2`: a qcow2 file used as the overlay's backing file.
     TemplateFile {

@@ -417,6 +417,7 @@ fn build_in(
         source: Some("built-in".into()),
         sha256: Some(super::sha256_file(&disk)?),
         timestamp: None,
+        published_sha256: None,
     })
 }
 

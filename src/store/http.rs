@@ -147,7 +147,10 @@ pub trait DownloadSink {
 fn transient(e: &ureq::Error) -> bool {
     !matches!(
         e,
-        ureq::Error::BadUri(_) | ureq::Error::InvalidProxyUrl | ureq::Error::TooManyRedirects
+        ureq::Error::BadUri(_)
+            | ureq::Error::InvalidProxyUrl
+            | ureq::Error::TooManyRedirects
+            | ureq::Error::RequireHttpsOnly(_)
     )
 }
 
@@ -181,6 +184,8 @@ impl Http {
                 .agent
                 .get(url)
                 .config()
+                // An https repository is never redirected to plain http.
+                .https_only(url.starts_with("https://"))
                 .timeout_global(Some(SMALL_TOTAL.min(self.opts.total)))
                 .build();
             let failure = match req.call() {
@@ -248,6 +253,8 @@ impl Http {
             }
             let req = req
                 .config()
+                // An https repository is never redirected to plain http.
+                .https_only(url.starts_with("https://"))
                 .timeout_global(Some(left.max(Duration::from_millis(1))))
                 .build();
             let failure: ureq::Error = match req.call() {

@@ -391,6 +391,7 @@ impl TemplateStore {
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .ok()
                     .map(|d| d.as_secs() as f64),
+                published_sha256: None,
             };
             write_meta(&tmp, &t)?;
             Ok((t, Some(dir)))
@@ -787,6 +788,7 @@ mod tests {
             source: None,
             sha256: None,
             timestamp: None,
+            published_sha256: None,
         }
     }
 

@@ -138,6 +138,18 @@ pub enum StoreError {
     /// A template repository could not be read or pulled from.
     #[error(transparent)]
     Repo(Box<repo::RepoError>),
+    /// The template found is not the image the init file pins.
+    #[error("template `{name}:{version}` has sha256 {}, but the init file pins {pinned} (`template_digest`)", actual.as_deref().unwrap_or("(not recorded)"))]
+    Pinned {
+        /// The template.
+        name: String,
+        /// Its version.
+        version: String,
+        /// The pinned digest.
+        pinned: String,
+        /// Its digest.
+        actual: Option<String>,
+    },
     /// A template's metadata file is not valid.
     #[error("template metadata {} is malformed", path.display())]
     Metadata {
@@ -186,6 +198,21 @@ pub struct Template {
     /// When its repository says it was published (seconds since the epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<f64>,
+    /// sha256 of the image as its repository published it (uncompressed),
+    /// when it was pulled: what a `template_digest` pin names (a raw image
+    /// is stored converted, with another digest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_sha256: Option<String>,
+}
+
+impl Template {
+    /// Whether `pin` (a sha256) names this template's image, as stored or as published.
+    pub fn has_digest(&self, pin: &str) -> bool {
+        [&self.sha256, &self.published_sha256]
+            .into_iter()
+            .flatten()
+            .any(|d| d.eq_ignore_ascii_case(pin))
+    }
 }
 
 const META: &str = "template.json";
@@ -407,7 +434,7 @@ impl TemplateStore {
             });
         }
         let mut notes = Vec::new();
-        if let Some(found) = self.ask_repos(name, version, &mut notes) {
+        if let Some(found) = self.ask_repos(name, version, None, &mut notes) {
             return found;
         }
         Err(StoreError::NotInStore {
@@ -424,13 +451,14 @@ impl TemplateStore {
         &self,
         name: &str,
         version: Option<&str>,
+        pin: Option<&str>,
         notes: &mut Vec<String>,
     ) -> Option<Result<Template, StoreError>> {
         let client = http::Http::new(self.http.clone());
         for loc in &self.repos {
             match repo::Repository::open(loc, &client) {
                 Ok(r) => match r.find(name, version) {
-                    Ok(Some(found)) => return Some(repo::pull(self, loc, &found)),
+                    Ok(Some(found)) => return Some(repo::pull(self, loc, &found, pin)),
                     Ok(None) => {}
                     // It has the template, not that version: a later one may.
                     Err(e) => notes.push(format!("{loc}: {e}")),
@@ -467,9 +495,30 @@ impl TemplateStore {
     /// host's files when needed, `debian-12` from Debian's mirror), then what
     /// the store holds.
     pub fn resolve(&self, name: &str, version: Option<&str>) -> Result<Template, StoreError> {
+        self.resolve_pinned(name, version, None)
+    }
+
+    /// Like [`TemplateStore::resolve`], and the template's image must have
+    /// sha256 `pin` (as stored or as published), when given: checked
+    /// against the repository's published hash before a download, against
+    /// the download, and against what the store or a build gives.
+    pub fn resolve_pinned(&self, name: &str, version: Option<&str>, pin: Option<&str>) -> Result<Template, StoreError> {
+        let t = self.resolve_from(name, version, pin)?;
+        match pin {
+            Some(p) if !t.has_digest(p) => Err(StoreError::Pinned {
+                name: t.name,
+                version: t.version,
+                pinned: p.to_owned(),
+                actual: t.sha256,
+            }),
+            _ => Ok(t),
+        }
+    }
+
+    fn resolve_from(&self, name: &str, version: Option<&str>, pin: Option<&str>) -> Result<Template, StoreError> {
         let mut repo_errors = Vec::new();
         if !self.offline
-            && let Some(found) = self.ask_repos(name, version, &mut repo_errors)
+            && let Some(found) = self.ask_repos(name, version, pin, &mut repo_errors)
         {
             return found;
         }

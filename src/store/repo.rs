@@ -173,13 +173,41 @@ pub enum RepoError {
         /// What it refers to.
         reason: String,
     },
-    /// The image is larger than allowed once decompressed.
-    #[error("{image}: larger than {limit} bytes once decompressed (LAGO_TEMPLATE_MAX_BYTES)")]
+    /// The image is larger than allowed once decompressed: larger than the
+    /// size its repository declares (`<handle>.metadata`), or than
+    /// `LAGO_TEMPLATE_MAX_BYTES`.
+    #[error("{image}: larger than {limit} bytes once decompressed ({why}); the download was stopped and discarded")]
     ImageTooLarge {
         /// Where it came from.
         image: String,
         /// The limit.
         limit: u64,
+        /// Where the limit comes from.
+        why: String,
+    },
+    /// A pinned digest does not match.
+    #[error("{what}: its sha256 is {actual}, but {pinned_by} pins {pinned}; nothing of it was used")]
+    PinMismatch {
+        /// What was checked (a repository's metadata, a template's image).
+        what: String,
+        /// Where the pin is written.
+        pinned_by: String,
+        /// The pinned digest.
+        pinned: String,
+        /// The digest found (or published).
+        actual: String,
+    },
+    /// The store's filesystem has not room for a download.
+    #[error("{}: {free} bytes free, the download of {image} needs {need}; free some space (lago template prune) or point LAGO_TEMPLATE_STORE elsewhere", dir.display())]
+    NoSpace {
+        /// The store folder.
+        dir: PathBuf,
+        /// What is downloaded.
+        image: String,
+        /// Bytes it needs.
+        need: u64,
+        /// Bytes free.
+        free: u64,
     },
 }
 
@@ -214,11 +242,33 @@ impl RepoLocation {
             .collect()
     }
 
-    fn metadata_file(&self) -> RepoLocation {
+    /// The sha256 its `repo.metadata` is pinned to (`…#sha256=<hex>`), if any.
+    pub fn pin(&self) -> Option<&str> {
+        let s = match self {
+            RepoLocation::Http(u) => u.as_str(),
+            RepoLocation::File(p) => p.to_str()?,
+        };
+        s.rsplit_once("#sha256=").map(|(_, d)| d)
+    }
+
+    /// The location without its pin.
+    fn unpinned(&self) -> RepoLocation {
         match self {
+            RepoLocation::Http(u) => {
+                RepoLocation::Http(u.split_once("#sha256=").map_or(u.as_str(), |(a, _)| a).to_owned())
+            }
+            RepoLocation::File(p) => match p.to_str().and_then(|s| s.split_once("#sha256=")) {
+                Some((a, _)) => RepoLocation::File(PathBuf::from(a)),
+                None => self.clone(),
+            },
+        }
+    }
+
+    fn metadata_file(&self) -> RepoLocation {
+        match self.unpinned() {
             RepoLocation::File(p) if p.is_dir() => RepoLocation::File(p.join("repo.metadata")),
             RepoLocation::Http(u) if u.ends_with('/') => RepoLocation::Http(format!("{u}repo.metadata")),
-            other => other.clone(),
+            other => other,
         }
     }
 
@@ -452,6 +502,17 @@ impl Repository {
             location: location.to_string(),
             what: file.to_string(),
         })?;
+        if let Some(pinned) = location.pin() {
+            let actual = hex(&Sha256::digest(&bytes));
+            if !actual.eq_ignore_ascii_case(pinned) {
+                return Err(RepoError::PinMismatch {
+                    what: file.to_string(),
+                    pinned_by: format!("the repository location {location}"),
+                    pinned: pinned.to_owned(),
+                    actual,
+                });
+            }
+        }
         let meta = Self::parse(&bytes, &file.to_string())?;
         if matches!(location, RepoLocation::Http(_)) {
             // A repository on the web names web places only: never this machine's files.
@@ -608,6 +669,55 @@ fn image_limit() -> u64 {
         .unwrap_or(IMAGE_LIMIT)
 }
 
+/// The uncompressed size Lago's `<handle>.metadata` declares (`size`: bytes,
+/// or a size such as `6G`), if it declares one.
+fn declared_size(meta: &[u8]) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_slice(meta).ok()?;
+    match &v["size"] {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => lago_config::parse_size(s).ok(),
+        _ => None,
+    }
+}
+
+/// How large a download may grow once decompressed, and why: a tenth more
+/// than the declared size (an image's file may outgrow its virtual size by
+/// its metadata) plus 1 MiB, never more than `LAGO_TEMPLATE_MAX_BYTES`.
+fn download_limit(declared: Option<u64>) -> (u64, String) {
+    let max = image_limit();
+    match declared {
+        Some(d) => {
+            let bound = d.saturating_add(d / 10).saturating_add(1 << 20);
+            if bound < max {
+                return (bound, format!("its repository declares {d} bytes"));
+            }
+            (max, "LAGO_TEMPLATE_MAX_BYTES".into())
+        }
+        None => (max, "LAGO_TEMPLATE_MAX_BYTES; its repository declares no size".into()),
+    }
+}
+
+/// Room the store needs beyond the image for a download (conversions, metadata).
+const SPACE_MARGIN: u64 = 256 << 20;
+
+/// Fails when the filesystem of `dir` has not room for the declared image.
+fn check_space(dir: &Path, declared: Option<u64>, image: &Place) -> Result<(), RepoError> {
+    let Ok(st) = rustix::fs::statvfs(dir) else {
+        return Ok(());
+    };
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    let need = declared.unwrap_or(0).saturating_add(SPACE_MARGIN);
+    if free < need {
+        return Err(RepoError::NoSpace {
+            dir: dir.to_path_buf(),
+            image: image.to_string(),
+            need,
+            free,
+        });
+    }
+    Ok(())
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -642,10 +752,23 @@ struct Hashing {
     limit: u64,
 }
 
+/// How often (in bytes written) a download looks at the free space left.
+const SPACE_CHECK_EVERY: u64 = 64 << 20;
+
 impl Write for Hashing {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if self.bytes + buf.len() as u64 > self.limit {
             return Err(std::io::Error::new(std::io::ErrorKind::FileTooLarge, "image too large"));
+        }
+        // A repository that declares no size must not fill the disk either.
+        if self.bytes / SPACE_CHECK_EVERY != (self.bytes + buf.len() as u64) / SPACE_CHECK_EVERY
+            && let Ok(st) = rustix::fs::fstatvfs(&self.file)
+            && st.f_bavail.saturating_mul(st.f_frsize) < SPACE_MARGIN / 2
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "the store's filesystem is nearly full: the download was stopped",
+            ));
         }
         self.file.write_all(buf)?;
         self.sha1.update(buf);
@@ -801,7 +924,12 @@ pub(crate) fn source_label(found: &Found, location: &RepoLocation) -> String {
 }
 
 /// Pulls `found` into the store (a no-op when it is there).
-pub(crate) fn pull(store: &TemplateStore, location: &RepoLocation, found: &Found) -> Result<Template, StoreError> {
+pub(crate) fn pull(
+    store: &TemplateStore,
+    location: &RepoLocation,
+    found: &Found,
+    pin: Option<&str>,
+) -> Result<Template, StoreError> {
     let dir = store.root().join(&found.name).join(&found.version);
     if let Some(t) = TemplateStore::read_meta(&dir)? {
         return Ok(t);
@@ -817,7 +945,7 @@ pub(crate) fn pull(store: &TemplateStore, location: &RepoLocation, found: &Found
     let tmp = parent.join(format!("{BUILD_PREFIX}{}-{}", found.version, std::process::id()));
     fs::create_dir_all(&tmp).map_err(io("create", &tmp))?;
     let start = Instant::now();
-    let t = super::finish_build(&tmp, &dir, pull_into(store, location, found, &tmp, &dir, start))?;
+    let t = super::finish_build(&tmp, &dir, pull_into(store, location, found, pin, &tmp, &dir, start))?;
     tracing::info!(template = %t.name, version = %t.version, secs = t.build_secs, "template pulled");
     Ok(t)
 }
@@ -826,14 +954,34 @@ fn pull_into(
     store: &TemplateStore,
     location: &RepoLocation,
     found: &Found,
+    pin: Option<&str>,
     tmp: &Path,
     final_dir: &Path,
     start: Instant,
 ) -> Result<Template, StoreError> {
     let http = Http::new(store.http.clone());
     let (algorithm, expected) = expected_hash(&http, &found.image)?;
-    let limit = image_limit();
     let what = format!("{}:{}", found.name, found.version);
+    let pinned = |actual: &str| RepoError::PinMismatch {
+        what: format!("template `{what}` ({})", found.image),
+        pinned_by: "the init file's `template_digest`".into(),
+        pinned: pin.unwrap_or_default().to_owned(),
+        actual: actual.to_owned(),
+    };
+    // A pin the repository's own hash contradicts: nothing is downloaded.
+    if let Some(p) = pin
+        && algorithm == "sha256"
+        && !expected.eq_ignore_ascii_case(p)
+    {
+        return Err(pinned(&expected).into());
+    }
+    // Lago's sidecar metadata: kept for `template list`, and its `size` bounds the download.
+    let lago_meta = fetch_small(&http, &found.image.with_suffix("metadata"), SIDECAR_LIMIT)
+        .ok()
+        .flatten();
+    let declared = lago_meta.as_deref().and_then(declared_size);
+    let (limit, why) = download_limit(declared);
+    check_space(tmp, declared, &found.image)?;
     tracing::info!(template = %what, from = %found.image, "pulling template");
     let download = tmp.join("image");
     let mut fetched = None;
@@ -845,12 +993,23 @@ fn pull_into(
         };
         let mut sink = ImageSink::new(&download, xz, limit, progress_bar(store.progress, &what), what.clone())
             .map_err(io("write", &download))?;
+        let too_large = || RepoError::ImageTooLarge {
+            image: place.to_string(),
+            limit,
+            why: why.clone(),
+        };
         let got = match &place {
             Place::Http(u) => http
                 .download(u, limit, &mut sink)
-                .map_err(RepoError::from)?
+                .map_err(|e| match e {
+                    HttpError::Body { source, .. } if source.kind() == std::io::ErrorKind::FileTooLarge => too_large(),
+                    e => RepoError::from(e),
+                })?
                 .map(|f| f.bytes),
-            Place::File(p) => copy_local(p, limit, &mut sink)?,
+            Place::File(p) => copy_local(p, limit, &mut sink).map_err(|e| match e {
+                RepoError::Read { source, .. } if source.kind() == std::io::ErrorKind::FileTooLarge => too_large(),
+                e => e,
+            })?,
         };
         sink.pb.finish_and_clear();
         if got.is_none() {
@@ -858,10 +1017,7 @@ fn pull_into(
         }
         let h = sink.finish().map_err(|source| {
             if source.kind() == std::io::ErrorKind::FileTooLarge {
-                RepoError::ImageTooLarge {
-                    image: place.to_string(),
-                    limit,
-                }
+                too_large()
             } else if xz {
                 RepoError::Decompress {
                     image: place.to_string(),
@@ -897,9 +1053,12 @@ fn pull_into(
         }
         .into());
     }
-    // Lago's sidecar metadata, kept for `template list` (optional).
-    let meta_place = found.image.with_suffix("metadata");
-    if let Ok(Some(m)) = fetch_small(&http, &meta_place, SIDECAR_LIMIT) {
+    if let Some(p) = pin
+        && !sha256.eq_ignore_ascii_case(p)
+    {
+        return Err(pinned(&sha256).into());
+    }
+    if let Some(m) = lago_meta {
         let p = tmp.join("lago-metadata.json");
         fs::write(&p, m).map_err(io("write", &p))?;
     }
@@ -944,6 +1103,7 @@ fn pull_into(
         source: Some(source_label(found, location)),
         sha256: Some(stored_sha256),
         timestamp: Some(found.timestamp),
+        published_sha256: Some(sha256),
     })
 }
 

@@ -569,6 +569,7 @@ fn build(
         source: Some("built-in".into()),
         sha256: Some(super::sha256_file(&disk)?),
         timestamp: None,
+        published_sha256: None,
     })
 }
 

@@ -19,6 +19,7 @@ const DISK_KEYS: &[&str] = &[
     "size",
     "template_name",
     "template_version",
+    "template_digest",
     "template_type",
     "path",
     "make_a_copy",
@@ -224,7 +225,7 @@ fn check_type_keys(d: &mut Decoder, e: &Entry<'_>, kind: &str, template_type: Op
     // Keys that only make sense for some disk types.
     let allowed: &[&str] = match (kind, template_type) {
         ("template", Some("qcow2")) => &["template_type", "path"],
-        ("template", _) => &["template_type", "template_name", "template_version"],
+        ("template", _) => &["template_type", "template_name", "template_version", "template_digest"],
         ("empty", _) => &["size"],
         _ => &["path", "make_a_copy"],
     };
@@ -237,13 +238,16 @@ fn check_type_keys(d: &mut Decoder, e: &Entry<'_>, kind: &str, template_type: Op
         if let (false, Some(n)) = (allowed.contains(&k), e.f.get(k)) {
             let applies = match k {
                 "size" => "`type: empty` disks",
-                "template_name" | "template_version" => "`type: template` disks with `template_type: lago`",
+                "template_name" | "template_version" | "template_digest" => {
+                    "`type: template` disks with `template_type: lago`"
+                }
                 "template_type" => "`type: template` disks",
                 "path" => "`type: file` disks and `template_type: qcow2` templates",
                 _ => "`type: file` disks",
             };
             // Lago ignored a template's name once `template_type: qcow2` gave a path.
-            let qcow2_template = kind == "template" && matches!(k, "template_name" | "template_version");
+            let qcow2_template =
+                kind == "template" && matches!(k, "template_name" | "template_version" | "template_digest");
             if qcow2_template {
                 d.warn(
                     Some(n.pos),
@@ -301,6 +305,21 @@ fn template_source(
                 version: opt(d, &e.f, "template_version", e.path, |d, n, p| match &n.kind {
                     Kind::Int(i) => Some(i.to_string()),
                     _ => d.string(n, p),
+                }),
+                digest: opt(d, &e.f, "template_digest", e.path, |d, n, p| {
+                    let text = d.string(n, p)?;
+                    let hex = text.strip_prefix("sha256:").unwrap_or(&text).to_ascii_lowercase();
+                    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return Some(hex);
+                    }
+                    d.report(
+                        Some(n.pos),
+                        p,
+                        format!(
+                            "expected a sha256 digest (64 hex digits, `sha256:` before them or not), found `{text}`"
+                        ),
+                    );
+                    None
                 }),
             }),
         },
