@@ -80,7 +80,8 @@ pub(crate) fn local_name(guest: &str) -> String {
 }
 
 /// Creates `path` (mode 0700) when it does not exist; an existing folder
-/// must be empty. Never writes into a folder that holds anything.
+/// must be empty and belong to the user running lago. Never writes into a
+/// folder that holds anything, nor through a link.
 pub(crate) fn claim_output_dir(path: &Path) -> Result<()> {
     match fs::symlink_metadata(path) {
         Err(e) if e.kind() == ErrorKind::NotFound => fs::DirBuilder::new()
@@ -97,10 +98,25 @@ pub(crate) fn claim_output_dir(path: &Path) -> Result<()> {
             path: path.to_path_buf(),
             source,
         }),
+        Ok(m) if m.file_type().is_symlink() => Err(Error::OutputNotOurs {
+            path: path.to_path_buf(),
+            why: "it is a symbolic link".into(),
+        }),
         Ok(m) if !m.is_dir() => Err(Error::OutputNotEmpty {
             path: path.to_path_buf(),
             holds: vec!["(it is a file, not a folder)".into()],
         }),
+        // Another user could swap what lago writes there for links.
+        Ok(m) if std::os::unix::fs::MetadataExt::uid(&m) != rustix::process::geteuid().as_raw() => {
+            Err(Error::OutputNotOurs {
+                path: path.to_path_buf(),
+                why: format!(
+                    "it belongs to uid {}, not to uid {} running lago",
+                    std::os::unix::fs::MetadataExt::uid(&m),
+                    rustix::process::geteuid().as_raw()
+                ),
+            })
+        }
         Ok(_) => {
             let holds = crate::workdir::contents(path)?;
             if holds.is_empty() {
@@ -291,5 +307,26 @@ mod tests {
                 .contains("not a folder")
         );
         assert_eq!(fs::read_to_string(&file).unwrap(), "mine");
+    }
+
+    #[test]
+    fn a_link_or_another_users_folder_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let target = t.path().join("target");
+        fs::create_dir(&target).unwrap();
+        let link = t.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(matches!(claim_output_dir(&link), Err(Error::OutputNotOurs { .. })));
+        if rustix::process::geteuid().as_raw() != 0 {
+            return;
+        }
+        // As root: an empty folder another user owns (and could plant links in).
+        let theirs = t.path().join("theirs");
+        fs::create_dir(&theirs).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+        match claim_output_dir(&theirs) {
+            Err(Error::OutputNotOurs { why, .. }) => assert!(why.contains("uid 65534"), "{why}"),
+            other => panic!("expected OutputNotOurs, got {other:?}"),
+        }
     }
 }

@@ -45,6 +45,15 @@ pub enum Error {
         /// What it holds (names).
         holds: Vec<String>,
     },
+    /// An output folder (`collect`, `export`) that is a link or another
+    /// user's folder (who could swap what lago writes there for links).
+    #[error("{}: {why}; lago writes only into a new folder, or an empty one you own", path.display())]
+    OutputNotOurs {
+        /// The folder.
+        path: PathBuf,
+        /// What it is instead.
+        why: String,
+    },
     /// A workdir that is not a folder of the user running lago: a link, or
     /// a folder another user owns (who could plant links in it).
     #[error("workdir {}: {why}; lago works only in a folder it made, or an empty one you own, and never through a link", path.display())]
@@ -421,6 +430,7 @@ impl Error {
                 | Error::NoSuchSnapshot { .. }
                 | Error::Usage { .. }
                 | Error::OutputNotEmpty { .. }
+                | Error::OutputNotOurs { .. }
                 | Error::DeployScript { .. }
                 | Error::ExportRunning { .. }
         )

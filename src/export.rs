@@ -165,6 +165,17 @@ impl Staging {
     }
 }
 
+/// Disks hold what the guests wrote (keys, data): mode 0600, whatever the
+/// umask or the source's mode (a template is 0444 in the store).
+fn owner_only(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(|source| Error::Output {
+        action: "chmod",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// `$LAGO_INITFILE_PATH/<file name>`: the path an init file in the same folder uses.
 fn beside(path: &Path) -> String {
     format!(
@@ -346,6 +357,7 @@ impl Env {
                     source,
                 })?;
             }
+            owner_only(&dst)?;
             shared.insert(src.to_path_buf(), dst.clone());
             Ok(dst)
         };
@@ -406,6 +418,7 @@ impl Env {
                     }
                     None => image::convert(&live, format, &dst, None)?,
                 }
+                owner_only(&dst)?;
                 d.insert("type".into(), json!("template"));
                 d.insert("template_type".into(), json!("qcow2"));
                 d.insert("format".into(), json!("qcow2"));

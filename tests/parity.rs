@@ -349,10 +349,29 @@ fn export_and_boot_elsewhere(w: &Path, w2: &Path, tmp: &Path) {
     assert!(init.contains("kernel: $LAGO_INITFILE_PATH/"), "{init}");
     assert!(!init.contains("vm02") && !init.contains("deploy-scripts"), "{init}");
 
+    // Disks hold what the guest wrote: owner-only, whatever the umask.
+    use std::os::unix::fs::PermissionsExt;
+    for f in fs::read_dir(&dst).unwrap().flatten() {
+        let name = f.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".qcow2") || name.ends_with(".raw") {
+            assert_eq!(f.metadata().unwrap().permissions().mode() & 0o777, 0o600, "{name}");
+        }
+    }
+
     // Layered: the overlay on one copy of the template; the same content as standalone.
     let layered = tmp.join("export-layered");
     ok(w, &["export", "-d", layered.to_str().unwrap(), "--layered", "vm01"]);
     let overlay = info(&layered.join("vm01-root.qcow2"));
+    for f in fs::read_dir(&layered).unwrap().flatten() {
+        if f.file_name().to_string_lossy().ends_with(".qcow2") {
+            assert_eq!(
+                f.metadata().unwrap().permissions().mode() & 0o777,
+                0o600,
+                "{:?}",
+                f.path()
+            );
+        }
+    }
     let backing = overlay["backing-filename"].as_str().unwrap();
     assert!(
         backing.starts_with("tiny-") && !backing.contains('/'),
