@@ -69,29 +69,124 @@ fn describe(cmd: &Command) -> String {
     s
 }
 
-/// Runs `cmd` to completion; a non-zero exit is an error carrying the end of stderr.
+/// How long a host tool may run by default (`qemu-img`, `mkfs.ext4`, `tar`, …).
+pub(crate) const DEFAULT_LIMIT: Duration = Duration::from_secs(30 * 60);
+
+/// The most of a tool's stdout kept (what lago parses is small).
+const MAX_STDOUT: u64 = 16 << 20;
+
+/// Runs `cmd` (stdin closed) to completion within [`DEFAULT_LIMIT`]; a
+/// non-zero exit is an error carrying the end of stderr.
 pub(crate) fn run(cmd: &mut Command) -> Result<Output, CommandError> {
+    run_within(cmd, DEFAULT_LIMIT)
+}
+
+/// Runs `cmd` (stdin closed) to completion, and stops it (SIGTERM, then
+/// SIGKILL 10 s later) when it runs longer than `limit`: a wedged tool (a
+/// `qemu-img` on a hung NFS store, a `make` that waits) never hangs lago.
+pub(crate) fn run_within(cmd: &mut Command, limit: Duration) -> Result<Output, CommandError> {
     let command = describe(cmd);
     tracing::debug!(%command, "running");
-    let out = cmd.output().map_err(|e| CommandError {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| CommandError {
+            command: command.clone(),
+            failure: CommandFailure::Spawn(e),
+        })?;
+    let collect = |pipe: Option<Box<dyn Read + Send>>| {
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        let reader = std::thread::spawn(move || {
+            let Some(mut p) = pipe else { return };
+            let mut chunk = [0u8; 64 << 10];
+            // Whatever is beyond the bound is read and dropped, so the tool never blocks on a full pipe.
+            while let Ok(n @ 1..) = p.read(&mut chunk) {
+                let mut b = sink.lock().unwrap_or_else(|e| e.into_inner());
+                let room = (MAX_STDOUT as usize).saturating_sub(b.len());
+                b.extend_from_slice(&chunk[..n.min(room)]);
+            }
+        });
+        (buf, reader)
+    };
+    let out = collect(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let err = collect(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let (status, timed_out) = wait_within(&mut child, &command, limit);
+    // What is still in the pipes (bounded: a process the tool left behind may hold them open).
+    let drained = Instant::now() + Duration::from_secs(2);
+    while !(out.1.is_finished() && err.1.is_finished()) && Instant::now() < drained {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let take = |b: &std::sync::Arc<std::sync::Mutex<Vec<u8>>>| {
+        std::mem::take(&mut *b.lock().unwrap_or_else(|e| e.into_inner()))
+    };
+    let (stdout, stderr) = (take(&out.0), take(&err.0));
+    let status = status.map_err(|e| CommandError {
         command: command.clone(),
         failure: CommandFailure::Spawn(e),
     })?;
-    if out.status.success() {
-        return Ok(out);
-    }
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let tail: String = {
-        let lines: Vec<&str> = stderr.lines().collect();
+    let tail = |bytes: &[u8]| {
+        let text = String::from_utf8_lossy(bytes);
+        let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(10)..].join("\n")
     };
+    if timed_out {
+        return Err(CommandError {
+            command,
+            failure: CommandFailure::Timeout {
+                after: limit,
+                output: tail(&stderr),
+            },
+        });
+    }
+    if status.success() {
+        return Ok(Output { status, stdout, stderr });
+    }
     Err(CommandError {
         command,
         failure: CommandFailure::Exit {
-            code: out.status.code(),
-            stderr: tail,
+            code: status.code(),
+            stderr: tail(&stderr),
         },
     })
+}
+
+/// Waits for `child`, stopping it once it ran `limit` (SIGTERM, SIGKILL
+/// 10 s later); its status, and whether it was stopped.
+fn wait_within(
+    child: &mut std::process::Child,
+    command: &str,
+    limit: Duration,
+) -> (std::io::Result<std::process::ExitStatus>, bool) {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    let mut term_sent: Option<Instant> = None;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return (Ok(status), term_sent.is_some()),
+            Ok(None) => {}
+            Err(e) => return (Err(e), false),
+        }
+        if start.elapsed() > limit {
+            match term_sent {
+                None => {
+                    tracing::warn!(%command, ?limit, "stopping a command that ran too long");
+                    let pid = rustix::process::Pid::from_child(child);
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+                    term_sent = Some(Instant::now());
+                }
+                Some(t) if t.elapsed() > Duration::from_secs(10) => {
+                    let _ = child.kill();
+                }
+                Some(_) => {}
+            }
+        }
+        std::thread::sleep(pause);
+        // Quick tools are seen at once, long ones polled gently.
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
 }
 
 /// Runs `cmd` (stdin closed), handing each line it prints on stdout or
@@ -215,6 +310,35 @@ pub(crate) fn run_streaming(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tool_is_stopped_at_its_limit_and_its_output_and_errors_are_kept() {
+        let out = run(Command::new("sh").args(["-c", "echo out; echo err >&2"])).unwrap();
+        assert_eq!(
+            (out.stdout.as_slice(), out.stderr.as_slice()),
+            (&b"out\n"[..], &b"err\n"[..])
+        );
+        let failed = run(Command::new("sh").args(["-c", "echo why >&2; exit 4"])).unwrap_err();
+        assert!(
+            matches!(&failed.failure, CommandFailure::Exit { code: Some(4), stderr } if stderr == "why"),
+            "{failed}"
+        );
+        // A wedged tool is stopped; helpers it started that hold its pipes do not hold lago up.
+        let start = Instant::now();
+        let err = run_within(
+            Command::new("sh").args(["-c", "echo started >&2; sleep 30 & sleep 30"]),
+            Duration::from_millis(300),
+        )
+        .unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
+        assert!(
+            matches!(&err.failure, CommandFailure::Timeout { output, .. } if output.contains("started")),
+            "{err}"
+        );
+        // A tool that prints more than the bound neither blocks nor fills memory.
+        let big = run(Command::new("sh").args(["-c", "head -c 20000000 /dev/zero"])).unwrap();
+        assert_eq!(big.stdout.len() as u64, MAX_STDOUT);
+    }
 
     #[test]
     fn streaming_hands_over_every_line_and_keeps_the_tail_for_errors() {

@@ -23,6 +23,9 @@ use sha2::{Digest, Sha256};
 use super::{BUILD_PREFIX, StoreError, Template, TemplateStore, io, remove_stale_builds};
 use crate::cmd::run;
 
+/// How long `make vmlinux` may run.
+const KERNEL_BUILD_LIMIT: std::time::Duration = std::time::Duration::from_secs(3 * 3600);
+
 /// The template's name.
 pub const NAME: &str = "tiny";
 
@@ -336,9 +339,13 @@ pub(crate) fn build_kernel(store: &TemplateStore) -> Result<PathBuf, StoreError>
         let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         // The uncompressed ELF, not bzImage: QEMU starts it at its PVH entry
         // (CONFIG_PVH), with no real-mode setup and no decompression (~60 ms under TCG).
-        run(Command::new("make")
-            .current_dir(&tmp)
-            .args(["-s", &format!("-j{jobs}"), "vmlinux"]))
+        // The one long tool: a kernel build takes minutes, on a slow machine an hour.
+        crate::cmd::run_within(
+            Command::new("make")
+                .current_dir(&tmp)
+                .args(["-s", &format!("-j{jobs}"), "vmlinux"]),
+            KERNEL_BUILD_LIMIT,
+        )
         .map_err(build_err)?;
         let out = dir.with_extension("new");
         fs::create_dir_all(&out).map_err(io("create", &out))?;
