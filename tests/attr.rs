@@ -144,6 +144,8 @@ fn fresh_gets_an_environment_of_its_own(env: &Env, vm01: &Vm) {
     assert_eq!(env.get_vms().len(), 1);
     assert_eq!(vm01.ssh(["hostname"]).unwrap().out.trim(), "vm01");
     // Its own workdir, even under nextest (where suite environments are shared by the run).
-    let dir = env.workdir().file_name().unwrap().to_string_lossy().into_owned();
-    assert!(dir.starts_with("lago-test-"), "{}", env.workdir().display());
+    // `env` in a folder the harness made (and keeps: its name is never released).
+    let w = env.workdir();
+    let dir = w.parent().unwrap().file_name().unwrap().to_string_lossy().into_owned();
+    assert!(dir.starts_with("lago-test-") && w.ends_with("env"), "{}", w.display());
 }
