@@ -264,6 +264,7 @@ fn run_scripts(
                 stdin: &mut std::io::empty(),
                 out: &mut out,
                 err: &mut err,
+                interrupt: None,
             },
             Some(timeout),
         );

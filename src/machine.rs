@@ -34,6 +34,34 @@ use crate::harness::watch;
 use crate::ssh::{CommandStatus, quote_command};
 use crate::vm::{Vm, console_len};
 
+/// How long `succeed`, `fail` and `ssh_all` wait for a command unless told.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+/// The bound on `succeed`, `fail` and `ssh_all`: `LAGO_COMMAND_TIMEOUT`
+/// (`90s`, `10m`, `1h`, or whole seconds), else [`DEFAULT_COMMAND_TIMEOUT`].
+pub fn command_timeout() -> Result<Duration> {
+    match std::env::var("LAGO_COMMAND_TIMEOUT") {
+        Ok(v) if !v.trim().is_empty() => parse_timeout(&v).ok_or_else(|| {
+            crate::ssh::SshError::Setting {
+                name: "LAGO_COMMAND_TIMEOUT",
+                value: v.clone(),
+                expected: "a duration such as 90s, 10m or 1h, or whole seconds".into(),
+            }
+            .into()
+        }),
+        _ => Ok(DEFAULT_COMMAND_TIMEOUT),
+    }
+}
+
+fn parse_timeout(text: &str) -> Option<Duration> {
+    let t = text.trim();
+    match t.parse::<u64>() {
+        Ok(0) => None,
+        Ok(secs) => Some(Duration::from_secs(secs)),
+        Err(_) => lago_config::parse_duration(t),
+    }
+}
+
 /// The first pause between attempts, and the longest.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
 
@@ -75,6 +103,20 @@ impl Vm {
         }
     }
 
+    /// Runs `line` within `timeout` while the running test's console
+    /// watchdog watches this VM: trouble on the console ends the wait at
+    /// once, as the watchdog's error.
+    fn ssh_watched(&self, line: &str, timeout: Duration) -> Result<CommandStatus> {
+        let ask = || watch::check(self).err().map(|e| e.to_string());
+        match self.ssh_interruptible(line, Some(timeout), &ask) {
+            Err(e @ Error::Ssh(crate::ssh::SshError::Interrupted { .. })) => {
+                watch::check(self)?;
+                Err(e)
+            }
+            other => other,
+        }
+    }
+
     /// One run of `line` for a wait: an SSH failure (a guest rebooting, a
     /// link down) is an attempt that saw it, not an error.
     fn try_line(&self, line: &str, limit: Duration) -> std::result::Result<CommandStatus, String> {
@@ -85,7 +127,9 @@ impl Vm {
     /// Runs `command` (words, quoted for the shell, as [`Vm::ssh`] takes
     /// them; `["sh", "-c", "a | b"]` for a pipeline) and returns its stdout,
     /// or [`Error::CommandFailed`] with the exit code, stdout, stderr and
-    /// the time it took when it exits with another code than 0.
+    /// the time it took when it exits with another code than 0. Bounded by
+    /// [`command_timeout`] (10 minutes unless `LAGO_COMMAND_TIMEOUT` says);
+    /// the running test's console watchdog is checked while it runs.
     ///
     /// ```no_run
     /// # fn f(vm: &lago::Vm) -> lago::Result<()> {
@@ -98,7 +142,16 @@ impl Vm {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let (line, status, elapsed) = self.run_watched(command)?;
+        self.succeed_within(command, command_timeout()?)
+    }
+
+    /// [`Vm::succeed`] bounded by `timeout` (an [`crate::ssh::SshError::Timeout`] past it).
+    pub fn succeed_within<I, S>(&self, command: I, timeout: Duration) -> Result<String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let (line, status, elapsed) = self.run_watched(command, timeout)?;
         if status.success() {
             return Ok(status.out);
         }
@@ -110,29 +163,40 @@ impl Vm {
         })
     }
 
-    /// Runs `command` once; then the watchdog's verdict on this VM. The
-    /// command line, its status and how long it ran.
-    fn run_watched<I, S>(&self, command: I) -> Result<(String, CommandStatus, Duration)>
+    /// Runs `command` once within `timeout`, the watchdog watching this VM
+    /// meanwhile; then its verdict. The command line, its status and how
+    /// long it ran.
+    fn run_watched<I, S>(&self, command: I, timeout: Duration) -> Result<(String, CommandStatus, Duration)>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
         let line = quote_command(command);
         let start = Instant::now();
-        let status = self.ssh_with(&line, None, None)?;
+        let status = self.ssh_watched(&line, timeout);
         let elapsed = start.elapsed();
         watch::check(self)?;
-        Ok((line, status, elapsed))
+        Ok((line, status?, elapsed))
     }
 
     /// Runs `command` and returns its status when it fails (any exit code
-    /// but 0); [`Error::CommandSucceeded`] when it succeeds.
+    /// but 0); [`Error::CommandSucceeded`] when it succeeds. Bounded and
+    /// watched as [`Vm::succeed`].
     pub fn fail<I, S>(&self, command: I) -> Result<CommandStatus>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let (line, status, elapsed) = self.run_watched(command)?;
+        self.fail_within(command, command_timeout()?)
+    }
+
+    /// [`Vm::fail`] bounded by `timeout`.
+    pub fn fail_within<I, S>(&self, command: I, timeout: Duration) -> Result<CommandStatus>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let (line, status, elapsed) = self.run_watched(command, timeout)?;
         if !status.success() {
             return Ok(status);
         }
@@ -398,17 +462,37 @@ impl Env {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
+        match command_timeout() {
+            Ok(t) => self.ssh_all_within(command, t),
+            Err(e) => {
+                let why = e.to_string();
+                self.get_vms()
+                    .keys()
+                    .map(|n| (n.clone(), Err(Error::Usage { message: why.clone() })))
+                    .collect()
+            }
+        }
+    }
+
+    /// [`Env::ssh_all`], each command bounded by `timeout`.
+    pub fn ssh_all_within<I, S>(&self, command: I, timeout: Duration) -> BTreeMap<String, Result<CommandStatus>>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
         let line = quote_command(command);
         let recorder = crate::transcript::current();
+        let watch = watch::current();
         let vms: Vec<&Vm> = self.get_vms().values().collect();
         crate::error::run_parallel(
             "ssh",
             &vms,
             |vm| vm.name().to_owned(),
             |vm| {
-                // Into the running test's transcript, as on its own thread.
+                // Into the running test's transcript and watchdog, as on its own thread.
                 crate::transcript::set(recorder.clone());
-                vm.ssh_with(&line, None, None)
+                watch::set(watch.clone());
+                vm.ssh_watched(&line, timeout)
             },
         )
         .into_iter()

@@ -209,8 +209,31 @@ impl Vm {
         stdin: Option<&[u8]>,
         timeout: Option<Duration>,
     ) -> Result<CommandStatus> {
+        self.ssh_recorded(command_line, || self.conn.exec(command_line, stdin, timeout))
+    }
+
+    /// Runs `command_line` within `timeout`, asking `interrupt` while it runs
+    /// (see [`crate::ssh::Connection::exec_interruptible`]).
+    pub(crate) fn ssh_interruptible(
+        &self,
+        command_line: &str,
+        timeout: Option<Duration>,
+        interrupt: &dyn Fn() -> Option<String>,
+    ) -> Result<CommandStatus> {
+        self.ssh_recorded(command_line, || {
+            self.conn.exec_interruptible(command_line, None, timeout, interrupt)
+        })
+    }
+
+    /// Runs `exec` (a command on this VM) and records it in the running
+    /// test's transcript.
+    fn ssh_recorded(
+        &self,
+        command_line: &str,
+        exec: impl FnOnce() -> std::result::Result<CommandStatus, crate::ssh::SshError>,
+    ) -> Result<CommandStatus> {
         let start = Instant::now();
-        let result = self.conn.exec(command_line, stdin, timeout);
+        let result = exec();
         crate::transcript::record(|| crate::transcript::Entry {
             vm: self.name().to_owned(),
             command: command_line.to_owned(),

@@ -47,6 +47,15 @@ fn a_two_vm_lab_reads_like_a_nixos_test(env: &Env, vm01: &Vm, vm02: &Vm) -> lago
         "{msg}"
     );
     assert!(matches!(vm01.fail(["true"]), Err(Error::CommandSucceeded { .. })));
+    // Every command is bounded: a hung one fails at its timeout, naming it.
+    let t = std::time::Instant::now();
+    let e = vm01.succeed_within(["sleep", "30"], 2 * S).unwrap_err();
+    assert!(
+        matches!(&e, Error::Ssh(lago::ssh::SshError::Timeout { command, .. }) if command == "sleep 30"),
+        "{e:?}"
+    );
+    assert!(t.elapsed() < 10 * S, "{:?}", t.elapsed());
+    assert_eq!(vm01.fail_within(["false"], 5 * S)?.code, 1);
 
     // A service that starts late: its file, then its port, seen from the host.
     vm01.succeed([
@@ -201,6 +210,16 @@ fn the_console_watchdog_fails_the_running_test() {
             print(env, 3)?;
             env.vm("vm01")?.wait_for_file("/never", Duration::from_secs(90))?;
             Ok(())
+        })
+        .test("in_a_command", move |env| {
+            // The line appears while `succeed` still waits for its command.
+            let t = std::time::Instant::now();
+            let r = env
+                .vm("vm01")?
+                .succeed(["sh", "-c", "echo 'app[9]: lago-segv-5 at 0' > /dev/ttyS0; sleep 60"]);
+            assert!(t.elapsed() < Duration::from_secs(30), "waited {:?}", t.elapsed());
+            r?;
+            Ok(())
         });
     // Its report goes to a file: this test's output has no failing "test result" line.
     let logfile = tmp.path().join("runner.log");
@@ -216,16 +235,22 @@ fn the_console_watchdog_fails_the_running_test() {
         ]
         .map(String::from),
     );
-    assert_eq!(c.num_failed, 3, "{c:?}");
+    assert_eq!(c.num_failed, 4, "{c:?}");
     let report = std::fs::read_to_string(&junit).unwrap();
-    for (n, name) in [(1, "under_a_timeout"), (2, "at_the_end"), (3, "in_a_wait")] {
+    for (n, name) in [
+        (1, "under_a_timeout"),
+        (2, "at_the_end"),
+        (3, "in_a_wait"),
+        (5, "in_a_command"),
+    ] {
         let case = report
             .split("<testcase ")
             .find(|c| c.contains(&format!("tiny1::{name}\"")))
             .unwrap_or_else(|| panic!("{name} not in {report}"));
         assert!(
             case.contains("vm01: the serial console shows pattern `lago-segv-\\d+`")
-                && case.contains(&format!("lago-segv-{n} at 0")),
+                && case.contains(&format!("lago-segv-{n} at 0"))
+                && !case.contains("also panicked"),
             "{name}: {case}"
         );
     }

@@ -173,6 +173,11 @@ pub(crate) fn set(watch: Option<Arc<Watch>>) {
     CURRENT.with(|c| *c.borrow_mut() = watch);
 }
 
+/// The watch of the test running on this thread (to hand to helper threads).
+pub(crate) fn current() -> Option<Arc<Watch>> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
 /// The running test's watchdog verdict on `vm`: an error once its console
 /// showed a panic, an oops, … since the test started. `Ok` outside tests.
 pub(crate) fn check(vm: &Vm) -> Result<()> {

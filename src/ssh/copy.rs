@@ -324,6 +324,7 @@ impl Connection {
                 stdin: &mut spool,
                 out: &mut out,
                 err: &mut err,
+                interrupt: None,
             },
             Some(limits.timeout),
         )?;
@@ -385,6 +386,7 @@ impl Connection {
                 stdin: &mut io::empty(),
                 out: &mut sink,
                 err: &mut err,
+                interrupt: None,
             },
             Some(limits.timeout),
         );

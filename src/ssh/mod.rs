@@ -130,6 +130,17 @@ pub enum SshError {
         #[source]
         source: std::io::Error,
     },
+    /// The wait for a command was ended early (the console watchdog saw
+    /// trouble); the command itself was left to finish.
+    #[error("{vm}: stopped waiting for `{command}`: {reason}")]
+    Interrupted {
+        /// VM name.
+        vm: String,
+        /// The command.
+        command: String,
+        /// Why.
+        reason: String,
+    },
     /// The process is exiting: SSH calls stop before OpenSSL is torn down.
     #[error("{vm}: `{command}` was stopped: the process is exiting")]
     Exiting {
@@ -469,11 +480,21 @@ impl Connection {
         stdin: Option<&[u8]>,
         timeout: Option<Duration>,
     ) -> Result<CommandStatus, SshError> {
-        self.exec_raw(command, stdin, timeout).map(|r| CommandStatus {
-            code: r.code,
-            out: String::from_utf8_lossy(&r.out).into_owned(),
-            err: String::from_utf8_lossy(&r.err).into_owned(),
-        })
+        self.exec_raw(command, stdin, timeout).map(RawStatus::lossy)
+    }
+
+    /// Like [`Connection::exec`], and asks `interrupt` every [`INTERRUPT_EVERY`]
+    /// while the command runs: when it gives a reason, the wait ends with
+    /// [`SshError::Interrupted`] (the command is left to finish on its own).
+    pub fn exec_interruptible(
+        &self,
+        command: &str,
+        stdin: Option<&[u8]>,
+        timeout: Option<Duration>,
+        interrupt: &dyn Fn() -> Option<String>,
+    ) -> Result<CommandStatus, SshError> {
+        self.exec_bytes(command, stdin, timeout, Some(interrupt))
+            .map(RawStatus::lossy)
     }
 
     /// Like [`Connection::exec`], with stdout and stderr as bytes.
@@ -483,6 +504,16 @@ impl Connection {
         stdin: Option<&[u8]>,
         timeout: Option<Duration>,
     ) -> Result<RawStatus, SshError> {
+        self.exec_bytes(command, stdin, timeout, None)
+    }
+
+    fn exec_bytes(
+        &self,
+        command: &str,
+        stdin: Option<&[u8]>,
+        timeout: Option<Duration>,
+        interrupt: Option<&dyn Fn() -> Option<String>>,
+    ) -> Result<RawStatus, SshError> {
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let mut input = stdin.unwrap_or(&[]);
         let code = self.exec_streams(
@@ -491,6 +522,7 @@ impl Connection {
                 stdin: &mut input,
                 out: &mut out,
                 err: &mut err,
+                interrupt,
             },
             timeout,
         )?;
@@ -564,6 +596,19 @@ pub struct RawStatus {
     pub err: Vec<u8>,
 }
 
+impl RawStatus {
+    fn lossy(self) -> CommandStatus {
+        CommandStatus {
+            code: self.code,
+            out: String::from_utf8_lossy(&self.out).into_owned(),
+            err: String::from_utf8_lossy(&self.err).into_owned(),
+        }
+    }
+}
+
+/// How often an interruptible command asks whether to stop waiting.
+pub const INTERRUPT_EVERY: Duration = Duration::from_millis(200);
+
 /// `(parent, name)` of an absolute guest path.
 fn split_remote(remote: &str) -> Option<(String, String)> {
     let trimmed = remote.trim_end_matches('/');
@@ -586,11 +631,14 @@ enum Failure {
     Fatal(SshError),
 }
 
-/// Where a command's input comes from and its output goes.
+/// Where a command's input comes from and its output goes, and what may
+/// end the wait for it early.
 pub(crate) struct Streams<'a> {
     pub stdin: &'a mut dyn Read,
     pub out: &'a mut dyn Write,
     pub err: &'a mut dyn Write,
+    /// Asked every [`INTERRUPT_EVERY`]: a reason ends the wait.
+    pub interrupt: Option<&'a dyn Fn() -> Option<String>>,
 }
 
 fn run(
@@ -660,6 +708,7 @@ fn run(
         // A command may exit without reading all its input: its exit code tells.
         let mut input_failed: Option<std::io::Error> = None;
         let mut eof_sent = false;
+        let mut last_asked = Instant::now();
         let mut buf = vec![0u8; 32 * 1024];
         loop {
             let mut progressed = false;
@@ -738,6 +787,19 @@ fn run(
             }
             if crate::exit::shutting_down() {
                 return Err(Failure::Fatal(exiting()));
+            }
+            if let Some(ask) = io.interrupt
+                && last_asked.elapsed() >= INTERRUPT_EVERY
+            {
+                last_asked = Instant::now();
+                if let Some(reason) = ask() {
+                    let _ = ch.close();
+                    return Err(Failure::Fatal(SshError::Interrupted {
+                        vm: vm.to_owned(),
+                        command: command.to_owned(),
+                        reason,
+                    }));
+                }
             }
             if !progressed {
                 wait_socket(sess, tcp, step);
