@@ -422,18 +422,27 @@ fn a_run_killed_with_its_reaper_is_swept_by_gc_and_a_live_env_is_left_alone() {
 
 /// Runs the child twice in a row under one `sh`, with `NEXTEST_RUN_ID` set:
 /// the way nextest runs test processes (`sh` stands in for the runner).
+/// Runs the child twice in a row with `NEXTEST_RUN_ID` set, the way nextest
+/// runs test processes: under a runner (a shell named `cargo-nextest`
+/// stands in for it), each through a wrapper process of its own (as a
+/// `--wrapper-script` or a target runner puts one between them), which ends
+/// when its test process does.
 fn like_nextest(mode: &str, run_id: &str, tmp: &Path) -> std::process::Output {
     let blank = tmp.join("blank.raw");
     std::fs::write(&blank, vec![0u8; 1 << 20]).unwrap();
+    let runner = tmp.join("cargo-nextest");
+    if !runner.exists() {
+        std::fs::copy("/bin/sh", &runner).unwrap();
+    }
     let c = child(mode, &tmp.join("artifacts"));
-    Command::new("sh")
+    Command::new(&runner)
         .env("LAGO_TEST_BLANK_DISK", &blank)
         .envs(c.get_envs().filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))))
         .env("NEXTEST_RUN_ID", run_id)
         .env("CHILD", c.get_program())
         .args([
             "-c",
-            "\"$CHILD\"; echo \"first exited $?\"; \"$CHILD\"; echo \"second exited $?\"",
+            "sh -c '\"$CHILD\"; exit $?'; echo \"first exited $?\"; sh -c '\"$CHILD\"; exit $?'; echo \"second exited $?\"",
         ])
         .output()
         .unwrap()
@@ -466,7 +475,7 @@ fn test_processes_of_one_nextest_run_share_one_boot() {
         stderr.contains(&format!("(env {id} in {}", workdir.display())),
         "the same env: {stderr}"
     );
-    // The run (here: `sh`) is over: its reaper tears the environment down.
+    // The run (here: the stand-in runner) is over: its reaper tears the environment down.
     assert_nothing_left(&id, &workdir, Duration::from_secs(30));
     assert!(!std::env::temp_dir().join(format!("lago-nextest-{run_id}")).exists());
 

@@ -346,14 +346,16 @@ impl Suite {
             };
         }
         let booted = (|| {
-            // The nextest runner is our parent: the environment lives as long as it.
-            let runner = rustix::process::getppid().map_or(1, |p| p.as_raw_nonzero().get().unsigned_abs());
-            let watch = crate::owner::start_ticks(runner).map(|t| (runner, t)).ok_or_else(|| {
+            // The environment lives as long as the nextest runner (found among
+            // our ancestors: a wrapper between us ends with this process).
+            let watch = nextest_runner().ok_or_else(|| {
                 self.failed(
                     "could not be created",
                     Error::Reaper {
                         workdir: shared.workdir.clone(),
-                        source: std::io::Error::other("the nextest runner (parent process) is gone"),
+                        source: std::io::Error::other(
+                            "NEXTEST_RUN_ID is set, but no cargo-nextest process is among this test process's ancestors",
+                        ),
                     },
                 )
             })?;
@@ -413,9 +415,16 @@ impl Suite {
         if self.kept() || self.shared.load(Ordering::SeqCst) {
             return;
         }
+        let what = format!("env {} ({})", env.id(), env.workdir().display());
+        if let Ok(mut l) = TEARING.lock() {
+            l.push(what.clone());
+        }
         match env.teardown() {
             Ok(()) => crate::workdir::remove_test_dir(env.workdir()),
             Err(e) => eprintln!("lago: tearing down env {} failed: {}", env.id(), error_chain(&e)),
+        }
+        if let Ok(mut l) = TEARING.lock() {
+            l.retain(|w| *w != what);
         }
     }
 }
@@ -454,6 +463,35 @@ fn teardown_each(suites: &[Arc<Suite>], wait_unused: bool) {
             });
         }
     });
+}
+
+/// The nextest runner this test process runs under: the nearest ancestor
+/// whose command is `cargo-nextest` (pid, start ticks). Not the parent: a
+/// wrapper script or target runner may sit between them.
+fn nextest_runner() -> Option<(u32, u64)> {
+    let mut pid = rustix::process::getppid()?.as_raw_nonzero().get().unsigned_abs();
+    for _ in 0..64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (comm, parent) = comm_and_parent(&stat)?;
+        if comm == "cargo-nextest" {
+            return crate::owner::start_ticks(pid).map(|t| (pid, t));
+        }
+        if parent <= 1 {
+            return None;
+        }
+        pid = parent;
+    }
+    None
+}
+
+/// The command name and the parent pid in a `/proc/<pid>/stat` line.
+fn comm_and_parent(stat: &str) -> Option<(&str, u32)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(open + 1..close)?;
+    // After the name: state, then the parent's pid.
+    let parent = stat.get(close + 1..)?.split_whitespace().nth(1)?.parse().ok()?;
+    Some((comm, parent))
 }
 
 /// A new workdir path: `env` inside a new folder of the temporary folder
@@ -615,14 +653,10 @@ fn install_signal_handler() {
     ONCE.get_or_init(|| {
         use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
         match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
-            Ok(mut signals) => {
-                let spawned = std::thread::Builder::new().name("lago-signals".into()).spawn(move || {
-                    if let Some(sig) = signals.forever().next() {
-                        let _ = writeln!(std::io::stderr(), "lago: signal {sig}: tearing down test environments");
-                        teardown_all();
-                        std::process::exit(128 + sig);
-                    }
-                });
+            Ok(signals) => {
+                let spawned = std::thread::Builder::new()
+                    .name("lago-signals".into())
+                    .spawn(move || on_signals(signals));
                 if let Err(e) = spawned {
                     eprintln!("lago: cannot watch for signals: {e}");
                 }
@@ -631,3 +665,43 @@ fn install_signal_handler() {
         }
     });
 }
+
+/// The first signal tears every environment down, then exits. While that
+/// runs, a second one says what is still being removed, and a third exits
+/// at once (what is left is `lago gc`'s).
+fn on_signals(mut signals: signal_hook::iterator::Signals) {
+    let Some(first) = signals.forever().next() else { return };
+    let _ = writeln!(
+        std::io::stderr(),
+        "lago: signal {first}: tearing down test environments"
+    );
+    let teardown = std::thread::spawn(teardown_all);
+    let mut seen = 1;
+    while !teardown.is_finished() {
+        for sig in signals.pending() {
+            seen += 1;
+            if seen >= 3 {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "lago: signal {sig} again: exiting now; `lago gc` removes what is left of: {}",
+                    tearing_down().join(", ")
+                );
+                std::process::exit(128 + sig);
+            }
+            let _ = writeln!(
+                std::io::stderr(),
+                "lago: still tearing down {}; one more signal exits at once (`lago gc` removes what is left)",
+                tearing_down().join(", ")
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::process::exit(128 + first);
+}
+
+/// The environments being torn down now ("env ID (WORKDIR)").
+fn tearing_down() -> Vec<String> {
+    TEARING.lock().map(|l| l.clone()).unwrap_or_default()
+}
+
+static TEARING: Mutex<Vec<String>> = Mutex::new(Vec::new());
