@@ -275,6 +275,16 @@ impl std::fmt::Debug for Link {
     }
 }
 
+impl Link {
+    /// Drops a session that failed (a command timed out, the guest went
+    /// away): its socket is shut first, so that freeing the session does
+    /// not wait on a guest that may never answer (a command still running
+    /// holds its channel open).
+    pub fn abandon(self) {
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+    }
+}
+
 /// Opens a session: TCP connect, handshake, host-key check, key auth.
 pub fn connect(t: &Target, timeout: Duration) -> Result<Link, SshError> {
     let _call = crate::exit::InFlight::enter();
@@ -548,7 +558,10 @@ impl Connection {
                 let link = connect(&self.target, CONNECT_TIMEOUT)?;
                 return match run(&self.target.vm, &link.session, &link.socket, command, io, timeout) {
                     Ok(code) => Ok(code),
-                    Err(Failure::Stale(e)) | Err(Failure::Fatal(e)) => Err(e),
+                    Err(Failure::Stale(e)) | Err(Failure::Fatal(e)) => {
+                        link.abandon();
+                        Err(e)
+                    }
                 };
             }
         };
@@ -562,10 +575,14 @@ impl Connection {
                 Err(Failure::Stale(e)) if attempt == 0 => {
                     // The error names the command, which may carry secrets: trace level.
                     tracing::trace!(vm = %self.target.vm, error = %e, "SSH session dropped; reconnecting");
-                    *guard = None;
+                    if let Some(l) = guard.take() {
+                        l.abandon();
+                    }
                 }
                 Err(Failure::Stale(e)) | Err(Failure::Fatal(e)) => {
-                    *guard = None;
+                    if let Some(l) = guard.take() {
+                        l.abandon();
+                    }
                     return Err(e);
                 }
             }
