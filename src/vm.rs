@@ -25,15 +25,19 @@ pub enum BootStage {
     PortOpen,
     /// The SSH handshake, host-key check and key authentication passed.
     Authenticated,
+    /// The guest is ready for commands: for cloud-init guests, cloud-init
+    /// finished (it may still restart sshd or write users before that).
+    Ready,
 }
 
 impl BootStage {
     /// The stages, in order.
-    pub const ALL: [BootStage; 4] = [
+    pub const ALL: [BootStage; 5] = [
         BootStage::DomainRunning,
         BootStage::GuestUp,
         BootStage::PortOpen,
         BootStage::Authenticated,
+        BootStage::Ready,
     ];
 }
 
@@ -44,6 +48,7 @@ impl fmt::Display for BootStage {
             BootStage::GuestUp => "console shows the guest is up",
             BootStage::PortOpen => "SSH port open",
             BootStage::Authenticated => "authenticated",
+            BootStage::Ready => "ready for commands (cloud-init done)",
         })
     }
 }
@@ -313,7 +318,62 @@ impl Vm {
             .start_domain(&self.plan.libvirt_name, &self.domain_xml, autodestroy)?;
         tracing::info!(vm = %self.name(), ms = t.elapsed().as_millis() as u64, "domain created");
         self.conn.reset();
-        self.wait_from(Duration::from_secs(self.spec.boot_time_sec), offset)
+        let budget = Duration::from_secs(self.spec.boot_time_sec);
+        let t = Instant::now();
+        self.wait_from(budget, offset)?;
+        self.wait_ready(budget.saturating_sub(t.elapsed()), t, offset)
+    }
+
+    /// Whether the guest runs cloud-init (a seed, and not `tiny`, which
+    /// reads the seed itself before its SSH server starts).
+    fn runs_cloud_init(&self) -> bool {
+        let tiny = matches!(
+            self.plan.disks.first().map(|d| &d.source),
+            Some(crate::config::DiskSource::Template { name, .. }) if name == crate::store::tiny::NAME
+        );
+        self.plan.seed.is_some() && !tiny && !self.is_existing_machine()
+    }
+
+    /// Waits, within `left`, until a cloud-init guest's cloud-init is done
+    /// (`cloud-init status --wait`): until then it may restart sshd or
+    /// still be writing users and files. Errors it reports are logged; a
+    /// guest without cloud-init is ready at once.
+    fn wait_ready(&self, left: Duration, start: Instant, offset: u64) -> Result<()> {
+        if !self.runs_cloud_init() {
+            return Ok(());
+        }
+        const LINE: &str = "if command -v cloud-init >/dev/null 2>&1; then cloud-init status --wait >/dev/null 2>&1; echo \"cloud-init $?\"; else echo none; fi";
+        let mut last: Option<Box<SshError>> = None;
+        let deadline = Instant::now() + left;
+        // A session that sshd's restart dropped is opened again.
+        for _ in 0..3 {
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_secs(1));
+            match self.conn.exec(LINE, None, Some(left)) {
+                Ok(st) => {
+                    let said = st.out.trim();
+                    if said != "cloud-init 0" && said != "none" {
+                        let long = self
+                            .conn
+                            .exec("cloud-init status --long", None, Some(Duration::from_secs(30)));
+                        tracing::warn!(vm = %self.name(), said, status = ?long.map(|s| s.out), "cloud-init reported an error; the guest may lack part of its configuration");
+                    }
+                    tracing::info!(vm = %self.name(), stage = %BootStage::Ready, ms = start.elapsed().as_millis() as u64, "boot stage passed");
+                    return Ok(());
+                }
+                Err(e @ SshError::Timeout { .. }) => {
+                    last = Some(Box::new(e));
+                    break;
+                }
+                Err(e) => {
+                    self.conn.reset();
+                    last = Some(Box::new(e));
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        }
+        Err(self.stalled(BootStage::Ready, start, last, offset))
     }
 
     /// Powers the VM off at once (no guest shutdown).

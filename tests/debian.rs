@@ -117,6 +117,19 @@ fn exercise(env: &Env) {
     let vms = env.get_vms();
     let (deb1, deb2) = (&vms["deb1"], &vms["deb2"]);
 
+    // `start` returned once cloud-init was done (before, it returned at the
+    // first SSH answer, cloud-init still running and about to restart sshd):
+    // new sessions, as `lago shell` opens, work at once.
+    for vm in [deb1, deb2] {
+        let ci = out(vm, &["cloud-init", "status"]);
+        assert!(ci.contains("status: done"), "{}: right after start: {ci}", vm.name());
+        for _ in 0..5 {
+            let fresh = lago::ssh::Connection::new(vm.ssh_target().clone());
+            let st = fresh.exec("hostname", None, Some(Duration::from_secs(30))).unwrap();
+            assert_eq!(st.out.trim(), vm.name(), "{st:?}");
+        }
+    }
+
     for vm in [deb1, deb2] {
         // systemd finished booting; a degraded system lists its failed units.
         let st = vm.ssh(["systemctl", "is-system-running", "--wait"]).unwrap();
