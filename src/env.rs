@@ -662,6 +662,23 @@ impl Env {
     /// (in parallel) until every one answers SSH. `&[]` means all. A failure
     /// rolls back what this call started.
     pub fn start(&self, names: &[&str]) -> Result<()> {
+        self.start_vms(names).map_err(|e| self.libvirt_gone("start", e))
+    }
+
+    /// `e` as the user should see it: when the connection to libvirtd broke
+    /// meanwhile, that is what happened (not the call it broke).
+    pub(crate) fn libvirt_gone(&self, during: &'static str, e: Error) -> Error {
+        if self.backend.is_alive() {
+            return e;
+        }
+        Error::LibvirtGone {
+            uri: self.saved.libvirt_uri.clone(),
+            during,
+            source: Box::new(e),
+        }
+    }
+
+    fn start_vms(&self, names: &[&str]) -> Result<()> {
         let vms = self.select(names)?;
         let wanted: BTreeSet<&str> = vms
             .iter()
@@ -811,17 +828,28 @@ impl Env {
     /// Like [`Env::destroy`], through a shared reference (for harnesses that
     /// hand the environment to many tests).
     pub fn teardown(&self) -> Result<()> {
-        destroy_parts(
-            &self.workdir,
-            &self.saved.env_id,
-            &self.backend,
-            &LeaseStore::new(&self.saved.lease_dir),
-            &self
-                .saved
-                .store
-                .as_ref()
-                .map_or_else(TemplateStore::from_env, TemplateStore::new),
-        )
+        let run = |backend: &Backend| {
+            destroy_parts(
+                &self.workdir,
+                &self.saved.env_id,
+                backend,
+                &LeaseStore::new(&self.saved.lease_dir),
+                &self
+                    .saved
+                    .store
+                    .as_ref()
+                    .map_or_else(TemplateStore::from_env, TemplateStore::new),
+            )
+        };
+        match run(&self.backend) {
+            // The connection broke (libvirtd restarted, the hypervisor's sshd
+            // went away and came back): the teardown goes on over a new one.
+            Err(e) if !self.backend.is_alive() => {
+                tracing::info!(uri = %self.saved.libvirt_uri, error = %crate::error_chain(&e), "the libvirt connection broke; reconnecting to tear down");
+                run(&Backend::connect(Some(&self.saved.libvirt_uri))?)
+            }
+            r => r,
+        }
     }
 
     /// From now on, VMs this handle starts are destroyed by libvirtd when

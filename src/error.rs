@@ -379,6 +379,34 @@ pub enum Error {
         /// How long we waited.
         waited: Duration,
     },
+    /// The connection to libvirtd broke during an operation (libvirtd
+    /// stopped or restarted, or the SSH transport to a remote one went away).
+    #[error(
+        "the connection to libvirtd ({uri}) broke during {during}: libvirtd stopped or restarted, or its transport went away; once it is back, `lago destroy` (or `lago gc`) removes what is left"
+    )]
+    LibvirtGone {
+        /// The libvirt URI.
+        uri: String,
+        /// The operation.
+        during: &'static str,
+        /// The failure it caused.
+        #[source]
+        source: Box<Error>,
+    },
+    /// A VM's domain stopped (its QEMU exited or was killed) while lago
+    /// talked to it.
+    #[error("{vm}: its domain is not running any more (QEMU exited or was killed) while `{command}` ran; the console's last lines:\n{}", console.join("\n"))]
+    VmWentDown {
+        /// The VM.
+        vm: String,
+        /// The command.
+        command: String,
+        /// The last lines of its serial console.
+        console: Vec<String>,
+        /// The SSH failure that showed it.
+        #[source]
+        source: Box<crate::ssh::SshError>,
+    },
     /// A VM is not running.
     #[error("{vm} is not running (state: {state}); start it first")]
     NotRunning {

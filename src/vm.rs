@@ -230,6 +230,27 @@ impl Vm {
         })
     }
 
+    /// An SSH failure as the user should see it: when the VM's domain is no
+    /// longer running (its QEMU exited or was killed), that is the error,
+    /// with the console's last lines, not the connection that broke.
+    fn explain(&self, command_line: &str, e: crate::ssh::SshError) -> Error {
+        use crate::ssh::SshError as S;
+        let broken = matches!(
+            e,
+            S::Connect { .. } | S::Handshake { .. } | S::Channel { .. } | S::Io { .. } | S::Timeout { .. }
+        );
+        if broken && !self.is_existing_machine() && matches!(self.state(), Ok(VmState::Down)) {
+            self.sync_console();
+            return Error::VmWentDown {
+                vm: self.name().to_owned(),
+                command: command_line.to_owned(),
+                console: console_tail(&self.plan.console_log, 0, 10),
+                source: Box::new(e),
+            };
+        }
+        e.into()
+    }
+
     /// Runs `exec` (a command on this VM) and records it in the running
     /// test's transcript.
     fn ssh_recorded(
@@ -238,7 +259,7 @@ impl Vm {
         exec: impl FnOnce() -> std::result::Result<CommandStatus, crate::ssh::SshError>,
     ) -> Result<CommandStatus> {
         let start = Instant::now();
-        let result = exec();
+        let result = exec().map_err(|e| self.explain(command_line, e));
         crate::transcript::record(|| crate::transcript::Entry {
             vm: self.name().to_owned(),
             command: command_line.to_owned(),

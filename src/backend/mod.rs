@@ -392,6 +392,12 @@ impl Backend {
         &self.uri
     }
 
+    /// Whether the connection still works (libvirtd, or the SSH transport to
+    /// it, may have gone away since it was opened).
+    pub fn is_alive(&self) -> bool {
+        self.conn.is_alive().unwrap_or(false)
+    }
+
     /// Creates and starts a transient network.
     pub fn start_network(&self, name: &str, xml: &str) -> Result<(), BackendError> {
         if let Ok(n) = self.conn.lookup_network_by_name(name)
