@@ -8,7 +8,6 @@
 //! ```
 
 #[path = "../tests/common/sshd.rs"]
-#[allow(dead_code)]
 mod sshd;
 
 use std::path::Path;

@@ -12,78 +12,9 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::child_exe;
+use common::{assert_nothing_left, booted, child, env_id_of, lago_in, reaper_of, spawn_until_ready};
 use lago::backend::Backend;
 use lago::lease::LeaseStore;
-
-fn child(mode: &str, artifacts: &Path) -> Command {
-    let mut c = Command::new(child_exe());
-    c.env("LAGO_CHILD", mode)
-        .env("LAGO_ARTIFACTS_DIR", artifacts)
-        .env("CARGO_MANIFEST_DIR", env!("CARGO_MANIFEST_DIR"))
-        .env_remove("LAGO_KEEP");
-    c
-}
-
-/// Starts the child whose test sleeps, and returns once it has booted, with
-/// what it printed on stderr so far and the rest of its stderr (kept open:
-/// the child still writes to it when interrupted).
-fn spawn_until_ready(artifacts: &Path) -> (std::process::Child, String, impl Iterator) {
-    let mut c = child("sleep", artifacts)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = String::new();
-    let mut lines = BufReader::new(c.stderr.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        stderr.push_str(&line);
-        stderr.push('\n');
-        if line.contains("child: ready to be interrupted") {
-            break;
-        }
-    }
-    (c, stderr, lines)
-}
-
-/// `(env id, workdir)` from the harness's "booted … as env ID in WORKDIR" line.
-fn booted(stderr: &str) -> (String, PathBuf) {
-    let line = stderr
-        .lines()
-        .find(|l| l.contains("lago: booted"))
-        .unwrap_or_else(|| panic!("no boot line in:\n{stderr}"));
-    let rest = line.split(" as env ").nth(1).unwrap();
-    let (id, rest) = rest.split_once(" in ").unwrap();
-    let workdir = rest.rsplit_once(" (").map(|(w, _)| w).unwrap_or(rest);
-    (id.to_owned(), PathBuf::from(workdir))
-}
-
-/// Waits (the watchdog works after the binary is gone) until nothing of env `id` is left.
-fn assert_nothing_left(id: &str, workdir: &Path, within: Duration) {
-    let b = Backend::connect(None).unwrap();
-    let prefix = format!("lago-{id}-");
-    let start = Instant::now();
-    loop {
-        let domains = b.domains_with_prefix(&prefix).unwrap();
-        let nets = b.networks_with_prefix(&prefix).unwrap();
-        let leases: Vec<_> = LeaseStore::from_env()
-            .list()
-            .unwrap()
-            .into_iter()
-            .filter(|l| l.env_id.as_str() == id)
-            .collect();
-        let root_left = workdir.exists();
-        if domains.is_empty() && nets.is_empty() && leases.is_empty() && !root_left {
-            return;
-        }
-        assert!(
-            start.elapsed() <= within,
-            "after {within:?}, env {id} left: domains {domains:?}, networks {nets:?}, leases {leases:?}, workdir left: {root_left}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 #[test]
 #[ignore = "boots VMs: run through scripts/test"]
@@ -320,16 +251,6 @@ fn a_boot_failure_fails_every_test_with_the_same_error_without_retrying() {
 /// exclusively, the tests that run children share it.
 static SWEEPS: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
-/// The pid of the reaper that watches `workdir`.
-fn reaper_of(workdir: &Path) -> Option<i32> {
-    let needle = format!("LAGO_REAPER_WORKDIR={}\0", workdir.display());
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-        let environ = std::fs::read(e.path().join("environ")).ok()?;
-        String::from_utf8_lossy(&environ).contains(&needle).then_some(pid)
-    })
-}
-
 #[test]
 #[ignore = "boots VMs: run through scripts/test"]
 fn a_run_killed_with_its_reaper_is_swept_by_gc_and_a_live_env_is_left_alone() {
@@ -532,27 +453,6 @@ fn registered_tests_run_in_the_runner_and_a_timeout_fails_only_its_test() {
     assert!(took < Duration::from_secs(45), "{took:?}");
     let (id, workdir) = booted(&stderr);
     assert_nothing_left(&id, &workdir, Duration::ZERO);
-}
-
-/// `lago` with `args`, run in the mount namespace of process `ns` when given.
-fn lago_in(ns: Option<u32>, args: &[&str]) -> std::process::Output {
-    let exe = env!("CARGO_BIN_EXE_lago");
-    let mut c = match ns {
-        Some(pid) => {
-            let mut c = Command::new("nsenter");
-            c.args(["-t", &pid.to_string(), "-m", "--", exe]);
-            c
-        }
-        None => Command::new(exe),
-    };
-    c.args(args).output().unwrap()
-}
-
-fn env_id_of(workdir: &Path, ns: Option<u32>) -> String {
-    let out = lago_in(ns, &["-w", workdir.to_str().unwrap(), "status", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["env_id"].as_str().unwrap().to_owned()
 }
 
 /// Two environments this host's sweep cannot prove dead: a `lago init` one

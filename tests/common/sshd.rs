@@ -3,6 +3,7 @@
 //! authorized key and port (the user's `~/.ssh` is never touched), stopped
 //! when dropped. It plays the hypervisor host: libvirt's `qemu+ssh://` URI
 //! and lago's jump to the guests both go through it.
+#![allow(dead_code)]
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 
 pub struct Sshd {
     child: Child,
+    config: PathBuf,
     /// Holds the server's files (removed when dropped).
     _dir: tempfile::TempDir,
     pub port: u16,
@@ -66,15 +68,7 @@ impl Sshd {
         .unwrap();
         // Privilege separation needs this folder (it holds nothing).
         fs::create_dir_all("/run/sshd").unwrap();
-        let child = Command::new(sshd)
-            .arg("-D")
-            .arg("-f")
-            .arg(d.join("sshd_config"))
-            .arg("-E")
-            .arg(&log)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("sshd starts");
+        let child = spawn(&d.join("sshd_config"), &log);
         let host_pub = fs::read_to_string(d.join("host_key.pub")).unwrap();
         let key_part: Vec<&str> = host_pub.split_whitespace().take(2).collect();
         let known_hosts = d.join("known_hosts");
@@ -90,13 +84,10 @@ impl Sshd {
         .unwrap();
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(&ssh_wrapper, fs::Permissions::from_mode(0o755)).unwrap();
-        let t = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(10), "sshd did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        listening(port);
         Sshd {
             child,
+            config: d.join("sshd_config"),
             key: d.join("client"),
             known_hosts,
             ssh_wrapper,
@@ -119,6 +110,62 @@ impl Sshd {
 
     pub fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills the server and every session it forked, as a crash of the
+    /// host's sshd would (libvirt's connection and lago's jumps break).
+    pub fn kill_all(&mut self) {
+        let root = self.child.id();
+        let mut pids = vec![root];
+        // Descendants, found by their parents (sessions fork twice).
+        for _ in 0..4 {
+            for e in fs::read_dir("/proc").unwrap().flatten() {
+                let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+                    continue;
+                };
+                let stat = fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+                let ppid = stat
+                    .rsplit_once(')')
+                    .and_then(|(_, r)| r.split_whitespace().nth(1))
+                    .and_then(|p| p.parse::<u32>().ok());
+                if ppid.is_some_and(|p| pids.contains(&p)) && !pids.contains(&pid) {
+                    pids.push(pid);
+                }
+            }
+        }
+        for pid in pids.iter().rev() {
+            let _ = Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again: the same config, key and port.
+    pub fn restart(&mut self) {
+        self.child = spawn(&self.config, &self.log);
+        listening(self.port);
+    }
+}
+
+fn spawn(config: &Path, log: &Path) -> Child {
+    Command::new("/usr/sbin/sshd")
+        .arg("-D")
+        .arg("-f")
+        .arg(config)
+        .arg("-E")
+        .arg(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("sshd starts")
+}
+
+fn listening(port: u16) {
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(10), "sshd did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
