@@ -69,6 +69,62 @@ fn describe(cmd: &Command) -> String {
     s
 }
 
+/// Starts `cmd` with stdin closed and stdout and stderr piped.
+fn spawn_piped(cmd: &mut Command, command: &str) -> Result<std::process::Child, CommandError> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| CommandError {
+            command: command.to_owned(),
+            failure: CommandFailure::Spawn(e),
+        })
+}
+
+/// Stops a child that ran past its limit: SIGTERM once, then SIGKILL once
+/// `grace` has passed since.
+struct Stopper {
+    start: Instant,
+    limit: Duration,
+    grace: Duration,
+    term_sent: Option<Instant>,
+}
+
+impl Stopper {
+    fn new(limit: Duration, grace: Duration) -> Stopper {
+        Stopper {
+            start: Instant::now(),
+            limit,
+            grace,
+            term_sent: None,
+        }
+    }
+
+    /// Called as the child is waited for: signals it when it is late.
+    fn tick(&mut self, child: &mut std::process::Child, command: &str) {
+        if self.start.elapsed() <= self.limit {
+            return;
+        }
+        match self.term_sent {
+            None => {
+                tracing::warn!(%command, limit = ?self.limit, "stopping a command that ran too long");
+                let pid = rustix::process::Pid::from_child(child);
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+                self.term_sent = Some(Instant::now());
+            }
+            Some(t) if t.elapsed() > self.grace => {
+                let _ = child.kill();
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Whether the child had to be stopped.
+    fn stopped(&self) -> bool {
+        self.term_sent.is_some()
+    }
+}
+
 /// How long a host tool may run by default (`qemu-img`, `mkfs.ext4`, `tar`, …).
 pub(crate) const DEFAULT_LIMIT: Duration = Duration::from_secs(30 * 60);
 
@@ -87,15 +143,7 @@ pub(crate) fn run(cmd: &mut Command) -> Result<Output, CommandError> {
 pub(crate) fn run_within(cmd: &mut Command, limit: Duration) -> Result<Output, CommandError> {
     let command = describe(cmd);
     tracing::debug!(%command, "running");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| CommandError {
-            command: command.clone(),
-            failure: CommandFailure::Spawn(e),
-        })?;
+    let mut child = spawn_piped(cmd, &command)?;
     let collect = |pipe: Option<Box<dyn Read + Send>>| {
         let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = buf.clone();
@@ -160,29 +208,15 @@ fn wait_within(
     command: &str,
     limit: Duration,
 ) -> (std::io::Result<std::process::ExitStatus>, bool) {
-    let start = Instant::now();
+    let mut stopper = Stopper::new(limit, Duration::from_secs(10));
     let mut pause = Duration::from_millis(1);
-    let mut term_sent: Option<Instant> = None;
     loop {
         match child.try_wait() {
-            Ok(Some(status)) => return (Ok(status), term_sent.is_some()),
+            Ok(Some(status)) => return (Ok(status), stopper.stopped()),
             Ok(None) => {}
             Err(e) => return (Err(e), false),
         }
-        if start.elapsed() > limit {
-            match term_sent {
-                None => {
-                    tracing::warn!(%command, ?limit, "stopping a command that ran too long");
-                    let pid = rustix::process::Pid::from_child(child);
-                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-                    term_sent = Some(Instant::now());
-                }
-                Some(t) if t.elapsed() > Duration::from_secs(10) => {
-                    let _ = child.kill();
-                }
-                Some(_) => {}
-            }
-        }
+        stopper.tick(child, command);
         std::thread::sleep(pause);
         // Quick tools are seen at once, long ones polled gently.
         pause = (pause * 2).min(Duration::from_millis(50));
@@ -199,15 +233,7 @@ pub(crate) fn run_streaming(
 ) -> Result<(), CommandError> {
     let command = describe(cmd);
     tracing::debug!(%command, "running");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| CommandError {
-            command: command.clone(),
-            failure: CommandFailure::Spawn(e),
-        })?;
+    let mut child = spawn_piped(cmd, &command)?;
     let (tx, rx) = mpsc::channel::<String>();
     let mut readers = Vec::new();
     let pipes: [Option<Box<dyn Read + Send>>; 2] = [
@@ -236,7 +262,7 @@ pub(crate) fn run_streaming(
         }));
     }
     drop(tx);
-    let start = Instant::now();
+    let mut stopper = Stopper::new(limit, Duration::from_secs(30));
     let mut tail: VecDeque<String> = VecDeque::new();
     let mut keep = |line: String, tail: &mut VecDeque<String>| {
         on_line(&line);
@@ -245,8 +271,6 @@ pub(crate) fn run_streaming(
         }
         tail.push_back(line);
     };
-    let mut timed_out = false;
-    let mut term_sent: Option<Instant> = None;
     let status = loop {
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(line) => keep(line, &mut tail),
@@ -259,21 +283,7 @@ pub(crate) fn run_streaming(
             Ok(None) => {}
             Err(e) => break Err(e),
         }
-        if start.elapsed() > limit {
-            timed_out = true;
-            let pid = rustix::process::Pid::from_child(&child);
-            match term_sent {
-                None => {
-                    tracing::warn!(%command, ?limit, "stopping a command that ran too long");
-                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-                    term_sent = Some(Instant::now());
-                }
-                Some(t) if t.elapsed() > Duration::from_secs(30) => {
-                    let _ = child.kill();
-                }
-                Some(_) => {}
-            }
-        }
+        stopper.tick(&mut child, &command);
     };
     // What is still in the pipes (bounded: a process it left behind may hold them open).
     let drain_until = Instant::now() + Duration::from_secs(2);
@@ -289,7 +299,7 @@ pub(crate) fn run_streaming(
         command: command.clone(),
         failure: CommandFailure::Spawn(e),
     })?;
-    if timed_out {
+    if stopper.stopped() {
         return Err(CommandError {
             command,
             failure: CommandFailure::Timeout { after: limit, output },

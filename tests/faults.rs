@@ -99,6 +99,17 @@ fn restart_libvirtd() {
     assert!(Backend::connect(None).is_ok());
 }
 
+/// Runs `case` with a tmpfs (`opts`) mounted at `at`, unmounted after it
+/// whatever happens.
+fn with_tmpfs(name: &str, opts: &str, at: &Path, case: impl FnOnce() + std::panic::UnwindSafe) {
+    mount(name, opts, at);
+    let outcome = std::panic::catch_unwind(case);
+    let _ = Command::new("umount").arg(at).status();
+    if let Err(p) = outcome {
+        std::panic::resume_unwind(p);
+    }
+}
+
 fn mount(kind: &str, opts: &str, at: &Path) {
     fs::create_dir_all(at).unwrap();
     let st = Command::new("mount")
@@ -107,10 +118,6 @@ fn mount(kind: &str, opts: &str, at: &Path) {
         .status()
         .unwrap();
     assert!(st.success(), "mount {opts} at {}", at.display());
-}
-
-fn umount(at: &Path) {
-    let _ = Command::new("umount").arg(at).status();
 }
 
 #[test]
@@ -217,8 +224,7 @@ fn the_workdirs_filesystem_full_during_init() {
     let _one = serial();
     let tmp = tempfile::tempdir().unwrap();
     let small = tmp.path().join("small");
-    mount("lago-small", "size=300k", &small);
-    let outcome = std::panic::catch_unwind(|| {
+    with_tmpfs("lago-small", "size=300k", &small, || {
         let mine = UserFile::put(&small);
         let w = small.join("env");
         let out = lago(&["-w", w.to_str().unwrap(), "init", envs("tiny1.yaml").to_str().unwrap()]);
@@ -234,10 +240,6 @@ fn the_workdirs_filesystem_full_during_init() {
         assert!(leases.iter().all(|l| !l.workdir.starts_with(&small)), "{leases:?}");
         mine.intact();
     });
-    umount(&small);
-    if let Err(p) = outcome {
-        std::panic::resume_unwind(p);
-    }
 }
 
 /// SIGINT while a test runs: the teardown starts; a second one says what is
@@ -357,8 +359,7 @@ fn a_read_only_lease_dir() {
     let _one = serial();
     let tmp = tempfile::tempdir().unwrap();
     let leases = tmp.path().join("leases");
-    mount("lago-ro", "ro,size=64k", &leases);
-    let outcome = std::panic::catch_unwind(|| {
+    with_tmpfs("lago-ro", "ro,size=64k", &leases, || {
         let mine = UserFile::put(tmp.path());
         let w = tmp.path().join("env");
         let out = Command::new(env!("CARGO_BIN_EXE_lago"))
@@ -375,10 +376,6 @@ fn a_read_only_lease_dir() {
         assert!(!w.exists(), "nothing of the workdir is left");
         mine.intact();
     });
-    umount(&leases);
-    if let Err(p) = outcome {
-        std::panic::resume_unwind(p);
-    }
 }
 
 #[test]

@@ -411,6 +411,13 @@ fn virsh(uri: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Deletes volume `name` of the `lago` pool, if it is there.
+fn vol_delete(uri: &str, name: &str) {
+    let _ = std::process::Command::new("virsh")
+        .args(["-c", uri, "vol-delete", "--pool", "lago", name])
+        .output();
+}
+
 /// Writes `content` into volume `name` of the `lago` pool, creating it.
 fn plant_volume(uri: &str, tmp: &Path, name: &str, size: usize, content: &[u8]) {
     let f = tmp.join(format!("{name}.plant"));
@@ -453,9 +460,7 @@ fn template_uploads_wait_take_over_dead_ones_and_never_delete_a_volume() {
     let name = format!("lago-templates-{sha}");
     let cleanup = || {
         for v in volumes(uri).into_iter().filter(|v| v.starts_with(&name)) {
-            let _ = std::process::Command::new("virsh")
-                .args(["-c", uri, "vol-delete", "--pool", "lago", &v])
-                .output();
+            vol_delete(uri, &v);
         }
     };
     cleanup();
@@ -510,26 +515,12 @@ fn template_uploads_wait_take_over_dead_ones_and_never_delete_a_volume() {
         let err = backend.template_volume(&image, &liar).unwrap_err();
         assert!(err.to_string().contains("sha256"), "{err}");
         assert!(!volumes(uri).contains(&format!("lago-templates-{liar}.done")));
-        let _ = std::process::Command::new("virsh")
-            .args([
-                "-c",
-                uri,
-                "vol-delete",
-                "--pool",
-                "lago",
-                &format!("lago-templates-{liar}"),
-            ])
-            .output();
-        let _ = std::process::Command::new("virsh")
-            .args([
-                "-c",
-                uri,
-                "vol-delete",
-                "--pool",
-                "lago",
-                &format!("lago-templates-{liar}.uploading"),
-            ])
-            .output();
+        for v in [
+            format!("lago-templates-{liar}"),
+            format!("lago-templates-{liar}.uploading"),
+        ] {
+            vol_delete(uri, &v);
+        }
     }));
     cleanup();
     if let Err(p) = outcome {
