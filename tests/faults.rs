@@ -75,6 +75,16 @@ impl UserFile {
     }
 }
 
+/// Destroys the environment in a workdir when dropped, whatever happened
+/// (a no-op once the case destroyed it): a failing case leaks nothing.
+struct DestroyOnDrop(PathBuf, Option<String>);
+
+impl Drop for DestroyOnDrop {
+    fn drop(&mut self) {
+        let _ = lago::env::destroy_workdir(&self.0, self.1.as_deref());
+    }
+}
+
 /// Nothing of env `id` is left on the daemon, in the leases or on disk (its
 /// volumes included, on a pool that exists).
 fn nothing_left(id: &str, workdir: &Path, uri: Option<&str>) {
@@ -129,6 +139,7 @@ fn libvirtd_killed_during_start() {
     let w = tmp.path().join("env");
     let ws = w.to_str().unwrap();
     ok(&["-w", ws, "init", envs("tiny1.yaml").to_str().unwrap()]);
+    let _cleanup = DestroyOnDrop(w.clone(), None);
     let id = env_id_of(&w, None);
     let notes = UserFile::put(&w);
     let start = Command::new(env!("CARGO_BIN_EXE_lago"))
@@ -290,6 +301,7 @@ fn the_remote_sshd_killed_mid_copy() {
     )
     .unwrap();
     let (id, w) = (env.id().to_string(), env.workdir().to_path_buf());
+    let _cleanup = DestroyOnDrop(w.clone(), Some(uri.clone()));
     env.start(&[]).unwrap();
     let big = tmp.path().join("big.bin");
     fs::write(&big, vec![7u8; 48 << 20]).unwrap();
@@ -300,10 +312,12 @@ fn the_remote_sshd_killed_mid_copy() {
         sshd.kill_all();
         copying.join().unwrap()
     });
+    let took = t.elapsed();
+    // Back first, so that whatever the checks say, the teardown can reach the hypervisor.
+    sshd.restart();
     let e = copy.unwrap_err();
     assert!(e.to_string().contains("vm01"), "the error names the VM: {e}");
-    assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
-    sshd.restart();
+    assert!(took < Duration::from_secs(60), "{took:?}");
     // The env's own libvirt connection broke with sshd: its teardown opens another.
     env.destroy().unwrap();
     nothing_left(&id, &w, Some(&uri));
@@ -387,6 +401,7 @@ fn a_corrupt_state_file() {
     let w = tmp.path().join("env");
     let ws = w.to_str().unwrap();
     ok(&["-w", ws, "init", envs("tiny1.yaml").to_str().unwrap()]);
+    let _cleanup = DestroyOnDrop(w.clone(), None);
     ok(&["-w", ws, "start"]);
     let id = env_id_of(&w, None);
     let state = w.join("env.json");
