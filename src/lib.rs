@@ -82,6 +82,7 @@ pub use config::{ConfigError, EnvSpec};
 pub use env::{Env, InitOptions};
 pub use error::{ConsoleMatch, Error, Result, error_chain};
 pub use lease::{LeaseError, LeaseStore};
+pub use machine::{DEFAULT_COMMAND_TIMEOUT, command_timeout};
 pub use plan::{EnvId, EnvPlan, PlanError, Subnet};
 pub use ssh::CommandStatus;
 pub use vm::Vm;

@@ -94,7 +94,7 @@ fn host_id_files() -> Vec<PathBuf> {
 }
 
 /// The id of this host as far as process ids go: a random id made once per
-/// boot (kept in `/run`, see [`host_id_files`]) and the process-id
+/// boot (kept in `/run/lago/host-id`, else the user's runtime folder) and the process-id
 /// namespace. Two processes with the same host id see the same processes;
 /// clones of one image, containers and other boots get other ids. Empty
 /// when no id can be read or made (nothing is then proven gone).

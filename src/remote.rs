@@ -390,7 +390,7 @@ impl JumpHost {
 
 /// A tunnel's pump thread, the only thread of lago that uses libssh2 on
 /// its own. It is owned: dropping the [`Tunnel`] asks it to stop (after
-/// the last bytes, for at most [`STOP_DRAIN`]) and joins it, and a process
+/// the last bytes, for at most 2 s) and joins it, and a process
 /// exit stops every pump still running (see [`stop_all_pumps`]) before
 /// OpenSSL is torn down (see `crate::exit`).
 #[derive(Debug)]
