@@ -478,9 +478,16 @@ fn gc_and_the_sweep_leave_a_moved_or_hidden_environment_alone() {
     }
     let moved = env_id_of(&a, None);
     std::fs::rename(&a, &b).unwrap();
-    // The other mount namespace: a private tmpfs on /tmp, kept alive by a sleeper.
+    // The other mount namespace: a private tmpfs (as a container's own /tmp) over
+    // a folder that stays empty here, kept alive by a sleeper. (Not over /tmp
+    // itself: the checkout and its binaries may be under /tmp.)
+    let private = tmp.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    let pw = private.join("w");
     let script = format!(
-        "mount -t tmpfs lago-private-tmp /tmp && {exe} -w /tmp/w init --remote {init_file} && {exe} -w /tmp/w start && echo ready && exec sleep 600",
+        "mount -t tmpfs lago-private-tmp {p} && {exe} -w {w} init --remote {init_file} && {exe} -w {w} start && echo ready && exec sleep 600",
+        p = private.display(),
+        w = pw.display(),
         exe = env!("CARGO_BIN_EXE_lago")
     );
     let mut hidden_ns = Command::new("unshare")
@@ -494,10 +501,23 @@ fn gc_and_the_sweep_leave_a_moved_or_hidden_environment_alone() {
         .next()
         .and_then(Result::ok);
     let ns = Some(hidden_ns.id());
+    let pws = pw.to_str().unwrap();
+    if ready.as_deref() != Some("ready") {
+        let _ = lago_in(ns, &["-w", pws, "destroy", "--yes"]);
+        let _ = hidden_ns.kill();
+        let out = hidden_ns.wait_with_output().unwrap();
+        let _ = lago_in(None, &["-w", b.to_str().unwrap(), "destroy", "--yes"]);
+        panic!(
+            "the private-/tmp env did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let outcome = std::panic::catch_unwind(|| {
-        assert!(ready.as_deref() == Some("ready"), "the private-/tmp env did not start");
-        let hidden = env_id_of(Path::new("/tmp/w"), ns);
-        assert!(!Path::new("/tmp/w").join("env-id").exists(), "its /tmp is private");
+        let hidden = env_id_of(&pw, ns);
+        assert!(
+            !pw.join("env-id").exists(),
+            "its folder is private to the other mount namespace"
+        );
         let gc = lago_in(None, &["gc"]);
         let text = String::from_utf8_lossy(&gc.stdout).into_owned();
         assert!(gc.status.success(), "{text}{}", String::from_utf8_lossy(&gc.stderr));
@@ -519,7 +539,7 @@ fn gc_and_the_sweep_leave_a_moved_or_hidden_environment_alone() {
         // Both still run and answer.
         let here = lago_in(None, &["-w", b.to_str().unwrap(), "shell", "vm01", "--", "hostname"]);
         assert_eq!(String::from_utf8_lossy(&here.stdout).trim(), "vm01");
-        let there = lago_in(ns, &["-w", "/tmp/w", "shell", "vm01", "--", "hostname"]);
+        let there = lago_in(ns, &["-w", pws, "shell", "vm01", "--", "hostname"]);
         assert_eq!(String::from_utf8_lossy(&there.stdout).trim(), "vm01", "{there:?}");
         // Named, an orphan goes (libvirt objects, leases); the user's moved folder is not gc's.
         let named = lago_in(None, &["gc", "--orphans", &moved]);
@@ -541,7 +561,7 @@ fn gc_and_the_sweep_leave_a_moved_or_hidden_environment_alone() {
         let unknown = lago_in(None, &["gc", "--orphans", "0000dead"]);
         assert_eq!(unknown.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&unknown.stdout).contains("0000dead: no such environment"));
-        let out = lago_in(ns, &["-w", "/tmp/w", "destroy", "--yes"]);
+        let out = lago_in(ns, &["-w", pws, "destroy", "--yes"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert!(
             backend
@@ -550,7 +570,7 @@ fn gc_and_the_sweep_leave_a_moved_or_hidden_environment_alone() {
                 .is_empty()
         );
     });
-    let _ = lago_in(ns, &["-w", "/tmp/w", "destroy", "--yes"]);
+    let _ = lago_in(ns, &["-w", pws, "destroy", "--yes"]);
     let _ = hidden_ns.kill();
     let _ = hidden_ns.wait();
     let _ = lago_in(None, &["-w", b.to_str().unwrap(), "destroy", "--yes"]);
