@@ -427,7 +427,7 @@ pub fn verified_table(results: &[crate::store::manage::Verified]) -> (String, bo
             }
             Err(e) => {
                 ok = false;
-                format!("error: {}", crate::error_chain(e))
+                format!("error: {}", crate::util::text::error_chain(e))
             }
         };
         let _ = writeln!(s, "{}:{}  {verdict}", t.name, t.version);

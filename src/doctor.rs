@@ -217,7 +217,7 @@ fn qemu(host: &Host) -> Check {
         );
     };
     let mut first = None;
-    let out = crate::cmd::run_streaming(
+    let out = crate::util::cmd::run_streaming(
         std::process::Command::new(&bin).arg("--version"),
         std::time::Duration::from_secs(10),
         |line| {

@@ -200,7 +200,7 @@ impl Drop for InitGuard<'_> {
         if let Some((store, env_id)) = &self.uses {
             store.forget_env(env_id, self.claim.dir.path());
         }
-        crate::logging::detach_env_log(&self.claim.dir.path().join("logs/lago.log"));
+        crate::util::logging::detach_env_log(&self.claim.dir.path().join("logs/lago.log"));
         self.claim.undo();
     }
 }
@@ -241,7 +241,7 @@ impl Env {
             uses: None,
             armed: false,
         };
-        crate::logging::attach_env_log(&workdir.join("logs/lago.log"));
+        crate::util::logging::attach_env_log(&workdir.join("logs/lago.log"));
         let dir = &guard.claim.dir;
         if let Some(owner) = &opts.owner {
             let path = workdir.join(crate::owner::OWNER_FILE);
@@ -845,7 +845,7 @@ impl Env {
             // The connection broke (libvirtd restarted, the hypervisor's sshd
             // went away and came back): the teardown goes on over a new one.
             Err(e) if !self.backend.is_alive() => {
-                tracing::info!(uri = %self.saved.libvirt_uri, error = %crate::error_chain(&e), "the libvirt connection broke; reconnecting to tear down");
+                tracing::info!(uri = %self.saved.libvirt_uri, error = %crate::util::text::error_chain(&e), "the libvirt connection broke; reconnecting to tear down");
                 run(&Backend::connect(Some(&self.saved.libvirt_uri))?)
             }
             r => r,
@@ -1068,7 +1068,7 @@ fn destroy_parts(
     // By env id: a workdir the user moved still releases the leases that name the old path.
     leases.release_env(env_id)?;
     store.forget_env(env_id, workdir);
-    crate::logging::detach_env_log(&workdir.join("logs/lago.log"));
+    crate::util::logging::detach_env_log(&workdir.join("logs/lago.log"));
     workdir::remove(workdir, Some(env_id))
 }
 

@@ -328,7 +328,7 @@ pub enum Error {
         vm: String,
         /// The copy's failure.
         #[source]
-        source: crate::cmd::CommandError,
+        source: crate::util::cmd::CommandError,
     },
     /// `lago gc` found objects on a libvirt URI it could not reach.
     #[error(
@@ -546,32 +546,22 @@ pub(crate) fn run_parallel<T: Sync, R: Send>(
     name: impl Fn(&T) -> String,
     work: impl Fn(&T) -> Result<R> + Sync,
 ) -> Vec<(String, Result<R>)> {
-    let work = &work;
-    std::thread::scope(|s| {
-        let handles: Vec<_> = items.iter().map(|it| (name(it), s.spawn(move || work(it)))).collect();
-        handles
-            .into_iter()
-            .map(|(vm, h)| {
-                let r = h.join().unwrap_or_else(|p| {
-                    Err(Error::Panicked {
-                        vm: vm.clone(),
-                        action,
-                        message: panic_text(p.as_ref()),
-                    })
-                });
-                (vm, r)
-            })
-            .collect()
-    })
+    crate::util::parallel::each(items, name, work)
+        .into_iter()
+        .map(|(vm, r)| {
+            let r = r.unwrap_or_else(|message| {
+                Err(Error::Panicked {
+                    vm: vm.clone(),
+                    action,
+                    message,
+                })
+            });
+            (vm, r)
+        })
+        .collect()
 }
 
-/// The text of a panic payload.
-pub(crate) fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".into())
-}
+pub(crate) use crate::util::parallel::panic_text;
 
 fn list_some(names: &[String]) -> String {
     const SHOWN: usize = 5;
@@ -627,21 +617,7 @@ fn console_tail(lines: &[String]) -> String {
 /// `Result` with lago's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// An error and its sources, joined with `: ` (parts the message already
-/// contains are not repeated).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        let c = cause.to_string();
-        if !s.contains(&c) {
-            s.push_str(": ");
-            s.push_str(&c);
-        }
-        src = cause.source();
-    }
-    s
-}
+pub use crate::util::text::error_chain;
 
 #[cfg(test)]
 mod tests {

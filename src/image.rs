@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::cmd::{CommandError, run};
 use crate::config::DiskFormat;
+use crate::util::cmd::{CommandError, run};
 
 /// An image operation that failed.
 #[derive(Debug, thiserror::Error)]

@@ -31,8 +31,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::lock::{LockFailure, lock_exclusive, running_as_root};
 use crate::plan::{EnvId, Subnet, SubnetRequest};
+use crate::util::lock::{LockFailure, lock_exclusive, running_as_root};
 
 /// File, in an owner's workdir, that holds its env id. A lease is live while
 /// this file exists and names the lease's env id.

@@ -44,7 +44,6 @@
 
 pub mod backend;
 pub mod cli;
-mod cmd;
 pub mod collect;
 pub mod deploy;
 pub mod doctor;
@@ -53,19 +52,15 @@ pub mod inventory;
 pub use lago_config as config;
 pub mod env;
 mod error;
-mod exit;
 pub mod fixtures;
 pub mod gc;
 pub mod harness;
 pub mod image;
 pub mod keys;
 pub mod lease;
-mod lock;
-mod logging;
 mod machine;
 pub mod owner;
 pub mod plan;
-mod random;
 pub mod remote;
 pub mod sdk;
 pub mod seed;
@@ -76,7 +71,8 @@ pub mod transcript;
 pub mod vm;
 mod workdir;
 
-pub use cmd::{CommandError, CommandFailure};
+mod util;
+pub use util::cmd::{CommandError, CommandFailure};
 
 pub use config::{ConfigError, EnvSpec};
 pub use env::{Env, InitOptions};

@@ -130,7 +130,7 @@ fn read_or_make_id(file: &Path) -> Option<String> {
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
         Err(_) => return None,
     }
-    let id = crate::random::random_hex(16).ok()?;
+    let id = crate::util::random::random_hex(16).ok()?;
     let tmp = dir.join(format!(".host-id-{id}"));
     let made = fs::OpenOptions::new()
         .write(true)

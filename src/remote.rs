@@ -392,7 +392,7 @@ impl JumpHost {
 /// its own. It is owned: dropping the [`Tunnel`] asks it to stop (after
 /// the last bytes, for at most 2 s) and joins it, and a process
 /// exit stops every pump still running (see [`stop_all_pumps`]) before
-/// OpenSSL is torn down (see `crate::exit`).
+/// OpenSSL is torn down (see `crate::util::exit`).
 #[derive(Debug)]
 pub struct Tunnel {
     pump: Arc<PumpState>,
@@ -433,7 +433,7 @@ impl Drop for Finished {
 
 impl Tunnel {
     fn spawn(to: SocketAddr, body: impl FnOnce(&AtomicU8) + Send + 'static) -> std::io::Result<Tunnel> {
-        crate::exit::on_exit("tunnel pumps", stop_all_pumps);
+        crate::util::exit::on_exit("tunnel pumps", stop_all_pumps);
         let state = Arc::new(PumpState::default());
         let finished = Finished(state.clone());
         let thread = std::thread::Builder::new()

@@ -48,9 +48,9 @@ impl Default for Options {
 /// Creates an environment from the init file `config` (see [`Env::init`]),
 /// logging to `<workdir>/logs/lago.log` and `logfile`.
 pub fn init(config: impl AsRef<Path>, opts: Options) -> Result<Env> {
-    crate::logging::install(opts.loglevel);
+    crate::util::logging::install(opts.loglevel);
     if let Some(f) = &opts.logfile {
-        crate::logging::add_file(f);
+        crate::util::logging::add_file(f);
     }
     let mut init = opts.init;
     if opts.workdir.is_some() {
@@ -62,12 +62,12 @@ pub fn init(config: impl AsRef<Path>, opts: Options) -> Result<Env> {
 /// Attaches to the running environment in `workdir` (e.g. from a second process).
 pub fn load_env(workdir: impl AsRef<Path>) -> Result<Env> {
     let env = Env::load(workdir)?;
-    crate::logging::attach_env_log(&env.workdir().join("logs/lago.log"));
+    crate::util::logging::attach_env_log(&env.workdir().join("logs/lago.log"));
     Ok(env)
 }
 
 /// Prints every lago log event to stderr (for all environments), at `level`.
 pub fn add_stream_logger(level: tracing::Level) {
-    crate::logging::install(level);
-    crate::logging::enable_stream();
+    crate::util::logging::install(level);
+    crate::util::logging::enable_stream();
 }

@@ -143,7 +143,7 @@ impl Vm {
     fn copy_disks(&self, ends: impl Fn(&crate::plan::DiskPlan) -> (PathBuf, PathBuf)) -> Result<()> {
         for d in self.plan.disks.iter().filter(|d| d.format != DiskFormat::Iso) {
             let (from, to) = ends(d);
-            crate::cmd::run(
+            crate::util::cmd::run(
                 std::process::Command::new("cp")
                     .args(["--sparse=always", "--reflink=auto", "-f", "--"])
                     .arg(&from)
@@ -191,7 +191,7 @@ impl Vm {
                 tracing::warn!(vm = %self.name(), code = st.code, err = %st.err.trim(), "cannot set the guest clock after the revert")
             }
             Err(e) => {
-                tracing::warn!(vm = %self.name(), error = %crate::error_chain(&e), "cannot set the guest clock after the revert")
+                tracing::warn!(vm = %self.name(), error = %crate::util::text::error_chain(&e), "cannot set the guest clock after the revert")
             }
         }
     }

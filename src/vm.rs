@@ -294,7 +294,7 @@ impl Vm {
         crate::transcript::record(|| crate::transcript::Entry {
             vm: self.name().to_owned(),
             command: what,
-            outcome: r.as_ref().map(|_| 0).map_err(|e| crate::error_chain(e)),
+            outcome: r.as_ref().map(|_| 0).map_err(|e| crate::util::text::error_chain(e)),
             out: String::new(),
             err: String::new(),
             duration: start.elapsed(),

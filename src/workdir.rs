@@ -80,19 +80,7 @@ pub const ENTRIES: &[&str] = &[
     CREATED_MARKER,
 ];
 
-/// A name for a file or volume lago makes from names it was given: letters,
-/// digits and `-_.` kept, anything else `_`.
-pub fn plain_name(raw: &str) -> String {
-    raw.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
+pub use crate::util::text::plain_name;
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error + use<> {
     let path = path.to_path_buf();
@@ -402,7 +390,7 @@ impl Claim {
     /// Removes what the claim made (rollback of a failed init).
     pub(crate) fn undo(&self) {
         if let Err(e) = remove_in(&self.dir) {
-            tracing::warn!(error = %crate::error_chain(&e), workdir = %self.dir.path().display(), "rollback: cleaning the workdir failed");
+            tracing::warn!(error = %crate::util::text::error_chain(&e), workdir = %self.dir.path().display(), "rollback: cleaning the workdir failed");
         }
         // Without the marker (when it could not be written) the folder is still ours.
         if self.created {

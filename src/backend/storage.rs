@@ -59,16 +59,10 @@ fn err(action: &'static str, name: &str) -> impl FnOnce(virt::error::Error) -> B
     move |source| BackendError::Storage { action, name, source }
 }
 
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('\'', "&apos;")
-        .replace('"', "&quot;")
-}
+use crate::util::text::xml_escape;
 
 /// A volume name lago makes: letters, digits and `-_.` only.
-pub use crate::workdir::plain_name as volume_name;
+pub use crate::util::text::plain_name as volume_name;
 
 impl Backend {
     fn pool(&self) -> Result<StoragePool, BackendError> {
@@ -404,7 +398,7 @@ impl Backend {
     /// moment: of two takers, the last writer has it). `None`: another
     /// client holds it.
     fn take_upload_lock(&self, lock: &str) -> Result<Option<String>, BackendError> {
-        let token = crate::random::random_hex(16).map_err(|source| BackendError::StorageIo {
+        let token = crate::util::random::random_hex(16).map_err(|source| BackendError::StorageIo {
             name: lock.to_owned(),
             path: "/dev/urandom".into(),
             source,

@@ -57,13 +57,7 @@ pub struct DomainParams<'a> {
     pub owner: Option<&'a crate::owner::Owner>,
 }
 
-pub(crate) fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('\'', "&apos;")
-        .replace('"', "&quot;")
-}
+pub(crate) use crate::util::text::xml_escape as esc;
 
 fn p(path: &Path) -> String {
     esc(&path.to_string_lossy())

@@ -130,7 +130,7 @@ fn make_token(workdir: &Path) -> Result<String, Error> {
     let parent = workdir
         .parent()
         .ok_or_else(|| io_err(std::io::Error::other("the workdir has no parent folder")))?;
-    let token = crate::random::random_hex(16).map_err(io_err)?;
+    let token = crate::util::random::random_hex(16).map_err(io_err)?;
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -218,7 +218,7 @@ impl Runner {
         } else {
             crate::backend::Backend::connect(None)
                 .err()
-                .map(|e| crate::error_chain(&e))
+                .map(|e| crate::util::text::error_chain(&e))
         };
         if let Some(why) = &unreachable {
             eprintln!("lago: VM trials are ignored: libvirt is not reachable here ({why})");
@@ -238,7 +238,7 @@ impl Runner {
                     let result = catch_unwind(AssertUnwindSafe(|| {
                         // The report shows an error with its whole chain of causes.
                         crate::harness::run_named_timeout(&init_file, &trial_name, options, move |env| {
-                            f(env).map_err(|e| crate::error_chain(&*e))
+                            f(env).map_err(|e| crate::util::text::error_chain(&*e))
                         })
                     }));
                     let result: Result<(), String> = match result {
@@ -318,7 +318,7 @@ fn split_junit(args: impl IntoIterator<Item = String>) -> (Option<PathBuf>, Vec<
 }
 
 fn xml_escape(s: &str) -> String {
-    crate::backend::xml::esc(s)
+    crate::util::text::xml_escape(s)
         .chars()
         .filter(|c| !c.is_control() || matches!(c, '\n' | '\t' | '\r'))
         .collect()

@@ -241,7 +241,7 @@ impl Suite {
         install_signal_handler();
         // The environment's log (logs/lago.log, copied into failure
         // artifacts), unless the tests installed their own subscriber.
-        crate::logging::install(tracing::Level::DEBUG);
+        crate::util::logging::install(tracing::Level::DEBUG);
         sweep_once();
         let start = Instant::now();
         let (env, attached) = match std::env::var("NEXTEST_RUN_ID") {
@@ -575,13 +575,13 @@ impl SharedDir {
     /// Held while booting; others wait (bounded) for the outcome.
     fn lock(&self) -> Result<std::fs::File, Error> {
         let path = self.dir.join("boot.lock");
-        crate::lock::lock_exclusive(&path, std::time::Duration::from_secs(30 * 60)).map_err(|e| match e {
-            crate::lock::LockFailure::Io(source) => Error::Workdir {
+        crate::util::lock::lock_exclusive(&path, std::time::Duration::from_secs(30 * 60)).map_err(|e| match e {
+            crate::util::lock::LockFailure::Io(source) => Error::Workdir {
                 action: "lock",
                 path,
                 source,
             },
-            crate::lock::LockFailure::Timeout(_) => Error::Workdir {
+            crate::util::lock::LockFailure::Timeout(_) => Error::Workdir {
                 action: "lock",
                 path,
                 source: std::io::Error::new(

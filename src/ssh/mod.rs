@@ -287,7 +287,7 @@ impl Link {
 
 /// Opens a session: TCP connect, handshake, host-key check, key auth.
 pub fn connect(t: &Target, timeout: Duration) -> Result<Link, SshError> {
-    let _call = crate::exit::InFlight::enter();
+    let _call = crate::util::exit::InFlight::enter();
     let addr = SocketAddr::new(t.ip, t.port);
     let (tcp, tunnel) = match &t.via {
         Some(jump) => {
@@ -685,7 +685,7 @@ fn run(
     };
     let expired = || deadline.is_some_and(|d| Instant::now() >= d);
     let step = Duration::from_millis(50);
-    let _call = crate::exit::InFlight::enter();
+    let _call = crate::util::exit::InFlight::enter();
     let exiting = || SshError::Exiting {
         vm: vm.to_owned(),
         command: command.to_owned(),
@@ -701,7 +701,7 @@ fn run(
                     if expired() {
                         return Err(Failure::Fatal(timed_out()));
                     }
-                    if crate::exit::shutting_down() {
+                    if crate::util::exit::shutting_down() {
                         return Err(Failure::Fatal(exiting()));
                     }
                     wait_socket(sess, tcp, step);
@@ -802,7 +802,7 @@ fn run(
                 let _ = ch.close();
                 return Err(Failure::Fatal(timed_out()));
             }
-            if crate::exit::shutting_down() {
+            if crate::util::exit::shutting_down() {
                 return Err(Failure::Fatal(exiting()));
             }
             if let Some(ask) = io.interrupt
@@ -831,7 +831,7 @@ fn run(
             if expired() {
                 return Err(Failure::Fatal(timed_out()));
             }
-            if crate::exit::shutting_down() {
+            if crate::util::exit::shutting_down() {
                 return Err(Failure::Fatal(exiting()));
             }
         }

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use super::{BUILD_PREFIX, StoreError, Template, TemplateStore, io, remove_stale_builds};
-use crate::cmd::{run, run_streaming};
-use crate::lock::running_as_root;
+use crate::util::cmd::{run, run_streaming};
+use crate::util::lock::running_as_root;
 
 /// The template's name.
 pub const NAME: &str = "debian-12";

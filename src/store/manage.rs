@@ -25,7 +25,7 @@ use super::repo::{
     RepoMetadata, SourceSpec, TemplateVersions, VersionEntry, is_qcow2, safe_component, standalone_qcow2,
 };
 use super::{BUILD_PREFIX, META, StoreError, Template, TemplateStore, io, remove_build, remove_stale_builds};
-use crate::cmd::run;
+use crate::util::cmd::run;
 
 /// Why a store operation failed (beyond reading and writing the store).
 #[derive(Debug, thiserror::Error)]
@@ -838,9 +838,9 @@ mod tests {
         fs::rename(&dir, &away).unwrap();
         let err = store.record_use(&t, Path::new("/w"), &id).unwrap_err();
         assert!(
-            crate::error_chain(&err).contains("record the use"),
+            crate::util::text::error_chain(&err).contains("record the use"),
             "{}",
-            crate::error_chain(&err)
+            crate::util::text::error_chain(&err)
         );
         assert!(!dir.exists(), "the folder did not come back empty");
     }

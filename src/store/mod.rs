@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cmd::CommandError;
-use crate::lock::{LockFailure, lock_exclusive, running_as_root};
+use crate::util::cmd::CommandError;
+use crate::util::lock::{LockFailure, lock_exclusive, running_as_root};
 
 /// Why a template could not be found or built.
 #[derive(Debug, thiserror::Error)]
@@ -411,7 +411,7 @@ impl TemplateStore {
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        tracing::warn!(dir = %dir.display(), error = %crate::error_chain(&e), "unreadable template metadata; ignored")
+                        tracing::warn!(dir = %dir.display(), error = %crate::util::text::error_chain(&e), "unreadable template metadata; ignored")
                     }
                 }
             }
@@ -464,8 +464,8 @@ impl TemplateStore {
                     Err(e) => notes.push(format!("{loc}: {e}")),
                 },
                 Err(e) => {
-                    tracing::warn!(repo = %loc, error = %crate::error_chain(&e), "template repository unavailable");
-                    notes.push(format!("{loc}: {}", crate::error_chain(&e)));
+                    tracing::warn!(repo = %loc, error = %crate::util::text::error_chain(&e), "template repository unavailable");
+                    notes.push(format!("{loc}: {}", crate::util::text::error_chain(&e)));
                 }
             }
         }
@@ -631,7 +631,7 @@ pub(crate) fn remove_build(path: &Path) {
     };
     for m in mounts {
         tracing::warn!(mount = %m.display(), "unmounting what a killed template build left mounted");
-        if let Err(e) = crate::cmd::run(std::process::Command::new("umount").arg("--lazy").arg(&m)) {
+        if let Err(e) = crate::util::cmd::run(std::process::Command::new("umount").arg("--lazy").arg(&m)) {
             tracing::warn!(mount = %m.display(), error = %e, "cannot unmount; the build folder is left in place");
             return;
         }

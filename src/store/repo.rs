@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 
 use super::http::{DownloadSink, Http, HttpError};
 use super::{BUILD_PREFIX, StoreError, Template, TemplateStore, io, remove_stale_builds};
-use crate::cmd::run;
+use crate::util::cmd::run;
 
 /// The largest `repo.metadata` read.
 pub const METADATA_LIMIT: u64 = 8 << 20;

@@ -21,7 +21,7 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use super::{BUILD_PREFIX, StoreError, Template, TemplateStore, io, remove_stale_builds};
-use crate::cmd::run;
+use crate::util::cmd::run;
 
 /// How long `make vmlinux` may run.
 const KERNEL_BUILD_LIMIT: std::time::Duration = std::time::Duration::from_secs(3 * 3600);
@@ -292,9 +292,9 @@ pub(crate) fn build_kernel(store: &TemplateStore) -> Result<PathBuf, StoreError>
         };
         // A step that ran but whose result lago refuses.
         let refused = |command: String, why: String| {
-            build_err(crate::cmd::CommandError {
+            build_err(crate::util::cmd::CommandError {
                 command,
-                failure: crate::cmd::CommandFailure::Exit {
+                failure: crate::util::cmd::CommandFailure::Exit {
                     code: None,
                     stderr: why,
                 },
@@ -340,7 +340,7 @@ pub(crate) fn build_kernel(store: &TemplateStore) -> Result<PathBuf, StoreError>
         // The uncompressed ELF, not bzImage: QEMU starts it at its PVH entry
         // (CONFIG_PVH), with no real-mode setup and no decompression (~60 ms under TCG).
         // The one long tool: a kernel build takes minutes, on a slow machine an hour.
-        crate::cmd::run_within(
+        crate::util::cmd::run_within(
             Command::new("make")
                 .current_dir(&tmp)
                 .args(["-s", &format!("-j{jobs}"), "vmlinux"]),
