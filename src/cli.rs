@@ -13,8 +13,8 @@ use crate::config::{self, DiskBus, DiskSource, EnvSpec, approx_size, format_size
 use crate::env::Status;
 use crate::error::{Error, Result};
 use crate::gc::GcReport;
+use crate::host::store::manage::StoreEntry;
 use crate::plan::{self, EnvId, EnvPlan};
-use crate::store::manage::StoreEntry;
 
 /// How a command prints data: Lago's `--out-format` (`default`, `flat`,
 /// `json`, `yaml`), `table` being lago's default.
@@ -97,7 +97,9 @@ pub fn discover_workdir(explicit: Option<PathBuf>, cwd: &Path) -> Result<PathBuf
     }
     for dir in cwd.ancestors() {
         let candidate = dir.join(".lago");
-        if candidate.join(crate::env::STATE_FILE).is_file() || candidate.join(crate::lease::OWNER_ID_FILE).is_file() {
+        if candidate.join(crate::env::STATE_FILE).is_file()
+            || candidate.join(crate::host::lease::OWNER_ID_FILE).is_file()
+        {
             return Ok(candidate);
         }
     }
@@ -397,7 +399,7 @@ pub fn snapshots_table(snaps: &[crate::snapshot::SnapshotInfo]) -> String {
 }
 
 /// `lago template publish` as text.
-pub fn published_table(dir: &Path, done: &[crate::store::manage::Published]) -> String {
+pub fn published_table(dir: &Path, done: &[crate::host::store::manage::Published]) -> String {
     let mut s = String::new();
     for p in done {
         let _ = writeln!(
@@ -415,7 +417,7 @@ pub fn published_table(dir: &Path, done: &[crate::store::manage::Published]) -> 
 }
 
 /// `lago template verify` as text, and whether every template is intact.
-pub fn verified_table(results: &[crate::store::manage::Verified]) -> (String, bool) {
+pub fn verified_table(results: &[crate::host::store::manage::Verified]) -> (String, bool) {
     let mut s = String::new();
     let mut ok = true;
     for (t, r) in results {
@@ -436,7 +438,7 @@ pub fn verified_table(results: &[crate::store::manage::Verified]) -> (String, bo
 }
 
 /// `lago template prune` as text.
-pub fn pruned_table(r: &crate::store::manage::PruneReport, dry_run: bool) -> String {
+pub fn pruned_table(r: &crate::host::store::manage::PruneReport, dry_run: bool) -> String {
     let mut s = String::new();
     let verb = if dry_run { "would remove" } else { "removed" };
     for (id, size) in &r.removed {

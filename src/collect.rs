@@ -118,7 +118,7 @@ pub(crate) fn claim_output_dir(path: &Path) -> Result<()> {
             })
         }
         Ok(_) => {
-            let holds = crate::workdir::contents(path)?;
+            let holds = crate::host::workdir::contents(path)?;
             if holds.is_empty() {
                 Ok(())
             } else {
@@ -265,7 +265,7 @@ impl Env {
                 Ok(got)
             },
         )?;
-        let log = self.workdir().join("logs/lago.log");
+        let log = self.workdir().join(crate::host::workdir::LOG_FILE);
         let env_log = copy_new(&log, &dir.join("lago.log")).ok().map(|_| dir.join("lago.log"));
         Ok(CollectReport {
             dir,

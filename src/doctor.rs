@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::backend::Backend;
-use crate::lease::LeaseStore;
-use crate::store::TemplateStore;
+use crate::host::lease::LeaseStore;
+use crate::host::store::TemplateStore;
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -390,7 +390,7 @@ fn nextest(host: &Host) -> Check {
 /// 192.168.200.0/21..192.168.255.255, but for lago's own bridges (`lg-…`)
 /// when `skip_lago`.
 fn route_clashes(text: &str, skip_lago: bool) -> Vec<String> {
-    crate::lease::pool_routes(text)
+    crate::host::lease::pool_routes(text)
         .into_iter()
         .filter(|r| !(skip_lago && r.iface.starts_with("lg-")))
         .map(|r| format!("{} {}/{}", r.iface, r.net, r.prefix))
@@ -449,7 +449,7 @@ fn store(host: &Host) -> Check {
 }
 
 fn tiny(host: &Host) -> Check {
-    match crate::store::tiny::inputs_report(&TemplateStore::new(&host.store)) {
+    match crate::host::store::tiny::inputs_report(&TemplateStore::new(&host.store)) {
         Ok((kernel, true)) => Check::ok(
             "tiny",
             format!("build inputs present; boots its own kernel {}", kernel.display()),

@@ -19,22 +19,23 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::backend::{self, AccelChoice, Backend, Boot, DomainParams, VmState};
 use crate::config::{self, DiskSource, EnvSpec};
 use crate::error::{Error, Result};
-use crate::image;
-use crate::keys::{self, KeyPair};
-use crate::lease::{LeaseOwner, LeaseStore, OWNER_ID_FILE};
+use crate::host::image;
+use crate::host::keys::{self, KeyPair};
+use crate::host::lease::{LeaseOwner, LeaseStore, OWNER_ID_FILE};
+use crate::host::seed::{self, SeedKeys};
+use crate::host::store::{Template, TemplateStore};
 use crate::plan::{self, EnvId, EnvPlan};
-use crate::seed::{self, SeedKeys};
 use crate::ssh::{Connection, Target};
-use crate::store::{Template, TemplateStore};
 use crate::vm::Vm;
 
-pub use crate::workdir::STATE_FILE;
-use crate::workdir::{self, CLIENT_KEY};
+use crate::host::state::{MAX_STATE_BYTES, SavedEnv};
+pub use crate::host::workdir::STATE_FILE;
+use crate::host::workdir::{self, CLIENT_KEY};
 
 /// Options for [`Env::init`].
 #[derive(Debug, Clone, Default)]
@@ -56,7 +57,7 @@ pub struct InitOptions {
     /// sets it), recorded in the workdir and in each domain's metadata so
     /// that `lago gc` can sweep the environment once that process is gone.
     /// `None`: it lives until destroyed.
-    pub owner: Option<crate::owner::Owner>,
+    pub owner: Option<crate::host::owner::Owner>,
     /// Lago keys the init file uses that lago does not act on are errors,
     /// not warnings (which are logged).
     pub strict: bool,
@@ -72,29 +73,6 @@ pub struct InitOptions {
     /// remote). Guests of a remote hypervisor reached over SSH
     /// (`qemu+ssh://…`) are reached through that host.
     pub remote: Option<bool>,
-}
-
-/// The largest state file read back (a planted giant is an error, not an allocation).
-const MAX_STATE_BYTES: u64 = 64 << 20;
-
-/// What is saved in the workdir to attach to the environment later.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct SavedEnv {
-    pub env_id: EnvId,
-    pub spec: EnvSpec,
-    pub plan: EnvPlan,
-    pub libvirt_uri: String,
-    pub lease_dir: PathBuf,
-    pub accel: String,
-    pub network_xml: BTreeMap<String, String>,
-    pub domain_xml: BTreeMap<String, String>,
-    pub host_keys: BTreeMap<String, String>,
-    pub templates: BTreeMap<String, String>,
-    #[serde(default)]
-    pub remote: Option<bool>,
-    /// The template store whose templates record this environment's use.
-    #[serde(default)]
-    pub store: Option<PathBuf>,
 }
 
 /// A network's status.
@@ -200,7 +178,7 @@ impl Drop for InitGuard<'_> {
         if let Some((store, env_id)) = &self.uses {
             store.forget_env(env_id, self.claim.dir.path());
         }
-        crate::util::logging::detach_env_log(&self.claim.dir.path().join("logs/lago.log"));
+        crate::util::logging::detach_env_log(&self.claim.dir.path().join(crate::host::workdir::LOG_FILE));
         self.claim.undo();
     }
 }
@@ -241,12 +219,12 @@ impl Env {
             uses: None,
             armed: false,
         };
-        crate::util::logging::attach_env_log(&workdir.join("logs/lago.log"));
+        crate::util::logging::attach_env_log(&workdir.join(crate::host::workdir::LOG_FILE));
         let dir = &guard.claim.dir;
         if let Some(owner) = &opts.owner {
-            let path = workdir.join(crate::owner::OWNER_FILE);
+            let path = workdir.join(crate::host::owner::OWNER_FILE);
             let text = serde_json::to_string_pretty(owner).map_err(|source| Error::State { path, source })?;
-            dir.write_new(Path::new(crate::owner::OWNER_FILE), text.as_bytes(), 0o600)?;
+            dir.write_new(Path::new(crate::host::owner::OWNER_FILE), text.as_bytes(), 0o600)?;
         }
         tracing::info!(%env_id, workdir = %workdir.display(), init_file = %spec.source.display(), "init");
 
@@ -256,7 +234,7 @@ impl Env {
         };
         // Subnets the daemon's networks (any user's) or the host's routes already use are never handed out.
         let mut in_use = backend.subnets_in_use()?;
-        in_use.extend(crate::lease::host_route_subnets());
+        in_use.extend(crate::host::lease::host_route_subnets());
         // A remote hypervisor: a daemon other machines may share, and that shares no files with
         // this one. Each /24 is also claimed in the daemon (atomic there); one another client
         // holds is given back and another one leased.
@@ -288,7 +266,7 @@ impl Env {
             leases.release(&owner)?;
             in_use.extend(taken);
             if attempts >= 8 {
-                return Err(crate::lease::LeaseError::Exhausted {
+                return Err(crate::host::lease::LeaseError::Exhausted {
                     needed: requests.len(),
                     free: 0,
                     dir: leases.dir().to_path_buf(),
@@ -313,7 +291,7 @@ impl Env {
             .with_repos(
                 opts.template_repos
                     .iter()
-                    .map(|r| crate::store::repo::RepoLocation::parse(r)),
+                    .map(|r| crate::host::store::repo::RepoLocation::parse(r)),
             )
             .with_progress(opts.progress);
         let store = if opts.offline { store.offline(true) } else { store };
@@ -449,7 +427,7 @@ impl Env {
                     let shared = vs.kernel_boot.is_none();
                     let upload = |what: &str, local: &Path| -> Result<PathBuf> {
                         let path = if shared {
-                            backend.template_volume(local, &crate::store::sha256_file(local)?)?
+                            backend.template_volume(local, &crate::host::store::sha256_file(local)?)?
                         } else {
                             backend.upload_volume(
                                 &backend::storage::volume_name(&format!("{prefix}{}-{what}", vs.name)),
@@ -527,10 +505,10 @@ impl Env {
         // by someone else must not name the environment lago acts on.
         let dir = match workdir::Dir::open(&workdir) {
             Ok(d) => d,
-            Err(Error::Workdir { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Err(workdir::WorkdirError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::NoEnv { path: workdir });
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         let text = match dir.read(Path::new(STATE_FILE), MAX_STATE_BYTES) {
             Ok(t) => t,
@@ -965,7 +943,7 @@ fn remote_disk(
             // Named by its content: two images under one version never share a volume.
             let sha = match &t.sha256 {
                 Some(sha) => sha.clone(),
-                None => crate::store::sha256_file(&t.disk)?,
+                None => crate::host::store::sha256_file(&t.disk)?,
             };
             let base = backend.template_volume(&t.disk, &sha)?;
             let (_, virtual_size) = image::sizes(&t.disk)?;
@@ -1068,8 +1046,8 @@ fn destroy_parts(
     // By env id: a workdir the user moved still releases the leases that name the old path.
     leases.release_env(env_id)?;
     store.forget_env(env_id, workdir);
-    crate::util::logging::detach_env_log(&workdir.join("logs/lago.log"));
-    workdir::remove(workdir, Some(env_id))
+    crate::util::logging::detach_env_log(&workdir.join(crate::host::workdir::LOG_FILE));
+    Ok(workdir::remove(workdir, Some(env_id))?)
 }
 
 /// Destroys whatever environment `workdir` holds, even a half-created one

@@ -15,16 +15,16 @@ pub enum Error {
     Plan(#[from] crate::plan::PlanError),
     /// Subnet leasing failed.
     #[error(transparent)]
-    Lease(#[from] crate::lease::LeaseError),
+    Lease(#[from] crate::host::lease::LeaseError),
     /// A template could not be found or built.
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::host::store::StoreError),
     /// A disk image operation failed.
     #[error(transparent)]
-    Image(#[from] crate::image::ImageError),
+    Image(#[from] crate::host::image::ImageError),
     /// A key could not be made.
     #[error(transparent)]
-    Key(#[from] crate::keys::KeyError),
+    Key(#[from] crate::host::keys::KeyError),
     /// libvirt failed.
     #[error(transparent)]
     Backend(#[from] crate::backend::BackendError),
@@ -38,7 +38,7 @@ pub enum Error {
         path: PathBuf,
     },
     /// The folder given as a new workdir holds files (lago takes only a new or empty folder).
-    #[error("workdir {} is not empty (it holds {}); lago takes only a new or empty folder as a workdir, so that destroy never removes anything lago did not create: give another one with -w", path.display(), list_some(holds))]
+    #[error("workdir {} is not empty (it holds {}); lago takes only a new or empty folder as a workdir, so that destroy never removes anything lago did not create: give another one with -w", path.display(), crate::host::workdir::some_names(holds))]
     WorkdirNotEmpty {
         /// The folder.
         path: PathBuf,
@@ -83,7 +83,7 @@ pub enum Error {
     },
     /// An output folder (`collect`, `export`) that holds something: lago
     /// writes only into a new or empty folder, so that nothing is overwritten.
-    #[error("{} is not empty (it holds {}); lago writes only into a new or empty folder, so that it overwrites nothing: give another one", path.display(), list_some(holds))]
+    #[error("{} is not empty (it holds {}); lago writes only into a new or empty folder, so that it overwrites nothing: give another one", path.display(), crate::host::workdir::some_names(holds))]
     OutputNotEmpty {
         /// The folder.
         path: PathBuf,
@@ -124,7 +124,7 @@ pub enum Error {
         stderr_tail: String,
     },
     /// VMs to export are running: their disks would be copied mid-write.
-    #[error("cannot export while {} {} running: shut {} down first (lago shutdown {}) or pass --shutdown; a disk is never copied while its VM writes to it", list_some(vms), if vms.len() == 1 { "is" } else { "are" }, if vms.len() == 1 { "it" } else { "them" }, vms.join(" "))]
+    #[error("cannot export while {} {} running: shut {} down first (lago shutdown {}) or pass --shutdown; a disk is never copied while its VM writes to it", crate::host::workdir::some_names(vms), if vms.len() == 1 { "is" } else { "are" }, if vms.len() == 1 { "it" } else { "them" }, vms.join(" "))]
     ExportRunning {
         /// The running VMs.
         vms: Vec<String>,
@@ -437,6 +437,18 @@ pub enum Error {
     },
 }
 
+impl From<crate::host::workdir::WorkdirError> for Error {
+    fn from(e: crate::host::workdir::WorkdirError) -> Self {
+        use crate::host::workdir::WorkdirError as W;
+        match e {
+            W::Io { action, path, source } => Error::Workdir { action, path, source },
+            W::Exists { path } => Error::WorkdirExists { path },
+            W::NotEmpty { path, holds } => Error::WorkdirNotEmpty { path, holds },
+            W::NotOurs { path, why } => Error::WorkdirNotOurs { path, why },
+        }
+    }
+}
+
 impl Error {
     /// Whether the error is the caller's input (an invalid init file, a
     /// workdir or VM that does not exist, a VM that is not running, a bad
@@ -562,20 +574,6 @@ pub(crate) fn run_parallel<T: Sync, R: Send>(
 }
 
 pub(crate) use crate::util::parallel::panic_text;
-
-fn list_some(names: &[String]) -> String {
-    const SHOWN: usize = 5;
-    let mut s = names
-        .iter()
-        .take(SHOWN)
-        .map(|n| format!("`{n}`"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    if names.len() > SHOWN {
-        s += &format!(" and {} more", names.len() - SHOWN);
-    }
-    s
-}
 
 /// What the console watchdog matched ([`Error::ConsoleWatchdog`]).
 #[derive(Debug, Clone, PartialEq, Eq)]

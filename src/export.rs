@@ -29,9 +29,9 @@ use crate::backend::VmState;
 use crate::config::{self, DiskFormat, DiskSource, NetKind};
 use crate::env::Env;
 use crate::error::{Error, Result};
-use crate::image;
+use crate::host::image;
+use crate::host::workdir::plain_name as safe;
 use crate::vm::Vm;
-use crate::workdir::plain_name as safe;
 
 /// Options for [`Env::export`].
 #[derive(Debug, Clone)]

@@ -9,7 +9,7 @@
 //!
 //! An environment is removed only when it is **proven dead on this host**:
 //! the process that owned its lifetime (recorded by the test harness, with
-//! this host's id: see [`crate::owner`]) is gone, and this host's lease
+//! this host's id: see [`crate::host::owner`]) is gone, and this host's lease
 //! store names the environment. Nothing else proves it: a workdir that is
 //! not visible (moved, in another mount namespace's `/tmp`, on an unmounted
 //! home), an environment without an owning process (made by `lago init` or
@@ -25,8 +25,8 @@ use serde::Serialize;
 
 use crate::backend::Backend;
 use crate::error::{Error, Result, error_chain};
-use crate::lease::{LeaseStore, OWNER_ID_FILE};
-use crate::owner::{Liveness, Owner};
+use crate::host::lease::{LeaseStore, OWNER_ID_FILE};
+use crate::host::owner::{Liveness, Owner};
 use crate::plan::{EnvId, Subnet};
 
 /// What a sweep looks at and may do.
@@ -170,7 +170,7 @@ fn judge(id: &EnvId, d: &Draft) -> Verdict {
     let seen = d.workdir.as_deref().map(|w| (w, look_at(w, id)));
     let holds = matches!(seen, Some((_, Seen::Holds)));
     if let Some((w, Seen::Holds)) = &seen
-        && w.join(crate::workdir::KEEP_MARKER).exists()
+        && w.join(crate::host::workdir::KEEP_MARKER).exists()
     {
         return Verdict::Kept;
     }
@@ -316,16 +316,16 @@ fn reap(id: &EnvId, f: &Found, backend: Option<&Backend>, leases: &LeaseStore) -
     }
     leases.release_env(id)?;
     if let Some(w) = &f.workdir {
-        crate::store::TemplateStore::from_env().forget_env(id, w);
+        crate::host::store::TemplateStore::from_env().forget_env(id, w);
     }
     if let Some(w) = &f.workdir
         && owned_by(w, id)
     {
-        crate::workdir::remove(w, Some(id))?;
-        crate::workdir::remove_test_dir(w);
+        crate::host::workdir::remove(w, Some(id))?;
+        crate::host::workdir::remove_test_dir(w);
         // The environment of a nextest run: its meeting folder goes too.
-        if let Some(dir) = crate::harness::meeting_dir_of(w) {
-            crate::harness::remove_meeting_dir(dir);
+        if let Some(dir) = crate::host::workdir::meeting_dir_of(w) {
+            crate::host::workdir::remove_meeting_dir(dir);
         }
     }
     Ok(())
@@ -417,19 +417,23 @@ mod tests {
         let other = EnvId::new("bbbb").unwrap();
         assert!(matches!(judge(&other, &plain), Verdict::Orphaned(why) if why.contains("another environment")));
         // The workdir's owner file speaks for it (over a stale domain record).
-        std::fs::write(w.join(crate::owner::OWNER_FILE), serde_json::to_string(&me).unwrap()).unwrap();
+        std::fs::write(
+            w.join(crate::host::owner::OWNER_FILE),
+            serde_json::to_string(&me).unwrap(),
+        )
+        .unwrap();
         let with_stale_domain = Draft {
             owner: Some(dead(&me)),
             ..plain.clone()
         };
         assert!(matches!(judge(&id, &with_stale_domain), Verdict::Live(_)));
         std::fs::write(
-            w.join(crate::owner::OWNER_FILE),
+            w.join(crate::host::owner::OWNER_FILE),
             serde_json::to_string(&dead(&me)).unwrap(),
         )
         .unwrap();
         assert!(matches!(judge(&id, &plain), Verdict::Gone(_)));
-        std::fs::write(w.join(crate::workdir::KEEP_MARKER), "kept").unwrap();
+        std::fs::write(w.join(crate::host::workdir::KEEP_MARKER), "kept").unwrap();
         assert_eq!(judge(&id, &plain), Verdict::Kept);
         assert!(Verdict::Kept.needs_naming() && !Verdict::Gone(String::new()).needs_naming());
         assert!(!Verdict::Live(String::new()).needs_naming());

@@ -15,8 +15,7 @@ use crate::error::{Error, Result};
 /// The keys Lago grouped an inventory by.
 pub const DEFAULT_GROUP_KEYS: &[&str] = &["vm-type", "groups", "vm-provider"];
 
-/// The known-hosts file in the workdir (written by [`Env::known_hosts_file`]).
-pub const KNOWN_HOSTS_FILE: &str = "ssh_known_hosts";
+pub use crate::host::workdir::KNOWN_HOSTS_FILE;
 
 /// How an inventory is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -445,8 +444,8 @@ mod tests {
 
     #[test]
     fn known_hosts_lines_drop_the_key_comment() {
-        let pair = crate::keys::KeyPair::generate("vm01@lago-x").unwrap();
-        let blob = crate::keys::public_blob(&pair.public_openssh).unwrap();
+        let pair = crate::host::keys::KeyPair::generate("vm01@lago-x").unwrap();
+        let blob = crate::host::keys::public_blob(&pair.public_openssh).unwrap();
         let line = openssh_key(&blob).unwrap();
         assert!(line.starts_with("ssh-ed25519 AAAA"), "{line}");
         assert_eq!(line.split(' ').count(), 2, "{line}");

@@ -55,23 +55,18 @@ mod error;
 pub mod fixtures;
 pub mod gc;
 pub mod harness;
-pub mod image;
-pub mod keys;
-pub mod lease;
 mod machine;
-pub mod owner;
 pub mod plan;
 pub mod remote;
 pub mod sdk;
-pub mod seed;
 pub mod snapshot;
 pub mod ssh;
-pub mod store;
 pub mod transcript;
 pub mod vm;
-mod workdir;
 
+mod host;
 mod util;
+pub use host::{image, keys, lease, owner, seed, store};
 pub use util::cmd::{CommandError, CommandFailure};
 
 pub use config::{ConfigError, EnvSpec};

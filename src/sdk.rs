@@ -62,7 +62,7 @@ pub fn init(config: impl AsRef<Path>, opts: Options) -> Result<Env> {
 /// Attaches to the running environment in `workdir` (e.g. from a second process).
 pub fn load_env(workdir: impl AsRef<Path>) -> Result<Env> {
     let env = Env::load(workdir)?;
-    crate::util::logging::attach_env_log(&env.workdir().join("logs/lago.log"));
+    crate::util::logging::attach_env_log(&env.workdir().join(crate::host::workdir::LOG_FILE));
     Ok(env)
 }
 

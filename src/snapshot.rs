@@ -30,8 +30,7 @@ use crate::env::Env;
 use crate::error::{Error, Result, for_each_parallel};
 use crate::vm::Vm;
 
-/// The folder in a workdir where snapshot records (and disk copies) live.
-pub(crate) const SNAPSHOTS_DIR: &str = "snapshots";
+pub(crate) use crate::host::workdir::SNAPSHOTS_DIR;
 
 /// How a VM's state was saved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -350,7 +350,7 @@ impl Vm {
     fn runs_cloud_init(&self) -> bool {
         let tiny = matches!(
             self.plan.disks.first().map(|d| &d.source),
-            Some(crate::config::DiskSource::Template { name, .. }) if name == crate::store::tiny::NAME
+            Some(crate::config::DiskSource::Template { name, .. }) if name == crate::host::store::tiny::NAME
         );
         self.plan.seed.is_some() && !tiny && !self.is_existing_machine()
     }

@@ -216,11 +216,11 @@ pub struct LagoDomain {
     /// The workdir its metadata names.
     pub workdir: Option<std::path::PathBuf>,
     /// The owner its metadata names.
-    pub owner: Option<crate::owner::Owner>,
+    pub owner: Option<crate::host::owner::Owner>,
 }
 
 /// The workdir and owner in a domain's lago metadata.
-fn parse_metadata(xml: &str) -> (Option<std::path::PathBuf>, Option<crate::owner::Owner>) {
+fn parse_metadata(xml: &str) -> (Option<std::path::PathBuf>, Option<crate::host::owner::Owner>) {
     let Ok(doc) = roxmltree::Document::parse(xml) else {
         return (None, None);
     };
@@ -233,7 +233,7 @@ fn parse_metadata(xml: &str) -> (Option<std::path::PathBuf>, Option<crate::owner
         .and_then(|n| n.text())
         .map(std::path::PathBuf::from);
     let owner = doc.descendants().find(|n| ours(n, "owner")).and_then(|n| {
-        Some(crate::owner::Owner {
+        Some(crate::host::owner::Owner {
             pid: n.attribute("pid")?.parse().ok()?,
             start_ticks: n.attribute("start")?.parse().ok()?,
             boot_id: n.attribute("boot")?.to_owned(),

@@ -54,7 +54,7 @@ pub struct DomainParams<'a> {
     /// uid:gid the QEMU process runs as (so it can open the workdir).
     pub run_as: Option<(u32, u32)>,
     /// The process that owns the environment's lifetime, if any (metadata, for `lago gc`).
-    pub owner: Option<&'a crate::owner::Owner>,
+    pub owner: Option<&'a crate::host::owner::Owner>,
 }
 
 pub(crate) use crate::util::text::xml_escape as esc;
@@ -402,7 +402,7 @@ nets:
     fn the_owner_is_recorded_in_the_metadata() {
         let (spec, p) = fixture();
         assert!(!domain_xml(&params(&spec, &p, 1, Accel::Tcg, Boot::Disk)).contains("lago:owner"));
-        let owner = crate::owner::Owner {
+        let owner = crate::host::owner::Owner {
             pid: 4242,
             start_ticks: 99,
             boot_id: "b-1".into(),

@@ -106,7 +106,7 @@ pub(crate) fn collect(
             summary += &format!("{name}:{}: missing ({})\n", m.source, m.why);
         }
     }
-    let log = env.workdir().join("logs/lago.log");
+    let log = env.workdir().join(crate::host::workdir::LOG_FILE);
     if fs::copy(&log, dir.join("lago.log")).is_ok() {
         summary += "lago.log: the environment's log\n";
     }

@@ -29,7 +29,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 pub use artifacts::artifacts_root;
-pub(crate) use reaper::{meeting_dir_of, remove_meeting_dir};
 pub use registry::{Isolation, TestOptions};
 pub use suite::{Keep, boots, resolve_init_file, teardown_all};
 

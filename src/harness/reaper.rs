@@ -35,7 +35,7 @@ const ENV_WATCH_PID: &str = "LAGO_REAPER_WATCH_PID";
 const ENV_WATCH_START: &str = "LAGO_REAPER_WATCH_START";
 const ENV_SHARED_DIR: &str = "LAGO_REAPER_SHARED_DIR";
 
-use crate::workdir::REAPER_TOKEN as TOKEN_FILE;
+use crate::host::workdir::REAPER_TOKEN as TOKEN_FILE;
 
 /// How long the exit hook waits for the reapers.
 const EXIT_WAIT: Duration = Duration::from_secs(60);
@@ -91,12 +91,12 @@ fn run(workdir: &Path, watch: Option<(u32, u64)>) -> i32 {
         // Not started by the harness that made this workdir: nothing is ours to destroy.
         return 2;
     }
-    if workdir.join(crate::workdir::KEEP_MARKER).exists() {
+    if workdir.join(crate::host::workdir::KEEP_MARKER).exists() {
         return 0;
     }
     match reap(workdir) {
         Ok(()) => {
-            crate::workdir::remove_test_dir(workdir);
+            crate::host::workdir::remove_test_dir(workdir);
             0
         }
         Err(_) => 1,
@@ -142,35 +142,14 @@ fn make_token(workdir: &Path) -> Result<String, Error> {
     Ok(token)
 }
 
-/// Files of a nextest run's meeting folder (beside the shared workdir `env`).
-const MEETING_FILES: [&str; 5] = ["outcome", "boot.lock", "boots", "use.lock", TOKEN_FILE];
-
-/// Removes a nextest run's meeting folder for one init file (its lock and
-/// outcome files), and the run's folder when that was the last one. What
-/// else is in them (a workdir that could not be removed) stays.
-pub(crate) fn remove_meeting_dir(dir: &Path) {
-    for f in MEETING_FILES {
-        let _ = std::fs::remove_file(dir.join(f));
-    }
-    let _ = std::fs::remove_dir(dir);
-    if let Some(parent) = dir.parent() {
-        let _ = std::fs::remove_dir(parent);
-    }
-}
-
-/// The meeting folder a shared workdir is in, if it is one.
-pub(crate) fn meeting_dir_of(workdir: &Path) -> Option<&Path> {
-    let dir = workdir.parent()?;
-    let run = dir.parent()?.file_name()?.to_str()?;
-    (workdir.file_name()? == "env" && run.starts_with("lago-nextest-")).then_some(dir)
-}
+use crate::host::workdir::remove_meeting_dir;
 
 /// Waits until process `pid` (started at `start` ticks) is gone.
 fn wait_for_exit(pid: u32, start: u64) {
     // A pidfd wakes us the moment it exits; polling is the fallback.
     let fd = rustix::process::Pid::from_raw(pid as i32)
         .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
-    if crate::owner::start_ticks(pid) != Some(start) {
+    if crate::host::owner::start_ticks(pid) != Some(start) {
         return;
     }
     match fd {
@@ -180,7 +159,7 @@ fn wait_for_exit(pid: u32, start: u64) {
             while poll(&mut fds, None).is_err() {}
         }
         None => {
-            while crate::owner::start_ticks(pid) == Some(start) {
+            while crate::host::owner::start_ticks(pid) == Some(start) {
                 std::thread::sleep(Duration::from_millis(200));
             }
         }

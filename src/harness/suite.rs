@@ -15,7 +15,7 @@ use super::reaper;
 use super::registry::{self, Isolation};
 use crate::env::{Env, InitOptions};
 use crate::error::{Error, error_chain};
-use crate::owner::Owner;
+use crate::host::owner::Owner;
 
 /// What `LAGO_KEEP` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -386,7 +386,7 @@ impl Suite {
 
     fn keep(&self, env: &Env, why: &str) {
         // The reaper sees the marker and leaves the environment alone.
-        if let Err(e) = std::fs::write(env.workdir().join(crate::workdir::KEEP_MARKER), why) {
+        if let Err(e) = std::fs::write(env.workdir().join(crate::host::workdir::KEEP_MARKER), why) {
             eprintln!("lago: cannot mark env {} as kept: {e}", env.id());
         }
         let vm = env.get_vms().keys().next().cloned().unwrap_or_else(|| "VM".into());
@@ -405,7 +405,7 @@ impl Suite {
     }
 
     fn kept(&self) -> bool {
-        matches!(self.cell.get(), Some(Ok(env)) if env.workdir().join(crate::workdir::KEEP_MARKER).exists())
+        matches!(self.cell.get(), Some(Ok(env)) if env.workdir().join(crate::host::workdir::KEEP_MARKER).exists())
     }
 
     /// Tears the environment down now (unless kept, or shared with other
@@ -420,7 +420,7 @@ impl Suite {
             l.push(what.clone());
         }
         match env.teardown() {
-            Ok(()) => crate::workdir::remove_test_dir(env.workdir()),
+            Ok(()) => crate::host::workdir::remove_test_dir(env.workdir()),
             Err(e) => eprintln!("lago: tearing down env {} failed: {}", env.id(), error_chain(&e)),
         }
         if let Ok(mut l) = TEARING.lock() {
@@ -474,7 +474,7 @@ fn nextest_runner() -> Option<(u32, u64)> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         let (comm, parent) = comm_and_parent(&stat)?;
         if comm == "cargo-nextest" {
-            return crate::owner::start_ticks(pid).map(|t| (pid, t));
+            return crate::host::owner::start_ticks(pid).map(|t| (pid, t));
         }
         if parent <= 1 {
             return None;
@@ -501,7 +501,7 @@ fn comm_and_parent(stat: &str) -> Option<(&str, u32)> {
 /// teardown removes the folder once it is empty.
 fn fresh_workdir() -> Result<PathBuf, Error> {
     let tmp = tempfile::Builder::new()
-        .prefix(crate::workdir::TEST_DIR_PREFIX)
+        .prefix(crate::host::workdir::TEST_DIR_PREFIX)
         .tempdir()
         .map_err(|source| Error::Workdir {
             action: "create",
@@ -556,7 +556,9 @@ impl SharedDir {
             .take(6)
             .map(|b| format!("{b:02x}"))
             .collect();
-        let dir = std::env::temp_dir().join(format!("lago-nextest-{run}")).join(hash);
+        let dir = std::env::temp_dir()
+            .join(format!("{}{run}", crate::host::workdir::MEETING_PREFIX))
+            .join(hash);
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)

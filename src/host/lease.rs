@@ -34,9 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::plan::{EnvId, Subnet, SubnetRequest};
 use crate::util::lock::{LockFailure, lock_exclusive, running_as_root};
 
-/// File, in an owner's workdir, that holds its env id. A lease is live while
-/// this file exists and names the lease's env id.
-pub const OWNER_ID_FILE: &str = "env-id";
+pub use crate::host::workdir::OWNER_ID_FILE;
 
 const LOCK_FILE: &str = "subnet-lease.lock";
 
@@ -158,7 +156,7 @@ pub struct Lease {
     /// The process that owns the environment's lifetime, when one does
     /// (the test harness's): `lago gc` can prove it gone from the lease alone.
     #[serde(default)]
-    pub owner: Option<crate::owner::Owner>,
+    pub owner: Option<crate::host::owner::Owner>,
 }
 
 impl Lease {
@@ -169,7 +167,7 @@ impl Lease {
         if self
             .owner
             .as_ref()
-            .is_some_and(|o| o.liveness() == crate::owner::Liveness::Alive)
+            .is_some_and(|o| o.liveness() == crate::host::owner::Liveness::Alive)
         {
             return true;
         }
@@ -194,7 +192,7 @@ pub struct LeaseStore {
     dir: PathBuf,
     lock_timeout: Duration,
     uri: Option<String>,
-    owner: Option<crate::owner::Owner>,
+    owner: Option<crate::host::owner::Owner>,
 }
 
 impl LeaseStore {
@@ -252,7 +250,7 @@ impl LeaseStore {
     /// Records `owner` (the process that owns the environment's lifetime)
     /// in the leases this store writes.
     #[must_use]
-    pub fn with_owner(mut self, owner: Option<crate::owner::Owner>) -> Self {
+    pub fn with_owner(mut self, owner: Option<crate::host::owner::Owner>) -> Self {
         self.owner = owner;
         self
     }

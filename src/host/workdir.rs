@@ -26,9 +26,76 @@ use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
-use crate::error::{Error, Result};
-use crate::lease::OWNER_ID_FILE;
 use crate::plan::EnvId;
+
+/// Why a workdir could not be made, used or cleaned.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkdirError {
+    /// A workdir file could not be read or written.
+    #[error("cannot {action} {}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The workdir already holds an environment.
+    #[error("workdir {} already holds an environment (destroy it first: lago -w {} destroy --yes)", path.display(), path.display())]
+    Exists {
+        /// The workdir.
+        path: PathBuf,
+    },
+    /// The folder given as a new workdir holds files.
+    #[error("workdir {} is not empty (it holds {}); lago takes only a new or empty folder as a workdir, so that destroy never removes anything lago did not create: give another one with -w", path.display(), some_names(holds))]
+    NotEmpty {
+        /// The folder.
+        path: PathBuf,
+        /// What it holds (names).
+        holds: Vec<String>,
+    },
+    /// A link, or a folder of another user.
+    #[error("workdir {}: {why}; lago works only in a folder it made, or an empty one you own, and never through a link", path.display())]
+    NotOurs {
+        /// The workdir.
+        path: PathBuf,
+        /// What it is instead.
+        why: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, WorkdirError>;
+
+/// A few of `names`, and how many more there are.
+pub(crate) fn some_names(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut s = names
+        .iter()
+        .take(SHOWN)
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        s += &format!(" and {} more", names.len() - SHOWN);
+    }
+    s
+}
+
+/// The file that holds the env id: a lease is live while it exists and
+/// names the lease's env id.
+pub const OWNER_ID_FILE: &str = "env-id";
+
+/// An OpenSSH known_hosts file with every VM's pinned host key (`lago ssh-config`).
+pub const KNOWN_HOSTS_FILE: &str = "ssh_known_hosts";
+
+/// Snapshots' metadata (and raw disks' copies).
+pub(crate) const SNAPSHOTS_DIR: &str = "snapshots";
+
+/// The environment's own log.
+pub(crate) const LOG_FILE: &str = "logs/lago.log";
 
 /// The state file in a workdir.
 pub const STATE_FILE: &str = "env.json";
@@ -63,10 +130,36 @@ pub(crate) fn remove_test_dir(workdir: &Path) {
     }
 }
 
+/// Files of a nextest run's meeting folder (beside its shared workdir `env`).
+pub(crate) const MEETING_FILES: [&str; 5] = ["outcome", "boot.lock", "boots", "use.lock", REAPER_TOKEN];
+
+/// Removes a nextest run's meeting folder for one init file (its lock and
+/// outcome files), and the run's folder when that was the last one. What
+/// else is in them (a workdir that could not be removed) stays.
+pub(crate) fn remove_meeting_dir(dir: &Path) {
+    for f in MEETING_FILES {
+        let _ = fs::remove_file(dir.join(f));
+    }
+    let _ = fs::remove_dir(dir);
+    if let Some(parent) = dir.parent() {
+        let _ = fs::remove_dir(parent);
+    }
+}
+
+/// The meeting folder a shared workdir is in, if it is one.
+pub(crate) fn meeting_dir_of(workdir: &Path) -> Option<&Path> {
+    let dir = workdir.parent()?;
+    let run = dir.parent()?.file_name()?.to_str()?;
+    (workdir.file_name()? == "env" && run.starts_with(MEETING_PREFIX)).then_some(dir)
+}
+
+/// The folder of a nextest run's meeting folders (`<tmp>/lago-nextest-<run>`).
+pub(crate) const MEETING_PREFIX: &str = "lago-nextest-";
+
 /// Everything lago may create in a workdir; nothing else is ever removed.
 pub const ENTRIES: &[&str] = &[
     KEEP_MARKER,
-    crate::owner::OWNER_FILE,
+    crate::host::owner::OWNER_FILE,
     OWNER_ID_FILE,
     STATE_FILE,
     CLIENT_KEY,
@@ -75,16 +168,16 @@ pub const ENTRIES: &[&str] = &[
     "seeds",
     "logs",
     KNOWN_HOSTS_DIR,
-    crate::inventory::KNOWN_HOSTS_FILE,
-    crate::snapshot::SNAPSHOTS_DIR,
+    KNOWN_HOSTS_FILE,
+    SNAPSHOTS_DIR,
     CREATED_MARKER,
 ];
 
 pub use crate::util::text::plain_name;
 
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error + use<> {
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> WorkdirError + use<> {
     let path = path.to_path_buf();
-    move |source| Error::Workdir { action, path, source }
+    move |source| WorkdirError::Io { action, path, source }
 }
 
 /// What a folder holds, for the "not empty" error: a few names and the count.
@@ -104,25 +197,25 @@ pub(crate) fn check_free(path: &Path) -> Result<()> {
     match fs::symlink_metadata(path) {
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io_err("inspect", path)(e)),
-        Ok(m) if m.file_type().is_symlink() => Err(Error::WorkdirNotOurs {
+        Ok(m) if m.file_type().is_symlink() => Err(WorkdirError::NotOurs {
             path: path.to_path_buf(),
             why: "it is a symbolic link".into(),
         }),
-        Ok(m) if !m.is_dir() => Err(Error::WorkdirNotEmpty {
+        Ok(m) if !m.is_dir() => Err(WorkdirError::NotEmpty {
             path: path.to_path_buf(),
             holds: vec!["(it is a file, not a folder)".into()],
         }),
         Ok(_) => {
             let names = contents(path)?;
             if names.iter().any(|n| n == OWNER_ID_FILE || n == STATE_FILE) {
-                return Err(Error::WorkdirExists {
+                return Err(WorkdirError::Exists {
                     path: path.to_path_buf(),
                 });
             }
             if names.is_empty() {
                 Ok(())
             } else {
-                Err(Error::WorkdirNotEmpty {
+                Err(WorkdirError::NotEmpty {
                     path: path.to_path_buf(),
                     holds: names,
                 })
@@ -173,7 +266,7 @@ impl Dir {
             if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
                 || e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error())
             {
-                Error::WorkdirNotOurs {
+                WorkdirError::NotOurs {
                     path: path.to_path_buf(),
                     why: "it is a symbolic link or not a folder".into(),
                 }
@@ -183,7 +276,7 @@ impl Dir {
         })?;
         let st = rustix::fs::fstat(&fd).map_err(|e| io_err("inspect", path)(e.into()))?;
         if st.st_uid != euid() {
-            return Err(Error::WorkdirNotOurs {
+            return Err(WorkdirError::NotOurs {
                 path: path.to_path_buf(),
                 why: format!("it belongs to uid {}, not to uid {} running lago", st.st_uid, euid()),
             });
@@ -331,7 +424,7 @@ pub(crate) struct Claim {
 /// Creates (or takes, when empty and owned by the user running lago)
 /// `path` as the workdir of `env_id`, mode 0700, with its `images`, `seeds`
 /// and `logs` folders. The env-id file is created exclusively: of two
-/// claims on one folder, one fails with [`Error::WorkdirExists`]. On
+/// claims on one folder, one fails with [`WorkdirError::Exists`]. On
 /// failure nothing is left that this call made.
 pub(crate) fn claim(path: &Path, env_id: &EnvId) -> Result<Claim> {
     check_free(path)?;
@@ -361,7 +454,7 @@ pub(crate) fn claim(path: &Path, env_id: &EnvId) -> Result<Claim> {
             let _ = fs::remove_dir(path);
         }
         return Err(match e {
-            Error::Workdir { source, .. } if source.kind() == ErrorKind::AlreadyExists => Error::WorkdirExists {
+            WorkdirError::Io { source, .. } if source.kind() == ErrorKind::AlreadyExists => WorkdirError::Exists {
                 path: path.to_path_buf(),
             },
             e => e,
@@ -407,13 +500,13 @@ impl Claim {
 pub(crate) fn remove(path: &Path, env_id: Option<&EnvId>) -> Result<()> {
     let dir = match Dir::open(path) {
         Ok(d) => d,
-        Err(Error::Workdir { source, .. }) if source.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(WorkdirError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
     if let (Some(id), Some(held)) = (env_id, dir.env_id())
         && held != id.as_str()
     {
-        return Err(Error::WorkdirNotOurs {
+        return Err(WorkdirError::NotOurs {
             path: path.to_path_buf(),
             why: format!("it holds environment {held}, not {id} (it was moved or replaced)"),
         });
@@ -457,7 +550,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         fs::write(tmp.path().join("keep.txt"), "mine").unwrap();
         match claim(tmp.path(), &id()) {
-            Err(Error::WorkdirNotEmpty { path, holds }) => {
+            Err(WorkdirError::NotEmpty { path, holds }) => {
                 assert_eq!(path, tmp.path());
                 assert_eq!(holds, ["keep.txt"]);
             }
@@ -472,7 +565,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let f = tmp.path().join("f");
         fs::write(&f, "x").unwrap();
-        assert!(matches!(claim(&f, &id()), Err(Error::WorkdirNotEmpty { .. })));
+        assert!(matches!(claim(&f, &id()), Err(WorkdirError::NotEmpty { .. })));
         assert_eq!(fs::read_to_string(&f).unwrap(), "x");
     }
 
@@ -507,7 +600,7 @@ mod tests {
     fn two_claims_on_one_folder_cannot_both_win() {
         let tmp = tempfile::tempdir().unwrap();
         claim(tmp.path(), &id()).unwrap();
-        assert!(matches!(claim(tmp.path(), &id()), Err(Error::WorkdirExists { .. })));
+        assert!(matches!(claim(tmp.path(), &id()), Err(WorkdirError::Exists { .. })));
         // Racing claims: exactly one wins.
         let w = tmp.path().join("race");
         let wins: usize = std::thread::scope(|s| {
@@ -592,14 +685,14 @@ mod tests {
         // Swapped for a link to the user's ~/.ssh-like folder before destroy.
         fs::rename(&w, tmp.path().join("moved")).unwrap();
         symlink(&v, &w).unwrap();
-        assert!(matches!(remove(&w, Some(&id())), Err(Error::WorkdirNotOurs { .. })));
-        assert!(matches!(Dir::open(&w), Err(Error::WorkdirNotOurs { .. })));
+        assert!(matches!(remove(&w, Some(&id())), Err(WorkdirError::NotOurs { .. })));
+        assert!(matches!(Dir::open(&w), Err(WorkdirError::NotOurs { .. })));
         victim_intact(&v);
         assert_eq!(fs::read_to_string(v.join(CLIENT_KEY)).unwrap(), "the user's own key");
         // Replaced by a folder holding another environment: refused too.
         fs::remove_file(&w).unwrap();
         claim(&w, &EnvId::new("other").unwrap()).unwrap();
-        assert!(matches!(remove(&w, Some(&id())), Err(Error::WorkdirNotOurs { .. })));
+        assert!(matches!(remove(&w, Some(&id())), Err(WorkdirError::NotOurs { .. })));
         assert!(w.join(OWNER_ID_FILE).exists());
         // The one it was moved to is still removed as usual.
         remove(&tmp.path().join("moved"), Some(&id())).unwrap();
@@ -618,7 +711,7 @@ mod tests {
         fs::set_permissions(&theirs, fs::Permissions::from_mode(0o777)).unwrap();
         std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
         match claim(&theirs, &id()) {
-            Err(Error::WorkdirNotOurs { why, .. }) => assert!(why.contains("uid 65534"), "{why}"),
+            Err(WorkdirError::NotOurs { why, .. }) => assert!(why.contains("uid 65534"), "{why}"),
             other => panic!("expected WorkdirNotOurs, got {other:?}"),
         }
         assert!(contents(&theirs).unwrap().is_empty(), "nothing written into it");

@@ -289,7 +289,7 @@ impl TemplateStore {
         for t in self.list()? {
             let dir = version_dir(&t).map(Path::to_path_buf).unwrap_or_default();
             let size_on_disk = du(&dir);
-            let virtual_size = crate::image::sizes(&t.disk).map(|s| s.1).unwrap_or(0);
+            let virtual_size = crate::host::image::sizes(&t.disk).map(|s| s.1).unwrap_or(0);
             let last_used = fs::metadata(dir.join(LAST_USED)).and_then(|m| m.modified()).ok();
             let used_by = self.users_of(&t);
             out.push(StoreEntry {
