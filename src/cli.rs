@@ -458,7 +458,7 @@ pub fn pruned_table(r: &crate::host::store::manage::PruneReport, dry_run: bool) 
 
 /// Where a copy went and what it skipped (the CLI prints it on stderr, so
 /// that stdout stays clean).
-pub fn copy_summary(vm: &str, report: &crate::ssh::CopyReport) -> String {
+pub fn copy_summary(vm: &str, report: &crate::guest::ssh::CopyReport) -> String {
     let place = if report.destination.is_empty() {
         "?"
     } else {

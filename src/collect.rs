@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::backend::VmState;
 use crate::env::Env;
 use crate::error::{Error, Result, error_chain};
-use crate::ssh::{CopyLimits, SshError};
+use crate::guest::ssh::{CopyLimits, SshError};
 use crate::vm::Vm;
 
 /// What [`Env::collect`] gathered.

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::env::Env;
 use crate::error::{Error, Result};
-use crate::ssh::{CopyLimits, Streams, quote_command};
+use crate::guest::ssh::{CopyLimits, Streams, quote_command};
 use crate::vm::Vm;
 
 /// Seconds a deploy script may run (`LAGO_DEPLOY_TIMEOUT`).

@@ -24,13 +24,13 @@ use serde::Serialize;
 use crate::backend::{self, AccelChoice, Backend, Boot, DomainParams, VmState};
 use crate::config::{self, DiskSource, EnvSpec};
 use crate::error::{Error, Result};
+use crate::guest::ssh::{Connection, Target};
 use crate::host::image;
 use crate::host::keys::{self, KeyPair};
 use crate::host::lease::{LeaseOwner, LeaseStore, OWNER_ID_FILE};
 use crate::host::seed::{self, SeedKeys};
 use crate::host::store::{Template, TemplateStore};
 use crate::plan::{self, EnvId, EnvPlan};
-use crate::ssh::{Connection, Target};
 use crate::vm::Vm;
 
 use crate::host::state::{MAX_STATE_BYTES, SavedEnv};
@@ -238,7 +238,9 @@ impl Env {
         // A remote hypervisor: a daemon other machines may share, and that shares no files with
         // this one. Each /24 is also claimed in the daemon (atomic there); one another client
         // holds is given back and another one leased.
-        let remote = opts.remote.unwrap_or_else(|| crate::remote::is_remote(backend.uri()));
+        let remote = opts
+            .remote
+            .unwrap_or_else(|| crate::backend::uri::is_remote(backend.uri()));
         let requests = plan::subnet_requests(&spec);
         let mut attempts = 0;
         let subnets = loop {
@@ -528,7 +530,7 @@ impl Env {
         let mut vms = BTreeMap::new();
         let autodestroy = Arc::new(std::sync::atomic::AtomicBool::new(false));
         // A remote hypervisor's guests are reached through it, when the URI reaches it over SSH.
-        let uri = crate::remote::LibvirtUri::parse(&saved.libvirt_uri).ok();
+        let uri = crate::backend::uri::LibvirtUri::parse(&saved.libvirt_uri).ok();
         let remote = saved
             .remote
             .unwrap_or_else(|| uri.as_ref().is_some_and(|u| u.is_remote()));
@@ -550,7 +552,7 @@ impl Env {
                 user: vs.ssh_user.clone(),
                 key: vs.ssh_key.clone().unwrap_or_else(|| workdir.join(CLIENT_KEY)),
                 host_key,
-                password: vs.ssh_password.clone().map(crate::ssh::Secret),
+                password: vs.ssh_password.clone().map(crate::guest::ssh::Secret),
                 // A machine lago did not create: its host key is learned, then pinned.
                 learned_host_key: existing.then(|| workdir.join(workdir::KNOWN_HOSTS_DIR).join(&vs.name)),
                 via: via.clone(),
@@ -845,6 +847,17 @@ impl Env {
     /// The template (`name:version`) disk `disk` of VM `vm` was made from.
     pub(crate) fn saved_template(&self, vm: &str, disk: &str) -> Option<String> {
         self.saved.templates.get(&format!("{vm}/{disk}")).cloned()
+    }
+
+    /// What the console watchdog `watch` sees on every VM's console: its
+    /// first match since the test started.
+    pub(crate) fn watch_consoles(&self, watch: &crate::guest::console::Watch) -> Option<crate::error::ConsoleMatch> {
+        for vm in self.vms.values() {
+            if let Some(m) = watch.check_log(vm.name(), vm.console_log()) {
+                return Some(m);
+            }
+        }
+        watch.first_match()
     }
 
     /// The libvirt URI this environment uses.

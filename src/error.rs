@@ -30,7 +30,7 @@ pub enum Error {
     Backend(#[from] crate::backend::BackendError),
     /// SSH failed.
     #[error(transparent)]
-    Ssh(#[from] crate::ssh::SshError),
+    Ssh(#[from] crate::guest::ssh::SshError),
     /// The workdir already holds an environment.
     #[error("workdir {} already holds an environment (destroy it first: lago -w {} destroy --yes)", path.display(), path.display())]
     WorkdirExists {
@@ -177,12 +177,12 @@ pub enum Error {
         /// The VM.
         vm: String,
         /// The stage that did not complete.
-        stage: crate::vm::BootStage,
+        stage: crate::guest::boot::BootStage,
         /// How long we waited.
         waited: Duration,
         /// The last connection error.
         #[source]
-        last_error: Option<Box<crate::ssh::SshError>>,
+        last_error: Option<Box<crate::guest::ssh::SshError>>,
         /// The last lines of the serial console.
         console: Vec<String>,
     },
@@ -194,7 +194,7 @@ pub enum Error {
         /// The command line.
         command: String,
         /// What it returned.
-        status: Box<crate::ssh::CommandStatus>,
+        status: Box<crate::guest::ssh::CommandStatus>,
         /// How long it ran.
         elapsed: Duration,
     },
@@ -209,7 +209,7 @@ pub enum Error {
         /// The command line.
         command: String,
         /// What it returned.
-        status: Box<crate::ssh::CommandStatus>,
+        status: Box<crate::guest::ssh::CommandStatus>,
         /// How long it ran.
         elapsed: Duration,
     },
@@ -365,7 +365,7 @@ pub enum Error {
         /// The VM.
         vm: String,
         /// The stage it had reached.
-        stage: crate::vm::BootStage,
+        stage: crate::guest::boot::BootStage,
         /// How long after the start.
         waited: Duration,
         /// The last lines of the serial console.
@@ -405,7 +405,7 @@ pub enum Error {
         console: Vec<String>,
         /// The SSH failure that showed it.
         #[source]
-        source: Box<crate::ssh::SshError>,
+        source: Box<crate::guest::ssh::SshError>,
     },
     /// A VM is not running.
     #[error("{vm} is not running (state: {state}); start it first")]
@@ -435,6 +435,16 @@ pub enum Error {
         /// The panic message.
         message: String,
     },
+}
+
+impl From<crate::guest::console::PatternError> for Error {
+    fn from(e: crate::guest::console::PatternError) -> Self {
+        Error::BadPattern {
+            what: e.what,
+            pattern: e.pattern,
+            message: e.message,
+        }
+    }
 }
 
 impl From<crate::host::workdir::WorkdirError> for Error {
@@ -575,22 +585,11 @@ pub(crate) fn run_parallel<T: Sync, R: Send>(
 
 pub(crate) use crate::util::parallel::panic_text;
 
-/// What the console watchdog matched ([`Error::ConsoleWatchdog`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConsoleMatch {
-    /// The VM.
-    pub vm: String,
-    /// What matched (`a kernel panic`, `` pattern `segfault` ``).
-    pub what: String,
-    /// The console line.
-    pub line: String,
-    /// The VM's console log.
-    pub console_log: PathBuf,
-}
+pub use crate::guest::console::ConsoleMatch;
 
 /// A command's stdout and stderr for an error message, each bounded to its
 /// last 2000 characters.
-pub(crate) fn outputs(st: &crate::ssh::CommandStatus) -> String {
+pub(crate) fn outputs(st: &crate::guest::ssh::CommandStatus) -> String {
     fn tail(s: &str) -> String {
         const MAX: usize = 2000;
         let s = s.trim_end();
@@ -692,9 +691,9 @@ mod tests {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
         let err = Error::WaitForSsh {
             vm: "vm01".into(),
-            stage: crate::vm::BootStage::PortOpen,
+            stage: crate::guest::boot::BootStage::PortOpen,
             waited: Duration::from_secs(4),
-            last_error: Some(Box::new(crate::ssh::SshError::Connect {
+            last_error: Some(Box::new(crate::guest::ssh::SshError::Connect {
                 vm: "vm01".into(),
                 addr: "192.168.200.2:22".parse().unwrap(),
                 source: io,
@@ -709,5 +708,20 @@ mod tests {
         let src = std::error::Error::source(&err).expect("a source");
         assert!(src.to_string().contains("cannot connect"));
         assert!(std::error::Error::source(src).is_some(), "down to the I/O error");
+    }
+
+    #[test]
+    fn a_watchdog_match_names_the_vm_what_and_the_line() {
+        let m = ConsoleMatch {
+            vm: "vm01".into(),
+            what: "pattern `segfault`".into(),
+            line: "app: segfault at 0".into(),
+            console_log: "/w/logs/vm01.console.log".into(),
+        };
+        let e = Error::ConsoleWatchdog(Box::new(m)).to_string();
+        assert!(
+            e.starts_with("vm01: the serial console shows pattern `segfault`: \"app: segfault at 0\""),
+            "{e}"
+        );
     }
 }

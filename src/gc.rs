@@ -309,7 +309,7 @@ fn reap(id: &EnvId, f: &Found, backend: Option<&Backend>, leases: &LeaseStore) -
     match backend {
         Some(b) => crate::env::destroy_objects(b, id)?,
         // A remote daemon not asked (no --all-uris) may hold its volumes: fail closed.
-        None if !f.domains.is_empty() || !f.networks.is_empty() || crate::remote::is_remote(&f.uri) => {
+        None if !f.domains.is_empty() || !f.networks.is_empty() || crate::backend::uri::is_remote(&f.uri) => {
             return Err(Error::NoBackendForGc { uri: f.uri.clone() });
         }
         None => {}

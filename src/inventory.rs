@@ -109,7 +109,7 @@ fn ini_value(v: &str) -> String {
     {
         v.to_owned()
     } else {
-        crate::ssh::quote_command([v])
+        crate::guest::ssh::quote_command([v])
     }
 }
 
@@ -273,7 +273,7 @@ impl Env {
                 "UserKnownHostsFile={}",
                 ssh_quote(&h.known_hosts.display().to_string(), true)?
             );
-            let common = crate::ssh::quote_command([
+            let common = crate::guest::ssh::quote_command([
                 "-o",
                 known.as_str(),
                 "-o",

@@ -57,14 +57,20 @@ pub mod gc;
 pub mod harness;
 mod machine;
 pub mod plan;
-pub mod remote;
 pub mod sdk;
 pub mod snapshot;
-pub mod ssh;
-pub mod transcript;
 pub mod vm;
 
+mod guest;
 mod host;
+pub use guest::{ssh, transcript};
+
+/// Remote hypervisors: what a libvirt URI says, and reaching guests
+/// through the hypervisor host.
+pub mod remote {
+    pub use crate::backend::uri::{LibvirtUri, UriError, is_remote};
+    pub use crate::guest::ssh::jump::{JumpError, JumpHost, Tunnel, stop_all_pumps};
+}
 mod util;
 pub use host::{image, keys, lease, owner, seed, store};
 pub use util::cmd::{CommandError, CommandFailure};

@@ -9,7 +9,7 @@
 //! timeout, retries with a short back-off (100 ms growing to 1 s), and fails
 //! at once when the console watchdog of the running test sees a kernel panic,
 //! an oops, a `BUG:` line, a hung task or the test's own pattern
-//! ([`crate::harness::watch`]).
+//! (the console watchdog: `crate::guest::console`).
 //!
 //! ```no_run
 //! # fn f(env: &lago::Env) -> lago::Result<()> {
@@ -30,9 +30,10 @@ use std::time::{Duration, Instant};
 
 use crate::env::Env;
 use crate::error::{Error, Result, error_chain, outputs};
-use crate::harness::watch;
-use crate::ssh::{CommandStatus, quote_command};
-use crate::vm::{Vm, console_len};
+use crate::guest::console as watch;
+use crate::guest::console::console_len;
+use crate::guest::ssh::{CommandStatus, quote_command};
+use crate::vm::Vm;
 
 /// How long `succeed`, `fail` and `ssh_all` wait for a command unless told.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(10 * 60);
@@ -42,7 +43,7 @@ pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 pub fn command_timeout() -> Result<Duration> {
     match std::env::var("LAGO_COMMAND_TIMEOUT") {
         Ok(v) if !v.trim().is_empty() => parse_timeout(&v).ok_or_else(|| {
-            crate::ssh::SshError::Setting {
+            crate::guest::ssh::SshError::Setting {
                 name: "LAGO_COMMAND_TIMEOUT",
                 value: v.clone(),
                 expected: "a duration such as 90s, 10m or 1h, or whole seconds".into(),
@@ -83,13 +84,13 @@ impl Vm {
         let start = Instant::now();
         let mut pause = BACKOFF.0;
         loop {
-            watch::check(self)?;
+            self.watchdog()?;
             let left = timeout.saturating_sub(start.elapsed());
             let last = match attempt(left.max(Duration::from_secs(1)))? {
                 Attempt::Done(v) => return Ok(v),
                 Attempt::Again(saw) => saw,
             };
-            watch::check(self)?;
+            self.watchdog()?;
             if start.elapsed() >= timeout {
                 return Err(Error::WaitTimeout {
                     vm: self.name().to_owned(),
@@ -107,10 +108,10 @@ impl Vm {
     /// watchdog watches this VM: trouble on the console ends the wait at
     /// once, as the watchdog's error.
     fn ssh_watched(&self, line: &str, timeout: Duration) -> Result<CommandStatus> {
-        let ask = || watch::check(self).err().map(|e| e.to_string());
+        let ask = || self.watchdog().err().map(|e| e.to_string());
         match self.ssh_interruptible(line, Some(timeout), &ask) {
-            Err(e @ Error::Ssh(crate::ssh::SshError::Interrupted { .. })) => {
-                watch::check(self)?;
+            Err(e @ Error::Ssh(crate::guest::ssh::SshError::Interrupted { .. })) => {
+                self.watchdog()?;
                 Err(e)
             }
             other => other,
@@ -145,7 +146,7 @@ impl Vm {
         self.succeed_within(command, command_timeout()?)
     }
 
-    /// [`Vm::succeed`] bounded by `timeout` (an [`crate::ssh::SshError::Timeout`] past it).
+    /// [`Vm::succeed`] bounded by `timeout` (an [`crate::guest::ssh::SshError::Timeout`] past it).
     pub fn succeed_within<I, S>(&self, command: I, timeout: Duration) -> Result<String>
     where
         I: IntoIterator<Item = S>,
@@ -175,7 +176,7 @@ impl Vm {
         let start = Instant::now();
         let status = self.ssh_watched(&line, timeout);
         let elapsed = start.elapsed();
-        watch::check(self)?;
+        self.watchdog()?;
         Ok((line, status?, elapsed))
     }
 
@@ -313,7 +314,7 @@ impl Vm {
     /// what came after the last match, so waiting twice for the same text
     /// waits for it to appear again.
     pub fn wait_for_console_text(&self, pattern: &str, timeout: Duration) -> Result<String> {
-        let re = watch::compile("wait_for_console_text", pattern)?;
+        let re = watch::compile("wait_for_console_text", pattern).map_err(Error::from)?;
         self.retry(&format!("console text matching `{pattern}`"), timeout, |_| {
             let log = self.console_log();
             let mut cursor = self.console_cursor.lock().unwrap_or_else(|p| p.into_inner());
@@ -481,7 +482,7 @@ impl Env {
         S: AsRef<str>,
     {
         let line = quote_command(command);
-        let recorder = crate::transcript::current();
+        let recorder = crate::guest::transcript::current();
         let watch = watch::current();
         let vms: Vec<&Vm> = self.get_vms().values().collect();
         crate::error::run_parallel(
@@ -490,7 +491,7 @@ impl Env {
             |vm| vm.name().to_owned(),
             |vm| {
                 // Into the running test's transcript and watchdog, as on its own thread.
-                crate::transcript::set(recorder.clone());
+                crate::guest::transcript::set(recorder.clone());
                 watch::set(watch.clone());
                 vm.ssh_watched(&line, timeout)
             },

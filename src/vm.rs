@@ -1,7 +1,6 @@
 //! A VM of a running environment: SSH, copies, power.
 
 use std::fmt;
-use std::io::{Read, Seek, SeekFrom};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::Arc;
@@ -10,57 +9,11 @@ use std::time::{Duration, Instant};
 use crate::backend::{Backend, VmState};
 use crate::config::VmSpec;
 use crate::error::{Error, Result};
+pub use crate::guest::boot::BootStage;
+use crate::guest::boot::console_shows_up;
+use crate::guest::console::{console_len, console_tail};
+use crate::guest::ssh::{self, CommandStatus, Connection, CopyLimits, CopyReport, SshError, quote_command};
 use crate::plan::VmPlan;
-use crate::ssh::{self, CommandStatus, Connection, CopyLimits, CopyReport, SshError, quote_command};
-
-/// The stages of a boot, as [`Vm::wait_for_ssh`] watches them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BootStage {
-    /// libvirt reports the domain running.
-    DomainRunning,
-    /// The serial console shows the guest is up.
-    GuestUp,
-    /// TCP port 22 accepts connections.
-    PortOpen,
-    /// The SSH handshake, host-key check and key authentication passed.
-    Authenticated,
-    /// The guest is ready for commands: for cloud-init guests, cloud-init
-    /// finished (it may still restart sshd or write users before that).
-    Ready,
-}
-
-impl BootStage {
-    /// The stages, in order.
-    pub const ALL: [BootStage; 5] = [
-        BootStage::DomainRunning,
-        BootStage::GuestUp,
-        BootStage::PortOpen,
-        BootStage::Authenticated,
-        BootStage::Ready,
-    ];
-}
-
-impl fmt::Display for BootStage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            BootStage::DomainRunning => "domain running",
-            BootStage::GuestUp => "console shows the guest is up",
-            BootStage::PortOpen => "SSH port open",
-            BootStage::Authenticated => "authenticated",
-            BootStage::Ready => "ready for commands (cloud-init done)",
-        })
-    }
-}
-
-/// Console lines that say a guest has booted far enough to be talked to.
-const UP_MARKERS: &[&str] = &[
-    "lago-tiny: up",
-    "login:",
-    "Cloud-init v.",
-    "Reached target",
-    "SSH host key",
-];
 
 /// A VM of an [`Env`](crate::Env).
 pub struct Vm {
@@ -218,7 +171,7 @@ impl Vm {
     }
 
     /// Runs `command_line` within `timeout`, asking `interrupt` while it runs
-    /// (see [`crate::ssh::Connection::exec_interruptible`]).
+    /// (see [`crate::guest::ssh::Connection::exec_interruptible`]).
     pub(crate) fn ssh_interruptible(
         &self,
         command_line: &str,
@@ -233,8 +186,8 @@ impl Vm {
     /// An SSH failure as the user should see it: when the VM's domain is no
     /// longer running (its QEMU exited or was killed), that is the error,
     /// with the console's last lines, not the connection that broke.
-    fn explain(&self, command_line: &str, e: crate::ssh::SshError) -> Error {
-        use crate::ssh::SshError as S;
+    fn explain(&self, command_line: &str, e: crate::guest::ssh::SshError) -> Error {
+        use crate::guest::ssh::SshError as S;
         let broken = matches!(
             e,
             S::Connect { .. } | S::Handshake { .. } | S::Channel { .. } | S::Io { .. } | S::Timeout { .. }
@@ -256,11 +209,11 @@ impl Vm {
     fn ssh_recorded(
         &self,
         command_line: &str,
-        exec: impl FnOnce() -> std::result::Result<CommandStatus, crate::ssh::SshError>,
+        exec: impl FnOnce() -> std::result::Result<CommandStatus, crate::guest::ssh::SshError>,
     ) -> Result<CommandStatus> {
         let start = Instant::now();
         let result = exec().map_err(|e| self.explain(command_line, e));
-        crate::transcript::record(|| crate::transcript::Entry {
+        crate::guest::transcript::record(|| crate::guest::transcript::Entry {
             vm: self.name().to_owned(),
             command: command_line.to_owned(),
             outcome: result.as_ref().map(|s| s.code).map_err(|e| e.to_string()),
@@ -291,7 +244,7 @@ impl Vm {
     }
 
     fn record_copy(&self, what: String, r: &std::result::Result<CopyReport, SshError>, start: Instant) {
-        crate::transcript::record(|| crate::transcript::Entry {
+        crate::guest::transcript::record(|| crate::guest::transcript::Entry {
             vm: self.name().to_owned(),
             command: what,
             outcome: r.as_ref().map(|_| 0).map_err(|e| crate::util::text::error_chain(e)),
@@ -563,109 +516,19 @@ impl Vm {
         }
     }
 
+    /// The running test's console watchdog on this VM: an error once its
+    /// console showed a panic, an oops, … since the test started (`Ok`
+    /// outside tests).
+    pub(crate) fn watchdog(&self) -> Result<()> {
+        match crate::guest::console::check(self.name(), self.console_log()) {
+            Some(m) => Err(Error::ConsoleWatchdog(Box::new(m))),
+            None => Ok(()),
+        }
+    }
+
     /// The last `n` lines the serial console printed (this boot and earlier ones).
     pub fn console_lines(&self, n: usize) -> Vec<String> {
         self.sync_console();
         console_tail(&self.plan.console_log, 0, n)
-    }
-}
-
-pub(crate) fn console_len(path: &Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
-}
-
-/// The most [`bytes_from`] reads at once.
-pub(crate) const READ_CHUNK: u64 = 1 << 20;
-
-/// Up to [`READ_CHUNK`] bytes of the file at `path` from `offset` on (nothing when it cannot be read).
-pub(crate) fn bytes_from(path: &Path, offset: u64) -> Vec<u8> {
-    let mut buf = Vec::new();
-    if let Ok(mut f) = std::fs::File::open(path) {
-        let _ = f.seek(SeekFrom::Start(offset));
-        let _ = f.take(READ_CHUNK).read_to_end(&mut buf);
-    }
-    buf
-}
-
-fn read_from(path: &Path, offset: u64) -> String {
-    String::from_utf8_lossy(&bytes_from(path, offset)).into_owned()
-}
-
-/// Whether the console, from `*from` on, shows that the guest is up. `*from`
-/// moves past what was read (less a marker's length, in case one is cut in
-/// two), so that polling reads only new output.
-fn console_shows_up(path: &Path, from: &mut u64) -> bool {
-    let buf = bytes_from(path, *from);
-    if UP_MARKERS
-        .iter()
-        .any(|m| buf.windows(m.len()).any(|w| w == m.as_bytes()))
-    {
-        return true;
-    }
-    let keep = UP_MARKERS.iter().map(|m| m.len()).max().unwrap_or(0);
-    *from += buf.len().saturating_sub(keep) as u64;
-    false
-}
-
-/// The last `n` non-empty lines of the console from `offset` on. A kernel
-/// panic's own line comes first when its call trace pushed it out of them
-/// (it says what went wrong; the trace rarely does).
-fn console_tail(path: &Path, offset: u64, n: usize) -> Vec<String> {
-    let text = read_from(path, offset);
-    let lines: Vec<String> = text
-        .lines()
-        .map(|l| l.chars().filter(|c| !c.is_control() || *c == '\t').collect::<String>())
-        .filter(|l| !l.trim().is_empty())
-        .collect();
-    let from = lines.len().saturating_sub(n);
-    let mut tail = Vec::with_capacity(n + 1);
-    if let Some(panic) = lines[..from].iter().rev().find(|l| l.contains("Kernel panic")) {
-        tail.push(panic.clone());
-    }
-    tail.extend_from_slice(&lines[from..]);
-    tail
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{console_shows_up, console_tail};
-    use std::io::Write;
-
-    #[test]
-    fn the_console_is_scanned_once_and_a_marker_cut_in_two_is_found() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("console.log");
-        let mut f = std::fs::File::create(&path).unwrap();
-        let mut from = 0;
-        assert!(!console_shows_up(&path, &mut from), "empty console");
-        f.write_all(&[b'x'; 4000]).unwrap();
-        f.write_all(b"\n\xff\xfe lago-ti").unwrap();
-        assert!(!console_shows_up(&path, &mut from));
-        // Most of what was read is not read again.
-        assert!(from > 3900 && from < 4010, "{from}");
-        f.write_all(b"ny: up (vm01) at 0.8s\n").unwrap();
-        assert!(console_shows_up(&path, &mut from));
-        // A console that is not there (yet) is not up, and moves nothing.
-        let mut none = 7;
-        assert!(!console_shows_up(&dir.path().join("missing"), &mut none));
-        assert_eq!(none, 7);
-    }
-
-    #[test]
-    fn a_kernel_panic_line_stays_in_the_console_tail() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("console.log");
-        let mut text = String::from("booting\n---[ Kernel panic - not syncing: VFS: Unable to mount root fs ]---\n");
-        for i in 0..20 {
-            text.push_str(&format!("trace line {i}\n\n"));
-        }
-        std::fs::write(&path, &text).unwrap();
-        let tail = console_tail(&path, 0, 5);
-        assert_eq!(tail.len(), 6, "{tail:?}");
-        assert!(tail[0].contains("VFS: Unable to mount root fs"), "{tail:?}");
-        assert_eq!(tail[5], "trace line 19");
-        // Without a panic, just the tail.
-        std::fs::write(&path, "a\nb\nc\n").unwrap();
-        assert_eq!(console_tail(&path, 0, 2), ["b", "c"]);
     }
 }

@@ -9,6 +9,7 @@
 //! `qemu:///system`.
 
 pub mod storage;
+pub mod uri;
 pub mod xml;
 
 use std::path::Path;

@@ -7,8 +7,8 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use crate::env::Env;
-use crate::ssh::CopyLimits;
-use crate::transcript::{self, Entry};
+use crate::guest::ssh::CopyLimits;
+use crate::guest::transcript::{self, Entry};
 
 /// Where artifacts go: `LAGO_ARTIFACTS_DIR`, else `<cargo target dir>/lago-artifacts`
 /// (found from the test binary's path), else `./target/lago-artifacts`.

@@ -21,7 +21,6 @@ mod reaper;
 pub mod registry;
 pub mod runner;
 pub(crate) mod suite;
-pub mod watch;
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -33,7 +32,8 @@ pub use registry::{Isolation, TestOptions};
 pub use suite::{Keep, boots, resolve_init_file, teardown_all};
 
 use crate::env::Env;
-use crate::transcript;
+use crate::guest::console as watch;
+use crate::guest::transcript;
 
 /// What a test function returned: `()` or a `Result`.
 pub trait Outcome {
@@ -75,7 +75,7 @@ impl TestGuard {
             .iter()
             .map(|(n, vm)| {
                 let log = vm.console_log().to_path_buf();
-                let len = crate::vm::console_len(&log);
+                let len = crate::guest::console::console_len(&log);
                 (n.clone(), log, len)
             })
             .collect();
@@ -111,9 +111,9 @@ impl TestGuard {
     /// The console watchdog's first match since the test started, as the
     /// failure message, scanning every console once more.
     pub(crate) fn watchdog(&self) -> Option<String> {
-        self.watch
-            .check_env(&self.env)
-            .map(|m| crate::Error::ConsoleWatchdog(Box::new(m)).to_string())
+        self.env
+            .watch_consoles(&self.watch)
+            .map(|m| crate::error::Error::ConsoleWatchdog(Box::new(m)).to_string())
     }
 
     pub(crate) fn env(&self) -> &Arc<Env> {

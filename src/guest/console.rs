@@ -1,24 +1,64 @@
-//! The console watchdog: while a test runs, the serial consoles of its
+//! The serial console: reading what a guest printed (a bounded chunk at a
+//! time, a tail for error messages), and the console watchdog.
+//!
+//! The watchdog: while a test runs, the serial consoles of its
 //! environment are scanned for kernel panics, oopses, `BUG:` lines and hung
 //! tasks (kola's checks), and for the test's own patterns
 //! (`#[lago_env("x.yaml", fail_on_console = "segfault|OOM")]`).
 //!
 //! A match fails the test that was running, naming the VM and the line. The
 //! consoles are scanned from where they were when the test started: by every
-//! `wait_*`, `succeed` and `fail` helper of [`Vm`] on each attempt (so a test
+//! `wait_*`, `succeed` and `fail` helper of `Vm` on each attempt (so a test
 //! waiting on a guest that panicked fails at once, not at its timeout), every
 //! 200 ms while a test with a `timeout` runs, and when the test ends.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use regex::Regex;
 
-use crate::env::Env;
-use crate::error::{ConsoleMatch, Error, Result};
-use crate::vm::Vm;
+pub(crate) fn console_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// The most [`bytes_from`] reads at once.
+pub(crate) const READ_CHUNK: u64 = 1 << 20;
+
+/// Up to [`READ_CHUNK`] bytes of the file at `path` from `offset` on (nothing when it cannot be read).
+pub(crate) fn bytes_from(path: &Path, offset: u64) -> Vec<u8> {
+    let mut buf = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let _ = f.seek(SeekFrom::Start(offset));
+        let _ = f.take(READ_CHUNK).read_to_end(&mut buf);
+    }
+    buf
+}
+
+pub(crate) fn read_from(path: &Path, offset: u64) -> String {
+    String::from_utf8_lossy(&bytes_from(path, offset)).into_owned()
+}
+
+/// The last `n` non-empty lines of the console from `offset` on. A kernel
+/// panic's own line comes first when its call trace pushed it out of them
+/// (it says what went wrong; the trace rarely does).
+pub(crate) fn console_tail(path: &Path, offset: u64, n: usize) -> Vec<String> {
+    let text = read_from(path, offset);
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| l.chars().filter(|c| !c.is_control() || *c == '\t').collect::<String>())
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let from = lines.len().saturating_sub(n);
+    let mut tail = Vec::with_capacity(n + 1);
+    if let Some(panic) = lines[..from].iter().rev().find(|l| l.contains("Kernel panic")) {
+        tail.push(panic.clone());
+    }
+    tail.extend_from_slice(&lines[from..]);
+    tail
+}
 
 /// What the watchdog always looks for: (what it is, pattern).
 pub const DEFAULT_PATTERNS: &[(&str, &str)] = &[
@@ -37,9 +77,36 @@ pub(crate) struct Watch {
     tripped: Mutex<Option<ConsoleMatch>>,
 }
 
-/// `pattern` compiled, or [`Error::BadPattern`] saying it came from `what`.
+/// A regular expression that does not parse (a console pattern).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} {pattern:?} is not a valid regular expression: {message}")]
+pub struct PatternError {
+    /// Where it came from.
+    pub what: &'static str,
+    /// The pattern.
+    pub pattern: String,
+    /// The regex crate's explanation.
+    pub message: String,
+}
+
+/// What the console watchdog matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleMatch {
+    /// The VM.
+    pub vm: String,
+    /// What matched (`a kernel panic`, `` pattern `segfault` ``).
+    pub what: String,
+    /// The console line.
+    pub line: String,
+    /// The VM's console log.
+    pub console_log: PathBuf,
+}
+
+type Result<T> = std::result::Result<T, PatternError>;
+
+/// `pattern` compiled, or a [`PatternError`] saying it came from `what`.
 pub(crate) fn compile(what: &'static str, pattern: &str) -> Result<Regex> {
-    Regex::new(pattern).map_err(|e| Error::BadPattern {
+    Regex::new(pattern).map_err(|e| PatternError {
         what,
         pattern: pattern.to_owned(),
         message: e.to_string(),
@@ -69,26 +136,21 @@ impl Watch {
         })
     }
 
-    /// The first match so far, scanning what `vm`'s console gained.
-    /// A VM of another environment (a console this watch does not follow) is not scanned.
-    pub(crate) fn check_vm(&self, vm: &Vm) -> Option<ConsoleMatch> {
+    /// The first match so far, scanning what the console log `log` of VM
+    /// `vm` gained. A console this watch does not follow (a VM of another
+    /// environment) is not scanned.
+    pub(crate) fn check_log(&self, vm: &str, log: &Path) -> Option<ConsoleMatch> {
         if let Some(t) = self.first() {
             return Some(t);
         }
-        let log = vm.console_log();
         if !self.follows(log) {
             return None;
         }
-        self.scan(vm.name(), log)
+        self.scan(vm, log)
     }
 
-    /// The first match so far, scanning every VM's console.
-    pub(crate) fn check_env(&self, env: &Env) -> Option<ConsoleMatch> {
-        for vm in env.get_vms().values() {
-            if let Some(t) = self.check_vm(vm) {
-                return Some(t);
-            }
-        }
+    /// The first match so far, without scanning.
+    pub(crate) fn first_match(&self) -> Option<ConsoleMatch> {
         self.first()
     }
 
@@ -135,12 +197,12 @@ const MAX_CHUNKS: usize = 64;
 /// than `*cursor` was rotated (virtlogd does at 2 MiB) or truncated: it is
 /// read from its start. A line longer than a read chunk is skipped.
 pub(crate) fn next_line(log: &Path, cursor: &mut u64, mut matches: impl FnMut(&str) -> bool) -> Option<String> {
-    if crate::vm::console_len(log) < *cursor {
+    if console_len(log) < *cursor {
         *cursor = 0;
     }
     for _ in 0..MAX_CHUNKS {
-        let bytes = crate::vm::bytes_from(log, *cursor);
-        let full = bytes.len() as u64 >= crate::vm::READ_CHUNK;
+        let bytes = bytes_from(log, *cursor);
+        let full = bytes.len() as u64 >= READ_CHUNK;
         let mut consumed = 0;
         let mut rest = &bytes[..];
         while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
@@ -178,14 +240,10 @@ pub(crate) fn current() -> Option<Arc<Watch>> {
     CURRENT.with(|c| c.borrow().clone())
 }
 
-/// The running test's watchdog verdict on `vm`: an error once its console
-/// showed a panic, an oops, … since the test started. `Ok` outside tests.
-pub(crate) fn check(vm: &Vm) -> Result<()> {
-    let watch = CURRENT.with(|c| c.borrow().clone());
-    match watch.and_then(|w| w.check_vm(vm)) {
-        Some(m) => Err(Error::ConsoleWatchdog(Box::new(m))),
-        None => Ok(()),
-    }
+/// The running test's watchdog verdict on the console `log` of VM `vm`:
+/// the first match since the test started. `None` outside tests.
+pub(crate) fn check(vm: &str, log: &Path) -> Option<ConsoleMatch> {
+    current().and_then(|w| w.check_log(vm, log))
 }
 
 #[cfg(test)]
@@ -254,7 +312,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let log = tmp.path().join("vm01.console.log");
         std::fs::write(&log, "Kernel panic - not syncing: an old boot\n").unwrap();
-        let w = Watch::new(Some("segfault"), [(log.clone(), crate::vm::console_len(&log))]).unwrap();
+        let w = Watch::new(Some("segfault"), [(log.clone(), console_len(&log))]).unwrap();
         assert_eq!(w.scan("vm01", &log), None, "what was there before the test");
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
@@ -270,11 +328,7 @@ mod tests {
         // Later matches do not replace the first.
         f.write_all(b"Kernel panic - not syncing\n").unwrap();
         assert_eq!(w.scan("vm01", &log).unwrap().line, "app: segfault at 0");
-        let e = Error::ConsoleWatchdog(Box::new(t)).to_string();
-        assert!(
-            e.starts_with("vm01: the serial console shows pattern `segfault`: \"app: segfault at 0\""),
-            "{e}"
-        );
+        assert_eq!((t.vm.as_str(), t.console_log.as_path()), ("vm01", log.as_path()));
         // A console it does not follow.
         assert!(!w.follows(&tmp.path().join("other.log")));
     }
@@ -283,7 +337,7 @@ mod tests {
     fn lines_are_read_across_chunks_rotations_and_bad_bytes() {
         let tmp = tempfile::tempdir().unwrap();
         let log = tmp.path().join("c.log");
-        let chunk = crate::vm::READ_CHUNK as usize;
+        let chunk = READ_CHUNK as usize;
         // A line longer than a chunk, then more than a chunk of short lines, then the match.
         let mut text = vec![b'x'; chunk + 10];
         text.push(b'\n');
@@ -312,5 +366,23 @@ mod tests {
         // A missing log: nothing, and no panic.
         let mut c = 5;
         assert_eq!(next_line(&tmp.path().join("none"), &mut c, |_| true), None);
+    }
+
+    #[test]
+    fn a_kernel_panic_line_stays_in_the_console_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        let mut text = String::from("booting\n---[ Kernel panic - not syncing: VFS: Unable to mount root fs ]---\n");
+        for i in 0..20 {
+            text.push_str(&format!("trace line {i}\n\n"));
+        }
+        std::fs::write(&path, &text).unwrap();
+        let tail = console_tail(&path, 0, 5);
+        assert_eq!(tail.len(), 6, "{tail:?}");
+        assert!(tail[0].contains("VFS: Unable to mount root fs"), "{tail:?}");
+        assert_eq!(tail[5], "trace line 19");
+        // Without a panic, just the tail.
+        std::fs::write(&path, "a\nb\nc\n").unwrap();
+        assert_eq!(console_tail(&path, 0, 2), ["b", "c"]);
     }
 }

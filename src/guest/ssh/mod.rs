@@ -7,6 +7,7 @@
 //! exec channel, so any guest with `tar` works.
 
 mod copy;
+pub mod jump;
 mod quote;
 
 use std::io::{ErrorKind, Read, Write};
@@ -50,7 +51,7 @@ pub enum SshError {
         vm: String,
         /// What failed.
         #[source]
-        source: crate::remote::JumpError,
+        source: crate::guest::ssh::jump::JumpError,
     },
     /// The TCP connection to port 22 failed.
     #[error("{vm}: cannot connect to {addr}")]
@@ -243,7 +244,7 @@ pub struct Target {
     pub learned_host_key: Option<PathBuf>,
     /// Reach the guest through this host (the remote hypervisor) instead of
     /// directly: an SSH session to it and a `direct-tcpip` channel.
-    pub via: Option<std::sync::Arc<crate::remote::JumpHost>>,
+    pub via: Option<std::sync::Arc<crate::guest::ssh::jump::JumpHost>>,
 }
 
 fn fingerprint(blob: &[u8]) -> String {
@@ -263,7 +264,7 @@ pub struct Link {
     pub socket: TcpStream,
     /// The tunnel it runs over, when the guest is reached through the
     /// hypervisor host (declared last: dropped after the socket is closed).
-    tunnel: Option<crate::remote::Tunnel>,
+    tunnel: Option<crate::guest::ssh::jump::Tunnel>,
 }
 
 impl std::fmt::Debug for Link {
