@@ -44,22 +44,15 @@
 
 pub mod backend;
 pub mod cli;
-pub mod collect;
-pub mod deploy;
-pub mod doctor;
-pub mod export;
-pub mod inventory;
 pub use lago_config as config;
 pub mod env;
-mod error;
-pub mod fixtures;
-pub mod gc;
+pub use env::{collect, deploy, export, inventory, snapshot, vm};
 pub mod harness;
-mod machine;
+mod ops;
+pub use harness::fixtures;
+pub use ops::{doctor, gc};
 pub mod plan;
 pub mod sdk;
-pub mod snapshot;
-pub mod vm;
 
 mod guest;
 mod host;
@@ -76,13 +69,13 @@ pub use host::{image, keys, lease, owner, seed, store};
 pub use util::cmd::{CommandError, CommandFailure};
 
 pub use config::{ConfigError, EnvSpec};
+pub use env::commands::{DEFAULT_COMMAND_TIMEOUT, command_timeout};
+pub use env::error::{ConsoleMatch, Error, Result, error_chain};
+pub use env::vm::Vm;
 pub use env::{Env, InitOptions};
-pub use error::{ConsoleMatch, Error, Result, error_chain};
 pub use lease::{LeaseError, LeaseStore};
-pub use machine::{DEFAULT_COMMAND_TIMEOUT, command_timeout};
 pub use plan::{EnvId, EnvPlan, PlanError, Subnet};
 pub use ssh::CommandStatus;
-pub use vm::Vm;
 
 /// Runs a test against the suite environment of an init file.
 ///

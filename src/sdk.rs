@@ -18,8 +18,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::env::error::Result;
 use crate::env::{Env, InitOptions};
-use crate::error::Result;
 
 /// Options of [`init`].
 #[derive(Debug, Clone)]

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 /// The layers, lowest first: (layer, the top-level modules of `src/` in it).
 /// `lib.rs` and `sdk.rs` are the facade above them all; `bin/` is above that.
 const LAYERS: &[(&str, &[&str])] = &[
+    // The lago-config crate (init files), shared with the proc-macro.
+    ("config", &["config"]),
     ("util", &["util"]),
     ("plan", &["plan"]),
     ("host", &["host"]),
@@ -45,32 +47,43 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// The top-level modules a file's code names with `crate::` (also inside
-/// `use crate::{a, b::c}` groups), outside comments.
+/// `use crate::{a, b::c}` groups, over several lines too), outside comments.
 fn crate_imports(text: &str) -> Vec<String> {
+    let code: String = text
+        .lines()
+        .map(|l| l.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let ident = |s: &str| -> String { s.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect() };
     let mut out = Vec::new();
-    for line in text.lines() {
-        let code = line.split("//").next().unwrap_or("");
-        let mut rest = code;
-        while let Some(i) = rest.find("crate::") {
-            rest = &rest[i + "crate::".len()..];
-            if let Some(group) = rest.strip_prefix('{') {
-                // `crate::{a, b::c}`: each name of the group (on this line).
-                let inner = group.split('}').next().unwrap_or("");
-                for part in inner.split(',') {
-                    let name: String = part
-                        .trim()
-                        .chars()
-                        .take_while(|c| c.is_alphanumeric() || *c == '_')
-                        .collect();
+    let mut rest = code.as_str();
+    while let Some(i) = rest.find("crate::") {
+        rest = &rest[i + "crate::".len()..];
+        let Some(group) = rest.strip_prefix('{') else {
+            let name = ident(rest);
+            if !name.is_empty() {
+                out.push(name);
+            }
+            continue;
+        };
+        // The group up to its closing brace; each top-level item's first name.
+        let mut depth = 1;
+        let mut start = 0;
+        for (j, c) in group.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' | ',' if depth == 1 => {
+                    let name = ident(group[start..j].trim_start());
                     if !name.is_empty() {
                         out.push(name);
                     }
+                    start = j + 1;
+                    if c == '}' {
+                        break;
+                    }
                 }
-                continue;
-            }
-            let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
-            if !name.is_empty() {
-                out.push(name);
+                '}' => depth -= 1,
+                _ => {}
             }
         }
     }
@@ -90,6 +103,10 @@ fn every_module_imports_only_from_its_layer_or_below() {
         for m in crate_imports(&text) {
             // A name the crate root re-exports (`crate::Error`, `crate::error_chain`) is the
             // facade's, above every layer: a layer names the module it is in.
+            // `#[macro_export]` macros live at the crate root whatever defines them.
+            if m.starts_with("__lago") {
+                continue;
+            }
             let Some(theirs) = layer_of_module(&m) else {
                 wrong.push(format!(
                     "{} ({}) names crate::{m}, which is no layer's module (the facade's re-export?)",
@@ -115,8 +132,9 @@ fn every_module_imports_only_from_its_layer_or_below() {
 
 #[test]
 fn the_import_reader_sees_groups_and_skips_comments() {
-    let text = "use crate::{util::cmd, host::workdir};\nlet x = crate::env::Env::load(p); // crate::cli::x\n";
-    assert_eq!(crate_imports(text), ["util", "host", "env"]);
-    assert_eq!(layer_of_file(Path::new("host/store/repo.rs")), Some(2));
+    let text = "use crate::{util::cmd, host::workdir};\nlet x = crate::env::Env::load(p); // crate::cli::x\n\
+                use crate::{\n    guest::{ssh, boot},\n    ops::gc,\n};\n";
+    assert_eq!(crate_imports(text), ["util", "host", "env", "guest", "ops"]);
+    assert_eq!(layer_of_file(Path::new("host/store/repo.rs")), Some(3));
     assert_eq!(layer_of_file(Path::new("lib.rs")), None);
 }

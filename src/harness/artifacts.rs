@@ -85,7 +85,7 @@ pub(crate) fn collect(
         }
         let vm_dir = dir.join(name);
         private_dir(&vm_dir);
-        let got = crate::collect::fetch_artifacts(vm, &vm_dir, &limits);
+        let got = crate::env::collect::fetch_artifacts(vm, &vm_dir, &limits);
         for f in &got.files {
             summary += &format!(
                 "{name}:{}: {} ({} bytes{})\n",

@@ -1,6 +1,6 @@
 //! Test-framework integration: suite-scoped environments shared by every
 //! test of a binary that names the same init file, failure artifacts, the
-//! `#[lago_env]` attribute's runtime, rstest fixtures ([`crate::fixtures`])
+//! `#[lago_env]` attribute's runtime, rstest fixtures ([`crate::harness::fixtures`])
 //! and a libtest-mimic runner ([`runner`]).
 //!
 //! **Lifetime.** The first test that needs an init file's environment boots
@@ -14,9 +14,10 @@
 //! `LAGO_KEEP=on-failure|always` keeps it and prints how to get in. Under
 //! `cargo nextest run`, the test processes of one run share one environment
 //! per init file, destroyed when the run ends. Before its first boot, a test
-//! binary sweeps what crashed runs left (see [`crate::gc`]).
+//! binary sweeps what crashed runs left (see [`crate::ops::gc`]).
 
 mod artifacts;
+pub mod fixtures;
 mod reaper;
 pub mod registry;
 pub mod runner;
@@ -113,7 +114,7 @@ impl TestGuard {
     pub(crate) fn watchdog(&self) -> Option<String> {
         self.env
             .watch_consoles(&self.watch)
-            .map(|m| crate::error::Error::ConsoleWatchdog(Box::new(m)).to_string())
+            .map(|m| crate::env::error::Error::ConsoleWatchdog(Box::new(m)).to_string())
     }
 
     pub(crate) fn env(&self) -> &Arc<Env> {
@@ -198,13 +199,13 @@ pub(crate) fn prepare(
     let fresh = FreshTeardown((isolation == Isolation::Fresh).then(|| suite.clone()));
     let env = match suite.env() {
         Ok(env) => env,
-        Err(e) => panic!("lago: {}", crate::error::error_chain(&*e)),
+        Err(e) => panic!("lago: {}", crate::env::error::error_chain(&*e)),
     };
     let hold = match suite.enter(&env, isolation) {
         Ok(g) => g,
         Err(e) => panic!(
             "lago: {name}: cannot give the test its environment ({isolation:?}): {}",
-            crate::error::error_chain(&e)
+            crate::env::error::error_chain(&e)
         ),
     };
     (suite, env, hold, fresh)

@@ -28,7 +28,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::error::Error;
+use crate::env::error::Error;
 
 const ENV_WORKDIR: &str = "LAGO_REAPER_WORKDIR";
 const ENV_WATCH_PID: &str = "LAGO_REAPER_WATCH_PID";

@@ -13,8 +13,8 @@ use std::time::Instant;
 
 use super::reaper;
 use super::registry::{self, Isolation};
+use crate::env::error::{Error, error_chain};
 use crate::env::{Env, InitOptions};
-use crate::error::{Error, error_chain};
 use crate::host::owner::Owner;
 
 /// What `LAGO_KEEP` asks for.
@@ -515,11 +515,11 @@ fn fresh_workdir() -> Result<PathBuf, Error> {
 fn sweep_once() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let opts = crate::gc::GcOptions {
+        let opts = crate::ops::gc::GcOptions {
             deadline: Some(Instant::now() + std::time::Duration::from_secs(10)),
             ..Default::default()
         };
-        match crate::gc::sweep(&opts) {
+        match crate::ops::gc::sweep(&opts) {
             Ok(report) => {
                 for f in report.removed() {
                     eprintln!(

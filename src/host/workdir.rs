@@ -644,15 +644,7 @@ mod tests {
             let c = claim(&w, &id()).unwrap();
             let _ = c.dir.remove_entry(name);
             // A folder entry points at a folder, a file entry at a file.
-            let target = if [
-                "images",
-                "seeds",
-                "logs",
-                KNOWN_HOSTS_DIR,
-                crate::snapshot::SNAPSHOTS_DIR,
-            ]
-            .contains(name)
-            {
+            let target = if ["images", "seeds", "logs", KNOWN_HOSTS_DIR, SNAPSHOTS_DIR].contains(name) {
                 v.join("sub")
             } else {
                 v.join("precious")

@@ -29,11 +29,11 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::env::Env;
-use crate::error::{Error, Result, error_chain, outputs};
+use crate::env::error::{Error, Result, error_chain, outputs};
+use crate::env::vm::Vm;
 use crate::guest::console as watch;
 use crate::guest::console::console_len;
 use crate::guest::ssh::{CommandStatus, quote_command};
-use crate::vm::Vm;
 
 /// How long `succeed`, `fail` and `ssh_all` wait for a command unless told.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(10 * 60);
@@ -485,7 +485,7 @@ impl Env {
         let recorder = crate::guest::transcript::current();
         let watch = watch::current();
         let vms: Vec<&Vm> = self.get_vms().values().collect();
-        crate::error::run_parallel(
+        crate::env::error::run_parallel(
             "ssh",
             &vms,
             |vm| vm.name().to_owned(),

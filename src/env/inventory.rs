@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::env::Env;
-use crate::error::{Error, Result};
+use crate::env::error::{Error, Result};
 
 /// The keys Lago grouped an inventory by.
 pub const DEFAULT_GROUP_KEYS: &[&str] = &["vm-type", "groups", "vm-provider"];
@@ -224,7 +224,7 @@ impl Env {
         Ok(path)
     }
 
-    fn host_key_of(&self, vm: &crate::Vm) -> Option<String> {
+    fn host_key_of(&self, vm: &crate::env::vm::Vm) -> Option<String> {
         let target = vm.conn.target();
         let blob = match &target.host_key {
             Some(b) => Some(b.clone()),
@@ -311,7 +311,7 @@ impl Env {
 }
 
 /// The values of VM key `key` that name its groups.
-fn group_values(vm: &crate::Vm, key: &str) -> Vec<String> {
+fn group_values(vm: &crate::env::vm::Vm, key: &str) -> Vec<String> {
     let spec = vm.spec();
     match key {
         "groups" => spec.groups.clone(),

@@ -28,10 +28,10 @@ use serde_json::{Map, Value, json};
 use crate::backend::VmState;
 use crate::config::{self, DiskFormat, DiskSource, NetKind};
 use crate::env::Env;
-use crate::error::{Error, Result};
+use crate::env::error::{Error, Result};
+use crate::env::vm::Vm;
 use crate::host::image;
 use crate::host::workdir::plain_name as safe;
-use crate::vm::Vm;
 
 /// Options for [`Env::export`].
 #[derive(Debug, Clone)]
@@ -287,7 +287,7 @@ impl Env {
     /// Writes the chosen VMs' (`&[]`: all but those marked `skip-export`;
     /// machines lago did not create are never exported) disks into `dir`,
     /// with an init file that boots them and whatever else they need to boot.
-    /// `dir` must not exist or be empty. See the [module docs](crate::export).
+    /// `dir` must not exist or be empty. See the [module docs](crate::env::export).
     pub fn export(&self, dir: impl AsRef<Path>, names: &[&str], opts: &ExportOptions) -> Result<ExportReport> {
         let vms: Vec<&Vm> = self
             .select(names)?
@@ -323,7 +323,7 @@ impl Env {
         })?;
         // The folder is checked before any VM is touched.
         let made_dir = !dir.exists();
-        crate::collect::claim_output_dir(&dir)?;
+        crate::env::collect::claim_output_dir(&dir)?;
         let mut stage = Staging::new(&dir, made_dir)?;
         let running = |vms: &[&Vm]| -> Vec<String> {
             vms.iter()

@@ -192,7 +192,7 @@ fn libvirt(host: &Host) -> Check {
     match Backend::connect(host.libvirt_uri.as_deref()) {
         Ok(b) => Check::ok("libvirt", format!("reachable at {}", b.uri())),
         Err(e) => {
-            let text = crate::error::error_chain(&e);
+            let text = crate::env::error::error_chain(&e);
             let fix = if text.contains("Permission denied") {
                 "let this user reach libvirtd: `sudo usermod -aG libvirt $USER`, then log in again (or run as root)"
             } else if text.contains("No such file")
@@ -228,7 +228,7 @@ fn qemu(host: &Host) -> Check {
         Ok(()) => Check::ok("qemu", first.unwrap_or_else(|| bin.display().to_string())),
         Err(e) => Check::fail(
             "qemu",
-            format!("{} does not run: {}", bin.display(), crate::error::error_chain(&e)),
+            format!("{} does not run: {}", bin.display(), crate::env::error::error_chain(&e)),
             "reinstall it: `sudo apt-get install --reinstall qemu-system-x86`",
         ),
     }
@@ -464,7 +464,7 @@ fn tiny(host: &Host) -> Check {
         ),
         Err(e) => Check::fail(
             "tiny",
-            format!("cannot build tiny: {}", crate::error::error_chain(&e)),
+            format!("cannot build tiny: {}", crate::env::error::error_chain(&e)),
             "`scripts/setup-host` installs its inputs (linux-image-cloud-amd64, busybox-static, dropbear-bin)",
         ),
     }
@@ -511,7 +511,7 @@ fn leases(host: &Host) -> Check {
             format!(
                 "cannot read the leases in {}: {}",
                 dir.display(),
-                crate::error::error_chain(&e)
+                crate::env::error::error_chain(&e)
             ),
             "fix the folder's permissions, or point LAGO_LEASE_DIR elsewhere",
         ),

@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 use crate::backend::VmState;
 use crate::config::{DiskFormat, DiskSource};
 use crate::env::Env;
-use crate::error::{Error, Result, for_each_parallel};
-use crate::vm::Vm;
+use crate::env::error::{Error, Result, for_each_parallel};
+use crate::env::vm::Vm;
 
 pub(crate) use crate::host::workdir::SNAPSHOTS_DIR;
 

@@ -13,6 +13,15 @@
 //! logs/<vm>.console.log   serial consoles
 //! ```
 
+pub mod collect;
+pub(crate) mod commands;
+pub mod deploy;
+pub(crate) mod error;
+pub mod export;
+pub mod inventory;
+pub mod snapshot;
+pub mod vm;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -23,7 +32,8 @@ use serde::Serialize;
 
 use crate::backend::{self, AccelChoice, Backend, Boot, DomainParams, VmState};
 use crate::config::{self, DiskSource, EnvSpec};
-use crate::error::{Error, Result};
+use crate::env::error::{Error, Result};
+use crate::env::vm::Vm;
 use crate::guest::ssh::{Connection, Target};
 use crate::host::image;
 use crate::host::keys::{self, KeyPair};
@@ -31,7 +41,6 @@ use crate::host::lease::{LeaseOwner, LeaseStore, OWNER_ID_FILE};
 use crate::host::seed::{self, SeedKeys};
 use crate::host::store::{Template, TemplateStore};
 use crate::plan::{self, EnvId, EnvPlan};
-use crate::vm::Vm;
 
 use crate::host::state::{MAX_STATE_BYTES, SavedEnv};
 pub use crate::host::workdir::STATE_FILE;
@@ -690,7 +699,8 @@ impl Env {
             .filter(|v| !v.is_existing_machine())
             .filter(|v| v.state().map(|s| s != VmState::Running).unwrap_or(true))
             .collect();
-        let started = crate::error::for_each_parallel("start", &to_start, |vm| vm.name().to_owned(), |vm| vm.start());
+        let started =
+            crate::env::error::for_each_parallel("start", &to_start, |vm| vm.name().to_owned(), |vm| vm.start());
         if started.is_err() {
             let started_vms: Vec<&str> = to_start.iter().map(|v| v.name()).collect();
             self.rollback(&started_vms, &started_nets);
@@ -731,20 +741,20 @@ impl Env {
     pub fn stop(&self, names: &[&str]) -> Result<()> {
         let vms = self.select(names)?;
         if !names.is_empty() {
-            crate::error::for_each_parallel("stop", &vms, |vm| vm.name().to_owned(), |vm| vm.stop())?;
+            crate::env::error::for_each_parallel("stop", &vms, |vm| vm.name().to_owned(), |vm| vm.stop())?;
             return self.stop_unused_nets();
         }
         // Every VM stops: the networks go at the same time as the domains.
         let nets: Vec<String> = self.saved.plan.nets.iter().map(|n| n.libvirt_name.clone()).collect();
         alongside_networks(&self.backend, &nets, || {
-            crate::error::for_each_parallel("stop", &vms, |vm| vm.name().to_owned(), |vm| vm.stop())
+            crate::env::error::for_each_parallel("stop", &vms, |vm| vm.name().to_owned(), |vm| vm.stop())
         })
     }
 
     /// ACPI shutdown of the chosen VMs (`&[]`: all), waiting up to `timeout` for each, then stops unused nets.
     pub fn shutdown(&self, names: &[&str], timeout: Duration) -> Result<()> {
         let vms = self.select(names)?;
-        crate::error::for_each_parallel("shut down", &vms, |vm| vm.name().to_owned(), |vm| vm.shutdown(timeout))?;
+        crate::env::error::for_each_parallel("shut down", &vms, |vm| vm.name().to_owned(), |vm| vm.shutdown(timeout))?;
         self.stop_unused_nets()
     }
 
@@ -851,7 +861,10 @@ impl Env {
 
     /// What the console watchdog `watch` sees on every VM's console: its
     /// first match since the test started.
-    pub(crate) fn watch_consoles(&self, watch: &crate::guest::console::Watch) -> Option<crate::error::ConsoleMatch> {
+    pub(crate) fn watch_consoles(
+        &self,
+        watch: &crate::guest::console::Watch,
+    ) -> Option<crate::env::error::ConsoleMatch> {
         for vm in self.vms.values() {
             if let Some(m) = watch.check_log(vm.name(), vm.console_log()) {
                 return Some(m);
@@ -1012,7 +1025,7 @@ fn alongside_networks(backend: &Backend, nets: &[String], domains: impl FnOnce()
             Err(Error::Panicked {
                 vm: "networks".into(),
                 action: "destroy networks",
-                message: crate::error::panic_text(p.as_ref()),
+                message: crate::env::error::panic_text(p.as_ref()),
             })
         });
         (doms, nets)
@@ -1027,7 +1040,7 @@ pub(crate) fn destroy_objects(backend: &Backend, env_id: &EnvId) -> Result<()> {
     let domains = backend.domains_with_prefix(&prefix)?;
     let networks = backend.networks_with_prefix(&prefix)?;
     alongside_networks(backend, &networks, || {
-        crate::error::for_each_parallel("destroy", &domains, String::clone, |d| {
+        crate::env::error::for_each_parallel("destroy", &domains, String::clone, |d| {
             backend.stop_domain(d)?;
             tracing::info!(domain = d, "destroyed");
             Ok(())

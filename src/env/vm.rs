@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::backend::{Backend, VmState};
 use crate::config::VmSpec;
-use crate::error::{Error, Result};
+use crate::env::error::{Error, Result};
 pub use crate::guest::boot::BootStage;
 use crate::guest::boot::console_shows_up;
 use crate::guest::console::{console_len, console_tail};

@@ -17,9 +17,9 @@ use serde::Serialize;
 
 use crate::backend::VmState;
 use crate::env::Env;
-use crate::error::{Error, Result, error_chain};
+use crate::env::error::{Error, Result, error_chain};
+use crate::env::vm::Vm;
 use crate::guest::ssh::{CopyLimits, SshError};
-use crate::vm::Vm;
 
 /// What [`Env::collect`] gathered.
 #[derive(Debug, Clone, Serialize)]
@@ -220,7 +220,7 @@ impl Env {
         })?;
         claim_output_dir(&dir)?;
         let limits = CopyLimits::from_env();
-        let collected = crate::error::map_parallel(
+        let collected = crate::env::error::map_parallel(
             "collect from",
             &vms,
             |vm| vm.name().to_owned(),

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::env::Env;
-use crate::error::{Error, Result};
+use crate::env::error::{Error, Result};
+use crate::env::vm::Vm;
 use crate::guest::ssh::{CopyLimits, Streams, quote_command};
-use crate::vm::Vm;
 
 /// Seconds a deploy script may run (`LAGO_DEPLOY_TIMEOUT`).
 pub const ENV_TIMEOUT: &str = "LAGO_DEPLOY_TIMEOUT";
@@ -306,7 +306,7 @@ impl Env {
         for vm in &vms {
             check_scripts(vm)?;
         }
-        let vms = crate::error::map_parallel(
+        let vms = crate::env::error::map_parallel(
             "deploy",
             &vms,
             |vm| vm.name().to_owned(),

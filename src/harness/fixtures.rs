@@ -35,8 +35,8 @@
 use std::ops::Deref;
 
 use crate::env::Env;
+use crate::env::vm::Vm;
 use crate::harness::{FreshTeardown, Isolation, TestGuard, current_test_name, prepare, suite::UseGuard};
-use crate::vm::Vm;
 
 /// The suite environment of an init file, for one test.
 pub struct SuiteEnv {

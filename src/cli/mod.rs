@@ -11,9 +11,9 @@ use serde::Serialize;
 
 use crate::config::{self, DiskBus, DiskSource, EnvSpec, approx_size, format_size};
 use crate::env::Status;
-use crate::error::{Error, Result};
-use crate::gc::GcReport;
+use crate::env::error::{Error, Result};
 use crate::host::store::manage::StoreEntry;
+use crate::ops::gc::GcReport;
 use crate::plan::{self, EnvId, EnvPlan};
 
 /// How a command prints data: Lago's `--out-format` (`default`, `flat`,
@@ -287,7 +287,7 @@ pub fn plan_table(spec: &EnvSpec, plan: &EnvPlan) -> String {
 
 /// `lago gc` as text.
 pub fn gc_table(r: &GcReport, dry_run: bool) -> String {
-    use crate::gc::Verdict;
+    use crate::ops::gc::Verdict;
     let mut s = String::new();
     for (uri, why) in &r.unreachable {
         let _ = writeln!(s, "{uri}: not reachable ({why})");
@@ -376,7 +376,7 @@ fn ago(secs: u64) -> String {
 }
 
 /// `lago snapshot --list` as text.
-pub fn snapshots_table(snaps: &[crate::snapshot::SnapshotInfo]) -> String {
+pub fn snapshots_table(snaps: &[crate::env::snapshot::SnapshotInfo]) -> String {
     let mut s = String::new();
     if snaps.is_empty() {
         s.push_str("no snapshots\n");
@@ -476,7 +476,7 @@ pub fn copy_summary(vm: &str, report: &crate::guest::ssh::CopyReport) -> String 
 }
 
 /// `lago collect` as text.
-pub fn collect_table(r: &crate::collect::CollectReport) -> String {
+pub fn collect_table(r: &crate::env::collect::CollectReport) -> String {
     let mut s = format!("collected into {}\n", r.dir.display());
     let rel = |p: &Path| p.strip_prefix(&r.dir).unwrap_or(p).display().to_string();
     if let Some(log) = &r.env_log {
@@ -509,7 +509,7 @@ pub fn collect_table(r: &crate::collect::CollectReport) -> String {
 }
 
 /// `lago deploy` as text (the scripts' output went by as they ran).
-pub fn deploy_table(r: &crate::deploy::DeployReport) -> String {
+pub fn deploy_table(r: &crate::env::deploy::DeployReport) -> String {
     let mut s = String::new();
     for v in &r.vms {
         if v.scripts.is_empty() {
@@ -523,7 +523,7 @@ pub fn deploy_table(r: &crate::deploy::DeployReport) -> String {
 }
 
 /// `lago export` as text.
-pub fn export_table(r: &crate::export::ExportReport) -> String {
+pub fn export_table(r: &crate::env::export::ExportReport) -> String {
     let mut s = format!(
         "exported {} ({}) into {}\n",
         r.vms.join(", "),

@@ -24,7 +24,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::backend::Backend;
-use crate::error::{Error, Result, error_chain};
+use crate::env::error::{Error, Result, error_chain};
 use crate::host::lease::{LeaseStore, OWNER_ID_FILE};
 use crate::host::owner::{Liveness, Owner};
 use crate::plan::{EnvId, Subnet};
