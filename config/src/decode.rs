@@ -5,20 +5,7 @@ use std::net::Ipv4Addr;
 use super::error::{Pos, Problem};
 use super::yaml::{Kind, Node};
 
-/// Key path helpers: `domains.vm01`, `nics[0]`.
-pub(crate) fn child(path: &str, key: &str) -> String {
-    let needs_quotes = key.is_empty() || key.contains(['.', '[', ']', ' ', '"']);
-    let key = if needs_quotes {
-        format!("{key:?}")
-    } else {
-        key.to_owned()
-    };
-    if path.is_empty() { key } else { format!("{path}.{key}") }
-}
-
-pub(crate) fn index(path: &str, i: usize) -> String {
-    format!("{path}[{i}]")
-}
+pub(crate) use crate::keypath::{child, index};
 
 /// Longest word (and candidate) a "did you mean" is computed for: the
 /// distances are quadratic in the lengths.

@@ -31,6 +31,7 @@
 mod decode;
 mod duration;
 mod error;
+mod keypath;
 mod size;
 mod spec;
 mod validate;

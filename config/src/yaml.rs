@@ -8,8 +8,8 @@ use std::collections::{HashMap, HashSet};
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
-use super::decode::{child, index};
 use super::error::{Pos, Problem};
+use super::keypath::{child, index};
 
 /// A node of the document.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,8 +7,11 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::runner::TrialResult;
 use crate::env::Env;
+
+/// What a trial returns: `Ok(())`, or any error (`?` converts it), or a
+/// message (`Err("…".into())`).
+pub type TrialResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 /// How a test shares its suite's environment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -47,9 +47,7 @@ use libtest_mimic::{Arguments, Conclusion, Failed, Trial};
 use super::registry::{Isolation, TestOptions};
 use crate::env::Env;
 
-/// What a trial returns: `Ok(())`, or any error (`?` converts it), or a
-/// message (`Err("…".into())`).
-pub type TrialResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+pub use super::registry::TrialResult;
 
 type TestFn = Arc<dyn Fn(&Env) -> TrialResult + Send + Sync>;
 

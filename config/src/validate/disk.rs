@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::rules::{Unique, used_twice_in_vm};
+use super::unique::{Unique, used_twice_in_vm};
 use super::{is_simple_name, one_of, opt, path_value};
 use crate::decode::{Decoder, Fields, Keys, child};
 use crate::size::parse_size;

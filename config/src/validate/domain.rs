@@ -5,7 +5,8 @@
 use std::path::Path;
 
 use super::net::Nets;
-use super::rules::{self, Unique};
+use super::rules;
+use super::unique::Unique;
 use super::{disk::disk, is_hostname_label, nic::nic, one_of, opt, path_value};
 use crate::decode::{Decoder, Fields, Keys, child, index, to_json};
 use crate::spec::*;

@@ -13,6 +13,7 @@ mod domain;
 mod net;
 mod nic;
 mod rules;
+mod unique;
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -277,7 +278,7 @@ pub(crate) fn validate(
     rules::pick_management(&mut nets.list);
     nets.management_decided();
     if let Some(domains) = &domains {
-        let mut hostnames = rules::Unique::default();
+        let mut hostnames = unique::Unique::default();
         for (k, v) in domains {
             if let Some(vm) = domain::domain(&mut d, k, v, &mut nets, base_dir, var) {
                 let path = child("domains", &vm.name);

@@ -5,7 +5,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::rules::Unique;
+use super::unique::Unique;
 use super::{POOL_FIRST, POOL_LAST, is_hostname_label, is_simple_name, one_of, pool_octet};
 use crate::decode::{Decoder, Fields, Keys, child};
 use crate::error::Pos;
