@@ -1,0 +1,706 @@
+//! `Env::init`: a recipe of named steps. Load the init file, claim the
+//! workdir, lease subnets (and claim them on a shared daemon), plan, write
+//! the keys, then make each VM: its disks, its seed, how it boots and its
+//! domain XML, as local files or, on a remote hypervisor, as volumes
+//! ([`Placement`]); finally the state. A failure at any step rolls back what
+//! the steps before it made ([`InitGuard`]).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::error::{Error, Result};
+use super::{Env, InitOptions, wd_err};
+use crate::backend::{self, Accel, Backend, Boot, DomainParams};
+use crate::config::{self, DiskSource, EnvSpec};
+use crate::host::image;
+use crate::host::keys::{self, KeyPair};
+use crate::host::lease::{LeaseOwner, LeaseStore};
+use crate::host::owner::Owner;
+use crate::host::seed::{self, SeedKeys};
+use crate::host::state::SavedEnv;
+use crate::host::store::{Template, TemplateStore};
+use crate::host::workdir::{self, CLIENT_KEY, STATE_FILE};
+use crate::plan::{self, EnvId, EnvPlan, Subnet};
+
+/// How many times leasing tries again when another client of a shared
+/// daemon holds the subnets it got.
+const CLAIM_ATTEMPTS: usize = 8;
+
+impl Env {
+    /// Creates an environment from `init_file` in a new workdir: leases
+    /// subnets, plans, makes keys, builds or finds templates, creates the
+    /// disk images and seeds. Does not start anything. On failure, everything
+    /// created is removed again.
+    pub fn init(init_file: impl AsRef<Path>, opts: InitOptions) -> Result<Env> {
+        let started = Instant::now();
+        let spec = load_spec(init_file.as_ref(), opts.strict)?;
+        let workdir = std::path::absolute(opts.workdir.clone().unwrap_or_else(|| PathBuf::from(".lago")))
+            .map_err(wd_err("resolve", init_file.as_ref()))?;
+        workdir::check_free(&workdir)?;
+        // Reach libvirt before creating anything: an unreachable daemon is the commonest failure.
+        let backend = Arc::new(Backend::connect(opts.libvirt_uri.as_deref())?);
+        let remote = opts
+            .remote
+            .unwrap_or_else(|| crate::backend::uri::is_remote(backend.uri()));
+        // Leases record the daemon they are for (so that `lago gc --all-uris` finds it) and the owner.
+        let leases = opts
+            .leases
+            .clone()
+            .unwrap_or_else(LeaseStore::from_env)
+            .for_uri(backend.uri())
+            .with_owner(opts.owner.clone());
+        let env_id = EnvId::random();
+        let mut guard = InitGuard::new(workdir::claim(&workdir, &env_id)?);
+        write_owner(&guard.claim.dir, opts.owner.as_ref())?;
+        tracing::info!(%env_id, workdir = %workdir.display(), init_file = %spec.source.display(), "init");
+        let subnets = lease_subnets(&mut guard, &leases, &backend, &spec, &env_id, remote)?;
+        let plan = plan::plan(&spec, &env_id, &subnets, &workdir)?;
+        let client = write_client_key(&guard.claim.dir, &env_id)?;
+        let store = template_store(&opts);
+        guard.uses = Some((store.clone(), env_id.clone()));
+        let placement = Placement::choose(remote, &backend, &env_id, &mut guard)?;
+        let accel = backend::choose_accel(opts.accel)?;
+        let mut saved = SavedEnv::new(&env_id, &spec, &plan, &backend, &leases, &store);
+        saved.accel = format!("{accel:?}").to_lowercase();
+        saved.remote = Some(remote);
+        let mut build = Build {
+            saved,
+            templates: Templates::new(&store, &workdir, &env_id),
+            dir: &guard.claim.dir,
+            client_public: client.public_openssh,
+            placement,
+            accel,
+            owner: opts.owner.as_ref(),
+        };
+        let makes = spec.vms.iter().zip(&plan.vms);
+        // An existing machine (`vm-provider: ssh`) has nothing to make.
+        for (vs, vp) in makes.filter(|(vs, _)| vs.provider != config::Provider::Ssh) {
+            build.vm(vs, vp)?;
+        }
+        let saved = build.saved;
+        write_state(&guard.claim.dir, &saved)?;
+        let env = Env::attach_with(workdir, saved, backend)?;
+        guard.armed = true;
+        tracing::info!(secs = started.elapsed().as_secs_f64(), "init done");
+        Ok(env)
+    }
+}
+
+/// The init file, read and validated; lago keys it does not act on are
+/// logged (or errors, with `strict`).
+fn load_spec(init_file: &Path, strict: bool) -> Result<EnvSpec> {
+    let spec = config::load_with(init_file, config::LoadOptions { strict })?;
+    for w in &spec.warnings {
+        tracing::warn!(file = %spec.source.display(), "{w}");
+    }
+    Ok(spec)
+}
+
+/// Records the process that owns the environment's lifetime, if one does.
+fn write_owner(dir: &workdir::Dir, owner: Option<&Owner>) -> Result<()> {
+    let Some(owner) = owner else { return Ok(()) };
+    let path = dir.path().join(crate::host::owner::OWNER_FILE);
+    let text = serde_json::to_string_pretty(owner).map_err(|source| Error::State { path, source })?;
+    dir.write_new(Path::new(crate::host::owner::OWNER_FILE), text.as_bytes(), 0o600)?;
+    Ok(())
+}
+
+/// The environment's SSH client key, written into the workdir.
+fn write_client_key(dir: &workdir::Dir, env_id: &EnvId) -> Result<KeyPair> {
+    let client = KeyPair::generate(&format!("lago-{env_id}"))?;
+    dir.write_new(Path::new(CLIENT_KEY), client.private_openssh.as_bytes(), 0o600)?;
+    let public = format!("{}\n", client.public_openssh);
+    dir.write_new(Path::new("id_ed25519.pub"), public.as_bytes(), 0o644)?;
+    Ok(client)
+}
+
+/// The template store the options name, with their repositories.
+fn template_store(opts: &InitOptions) -> TemplateStore {
+    let repos = opts
+        .template_repos
+        .iter()
+        .map(|r| crate::host::store::repo::RepoLocation::parse(r));
+    let store = opts
+        .store
+        .clone()
+        .unwrap_or_else(TemplateStore::from_env)
+        .with_repos(repos)
+        .with_progress(opts.progress);
+    if opts.offline { store.offline(true) } else { store }
+}
+
+/// Everything the environment is, as saved in `env.json`.
+fn write_state(dir: &workdir::Dir, saved: &SavedEnv) -> Result<()> {
+    let path = dir.path().join(STATE_FILE);
+    let text = serde_json::to_string_pretty(saved).map_err(|source| Error::State { path, source })?;
+    dir.write_new(Path::new(STATE_FILE), text.as_bytes(), 0o600)?;
+    Ok(())
+}
+
+/// Leases one subnet per managed net, never one the daemon's networks (any
+/// user's) or the host's routes use. On a remote hypervisor (a daemon other
+/// machines may share) each /24 is also claimed in the daemon (atomic
+/// there); one another client holds is given back and another one leased.
+fn lease_subnets<'a>(
+    guard: &mut InitGuard<'a>,
+    leases: &'a LeaseStore,
+    backend: &Arc<Backend>,
+    spec: &EnvSpec,
+    env_id: &EnvId,
+    remote: bool,
+) -> Result<BTreeMap<String, Subnet>> {
+    let owner = LeaseOwner {
+        workdir: guard.claim.dir.path().to_path_buf(),
+        env_id: env_id.clone(),
+    };
+    let mut in_use = backend.subnets_in_use()?;
+    in_use.extend(crate::host::lease::host_route_subnets());
+    let requests = plan::subnet_requests(spec);
+    for _ in 0..CLAIM_ATTEMPTS {
+        let subnets = leases.acquire_avoiding(&owner, &requests, &in_use)?;
+        guard.lease = Some((leases, owner.clone()));
+        if !remote {
+            return Ok(subnets);
+        }
+        guard.claims = Some((backend.clone(), env_id.to_string()));
+        let mut taken = Vec::new();
+        for s in subnets.values() {
+            if !backend.claim_subnet(*s, env_id.as_str())? {
+                taken.push(*s);
+            }
+        }
+        if taken.is_empty() {
+            return Ok(subnets);
+        }
+        tracing::info!(
+            ?taken,
+            "subnets claimed on the daemon by another client; leasing others"
+        );
+        backend.release_claims(env_id.as_str())?;
+        leases.release(&owner)?;
+        in_use.extend(taken);
+    }
+    Err(crate::host::lease::LeaseError::Exhausted {
+        needed: requests.len(),
+        free: 0,
+        dir: leases.dir().to_path_buf(),
+    }
+    .into())
+}
+
+/// Undoes a half-done init when dropped unarmed: volumes, claims, leases,
+/// use records, then what the workdir claim made.
+struct InitGuard<'a> {
+    claim: workdir::Claim,
+    lease: Option<(&'a LeaseStore, LeaseOwner)>,
+    /// Volumes made on a remote hypervisor: their name prefix.
+    volumes: Option<(Arc<Backend>, String)>,
+    /// Subnets claimed on a shared daemon, by the env id.
+    claims: Option<(Arc<Backend>, String)>,
+    /// Template use records, by env id.
+    uses: Option<(TemplateStore, EnvId)>,
+    armed: bool,
+}
+
+impl InitGuard<'_> {
+    fn new(claim: workdir::Claim) -> Self {
+        crate::util::logging::attach_env_log(&claim.dir.path().join(workdir::LOG_FILE));
+        InitGuard {
+            claim,
+            lease: None,
+            volumes: None,
+            claims: None,
+            uses: None,
+            armed: false,
+        }
+    }
+}
+
+impl Drop for InitGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            return;
+        }
+        if let Some((backend, prefix)) = &self.volumes
+            && let Err(e) = backend.delete_volumes_with_prefix(prefix)
+        {
+            tracing::warn!(error = %e, "rollback: deleting the environment's volumes failed");
+        }
+        if let Some((backend, env_id)) = &self.claims
+            && let Err(e) = backend.release_claims(env_id)
+        {
+            tracing::warn!(error = %e, "rollback: releasing subnet claims failed");
+        }
+        if let Some((store, owner)) = &self.lease
+            && let Err(e) = store.release(owner)
+        {
+            tracing::warn!(error = %e, "rollback: releasing subnet leases failed");
+        }
+        if let Some((store, env_id)) = &self.uses {
+            store.forget_env(env_id, self.claim.dir.path());
+        }
+        crate::util::logging::detach_env_log(&self.claim.dir.path().join(workdir::LOG_FILE));
+        self.claim.undo();
+    }
+}
+
+/// Where an environment's files are made.
+enum Placement<'a> {
+    /// Local files in the workdir (the fast path); QEMU runs as this user.
+    Local { run_as: (u32, u32) },
+    /// Volumes of the remote hypervisor's `lago` pool, named with `prefix`:
+    /// it shares no files with this machine.
+    Remote { backend: &'a Backend, prefix: String },
+}
+
+impl<'a> Placement<'a> {
+    /// Remote when the hypervisor is (its pool is made then, and its
+    /// volumes are the guard's to delete), else local.
+    fn choose(remote: bool, backend: &'a Arc<Backend>, env_id: &EnvId, guard: &mut InitGuard<'_>) -> Result<Self> {
+        if !remote {
+            let (uid, gid) = (rustix::process::geteuid(), rustix::process::getegid());
+            return Ok(Placement::Local {
+                run_as: (uid.as_raw(), gid.as_raw()),
+            });
+        }
+        backend.ensure_pool()?;
+        guard.volumes = Some((backend.clone(), env_id.object_prefix()));
+        Ok(Placement::Remote {
+            backend,
+            prefix: env_id.object_prefix(),
+        })
+    }
+}
+
+impl SavedEnv {
+    /// The state of a new environment before its VMs are made.
+    fn new(
+        env_id: &EnvId,
+        spec: &EnvSpec,
+        plan: &EnvPlan,
+        backend: &Backend,
+        leases: &LeaseStore,
+        store: &TemplateStore,
+    ) -> Self {
+        SavedEnv {
+            env_id: env_id.clone(),
+            spec: spec.clone(),
+            plan: plan.clone(),
+            libvirt_uri: backend.uri().to_owned(),
+            lease_dir: leases.dir().to_path_buf(),
+            accel: String::new(),
+            network_xml: plan
+                .nets
+                .iter()
+                .map(|n| (n.name.clone(), backend::xml::network_xml(n)))
+                .collect(),
+            domain_xml: BTreeMap::new(),
+            host_keys: BTreeMap::new(),
+            templates: BTreeMap::new(),
+            remote: None,
+            store: Some(store.root().to_path_buf()),
+        }
+    }
+}
+
+/// What making the VMs needs, and the state it fills in.
+struct Build<'a> {
+    saved: SavedEnv,
+    templates: Templates<'a>,
+    dir: &'a workdir::Dir,
+    client_public: String,
+    placement: Placement<'a>,
+    accel: Accel,
+    owner: Option<&'a Owner>,
+}
+
+impl Build<'_> {
+    /// Makes VM `vs`: its disks, its seed, how it boots, its domain XML.
+    fn vm(&mut self, vs: &config::VmSpec, vp: &plan::VmPlan) -> Result<()> {
+        // Where each file is on the hypervisor, when it is remote.
+        let mut there = BTreeMap::new();
+        let mut root_template = None;
+        for (ds, dp) in vs.disks.iter().zip(&vp.disks) {
+            let t = self.disk(vs, ds, dp, &mut there)?;
+            if std::ptr::eq(ds, &vs.disks[0]) {
+                root_template = t;
+            }
+        }
+        self.seed(vs, vp, &mut there)?;
+        let boot = self.boot(vs, vp, root_template)?;
+        let placed = self.placed(vs, vp, &there)?;
+        let params = DomainParams {
+            spec: vs,
+            plan: &placed,
+            env_id: self.saved.env_id.as_str(),
+            workdir: self.dir.path(),
+            accel: self.accel,
+            boot,
+            seed_dev: vp.seed.as_ref().map(|_| backend::xml::free_virtio_dev(vp)),
+            run_as: match self.placement {
+                Placement::Local { run_as } => Some(run_as),
+                Placement::Remote { .. } => None,
+            },
+            owner: self.owner,
+        };
+        self.saved
+            .domain_xml
+            .insert(vs.name.clone(), backend::xml::domain_xml(&params));
+        Ok(())
+    }
+
+    /// Makes disk `ds` of VM `vs`, locally or as a volume (its path there
+    /// goes into `there`); returns the template it is layered on, if any.
+    fn disk(
+        &mut self,
+        vs: &config::VmSpec,
+        ds: &config::DiskSpec,
+        dp: &plan::DiskPlan,
+        there: &mut BTreeMap<PathBuf, PathBuf>,
+    ) -> Result<Option<Template>> {
+        let template = match &dp.source {
+            DiskSource::Template { name, version, digest } => {
+                let t = self.templates.get(name, version, digest)?;
+                let key = format!("{}/{}", vs.name, ds.name);
+                self.saved.templates.insert(key, format!("{}:{}", t.name, t.version));
+                Some(t)
+            }
+            _ => None,
+        };
+        match &self.placement {
+            Placement::Remote { backend, prefix } => {
+                let path = remote_disk(backend, prefix, vs, ds, dp, &mut self.templates)?;
+                there.insert(dp.path.clone(), path);
+            }
+            Placement::Local { .. } => local_disk(dp, template.as_ref())?,
+        }
+        Ok(template)
+    }
+
+    /// Writes VM `vs`'s cloud-init seed (with a host key made for it, which
+    /// the state pins), and uploads it on a remote hypervisor.
+    fn seed(&mut self, vs: &config::VmSpec, vp: &plan::VmPlan, there: &mut BTreeMap<PathBuf, PathBuf>) -> Result<()> {
+        let Some(seed_path) = &vp.seed else { return Ok(()) };
+        let env_id = &self.saved.env_id;
+        let host = KeyPair::generate(&format!("{}@lago-{env_id}", vs.name))?;
+        let keys = SeedKeys {
+            authorized: vec![self.client_public.clone()],
+            host_private: host.private_openssh.clone(),
+            host_public: host.public_openssh.clone(),
+            host_private_dropbear: Some(host.private_dropbear.clone()),
+            root_password_hash: vs.root_password.as_deref().map(keys::password_hash).transpose()?,
+        };
+        let files = seed::seed_files(vs, vp, &format!("{}{}", env_id.object_prefix(), vs.name), &keys);
+        self.dir.write_new(seed_path, &files.image(), 0o600)?;
+        if let Placement::Remote { backend, prefix } = &self.placement {
+            let name = backend::storage::volume_name(&format!("{prefix}{}-cidata.img", vs.name));
+            let path = backend.upload_volume(&name, seed_path)?;
+            there.insert(seed_path.clone(), PathBuf::from(path));
+        }
+        self.saved.host_keys.insert(vs.name.clone(), host.public_openssh);
+        Ok(())
+    }
+
+    /// How VM `vs` boots: a kernel given directly (the init file's, which
+    /// wins, or the one its root template brings), or from its disk.
+    fn boot(&self, vs: &config::VmSpec, vp: &plan::VmPlan, root_template: Option<Template>) -> Result<Boot> {
+        let Some(DirectKernel { kernel, initrd, args }) = direct_kernel(vs, root_template)? else {
+            return Ok(Boot::Disk);
+        };
+        let (kernel, initrd) = match &self.placement {
+            Placement::Remote { backend, prefix } => upload_kernel(backend, prefix, vs, kernel, initrd)?,
+            Placement::Local { .. } => (kernel, initrd),
+        };
+        let root_dev = vp.disks.first().map(|d| d.dev.clone()).unwrap_or_else(|| "vda".into());
+        Ok(Boot::Kernel {
+            cmdline: direct_cmdline(
+                args.as_deref().unwrap_or_default(),
+                &root_dev,
+                initrd.is_some(),
+                vp.seed.is_some(),
+                // The NIC whose DHCP lease sets the default route and resolver.
+                vp.mgmt_nic().map(|i| vp.nics[i].mac.to_string()),
+            ),
+            kernel,
+            initrd,
+        })
+    }
+
+    /// VM `vp`'s plan with its paths on the hypervisor when it is remote:
+    /// its volumes, and a volume for its console log.
+    fn placed(
+        &self,
+        vs: &config::VmSpec,
+        vp: &plan::VmPlan,
+        there: &BTreeMap<PathBuf, PathBuf>,
+    ) -> Result<plan::VmPlan> {
+        let mut placed = vp.clone();
+        let Placement::Remote { backend, prefix } = &self.placement else {
+            return Ok(placed);
+        };
+        for d in &mut placed.disks {
+            if let Some(p) = there.get(&d.path) {
+                d.path = p.clone();
+            }
+        }
+        if let Some(seed) = &mut placed.seed
+            && let Some(p) = there.get(seed)
+        {
+            *seed = p.clone();
+        }
+        let console = backend::storage::volume_name(&format!("{prefix}{}-console.log", vs.name));
+        placed.console_log = PathBuf::from(backend.create_volume(&console, 0, "raw", None)?);
+        Ok(placed)
+    }
+}
+
+/// Makes disk `dp` in the workdir: an overlay on its template (or qcow2
+/// file), an empty image, or a copy; a file used in place must exist.
+fn local_disk(dp: &plan::DiskPlan, template: Option<&Template>) -> Result<()> {
+    match (&dp.source, template) {
+        (DiskSource::Template { .. }, Some(t)) => image::create_overlay(&dp.path, &t.disk)?,
+        (DiskSource::TemplateFile { path }, _) => image::create_overlay(&dp.path, path)?,
+        (DiskSource::Empty { size_bytes }, _) => image::create_empty(&dp.path, dp.format, *size_bytes)?,
+        (
+            DiskSource::File {
+                path,
+                make_a_copy: true,
+            },
+            _,
+        ) => image::copy(path, &dp.path)?,
+        (DiskSource::File { path, .. }, _) if !path.is_file() => {
+            return Err(image::ImageError::Missing { path: path.clone() }.into());
+        }
+        // A file used in place, as it is (a template disk always has its template).
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A kernel booted directly.
+struct DirectKernel {
+    kernel: PathBuf,
+    initrd: Option<PathBuf>,
+    args: Option<String>,
+}
+
+/// The kernel a VM boots directly, if it does: the init file's `kernel`
+/// (its files must exist), else its root template's.
+fn direct_kernel(vs: &config::VmSpec, root_template: Option<Template>) -> Result<Option<DirectKernel>> {
+    match (&vs.kernel_boot, root_template) {
+        (Some(k), _) => {
+            for f in std::iter::once(&k.kernel).chain(&k.initrd) {
+                if !f.is_file() {
+                    return Err(image::ImageError::Missing { path: f.clone() }.into());
+                }
+            }
+            Ok(Some(DirectKernel {
+                kernel: k.kernel.clone(),
+                initrd: k.initrd.clone(),
+                args: k.args.clone(),
+            }))
+        }
+        (
+            None,
+            Some(Template {
+                kernel: Some(kernel),
+                initrd,
+                cmdline,
+                ..
+            }),
+        ) => Ok(Some(DirectKernel {
+            kernel,
+            initrd,
+            args: cmdline,
+        })),
+        _ => Ok(None),
+    }
+}
+
+/// A directly booted kernel and initrd as volumes of a remote hypervisor:
+/// a template's are shared like its disk (named by their content); one the
+/// init file names is the VM's own.
+fn upload_kernel(
+    backend: &Backend,
+    prefix: &str,
+    vs: &config::VmSpec,
+    kernel: PathBuf,
+    initrd: Option<PathBuf>,
+) -> Result<(PathBuf, Option<PathBuf>)> {
+    let shared = vs.kernel_boot.is_none();
+    let upload = |what: &str, local: &Path| -> Result<PathBuf> {
+        let path = if shared {
+            backend.template_volume(local, &crate::host::store::sha256_file(local)?)?
+        } else {
+            let name = backend::storage::volume_name(&format!("{prefix}{}-{what}", vs.name));
+            backend.upload_volume(&name, local)?
+        };
+        Ok(PathBuf::from(path))
+    };
+    let kernel = upload("kernel", &kernel)?;
+    let initrd = initrd.map(|i| upload("initrd", &i)).transpose()?;
+    Ok((kernel, initrd))
+}
+
+/// The store's templates an init uses, each resolved once (for `tiny`,
+/// checking it is up to date reads its inputs) and recorded as used by the
+/// environment.
+struct Templates<'a> {
+    store: &'a TemplateStore,
+    workdir: &'a Path,
+    env_id: &'a EnvId,
+    resolved: BTreeMap<(String, Option<String>, Option<String>), Template>,
+}
+
+impl<'a> Templates<'a> {
+    fn new(store: &'a TemplateStore, workdir: &'a Path, env_id: &'a EnvId) -> Self {
+        Templates {
+            store,
+            workdir,
+            env_id,
+            resolved: BTreeMap::new(),
+        }
+    }
+
+    /// Template `name` at `version`, whose image has sha256 `digest` when that is pinned.
+    fn get(&mut self, name: &str, version: &Option<String>, digest: &Option<String>) -> Result<Template> {
+        let key = (name.to_owned(), version.clone(), digest.clone());
+        if let Some(t) = self.resolved.get(&key) {
+            return Ok(t.clone());
+        }
+        let t = self.store.resolve_pinned(name, version.as_deref(), digest.as_deref())?;
+        self.store.record_use(&t, self.workdir, self.env_id)?;
+        self.resolved.insert(key, t.clone());
+        Ok(t)
+    }
+}
+
+/// The command line of a directly booted kernel: its own `args`, then
+/// lago's parameters for the guest (`lago.root=`, `lago.seed=1`,
+/// `lago.mgmt=<mac>`). A kernel booted without an initrd mounts the root disk
+/// itself, so it also gets `root=/dev/<root dev>`, unless `args` name one.
+fn direct_cmdline(args: &str, root_dev: &str, has_initrd: bool, seed: bool, mgmt_mac: Option<String>) -> String {
+    let mut line = args.trim().to_owned();
+    let mut add = |w: String| {
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(&w);
+    };
+    if !has_initrd && !args.split_whitespace().any(|w| w.starts_with("root=")) {
+        add(format!("root=/dev/{root_dev}"));
+    }
+    add(format!("lago.root=/dev/{root_dev}"));
+    if seed {
+        add("lago.seed=1".into());
+    }
+    if let Some(mac) = mgmt_mac {
+        add(format!("lago.mgmt={mac}"));
+    }
+    line
+}
+
+/// Makes disk `ds` of VM `vs` as a volume on a remote hypervisor; returns its path there.
+fn remote_disk(
+    backend: &Backend,
+    prefix: &str,
+    vs: &config::VmSpec,
+    ds: &config::DiskSpec,
+    dp: &crate::plan::DiskPlan,
+    templates: &mut Templates<'_>,
+) -> Result<PathBuf> {
+    use backend::storage::volume_name;
+    let own = volume_name(&format!("{prefix}{}-{}.{}", vs.name, ds.name, ds.format.as_str()));
+    // A qcow2 file goes up alone: one naming a backing file would make the
+    // hypervisor open a path of its own choosing.
+    let standalone = |path: &Path| -> Result<()> {
+        match image::backing_file(path)? {
+            Some(b) => Err(Error::Usage {
+                message: format!(
+                    "{}: disk {} ({}) has a backing file ({}); a remote hypervisor gets the file alone: flatten it first (qemu-img convert -O qcow2)",
+                    vs.name,
+                    ds.name,
+                    path.display(),
+                    b.display()
+                ),
+            }),
+            None => Ok(()),
+        }
+    };
+    let path = match &dp.source {
+        DiskSource::Template { name, version, digest } => {
+            let t = templates.get(name, version, digest)?;
+            // Named by its content: two images under one version never share a volume.
+            let sha = match &t.sha256 {
+                Some(sha) => sha.clone(),
+                None => crate::host::store::sha256_file(&t.disk)?,
+            };
+            let base = backend.template_volume(&t.disk, &sha)?;
+            let (_, virtual_size) = image::sizes(&t.disk)?;
+            let own = volume_name(&format!("{prefix}{}-{}.qcow2", vs.name, ds.name));
+            backend.create_volume(&own, virtual_size, "qcow2", Some(&base))?
+        }
+        DiskSource::TemplateFile { path } => {
+            if !path.is_file() {
+                return Err(image::ImageError::Missing { path: path.clone() }.into());
+            }
+            standalone(path)?;
+            let base = backend.upload_volume(
+                &volume_name(&format!("{prefix}{}-{}-base.qcow2", vs.name, ds.name)),
+                path,
+            )?;
+            let (_, virtual_size) = image::sizes(path)?;
+            let own = volume_name(&format!("{prefix}{}-{}.qcow2", vs.name, ds.name));
+            backend.create_volume(&own, virtual_size, "qcow2", Some(&base))?
+        }
+        DiskSource::Empty { size_bytes } => backend.create_volume(&own, *size_bytes, ds.format.as_str(), None)?,
+        DiskSource::File { path, make_a_copy } => {
+            if !path.is_file() {
+                return Err(image::ImageError::Missing { path: path.clone() }.into());
+            }
+            if ds.format == config::DiskFormat::Qcow2 {
+                standalone(path)?;
+            }
+            if !make_a_copy {
+                tracing::warn!(vm = %vs.name, disk = %ds.name, path = %path.display(), "a remote hypervisor cannot use a local file in place: it gets a copy");
+            }
+            backend.upload_volume(&own, path)?
+        }
+    };
+    Ok(PathBuf::from(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::direct_cmdline;
+
+    #[test]
+    fn a_kernel_without_initrd_is_told_its_root_unless_its_args_say() {
+        assert_eq!(
+            direct_cmdline(
+                "console=ttyS0 quiet",
+                "sda",
+                false,
+                true,
+                Some("54:52:c0:a8:c8:02".into())
+            ),
+            "console=ttyS0 quiet root=/dev/sda lago.root=/dev/sda lago.seed=1 lago.mgmt=54:52:c0:a8:c8:02"
+        );
+        // With an initrd, the initramfs finds the root (lago.root=): no root=.
+        assert_eq!(
+            direct_cmdline("console=ttyS0", "vda", true, false, None),
+            "console=ttyS0 lago.root=/dev/vda"
+        );
+        // The init file's own root= is kept, not overridden.
+        assert_eq!(
+            direct_cmdline("root=LABEL=sys ro", "vda", false, false, None),
+            "root=LABEL=sys ro lago.root=/dev/vda"
+        );
+        assert_eq!(
+            direct_cmdline("", "vdb", false, false, None),
+            "root=/dev/vdb lago.root=/dev/vdb"
+        );
+    }
+}
