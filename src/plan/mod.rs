@@ -23,11 +23,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{DiskBus, DiskFormat, DiskSource, EnvSpec, NetKind, Provider};
+use crate::config::{DiskBus, DiskFormat, DiskSource, DiskSpec, EnvSpec, NetKind, NetSpec, VmSpec};
 
+mod address;
+mod dns;
 mod ids;
 
-use ids::fnv1a;
 pub use ids::{EnvId, Mac, OBJECT_PREFIX, Subnet};
 
 /// Why a plan could not be made.
@@ -304,201 +305,20 @@ pub fn plan(
     workdir: &Path,
 ) -> Result<EnvPlan, PlanError> {
     let prefix = env_id.object_prefix();
-    // Subnets and gateways.
-    let mut net_subnet: BTreeMap<&str, (Subnet, Ipv4Addr)> = BTreeMap::new();
-    for req in subnet_requests(spec) {
-        let got = *subnets
-            .get(&req.net)
-            .ok_or_else(|| PlanError::MissingSubnet { net: req.net.clone() })?;
-        if let Some(expected) = req.pinned
-            && expected != got
-        {
-            return Err(PlanError::WrongSubnet {
-                net: req.net,
-                expected,
-                got,
-            });
-        }
-        let net = spec
-            .net(&req.net)
-            .ok_or_else(|| PlanError::MissingSubnet { net: req.net.clone() })?;
-        let gw = net.gw.unwrap_or_else(|| got.host(1));
-        let name = net.name.as_str();
-        net_subnet.insert(name, (got, gw));
-    }
-
-    // Addresses: static first, then the lowest free from .2 up, in file order.
-    let mut used: BTreeMap<&str, HashSet<u8>> = BTreeMap::new();
-    for (name, (_, gw)) in &net_subnet {
-        used.entry(name).or_default().insert(gw.octets()[3]);
-    }
-    for nic in spec.vms.iter().flat_map(|v| &v.nics) {
-        if let Some(ip) = nic.ip {
-            used.entry(nic.net.as_str()).or_default().insert(ip.octets()[3]);
-        }
-    }
+    let gateways = address::gateways(spec, subnets)?;
+    let mut hosts = address::Hosts::taken(spec, &gateways);
     let mut vms = Vec::new();
     for vm in &spec.vms {
-        let mut nics = Vec::new();
-        for (i, nic) in vm.nics.iter().enumerate() {
-            let ip = match (nic.ip, net_subnet.get(nic.net.as_str())) {
-                (Some(ip), _) => Some(ip),
-                // An existing machine's other NICs: their addresses are its own business.
-                (None, Some(_)) if vm.provider == Provider::Ssh => None,
-                (None, Some((subnet, _))) => {
-                    let taken = used.entry(nic.net.as_str()).or_default();
-                    let host = (2..=254u8)
-                        .find(|h| !taken.contains(h))
-                        .ok_or_else(|| PlanError::NetFull {
-                            net: nic.net.clone(),
-                            vm: vm.name.clone(),
-                            nic: i,
-                        })?;
-                    taken.insert(host);
-                    Some(subnet.host(host))
-                }
-                (None, None) => None,
-            };
-            let mac = match ip {
-                Some(ip) => Mac::for_ip(ip),
-                None => {
-                    let h = fnv1a(format!("{env_id}/{}/{i}", vm.name).as_bytes()).to_be_bytes();
-                    Mac([0x54, 0x52, 0x00, h[0], h[1], h[2]])
-                }
-            };
-            nics.push(NicPlan {
-                name: format!("eth{i}"),
-                net: nic.net.clone(),
-                libvirt_net: format!("{prefix}{}", nic.net),
-                ip,
-                mac,
-            });
-        }
-        let mgmt_ip = nics
-            .iter()
-            .find(|n| n.net == vm.mgmt_net)
-            .and_then(|n| n.ip)
-            .unwrap_or(Ipv4Addr::UNSPECIFIED);
-        let domain = spec.net(&vm.mgmt_net).and_then(|n| n.dns_domain.clone());
-        let disks = vm
-            .disks
-            .iter()
-            .map(|d| {
-                let in_workdir = |fmt: DiskFormat| {
-                    workdir
-                        .join("images")
-                        .join(format!("{}_{}.{}", vm.name, d.name, fmt.as_str()))
-                };
-                let (path, format) = match &d.source {
-                    DiskSource::Template { .. } | DiskSource::TemplateFile { .. } => {
-                        (in_workdir(DiskFormat::Qcow2), DiskFormat::Qcow2)
-                    }
-                    DiskSource::Empty { .. } => (in_workdir(d.format), d.format),
-                    DiskSource::File {
-                        path,
-                        make_a_copy: false,
-                    } => (path.clone(), d.format),
-                    DiskSource::File { make_a_copy: true, .. } => (in_workdir(d.format), d.format),
-                };
-                DiskPlan {
-                    name: d.name.clone(),
-                    dev: d.dev.clone(),
-                    bus: d.bus,
-                    format,
-                    path,
-                    source: d.source.clone(),
-                }
-            })
-            .collect();
-        let host = if vm.hostname.is_empty() { &vm.name } else { &vm.hostname };
-        vms.push(VmPlan {
-            name: vm.name.clone(),
-            hostname: host.clone(),
-            libvirt_name: format!("{prefix}{}", vm.name),
-            fqdn: match domain {
-                Some(d) => format!("{host}.{d}"),
-                None => host.clone(),
-            },
-            ip: mgmt_ip,
-            mgmt_net: vm.mgmt_net.clone(),
-            nics,
-            disks,
-            seed: vm
-                .bootstrap
-                .then(|| workdir.join("seeds").join(format!("{}-cidata.img", vm.name))),
-            console_log: workdir.join("logs").join(format!("{}.console.log", vm.name)),
-        });
+        let nics = address::nics(vm, env_id, &gateways, &mut hosts)?;
+        vms.push(vm_plan(spec, vm, nics, &prefix, workdir));
     }
-
-    // DNS records: every managed net serves the names of every VM (names
-    // longer than a DNS label, 63 characters, are left out).
-    let mut records = Vec::new();
-    for vm in &vms {
-        let mut seen_nets = HashSet::new();
-        let mut add = |name: String, ip| {
-            if name.len() <= 63 {
-                records.push(DnsRecord { name, ip });
-            }
-        };
-        if vm.ip != Ipv4Addr::UNSPECIFIED {
-            add(vm.hostname.clone(), vm.ip);
-        }
-        for nic in &vm.nics {
-            let Some(ip) = nic.ip else { continue };
-            add(format!("{}-{}", vm.hostname, nic.name), ip);
-            if seen_nets.insert(nic.net.clone()) {
-                add(format!("{}-{}", vm.hostname, nic.net.replace('_', "-")), ip);
-            }
-        }
-    }
-
+    let records = dns::records(&vms);
     let nets = spec
         .nets
         .iter()
         .enumerate()
-        .map(|(i, n)| {
-            let managed = net_subnet.get(n.name.as_str()).copied();
-            let reservations = vms
-                .iter()
-                .flat_map(|vm| {
-                    vm.nics.iter().filter(|nic| nic.net == n.name).filter_map(move |nic| {
-                        let ip = nic.ip?;
-                        let name = if nic.net == vm.mgmt_net && ip == vm.ip {
-                            vm.hostname.clone()
-                        } else {
-                            format!("{}-{}", vm.hostname, nic.name)
-                        };
-                        Some(Reservation { mac: nic.mac, ip, name })
-                    })
-                })
-                .collect();
-            NetPlan {
-                name: n.name.clone(),
-                kind: n.kind_str().to_owned(),
-                libvirt_name: format!("{prefix}{}", n.name),
-                bridge: match &n.kind {
-                    NetKind::Bridge { bridge } => bridge.clone(),
-                    _ => format!("lg-{env_id}-{i}"),
-                },
-                management: n.management,
-                subnet: managed.map(|(s, _)| s),
-                gateway: managed.map(|(_, gw)| gw),
-                dhcp: match (managed, n.dhcp) {
-                    (Some((s, _)), Some(r)) => Some(DhcpPlan {
-                        start: s.host(r.start),
-                        end: s.host(r.end),
-                    }),
-                    _ => None,
-                },
-                reservations: if managed.is_some() { reservations } else { Vec::new() },
-                dns_domain: n.dns_domain.clone(),
-                dns_records: if managed.is_some() { records.clone() } else { Vec::new() },
-                mtu: n.mtu,
-                external: n.external,
-            }
-        })
+        .map(|(i, n)| net_plan(n, i, env_id, gateways.get(n.name.as_str()).copied(), &vms, &records))
         .collect();
-
     Ok(EnvPlan {
         env_id: env_id.clone(),
         workdir: workdir.to_path_buf(),
@@ -509,6 +329,109 @@ pub fn plan(
             vms: spec.vms.iter().map(|v| v.name.clone()).collect(),
         },
     })
+}
+
+/// VM `vm`'s plan: names, its management address and FQDN, its disks,
+/// seed and console log in the workdir.
+fn vm_plan(spec: &EnvSpec, vm: &VmSpec, nics: Vec<NicPlan>, prefix: &str, workdir: &Path) -> VmPlan {
+    let mgmt_ip = nics
+        .iter()
+        .find(|n| n.net == vm.mgmt_net)
+        .and_then(|n| n.ip)
+        .unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let domain = spec.net(&vm.mgmt_net).and_then(|n| n.dns_domain.clone());
+    let host = if vm.hostname.is_empty() { &vm.name } else { &vm.hostname };
+    VmPlan {
+        name: vm.name.clone(),
+        hostname: host.clone(),
+        libvirt_name: format!("{prefix}{}", vm.name),
+        fqdn: match domain {
+            Some(d) => format!("{host}.{d}"),
+            None => host.clone(),
+        },
+        ip: mgmt_ip,
+        mgmt_net: vm.mgmt_net.clone(),
+        nics,
+        disks: vm.disks.iter().map(|d| disk_plan(vm, d, workdir)).collect(),
+        seed: vm
+            .bootstrap
+            .then(|| workdir.join("seeds").join(format!("{}-cidata.img", vm.name))),
+        console_log: workdir.join("logs").join(format!("{}.console.log", vm.name)),
+    }
+}
+
+/// Where disk `d` of `vm` is and in which format: a template's overlay, an
+/// empty disk or a copy in the workdir's `images/`; a file used in place
+/// where it is.
+fn disk_plan(vm: &VmSpec, d: &DiskSpec, workdir: &Path) -> DiskPlan {
+    let in_workdir = |fmt: DiskFormat| {
+        workdir
+            .join("images")
+            .join(format!("{}_{}.{}", vm.name, d.name, fmt.as_str()))
+    };
+    let (path, format) = match &d.source {
+        DiskSource::Template { .. } | DiskSource::TemplateFile { .. } => {
+            (in_workdir(DiskFormat::Qcow2), DiskFormat::Qcow2)
+        }
+        DiskSource::Empty { .. } => (in_workdir(d.format), d.format),
+        DiskSource::File {
+            path,
+            make_a_copy: false,
+        } => (path.clone(), d.format),
+        DiskSource::File { make_a_copy: true, .. } => (in_workdir(d.format), d.format),
+    };
+    DiskPlan {
+        name: d.name.clone(),
+        dev: d.dev.clone(),
+        bus: d.bus,
+        format,
+        path,
+        source: d.source.clone(),
+    }
+}
+
+/// Net `n`'s plan (the `i`th of the file): its bridge, and for a managed
+/// net (`gateway` given) its subnet, DHCP range, reservations and DNS.
+fn net_plan(
+    n: &NetSpec,
+    i: usize,
+    env_id: &EnvId,
+    gateway: Option<(Subnet, Ipv4Addr)>,
+    vms: &[VmPlan],
+    records: &[DnsRecord],
+) -> NetPlan {
+    NetPlan {
+        name: n.name.clone(),
+        kind: n.kind_str().to_owned(),
+        libvirt_name: format!("{}{}", env_id.object_prefix(), n.name),
+        bridge: match &n.kind {
+            NetKind::Bridge { bridge } => bridge.clone(),
+            _ => format!("lg-{env_id}-{i}"),
+        },
+        management: n.management,
+        subnet: gateway.map(|(s, _)| s),
+        gateway: gateway.map(|(_, gw)| gw),
+        dhcp: match (gateway, n.dhcp) {
+            (Some((s, _)), Some(r)) => Some(DhcpPlan {
+                start: s.host(r.start),
+                end: s.host(r.end),
+            }),
+            _ => None,
+        },
+        reservations: if gateway.is_some() {
+            dns::reservations(&n.name, vms)
+        } else {
+            Vec::new()
+        },
+        dns_domain: n.dns_domain.clone(),
+        dns_records: if gateway.is_some() {
+            records.to_vec()
+        } else {
+            Vec::new()
+        },
+        mtu: n.mtu,
+        external: n.external,
+    }
 }
 
 #[cfg(test)]
