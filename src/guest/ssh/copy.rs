@@ -238,14 +238,14 @@ echo "$target""#,
 impl Connection {
     fn copy_error(&self, path: &str, reason: impl Into<String>) -> SshError {
         SshError::Copy {
-            vm: self.target.vm.clone(),
+            vm: self.target().vm.clone(),
             path: path.to_owned(),
             reason: reason.into(),
         }
     }
 
     fn copy_io(&self, path: &str, action: &'static str, local: &Path) -> impl FnOnce(io::Error) -> SshError + use<> {
-        let (vm, path, local) = (self.target.vm.clone(), path.to_owned(), local.to_path_buf());
+        let (vm, path, local) = (self.target().vm.clone(), path.to_owned(), local.to_path_buf());
         move |source| SshError::CopyIo {
             vm,
             path,
@@ -257,7 +257,7 @@ impl Connection {
 
     fn too_large(&self, path: &str, limits: &CopyLimits) -> SshError {
         SshError::CopyTooLarge {
-            vm: self.target.vm.clone(),
+            vm: self.target().vm.clone(),
             path: path.to_owned(),
             limit: limits.max_bytes,
             env_var: limits.bytes_var,
@@ -339,7 +339,7 @@ impl Connection {
         if report.destination.is_empty() {
             return Err(self.copy_error(&shown, "the guest did not confirm the copy (the session ended early?)"));
         }
-        log_skipped(&self.target.vm, &shown, &report);
+        log_skipped(&self.target().vm, &shown, &report);
         Ok(report)
     }
 
@@ -459,7 +459,7 @@ impl Connection {
         };
         placed.map_err(self.copy_io(remote, "move the copy into place at", &target))?;
         report.destination = target.display().to_string();
-        log_skipped(&self.target.vm, remote, &report);
+        log_skipped(&self.target().vm, remote, &report);
         Ok(report)
     }
 }
