@@ -131,38 +131,87 @@ pub fn network_xml(net: &NetPlan) -> String {
 
 /// A domain's XML.
 pub fn domain_xml(d: &DomainParams<'_>) -> String {
-    let (spec, plan) = (d.spec, d.plan);
-    let mut x = String::new();
     let kind = match d.accel {
         Accel::Kvm => "kvm",
         Accel::Tcg => "qemu",
     };
+    let mut x = String::new();
     let _ = writeln!(x, "<domain type='{kind}'>");
-    let _ = writeln!(x, "  <name>{}</name>", esc(&plan.libvirt_name));
-    let _ = writeln!(x, "  <metadata>");
+    let _ = writeln!(x, "  <name>{}</name>", esc(&d.plan.libvirt_name));
+    metadata(&mut x, d);
+    let _ = writeln!(x, "  <memory unit='MiB'>{}</memory>", d.spec.memory_mib);
+    let _ = writeln!(x, "  <vcpu>{}</vcpu>", d.spec.vcpu);
+    os(&mut x, &d.boot);
+    let _ = writeln!(x, "  <features><acpi/><apic/></features>");
+    cpu(&mut x, d.spec.cpu_model.as_deref(), d.accel);
+    let _ = writeln!(x, "  <clock offset='utc'/>");
+    let _ = writeln!(x, "  <on_poweroff>destroy</on_poweroff>");
+    let _ = writeln!(x, "  <on_reboot>restart</on_reboot>");
+    let _ = writeln!(x, "  <on_crash>destroy</on_crash>");
+    // Locally QEMU runs as the user who made the files; on a remote
+    // hypervisor its daemon's own user and labelling apply.
+    if let Some((uid, gid)) = d.run_as {
+        let _ = writeln!(
+            x,
+            "  <seclabel type='static' model='dac' relabel='no'><label>+{uid}:+{gid}</label></seclabel>"
+        );
+    }
+    let _ = writeln!(x, "  <devices>");
+    disks(&mut x, d.plan, d.seed_dev.as_deref());
+    for nic in &d.plan.nics {
+        let _ = writeln!(x, "    <interface type='network'>");
+        let _ = writeln!(x, "      <source network='{}'/>", esc(&nic.libvirt_net));
+        let _ = writeln!(x, "      <mac address='{}'/>", nic.mac);
+        let _ = writeln!(x, "      <model type='virtio'/>");
+        let _ = writeln!(x, "      <rom enabled='no'/>");
+        let _ = writeln!(x, "    </interface>");
+    }
+    let _ = writeln!(x, "    <serial type='pty'>");
+    let _ = writeln!(x, "      <log file='{}' append='on'/>", p(&d.plan.console_log));
+    let _ = writeln!(x, "      <target port='0'/>");
+    let _ = writeln!(x, "    </serial>");
+    let _ = writeln!(x, "    <console type='pty'><target type='serial' port='0'/></console>");
     let _ = writeln!(
         x,
-        "    <lago:env xmlns:lago='{METADATA_NS}'><lago:id>{}</lago:id><lago:workdir>{}</lago:workdir><lago:vm>{}</lago:vm>{}</lago:env>",
-        esc(d.env_id),
-        p(d.workdir),
-        esc(&plan.name),
-        d.owner
-            .map(|o| format!(
+        "    <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>"
+    );
+    let _ = writeln!(x, "    <memballoon model='none'/>");
+    let _ = writeln!(x, "  </devices>");
+    let _ = writeln!(x, "</domain>");
+    x
+}
+
+/// lago's `<metadata>`: the env id, workdir, VM name and owner (what `lago gc` reads).
+fn metadata(x: &mut String, d: &DomainParams<'_>) {
+    let owner = d
+        .owner
+        .map(|o| {
+            format!(
                 "<lago:owner pid='{}' start='{}' boot='{}' host='{}' machine='{}'/>",
                 o.pid,
                 o.start_ticks,
                 esc(&o.boot_id),
                 esc(&o.host_id),
                 esc(&o.machine_id)
-            ))
-            .unwrap_or_default()
+            )
+        })
+        .unwrap_or_default();
+    let _ = writeln!(x, "  <metadata>");
+    let _ = writeln!(
+        x,
+        "    <lago:env xmlns:lago='{METADATA_NS}'><lago:id>{}</lago:id><lago:workdir>{}</lago:workdir><lago:vm>{}</lago:vm>{owner}</lago:env>",
+        esc(d.env_id),
+        p(d.workdir),
+        esc(&d.plan.name),
     );
     let _ = writeln!(x, "  </metadata>");
-    let _ = writeln!(x, "  <memory unit='MiB'>{}</memory>", spec.memory_mib);
-    let _ = writeln!(x, "  <vcpu>{}</vcpu>", spec.vcpu);
+}
+
+/// `<os>`: a kernel booted directly, or the disk (then a CD-ROM).
+fn os(x: &mut String, boot: &Boot) {
     let _ = writeln!(x, "  <os>");
     let _ = writeln!(x, "    <type arch='x86_64' machine='pc'>hvm</type>");
-    match &d.boot {
+    match boot {
         Boot::Kernel {
             kernel,
             initrd,
@@ -183,8 +232,11 @@ pub fn domain_xml(d: &DomainParams<'_>) -> String {
     // Firmware messages ("No bootable device") go to the serial console too.
     let _ = writeln!(x, "    <bios useserial='yes'/>");
     let _ = writeln!(x, "  </os>");
-    let _ = writeln!(x, "  <features><acpi/><apic/></features>");
-    match (&spec.cpu_model, d.accel) {
+}
+
+/// `<cpu>`: the init file's model, else the host's under KVM (TCG's default otherwise).
+fn cpu(x: &mut String, model: Option<&str>, accel: Accel) {
+    match (model, accel) {
         (Some(m), _) => {
             let _ = writeln!(
                 x,
@@ -197,19 +249,10 @@ pub fn domain_xml(d: &DomainParams<'_>) -> String {
         }
         (None, Accel::Tcg) => {}
     }
-    let _ = writeln!(x, "  <clock offset='utc'/>");
-    let _ = writeln!(x, "  <on_poweroff>destroy</on_poweroff>");
-    let _ = writeln!(x, "  <on_reboot>restart</on_reboot>");
-    let _ = writeln!(x, "  <on_crash>destroy</on_crash>");
-    // Locally QEMU runs as the user who made the files; on a remote
-    // hypervisor its daemon's own user and labelling apply.
-    if let Some((uid, gid)) = d.run_as {
-        let _ = writeln!(
-            x,
-            "  <seclabel type='static' model='dac' relabel='no'><label>+{uid}:+{gid}</label></seclabel>"
-        );
-    }
-    let _ = writeln!(x, "  <devices>");
+}
+
+/// The controllers and every disk, then the seed (read-only, with its serial).
+fn disks(x: &mut String, plan: &VmPlan, seed_dev: Option<&str>) {
     if plan.disks.iter().any(|disk| disk.bus == DiskBus::Scsi) {
         let _ = writeln!(x, "    <controller type='scsi' index='0' model='virtio-scsi'/>");
     }
@@ -239,7 +282,7 @@ pub fn domain_xml(d: &DomainParams<'_>) -> String {
         }
         let _ = writeln!(x, "    </disk>");
     }
-    if let (Some(seed), Some(dev)) = (&plan.seed, &d.seed_dev) {
+    if let (Some(seed), Some(dev)) = (&plan.seed, seed_dev) {
         let _ = writeln!(x, "    <disk type='file' device='disk'>");
         let _ = writeln!(x, "      <driver name='qemu' type='raw'/>");
         let _ = writeln!(x, "      <source file='{}'/>", p(seed));
@@ -248,27 +291,6 @@ pub fn domain_xml(d: &DomainParams<'_>) -> String {
         let _ = writeln!(x, "      <readonly/>");
         let _ = writeln!(x, "    </disk>");
     }
-    for nic in &plan.nics {
-        let _ = writeln!(x, "    <interface type='network'>");
-        let _ = writeln!(x, "      <source network='{}'/>", esc(&nic.libvirt_net));
-        let _ = writeln!(x, "      <mac address='{}'/>", nic.mac);
-        let _ = writeln!(x, "      <model type='virtio'/>");
-        let _ = writeln!(x, "      <rom enabled='no'/>");
-        let _ = writeln!(x, "    </interface>");
-    }
-    let _ = writeln!(x, "    <serial type='pty'>");
-    let _ = writeln!(x, "      <log file='{}' append='on'/>", p(&plan.console_log));
-    let _ = writeln!(x, "      <target port='0'/>");
-    let _ = writeln!(x, "    </serial>");
-    let _ = writeln!(x, "    <console type='pty'><target type='serial' port='0'/></console>");
-    let _ = writeln!(
-        x,
-        "    <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>"
-    );
-    let _ = writeln!(x, "    <memballoon model='none'/>");
-    let _ = writeln!(x, "  </devices>");
-    let _ = writeln!(x, "</domain>");
-    x
 }
 
 /// `domain_xml` (a live domain's description) with the link of the
