@@ -375,109 +375,175 @@ const KEEPALIVE_SECS: u32 = 15;
 
 /// Copies bytes both ways between the local socket and the channel until
 /// either side closes, or `stop` says so.
-fn pump(sess: Session, remote: TcpStream, mut channel: ssh2::Channel, mut local: TcpStream, stop: &AtomicU8) {
-    use rustix::event::{PollFd, PollFlags, poll};
-    use std::os::fd::AsFd;
+fn pump(sess: Session, remote: TcpStream, channel: ssh2::Channel, local: TcpStream, stop: &AtomicU8) {
     sess.set_blocking(false);
     let _ = local.set_nonblocking(true);
-    let mut buf = vec![0u8; 32 << 10];
-    let (mut to_remote, mut to_local): (Vec<u8>, Vec<u8>) = (Vec::new(), Vec::new());
-    let (mut local_eof, mut remote_eof) = (false, false);
-    let mut drain_deadline: Option<std::time::Instant> = None;
-    let would_block = |e: &std::io::Error| e.kind() == std::io::ErrorKind::WouldBlock;
+    let mut p = Pump {
+        sess,
+        remote,
+        channel,
+        local,
+        buf: vec![0u8; 32 << 10],
+        to_remote: Vec::new(),
+        to_local: Vec::new(),
+        local_eof: false,
+        remote_eof: false,
+        drain_deadline: None,
+    };
     loop {
         match stop.load(Ordering::SeqCst) {
             ABORT => return,
-            STOP => {
-                let soon = std::time::Instant::now() + STOP_DRAIN;
-                drain_deadline = Some(drain_deadline.map_or(soon, |d| d.min(soon)));
-            }
+            STOP => p.drain_within(STOP_DRAIN),
             _ => {}
         }
         // The hypervisor host's session stays alive while the guest's is idle.
-        let _ = sess.keepalive_send();
+        let _ = p.sess.keepalive_send();
+        let up = p.up();
+        if matches!(up, Flow::End) {
+            return;
+        }
+        let down = p.down();
+        match (up, down) {
+            (_, Flow::End) => return,
+            (Flow::Moved, _) | (_, Flow::Moved) => continue,
+            _ => {}
+        }
+        if p.local_eof {
+            p.drain_within(DRAIN);
+        }
+        if p.drain_deadline.is_some_and(|d| std::time::Instant::now() > d) {
+            return;
+        }
+        p.wait();
+    }
+}
+
+/// What one direction of a pump did.
+enum Flow {
+    Moved,
+    Idle,
+    /// This side is done: the pump ends.
+    End,
+}
+
+/// A tunnel's two ends and what is on its way between them.
+struct Pump {
+    sess: Session,
+    /// The hypervisor host's socket (for polling).
+    remote: TcpStream,
+    channel: ssh2::Channel,
+    local: TcpStream,
+    buf: Vec<u8>,
+    to_remote: Vec<u8>,
+    to_local: Vec<u8>,
+    local_eof: bool,
+    remote_eof: bool,
+    drain_deadline: Option<std::time::Instant>,
+}
+
+fn would_block(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock
+}
+
+impl Pump {
+    /// Ends the pump at most `within` from now (the bytes in flight may still go).
+    fn drain_within(&mut self, within: Duration) {
+        let soon = std::time::Instant::now() + within;
+        self.drain_deadline = Some(self.drain_deadline.map_or(soon, |d| d.min(soon)));
+    }
+
+    /// Local socket → channel; once the local side closed and all went,
+    /// EOF to the guest and the end.
+    fn up(&mut self) -> Flow {
         let mut moved = false;
-        if to_remote.is_empty() && !local_eof {
-            match local.read(&mut buf) {
-                Ok(0) => local_eof = true,
+        if self.to_remote.is_empty() && !self.local_eof {
+            match self.local.read(&mut self.buf) {
+                Ok(0) => self.local_eof = true,
                 Ok(n) => {
-                    to_remote.extend_from_slice(&buf[..n]);
+                    self.to_remote.extend_from_slice(&self.buf[..n]);
                     moved = true;
                 }
                 Err(e) if would_block(&e) => {}
-                Err(_) => local_eof = true,
+                Err(_) => self.local_eof = true,
             }
         }
-        if !to_remote.is_empty() {
-            match channel.write(&to_remote) {
+        if self.to_remote.is_empty() {
+            if self.local_eof {
+                let _ = self.channel.send_eof();
+                let _ = self.channel.close();
+                return Flow::End;
+            }
+        } else {
+            match self.channel.write(&self.to_remote) {
                 Ok(n) => {
-                    to_remote.drain(..n);
+                    self.to_remote.drain(..n);
                     moved |= n > 0;
                 }
                 Err(e) if would_block(&e) => {}
-                Err(_) => return,
+                Err(_) => return Flow::End,
             }
-        } else if local_eof {
-            // Our side is done: tell the guest, then stop.
-            let _ = channel.send_eof();
-            let _ = channel.close();
-            return;
         }
-        if to_local.is_empty() && !remote_eof {
-            match channel.read(&mut buf) {
-                Ok(0) if channel.eof() => remote_eof = true,
+        if moved { Flow::Moved } else { Flow::Idle }
+    }
+
+    /// Channel → local socket; once the guest closed and all went, the
+    /// local socket is shut and the pump ends.
+    fn down(&mut self) -> Flow {
+        let mut moved = false;
+        if self.to_local.is_empty() && !self.remote_eof {
+            match self.channel.read(&mut self.buf) {
+                Ok(0) if self.channel.eof() => self.remote_eof = true,
                 Ok(0) => {}
                 Ok(n) => {
-                    to_local.extend_from_slice(&buf[..n]);
+                    self.to_local.extend_from_slice(&self.buf[..n]);
                     moved = true;
                 }
                 Err(e) if would_block(&e) => {}
-                Err(_) => remote_eof = true,
+                Err(_) => self.remote_eof = true,
             }
         }
-        if !to_local.is_empty() {
-            match local.write(&to_local) {
+        if self.to_local.is_empty() {
+            if self.remote_eof {
+                let _ = self.local.shutdown(std::net::Shutdown::Both);
+                return Flow::End;
+            }
+        } else {
+            match self.local.write(&self.to_local) {
                 Ok(n) => {
-                    to_local.drain(..n);
+                    self.to_local.drain(..n);
                     moved |= n > 0;
                 }
                 Err(e) if would_block(&e) => {}
-                Err(_) => return,
+                Err(_) => return Flow::End,
             }
-        } else if remote_eof {
-            let _ = local.shutdown(std::net::Shutdown::Both);
-            return;
         }
-        if moved {
-            continue;
-        }
-        // Only the directions that can make progress, so that a full buffer does not spin.
-        if local_eof && drain_deadline.is_none() {
-            drain_deadline = Some(std::time::Instant::now() + DRAIN);
-        }
-        if drain_deadline.is_some_and(|d| std::time::Instant::now() > d) {
-            return;
-        }
+        if moved { Flow::Moved } else { Flow::Idle }
+    }
+
+    /// Waits (100 ms at most) for a direction that can make progress, so
+    /// that a full buffer does not spin.
+    fn wait(&self) {
+        use rustix::event::{PollFd, PollFlags, poll};
+        use std::os::fd::AsFd;
         let mut remote_flags = PollFlags::empty();
-        if to_local.is_empty() && !remote_eof {
+        if self.to_local.is_empty() && !self.remote_eof {
             remote_flags |= PollFlags::IN;
         }
-        if !to_remote.is_empty()
-            || matches!(
-                sess.block_directions(),
-                BlockDirections::Outbound | BlockDirections::Both
-            )
-        {
+        let libssh2_writes = matches!(
+            self.sess.block_directions(),
+            BlockDirections::Outbound | BlockDirections::Both
+        );
+        if !self.to_remote.is_empty() || libssh2_writes {
             remote_flags |= PollFlags::OUT | PollFlags::IN;
         }
         let mut local_flags = PollFlags::empty();
-        if to_remote.is_empty() && !local_eof {
+        if self.to_remote.is_empty() && !self.local_eof {
             local_flags |= PollFlags::IN;
         }
-        if !to_local.is_empty() {
+        if !self.to_local.is_empty() {
             local_flags |= PollFlags::OUT;
         }
-        let (lfd, rfd) = (local.as_fd(), remote.as_fd());
+        let (lfd, rfd) = (self.local.as_fd(), self.remote.as_fd());
         let mut fds = [PollFd::new(&lfd, local_flags), PollFd::new(&rfd, remote_flags)];
         let wait = rustix::event::Timespec {
             tv_sec: 0,
