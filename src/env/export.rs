@@ -289,6 +289,63 @@ impl Env {
     /// with an init file that boots them and whatever else they need to boot.
     /// `dir` must not exist or be empty. See the [module docs](crate::env::export).
     pub fn export(&self, dir: impl AsRef<Path>, names: &[&str], opts: &ExportOptions) -> Result<ExportReport> {
+        let vms = self.exportable(names)?;
+        let init_name = opts.init_file_name.as_str();
+        check_init_name(init_name)?;
+        let dir = std::path::absolute(dir.as_ref()).map_err(|source| Error::Output {
+            action: "resolve",
+            path: dir.as_ref().to_path_buf(),
+            source,
+        })?;
+        // The folder is checked before any VM is touched.
+        let made_dir = !dir.exists();
+        crate::env::collect::claim_output_dir(&dir)?;
+        let stage = Staging::new(&dir, made_dir)?;
+        let up = running(&vms);
+        if !up.is_empty() {
+            if !opts.shutdown {
+                return Err(Error::ExportRunning { vms: up });
+            }
+            tracing::info!(vms = ?up, "export: shutting down");
+            let up: Vec<&str> = up.iter().map(String::as_str).collect();
+            self.shutdown(&up, opts.shutdown_timeout)?;
+        }
+        let mut ex = Exporter {
+            env: self,
+            stage,
+            shared: BTreeMap::new(),
+            layered: opts.layered,
+        };
+        let mut domains = Map::new();
+        for vm in &vms {
+            domains.insert(vm.name().to_owned(), Value::Object(ex.vm(vm)?));
+        }
+        // A VM started while its disks were copied: the copy may be torn.
+        let up = running(&vms);
+        if !up.is_empty() {
+            return Err(Error::ExportRunning { vms: up });
+        }
+        let init_file = ex.stage.reserve(init_name);
+        self.write_init_file(&init_file, &vms, domains, init_name)?;
+        let files = ex
+            .stage
+            .commit()?
+            .into_iter()
+            .map(|f| (f.clone(), size_on_disk(&f)))
+            .collect();
+        tracing::info!(dir = %dir.display(), vms = vms.len(), "exported");
+        Ok(ExportReport {
+            dir: dir.clone(),
+            init_file: dir.join(init_name),
+            vms: vms.iter().map(|v| v.name().to_owned()).collect(),
+            files,
+            layered: opts.layered,
+        })
+    }
+
+    /// The VMs an export of `names` takes: lago's own, and with `&[]` those
+    /// not marked `skip-export`; on this machine's disks.
+    fn exportable(&self, names: &[&str]) -> Result<Vec<&Vm>> {
         let vms: Vec<&Vm> = self
             .select(names)?
             .into_iter()
@@ -305,151 +362,24 @@ impl Env {
                 message: "export reads disk files on this machine; the disks of an environment on a remote hypervisor are volumes there (not supported yet)".into(),
             });
         }
-        let init_name = opts.init_file_name.as_str();
-        if init_name.is_empty()
-            || init_name == "."
-            || init_name == ".."
-            || init_name.starts_with(".lago-export-")
-            || init_name.contains(|c: char| c == '/' || c.is_control())
-        {
-            return Err(Error::Usage {
-                message: format!("init file name {init_name:?}: expected a plain file name"),
-            });
-        }
-        let dir = std::path::absolute(dir.as_ref()).map_err(|source| Error::Output {
-            action: "resolve",
-            path: dir.as_ref().to_path_buf(),
-            source,
-        })?;
-        // The folder is checked before any VM is touched.
-        let made_dir = !dir.exists();
-        crate::env::collect::claim_output_dir(&dir)?;
-        let mut stage = Staging::new(&dir, made_dir)?;
-        let running = |vms: &[&Vm]| -> Vec<String> {
-            vms.iter()
-                .filter(|v| v.state().map(|s| s != VmState::Down).unwrap_or(true))
-                .map(|v| v.name().to_owned())
-                .collect()
-        };
-        let up = running(&vms);
-        if !up.is_empty() {
-            if !opts.shutdown {
-                return Err(Error::ExportRunning { vms: up });
-            }
-            tracing::info!(vms = ?up, "export: shutting down");
-            let up: Vec<&str> = up.iter().map(String::as_str).collect();
-            self.shutdown(&up, opts.shutdown_timeout)?;
-        }
-        // Files shared by VMs: a template's copy (layered), a kernel, an initrd, an ISO.
-        let mut shared: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
-        let mut share = |stage: &mut Staging, src: &Path, name: &str, image: bool| -> Result<PathBuf> {
-            if let Some(p) = shared.get(src) {
-                return Ok(p.clone());
-            }
-            let dst = stage.reserve(name);
-            if image {
-                // A template: qcow2, read-only in the store.
-                image::convert(src, DiskFormat::Qcow2, &dst, None)?;
-            } else {
-                fs::copy(src, &dst).map_err(|source| Error::Output {
-                    action: "write",
-                    path: dst.clone(),
-                    source,
-                })?;
-            }
-            owner_only(&dst)?;
-            shared.insert(src.to_path_buf(), dst.clone());
-            Ok(dst)
-        };
-        let mut domains = Map::new();
-        let mut nets_used = std::collections::BTreeSet::new();
-        let mut secrets = false;
-        for vm in &vms {
-            let mut entry = vm_entry(vm);
-            secrets |= vm.spec().root_password.is_some() || vm.spec().ssh_password.is_some();
-            nets_used.extend(vm.spec().nics.iter().map(|n| n.net.clone()));
-            let mut disks = Vec::new();
-            for (ds, dp) in vm.spec().disks.iter().zip(&vm.plan().disks) {
-                let mut d = Map::new();
-                d.insert("name".into(), json!(ds.name));
-                d.insert("dev".into(), json!(ds.dev));
-                // The disk the VM wrote to: its overlay or copy in the workdir, or a file used in place.
-                let live = match &ds.source {
-                    DiskSource::File {
-                        path,
-                        make_a_copy: false,
-                    } => path.clone(),
-                    _ => dp.path.clone(),
-                };
-                if ds.is_cdrom() {
-                    // A CD-ROM is read-only: one copy, used in place.
-                    let iso = share(&mut stage, &live, &format!("{}.iso", safe(&ds.name)), false)?;
-                    d.insert("type".into(), json!("file"));
-                    d.insert("format".into(), json!("iso"));
-                    d.insert("path".into(), json!(beside(&iso)));
-                    disks.push(Value::Object(d));
-                    continue;
-                }
-                let dst = stage.reserve(&format!("{}-{}.qcow2", safe(vm.name()), safe(&ds.name)));
-                // Overlays are lago's own qcow2 files; every other disk is read as its declared format.
-                let overlay = matches!(ds.source, DiskSource::Template { .. } | DiskSource::TemplateFile { .. });
-                let format = if overlay { DiskFormat::Qcow2 } else { ds.format };
-                let base = if opts.layered && overlay {
-                    image::backing_file(&live)?
-                } else {
-                    None
-                };
-                match base {
-                    Some(base) => {
-                        let base_name = match &ds.source {
-                            DiskSource::Template { .. } => self
-                                .saved_template(vm.name(), &ds.name)
-                                .map(|t| format!("{}.qcow2", safe(&t.replace(':', "-"))))
-                                .unwrap_or_else(|| "template.qcow2".into()),
-                            _ => base
-                                .file_name()
-                                .map(|n| safe(&n.to_string_lossy()))
-                                .unwrap_or_else(|| "base.qcow2".into()),
-                        };
-                        let base_copy = share(&mut stage, &base, &base_name, true)?;
-                        // Only what the VM changed, on the copy of its template, named relative to the folder.
-                        let rel = base_copy.file_name().map(PathBuf::from).unwrap_or(base_copy.clone());
-                        image::convert(&live, DiskFormat::Qcow2, &dst, Some(&rel))?;
-                    }
-                    None => image::convert(&live, format, &dst, None)?,
-                }
-                owner_only(&dst)?;
-                d.insert("type".into(), json!("template"));
-                d.insert("template_type".into(), json!("qcow2"));
-                d.insert("format".into(), json!("qcow2"));
-                d.insert("path".into(), json!(beside(&dst)));
-                disks.push(Value::Object(d));
-            }
-            entry.insert("disks".into(), Value::Array(disks));
-            if let Some((kernel, initrd, args)) = direct_boot(&vm.domain_xml) {
-                let base = |p: &Path| p.file_name().map(|n| safe(&n.to_string_lossy())).unwrap_or_default();
-                let k = share(&mut stage, &kernel, &base(&kernel), false)?;
-                entry.insert("kernel".into(), json!(beside(&k)));
-                if let Some(i) = initrd {
-                    let i = share(&mut stage, &i, &base(&i), false)?;
-                    entry.insert("initrd".into(), json!(beside(&i)));
-                }
-                if !args.is_empty() {
-                    entry.insert("kernel-args".into(), json!(args));
-                }
-            }
-            domains.insert(vm.name().to_owned(), Value::Object(entry));
-        }
-        // A VM started while its disks were copied: the copy may be torn.
-        let up = running(&vms);
-        if !up.is_empty() {
-            return Err(Error::ExportRunning { vms: up });
-        }
+        Ok(vms)
+    }
+
+    /// Writes the init file that boots the exported `domains` (and the nets
+    /// they use) at `path` (mode 0600 when it holds passwords), and checks it loads.
+    fn write_init_file(&self, path: &Path, vms: &[&Vm], domains: Map<String, Value>, init_name: &str) -> Result<()> {
+        let nets_used: std::collections::BTreeSet<&str> = vms
+            .iter()
+            .flat_map(|vm| vm.spec().nics.iter().map(|n| n.net.as_str()))
+            .collect();
+        let secrets = vms
+            .iter()
+            .any(|vm| vm.spec().root_password.is_some() || vm.spec().ssh_password.is_some());
         let nets: Map<String, Value> = self
             .spec()
             .nets
             .iter()
-            .filter(|n| nets_used.contains(&n.name))
+            .filter(|n| nets_used.contains(n.name.as_str()))
             .map(|n| (n.name.clone(), net_entry(n)))
             .collect();
         let doc = json!({ "domains": domains, "nets": nets });
@@ -459,26 +389,150 @@ impl Env {
             self.id(),
             self.spec().source.display().to_string(),
         );
-        let init_file = stage.reserve(init_name);
-        write_file(&init_file, text.as_bytes(), if secrets { 0o600 } else { 0o644 })?;
+        write_file(path, text.as_bytes(), if secrets { 0o600 } else { 0o644 })?;
         // What was written must load: a check of this module, not of the user's input.
-        config::load(&init_file)?;
-        let files: Vec<(PathBuf, u64)> = stage
-            .commit()?
-            .into_iter()
-            .map(|f| {
-                let size = size_on_disk(&f);
-                (f, size)
-            })
-            .collect();
-        tracing::info!(dir = %dir.display(), vms = vms.len(), "exported");
-        Ok(ExportReport {
-            dir: dir.clone(),
-            init_file: dir.join(init_name),
-            vms: vms.iter().map(|v| v.name().to_owned()).collect(),
-            files,
-            layered: opts.layered,
-        })
+        config::load(path)?;
+        Ok(())
+    }
+}
+
+/// The names of the VMs of `vms` that are not down.
+fn running(vms: &[&Vm]) -> Vec<String> {
+    vms.iter()
+        .filter(|v| v.state().map(|s| s != VmState::Down).unwrap_or(true))
+        .map(|v| v.name().to_owned())
+        .collect()
+}
+
+/// An init file's name must be a plain file name.
+fn check_init_name(name: &str) -> Result<()> {
+    let plain = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.starts_with(".lago-export-")
+        && !name.contains(|c: char| c == '/' || c.is_control());
+    if plain {
+        return Ok(());
+    }
+    Err(Error::Usage {
+        message: format!("init file name {name:?}: expected a plain file name"),
+    })
+}
+
+/// One export in progress: its staging folder, and the files VMs share
+/// (a template's copy, a kernel, an initrd, an ISO), each copied once.
+struct Exporter<'a> {
+    env: &'a Env,
+    stage: Staging,
+    shared: BTreeMap<PathBuf, PathBuf>,
+    layered: bool,
+}
+
+impl Exporter<'_> {
+    /// `src` copied once into the export as `name`: converted to qcow2
+    /// when it is an image (a template, read-only in the store), else as it is.
+    fn share(&mut self, src: &Path, name: &str, image: bool) -> Result<PathBuf> {
+        if let Some(p) = self.shared.get(src) {
+            return Ok(p.clone());
+        }
+        let dst = self.stage.reserve(name);
+        if image {
+            image::convert(src, DiskFormat::Qcow2, &dst, None)?;
+        } else {
+            fs::copy(src, &dst).map_err(|source| Error::Output {
+                action: "write",
+                path: dst.clone(),
+                source,
+            })?;
+        }
+        owner_only(&dst)?;
+        self.shared.insert(src.to_path_buf(), dst.clone());
+        Ok(dst)
+    }
+
+    /// VM `vm`'s init-file entry, its disks and kernel written into the export.
+    fn vm(&mut self, vm: &Vm) -> Result<Map<String, Value>> {
+        let mut entry = vm_entry(vm);
+        let mut disks = Vec::new();
+        for (ds, dp) in vm.spec().disks.iter().zip(&vm.plan().disks) {
+            disks.push(Value::Object(self.disk(vm, ds, dp)?));
+        }
+        entry.insert("disks".into(), Value::Array(disks));
+        if let Some((kernel, initrd, args)) = direct_boot(&vm.domain_xml) {
+            let base = |p: &Path| p.file_name().map(|n| safe(&n.to_string_lossy())).unwrap_or_default();
+            let k = self.share(&kernel, &base(&kernel), false)?;
+            entry.insert("kernel".into(), json!(beside(&k)));
+            if let Some(i) = initrd {
+                let i = self.share(&i, &base(&i), false)?;
+                entry.insert("initrd".into(), json!(beside(&i)));
+            }
+            if !args.is_empty() {
+                entry.insert("kernel-args".into(), json!(args));
+            }
+        }
+        Ok(entry)
+    }
+
+    /// Disk `ds` of `vm` written into the export (standalone, or with
+    /// `--layered` only what the VM changed over one copy of its template),
+    /// and its init-file entry.
+    fn disk(&mut self, vm: &Vm, ds: &config::DiskSpec, dp: &crate::plan::DiskPlan) -> Result<Map<String, Value>> {
+        let mut d = Map::new();
+        d.insert("name".into(), json!(ds.name));
+        d.insert("dev".into(), json!(ds.dev));
+        // The disk the VM wrote to: its overlay or copy in the workdir, or a file used in place.
+        let live = match &ds.source {
+            DiskSource::File {
+                path,
+                make_a_copy: false,
+            } => path.clone(),
+            _ => dp.path.clone(),
+        };
+        if ds.is_cdrom() {
+            // A CD-ROM is read-only: one copy, used in place.
+            let iso = self.share(&live, &format!("{}.iso", safe(&ds.name)), false)?;
+            d.insert("type".into(), json!("file"));
+            d.insert("format".into(), json!("iso"));
+            d.insert("path".into(), json!(beside(&iso)));
+            return Ok(d);
+        }
+        let dst = self
+            .stage
+            .reserve(&format!("{}-{}.qcow2", safe(vm.name()), safe(&ds.name)));
+        // Overlays are lago's own qcow2 files; every other disk is read as its declared format.
+        let overlay = matches!(ds.source, DiskSource::Template { .. } | DiskSource::TemplateFile { .. });
+        let format = if overlay { DiskFormat::Qcow2 } else { ds.format };
+        let base = if self.layered && overlay {
+            image::backing_file(&live)?
+        } else {
+            None
+        };
+        match base {
+            Some(base) => {
+                let base_name = match &ds.source {
+                    DiskSource::Template { .. } => self
+                        .env
+                        .saved_template(vm.name(), &ds.name)
+                        .map(|t| format!("{}.qcow2", safe(&t.replace(':', "-"))))
+                        .unwrap_or_else(|| "template.qcow2".into()),
+                    _ => base
+                        .file_name()
+                        .map(|n| safe(&n.to_string_lossy()))
+                        .unwrap_or_else(|| "base.qcow2".into()),
+                };
+                let base_copy = self.share(&base, &base_name, true)?;
+                // Only what the VM changed, on the copy of its template, named relative to the folder.
+                let rel = base_copy.file_name().map(PathBuf::from).unwrap_or(base_copy.clone());
+                image::convert(&live, DiskFormat::Qcow2, &dst, Some(&rel))?;
+            }
+            None => image::convert(&live, format, &dst, None)?,
+        }
+        owner_only(&dst)?;
+        d.insert("type".into(), json!("template"));
+        d.insert("template_type".into(), json!("qcow2"));
+        d.insert("format".into(), json!("qcow2"));
+        d.insert("path".into(), json!(beside(&dst)));
+        Ok(d)
     }
 }
 
