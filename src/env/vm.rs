@@ -399,8 +399,7 @@ impl Vm {
         };
         let mut last_error: Option<Box<SshError>> = None;
         let mut last_state_check = Instant::now() - Duration::from_secs(1);
-        let mut last_jump = Instant::now() - Duration::from_secs(1);
-        let mut last_probe = Instant::now() - Duration::from_secs(1);
+        let mut probes = Probes::default();
         // After a failed SSH attempt (say, keys not yet in place) the next waits 250 ms:
         // each attempt costs the guest a key exchange.
         let mut next_attempt = Instant::now();
@@ -420,19 +419,7 @@ impl Vm {
                 && (last_state_check.elapsed() >= Duration::from_millis(500) || stage == BootStage::DomainRunning)
             {
                 last_state_check = Instant::now();
-                match self.state()? {
-                    VmState::Running => stage = stage.max(BootStage::GuestUp),
-                    VmState::Down => {
-                        self.sync_console();
-                        return Err(Error::DomainStopped {
-                            vm: self.name().to_owned(),
-                            stage,
-                            waited: start.elapsed(),
-                            console: console_tail(&self.plan.console_log, console_offset, 15),
-                        });
-                    }
-                    _ => {}
-                }
+                stage = self.domain_stage(stage, start, console_offset)?;
             }
             if self.console_volume.is_some() && last_console_sync.elapsed() >= Duration::from_millis(300) {
                 last_console_sync = Instant::now();
@@ -442,33 +429,7 @@ impl Vm {
                 stage = BootStage::PortOpen;
             }
             if stage >= BootStage::GuestUp {
-                // Through a jump host every probe is an SSH session to it: no direct
-                // port probe, and at most four attempts a second.
-                let mut skipped = false;
-                let probe = match &target.via {
-                    // Until the console says the guest is up, a probe (which blocks
-                    // while the guest's address does not answer ARP) runs only
-                    // every 500 ms so the console is read every 10 ms; after it, at once.
-                    None if stage < BootStage::PortOpen && last_probe.elapsed() < Duration::from_millis(500) => {
-                        skipped = true;
-                        Err(std::io::Error::other("waiting for the console to show the guest is up"))
-                    }
-                    None => {
-                        last_probe = Instant::now();
-                        let wait = if stage < BootStage::PortOpen { 100 } else { 1000 };
-                        TcpStream::connect_timeout(&addr, Duration::from_millis(wait)).map(|_| ())
-                    }
-                    Some(_) if stage < BootStage::PortOpen && start.elapsed() < Duration::from_secs(10) => {
-                        Err(std::io::Error::other("waiting for the console to show the guest is up"))
-                    }
-                    Some(_) if last_jump.elapsed() < Duration::from_millis(250) => Err(std::io::Error::other(
-                        "waiting before the next attempt through the jump host",
-                    )),
-                    Some(_) => {
-                        last_jump = Instant::now();
-                        Ok(())
-                    }
-                };
+                let (probe, skipped) = probes.port(target.via.is_some(), stage, start, addr);
                 match probe {
                     Ok(_) if Instant::now() < next_attempt => {}
                     Ok(_) => {
@@ -505,6 +466,24 @@ impl Vm {
         }
     }
 
+    /// `stage` moved on by the domain's state: running, the guest boots;
+    /// down, it never will ([`Error::DomainStopped`], with its console).
+    fn domain_stage(&self, stage: BootStage, start: Instant, console_offset: u64) -> Result<BootStage> {
+        match self.state()? {
+            VmState::Running => Ok(stage.max(BootStage::GuestUp)),
+            VmState::Down => {
+                self.sync_console();
+                Err(Error::DomainStopped {
+                    vm: self.name().to_owned(),
+                    stage,
+                    waited: start.elapsed(),
+                    console: console_tail(&self.plan.console_log, console_offset, 15),
+                })
+            }
+            _ => Ok(stage),
+        }
+    }
+
     fn stalled(&self, stage: BootStage, start: Instant, last_error: Option<Box<SshError>>, offset: u64) -> Error {
         self.sync_console();
         Error::WaitForSsh {
@@ -530,5 +509,59 @@ impl Vm {
     pub fn console_lines(&self, n: usize) -> Vec<String> {
         self.sync_console();
         console_tail(&self.plan.console_log, 0, n)
+    }
+}
+/// When the wait for SSH last probed the guest's port, or went through the jump host.
+struct Probes {
+    last_probe: Instant,
+    last_jump: Instant,
+}
+
+impl Default for Probes {
+    fn default() -> Self {
+        let long_ago = Instant::now() - Duration::from_secs(1);
+        Probes {
+            last_probe: long_ago,
+            last_jump: long_ago,
+        }
+    }
+}
+
+impl Probes {
+    /// Whether port 22 may be tried now (and, directly, whether it accepts a
+    /// connection); when not, why, and whether the probe was only skipped.
+    /// Through a jump host every probe is an SSH session to it: no direct
+    /// port probe, and at most four attempts a second. Directly, until the
+    /// console says the guest is up a probe (which blocks while the guest's
+    /// address does not answer ARP) runs only every 500 ms, so that the
+    /// console is read every 10 ms; after it, at once.
+    fn port(
+        &mut self,
+        via_jump: bool,
+        stage: BootStage,
+        start: Instant,
+        addr: SocketAddr,
+    ) -> (std::io::Result<()>, bool) {
+        let waiting = |why: &str| Err(std::io::Error::other(why.to_owned()));
+        let up = stage >= BootStage::PortOpen;
+        if !via_jump {
+            if !up && self.last_probe.elapsed() < Duration::from_millis(500) {
+                return (waiting("waiting for the console to show the guest is up"), true);
+            }
+            self.last_probe = Instant::now();
+            let wait = if up { 1000 } else { 100 };
+            return (
+                TcpStream::connect_timeout(&addr, Duration::from_millis(wait)).map(|_| ()),
+                false,
+            );
+        }
+        if !up && start.elapsed() < Duration::from_secs(10) {
+            return (waiting("waiting for the console to show the guest is up"), false);
+        }
+        if self.last_jump.elapsed() < Duration::from_millis(250) {
+            return (waiting("waiting before the next attempt through the jump host"), false);
+        }
+        self.last_jump = Instant::now();
+        (Ok(()), false)
     }
 }
