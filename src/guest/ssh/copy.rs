@@ -366,50 +366,7 @@ impl Connection {
         }
         fs::create_dir_all(&dest_parent).map_err(self.copy_io(remote, "create", &dest_parent))?;
 
-        // Stream the guest's tar into a spool file beside the destination, within the byte limit.
-        let spool = tempfile::tempfile_in(&dest_parent).map_err(self.copy_io(
-            remote,
-            "create a spool file in",
-            &dest_parent,
-        ))?;
-        let mut sink = Capped {
-            inner: spool,
-            left: limits.max_bytes,
-            exceeded: false,
-        };
-        let mut err = Head::default();
-        // `./name`: a name starting with `-` is not a tar option.
-        let cmd = format!("tar -c -f - -C {} {}", quote(&parent), quote(&format!("./{name}")));
-        let code = self.exec_streams(
-            &cmd,
-            &mut Streams {
-                stdin: &mut io::empty(),
-                out: &mut sink,
-                err: &mut err,
-                interrupt: None,
-            },
-            Some(limits.timeout),
-        );
-        match code {
-            Err(_) if sink.exceeded => return Err(self.too_large(remote, limits)),
-            Err(e) => return Err(e),
-            Ok(0) => {}
-            Ok(c) => {
-                return Err(self.copy_error(
-                    remote,
-                    format!("not found or unreadable on the guest (tar exit {c}): {}", err.text()),
-                ));
-            }
-        }
-        let mut spool = sink.inner;
-        // A complete archive ends with two zero blocks: a cut-off stream is not placed.
-        if !ends_complete(&mut spool).map_err(self.copy_io(remote, "read the spool file in", &dest_parent))? {
-            return Err(self.copy_error(remote, "the guest's archive ended early (the session was cut?)"));
-        }
-        spool
-            .seek(SeekFrom::Start(0))
-            .map_err(self.copy_io(remote, "read the spool file in", &dest_parent))?;
-
+        let spool = self.spool_tar(remote, &parent, &name, &dest_parent, limits)?;
         let stage = tempfile::Builder::new()
             .prefix(".lago-copy-")
             .tempdir_in(&dest_parent)
@@ -461,6 +418,59 @@ impl Connection {
         report.destination = target.display().to_string();
         log_skipped(&self.target().vm, remote, &report);
         Ok(report)
+    }
+
+    /// Streams the guest's tar of `parent/name` into a spool file in
+    /// `dest_parent`, within `limits`; the spool, read from its start, once
+    /// it holds a complete archive.
+    fn spool_tar(
+        &self,
+        remote: &str,
+        parent: &str,
+        name: &str,
+        dest_parent: &Path,
+        limits: &CopyLimits,
+    ) -> Result<fs::File, SshError> {
+        let spool =
+            tempfile::tempfile_in(dest_parent).map_err(self.copy_io(remote, "create a spool file in", dest_parent))?;
+        let mut sink = Capped {
+            inner: spool,
+            left: limits.max_bytes,
+            exceeded: false,
+        };
+        let mut err = Head::default();
+        // `./name`: a name starting with `-` is not a tar option.
+        let cmd = format!("tar -c -f - -C {} {}", quote(parent), quote(&format!("./{name}")));
+        let code = self.exec_streams(
+            &cmd,
+            &mut Streams {
+                stdin: &mut io::empty(),
+                out: &mut sink,
+                err: &mut err,
+                interrupt: None,
+            },
+            Some(limits.timeout),
+        );
+        match code {
+            Err(_) if sink.exceeded => return Err(self.too_large(remote, limits)),
+            Err(e) => return Err(e),
+            Ok(0) => {}
+            Ok(c) => {
+                return Err(self.copy_error(
+                    remote,
+                    format!("not found or unreadable on the guest (tar exit {c}): {}", err.text()),
+                ));
+            }
+        }
+        let mut spool = sink.inner;
+        // A complete archive ends with two zero blocks: a cut-off stream is not placed.
+        if !ends_complete(&mut spool).map_err(self.copy_io(remote, "read the spool file in", dest_parent))? {
+            return Err(self.copy_error(remote, "the guest's archive ended early (the session was cut?)"));
+        }
+        spool
+            .seek(SeekFrom::Start(0))
+            .map_err(self.copy_io(remote, "read the spool file in", dest_parent))?;
+        Ok(spool)
     }
 }
 
