@@ -235,114 +235,183 @@ impl Http {
     /// honours `Range` (else the sink restarts and it begins again). `None`
     /// when the file does not exist.
     pub fn download(&self, url: &str, limit: u64, sink: &mut dyn DownloadSink) -> Result<Option<Fetched>, HttpError> {
-        let mut done = Fetched::default();
-        let mut total: Option<u64> = None;
-        let mut attempt = 0;
-        let deadline = std::time::Instant::now() + self.opts.total;
-        let body_err = |what: &str, source: std::io::Error| HttpError::Body {
-            url: url.to_owned(),
-            what: what.to_owned(),
-            source,
+        let mut transfer = Transfer {
+            url,
+            limit,
+            done: Fetched::default(),
+            total: None,
         };
+        let deadline = std::time::Instant::now() + self.opts.total;
+        let mut attempt = 0;
         loop {
             attempt += 1;
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let mut req = self.agent.get(url);
-            if done.bytes > 0 {
-                req = req.header("Range", &format!("bytes={}-", done.bytes));
-            }
-            let req = req
-                .config()
-                // An https repository is never redirected to plain http.
-                .https_only(url.starts_with("https://"))
-                .timeout_global(Some(left.max(Duration::from_millis(1))))
-                .build();
-            let failure: ureq::Error = match req.call() {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    if (status == 404 || status == 410) && done.bytes == 0 {
-                        return Ok(None);
-                    }
-                    let resumed = status == 206 && done.bytes > 0;
-                    if status == 200 && done.bytes > 0 {
-                        // The server sends it all again: start over.
-                        tracing::info!(url, "the server does not resume downloads; starting again");
-                        sink.restart()
-                            .map_err(|e| body_err("cannot start the download again", e))?;
-                        done.bytes = 0;
-                    } else if resumed {
-                        done.resumed += 1;
-                    } else if status >= 500 && attempt < self.opts.attempts {
+            let failure = match self.ranged_get(url, transfer.done.bytes, deadline).call() {
+                Ok(resp) => match transfer.begin(resp.status().as_u16(), sink)? {
+                    Begin::Missing => return Ok(None),
+                    Begin::ServerError(status) if attempt < self.opts.attempts => {
                         tracing::warn!(url, status, attempt, "server error; retrying");
                         self.pause(attempt - 1);
                         continue;
-                    } else if status != 200 {
+                    }
+                    Begin::ServerError(status) => {
                         return Err(HttpError::Status {
                             url: url.to_owned(),
                             status,
                         });
                     }
-                    let length = resp.body().content_length();
-                    if let Some(n) = length {
-                        total = Some(done.bytes.saturating_add(n));
-                    }
-                    if total.is_some_and(|t| t > limit) {
-                        return Err(HttpError::TooLarge {
-                            url: url.to_owned(),
-                            limit,
-                        });
-                    }
-                    let mut reader = resp.into_body().into_reader();
-                    let mut buf = vec![0u8; 256 * 1024];
-                    let failure = loop {
-                        match reader.read(&mut buf) {
-                            Ok(0) => break None,
-                            Ok(n) => {
-                                if done.bytes.saturating_add(n as u64) > limit {
-                                    return Err(HttpError::TooLarge {
-                                        url: url.to_owned(),
-                                        limit,
-                                    });
-                                }
-                                sink.write(&buf[..n])
-                                    .map_err(|e| body_err("cannot store the download", e))?;
-                                done.bytes += n as u64;
-                                sink.progress(done.bytes, total);
-                            }
-                            Err(e) => break Some(e),
-                        }
-                    };
-                    match (failure, total) {
-                        (None, Some(t)) if done.bytes < t => ureq::Error::Io(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            format!("the body ended at {} of {t} bytes", done.bytes),
-                        )),
-                        (None, _) => return Ok(Some(done)),
-                        (Some(e), _) => ureq::Error::Io(e),
-                    }
-                }
+                    Begin::Body => match transfer.stream(resp, sink)? {
+                        None => return Ok(Some(transfer.done)),
+                        Some(failure) => failure,
+                    },
+                },
                 Err(e) => e,
             };
             let out_of_time = std::time::Instant::now() >= deadline;
             if attempt >= self.opts.attempts || !transient(&failure) || out_of_time {
-                if let (Some(t), ureq::Error::Io(io)) = (total, &failure)
-                    && io.kind() == std::io::ErrorKind::UnexpectedEof
-                {
-                    return Err(HttpError::Truncated {
-                        url: url.to_owned(),
-                        got: done.bytes,
-                        expected: t,
-                    });
-                }
-                return Err(HttpError::Fetch {
-                    url: url.to_owned(),
-                    attempts: attempt,
-                    source: failure,
-                });
+                return Err(transfer.give_up(failure, attempt));
             }
-            done.retries += 1;
-            tracing::warn!(url, attempt, at = done.bytes, error = %failure, "download interrupted; retrying");
+            transfer.done.retries += 1;
+            tracing::warn!(url, attempt, at = transfer.done.bytes, error = %failure, "download interrupted; retrying");
             self.pause(attempt - 1);
+        }
+    }
+
+    /// A GET of `url` from byte `from` on, bounded by what is left until
+    /// `deadline`.
+    fn ranged_get(
+        &self,
+        url: &str,
+        from: u64,
+        deadline: std::time::Instant,
+    ) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let mut req = self.agent.get(url);
+        if from > 0 {
+            req = req.header("Range", &format!("bytes={from}-"));
+        }
+        req.config()
+            // An https repository is never redirected to plain http.
+            .https_only(url.starts_with("https://"))
+            .timeout_global(Some(left.max(Duration::from_millis(1))))
+            .build()
+    }
+}
+
+/// What a response's status means for a download under way.
+enum Begin {
+    /// The file does not exist.
+    Missing,
+    /// The server failed (5xx); worth asking again.
+    ServerError(u16),
+    /// A body follows, from the start or from where the last attempt stopped.
+    Body,
+}
+
+/// One download across its attempts: where it got to and how long it is.
+struct Transfer<'a> {
+    url: &'a str,
+    limit: u64,
+    done: Fetched,
+    total: Option<u64>,
+}
+
+impl Transfer<'_> {
+    fn body_err(&self, what: &str, source: std::io::Error) -> HttpError {
+        HttpError::Body {
+            url: self.url.to_owned(),
+            what: what.to_owned(),
+            source,
+        }
+    }
+
+    fn too_large(&self) -> HttpError {
+        HttpError::TooLarge {
+            url: self.url.to_owned(),
+            limit: self.limit,
+        }
+    }
+
+    /// Reads a response's status: a resumed part, a whole body again (the
+    /// sink starts over), a missing file, a server error or a refusal.
+    fn begin(&mut self, status: u16, sink: &mut dyn DownloadSink) -> Result<Begin, HttpError> {
+        let url = self.url;
+        match status {
+            404 | 410 if self.done.bytes == 0 => Ok(Begin::Missing),
+            206 if self.done.bytes > 0 => {
+                self.done.resumed += 1;
+                Ok(Begin::Body)
+            }
+            200 if self.done.bytes > 0 => {
+                tracing::info!(url, "the server does not resume downloads; starting again");
+                sink.restart()
+                    .map_err(|e| self.body_err("cannot start the download again", e))?;
+                self.done.bytes = 0;
+                Ok(Begin::Body)
+            }
+            200 => Ok(Begin::Body),
+            500.. => Ok(Begin::ServerError(status)),
+            _ => Err(HttpError::Status {
+                url: url.to_owned(),
+                status,
+            }),
+        }
+    }
+
+    /// Copies the body into `sink` up to the limit; the error that broke it
+    /// off (a short body is one), or `None` when it is all there.
+    fn stream(
+        &mut self,
+        resp: ureq::http::Response<ureq::Body>,
+        sink: &mut dyn DownloadSink,
+    ) -> Result<Option<ureq::Error>, HttpError> {
+        if let Some(n) = resp.body().content_length() {
+            self.total = Some(self.done.bytes.saturating_add(n));
+        }
+        if self.total.is_some_and(|t| t > self.limit) {
+            return Err(self.too_large());
+        }
+        let mut reader = resp.into_body().into_reader();
+        let mut buf = vec![0u8; 256 * 1024];
+        let failure = loop {
+            match reader.read(&mut buf) {
+                Ok(0) => break None,
+                Ok(n) => {
+                    if self.done.bytes.saturating_add(n as u64) > self.limit {
+                        return Err(self.too_large());
+                    }
+                    sink.write(&buf[..n])
+                        .map_err(|e| self.body_err("cannot store the download", e))?;
+                    self.done.bytes += n as u64;
+                    sink.progress(self.done.bytes, self.total);
+                }
+                Err(e) => break Some(e),
+            }
+        };
+        Ok(match (failure, self.total) {
+            (None, Some(t)) if self.done.bytes < t => Some(ureq::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("the body ended at {} of {t} bytes", self.done.bytes),
+            ))),
+            (None, _) => None,
+            (Some(e), _) => Some(ureq::Error::Io(e)),
+        })
+    }
+
+    /// The error a download ends with: a short body is `Truncated`.
+    fn give_up(&self, failure: ureq::Error, attempts: u32) -> HttpError {
+        if let (Some(t), ureq::Error::Io(io)) = (self.total, &failure)
+            && io.kind() == std::io::ErrorKind::UnexpectedEof
+        {
+            return HttpError::Truncated {
+                url: self.url.to_owned(),
+                got: self.done.bytes,
+                expected: t,
+            };
+        }
+        HttpError::Fetch {
+            url: self.url.to_owned(),
+            attempts,
+            source: failure,
         }
     }
 }
