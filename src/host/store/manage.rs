@@ -307,31 +307,7 @@ impl TemplateStore {
     /// (default version: the first 12 hex digits of its sha256). Importing
     /// the same content again is a no-op.
     pub fn import(&self, file: &Path, name: &str, version: Option<&str>) -> Result<Template, StoreError> {
-        if !safe_component(name) {
-            return Err(ManageError::BadName {
-                what: "name",
-                value: name.to_owned(),
-            }
-            .into());
-        }
-        let refuse = |reason: String| -> StoreError {
-            ManageError::Import {
-                path: file.to_path_buf(),
-                reason,
-            }
-            .into()
-        };
-        let md = fs::metadata(file).map_err(|e| refuse(e.to_string()))?;
-        if !md.is_file() {
-            return Err(refuse("not a regular file".into()));
-        }
-        if let Some(v) = version.filter(|v| !safe_component(v)) {
-            return Err(ManageError::BadName {
-                what: "version",
-                value: v.to_owned(),
-            }
-            .into());
-        }
+        check_import(file, name, version)?;
         let qcow2 = is_qcow2(file)?;
         let start = Instant::now();
         let parent = self.root().join(name);
@@ -340,30 +316,11 @@ impl TemplateStore {
         remove_stale_builds(&parent);
         let tmp = parent.join(format!("{BUILD_PREFIX}import-{}", std::process::id()));
         fs::create_dir_all(&tmp).map_err(io("create", &tmp))?;
-        let result = (|| {
+        let staged = (|| {
             let disk = tmp.join("root.qcow2");
-            if qcow2 {
-                fs::copy(file, &disk).map_err(io("copy into the store", &disk))?;
-                // The copy is checked, not the original (which may change meanwhile).
-                if !is_qcow2(&disk)? {
-                    return Err(refuse("it changed while it was copied".into()));
-                }
-                standalone_qcow2(&disk).map_err(|r| refuse(format!("it refers to another file ({r})")))?;
-            } else {
-                run(Command::new("qemu-img")
-                    .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
-                    .arg(file)
-                    .arg(&disk))
-                .map_err(|source| StoreError::Build {
-                    template: name.to_owned(),
-                    source,
-                })?;
-            }
+            copy_image(file, &disk, qcow2, name)?;
             let sha256 = super::sha256_file(&disk)?;
-            let version = match version {
-                Some(v) => v.to_owned(),
-                None => sha256[..12].to_owned(),
-            };
+            let version = version.map_or_else(|| sha256[..12].to_owned(), str::to_owned);
             let dir = parent.join(&version);
             if let Some(existing) = TemplateStore::read_meta(&dir)? {
                 if existing.sha256.as_deref() == Some(sha256.as_str()) {
@@ -376,43 +333,11 @@ impl TemplateStore {
                 .into());
             }
             fs::set_permissions(&disk, fs::Permissions::from_mode(0o444)).map_err(io("chmod", &disk))?;
-            let abs = fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
-            let t = Template {
-                name: name.to_owned(),
-                version: version.clone(),
-                disk: dir.join("root.qcow2"),
-                kernel: None,
-                initrd: None,
-                cmdline: None,
-                build_secs: start.elapsed().as_secs_f64(),
-                source: Some(format!("imported from {}", abs.display())),
-                sha256: Some(sha256),
-                timestamp: SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .ok()
-                    .map(|d| d.as_secs() as f64),
-                published_sha256: None,
-            };
+            let t = imported_template(file, name, version, &dir, sha256, start);
             write_meta(&tmp, &t)?;
             Ok((t, Some(dir)))
         })();
-        match result {
-            Ok((t, Some(dir))) => match fs::rename(&tmp, &dir) {
-                Ok(()) => Ok(t),
-                Err(e) => {
-                    remove_build(&tmp);
-                    Err(io("rename into", &dir)(e))
-                }
-            },
-            Ok((t, None)) => {
-                remove_build(&tmp);
-                Ok(t)
-            }
-            Err(e) => {
-                remove_build(&tmp);
-                Err(e)
-            }
-        }
+        settle_import(&tmp, staged)
     }
 
     /// Re-hashes the images (all, or those matching `name` / `name:version`)
@@ -649,80 +574,23 @@ fn hex(bytes: &[u8]) -> String {
 /// Writes `<image>.xz` and its sidecars for `t`, unless the same image is
 /// already published there.
 fn publish_one(t: &Template, image: &Path, level: u32) -> Result<Published, StoreError> {
-    let with = |ext: &str| {
-        let mut s = image.as_os_str().to_owned();
-        s.push(format!(".{ext}"));
-        PathBuf::from(s)
-    };
-    let (xz_path, sha256_path, hash_path, meta_path) = (with("xz"), with("sha256"), with("hash"), with("metadata"));
-    let id = format!("{}:{}", t.name, t.version);
+    let files = PublishedFiles::of(image);
     if let Some(parent) = image.parent() {
         fs::create_dir_all(parent).map_err(io("create", parent))?;
     }
     let image_bytes = fs::metadata(&t.disk).map_err(io("read", &t.disk))?.len();
-    // Already published with the same content: left alone.
-    if xz_path.is_file() {
-        let sidecar = fs::read_to_string(&sha256_path).unwrap_or_default();
-        let published = sidecar.split_whitespace().next().unwrap_or_default();
-        if t.sha256.as_deref().is_some_and(|h| h == published) {
-            return Ok(Published {
-                template: id,
-                xz_bytes: fs::metadata(&xz_path).map(|m| m.len()).unwrap_or(0),
-                file: xz_path,
-                image_bytes,
-                unchanged: true,
-            });
-        }
-        return Err(ManageError::WouldOverwrite { path: xz_path }.into());
+    if files.already_there(t)? {
+        return Ok(files.published(t, image_bytes, true));
     }
-    for p in [&sha256_path, &hash_path, &meta_path] {
-        if p.exists() {
-            return Err(ManageError::WouldOverwrite { path: p.clone() }.into());
+    let tmp = files.with(&format!("xz.tmp-{}", std::process::id()));
+    let (sha1, sha256) = compress(&t.disk, &tmp, level).map_err(|source| {
+        let _ = fs::remove_file(&tmp);
+        StoreError::Io {
+            action: "compress into",
+            path: tmp.clone(),
+            source,
         }
-    }
-    let tmp = with(&format!("xz.tmp-{}", std::process::id()));
-    let compress = || -> std::io::Result<(String, String)> {
-        // At most 4 threads: each needs up to ~700 MiB at -9.
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
-            .unwrap_or(1)
-            .min(4);
-        let stream = liblzma::stream::MtStreamBuilder::new()
-            .preset(level.min(9))
-            .threads(threads)
-            .check(liblzma::stream::Check::Crc64)
-            .encoder()
-            .map_err(xz_error)?;
-        let out = fs::File::create(&tmp)?;
-        let mut enc = liblzma::write::XzEncoder::new_stream(std::io::BufWriter::new(out), stream);
-        let mut f = fs::File::open(&t.disk)?;
-        let (mut s1, mut s256) = (Sha1::new(), Sha256::new());
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            s1.update(&buf[..n]);
-            s256.update(&buf[..n]);
-            enc.write_all(&buf[..n])?;
-        }
-        let mut w = enc.finish()?;
-        w.flush()?;
-        w.get_ref().sync_all()?;
-        Ok((hex(&s1.finalize()), hex(&s256.finalize())))
-    };
-    let (sha1, sha256) = match compress() {
-        Ok(h) => h,
-        Err(source) => {
-            let _ = fs::remove_file(&tmp);
-            return Err(StoreError::Io {
-                action: "compress into",
-                path: tmp,
-                source,
-            });
-        }
-    };
+    })?;
     if t.sha256.as_deref().is_some_and(|h| h != sha256) {
         let _ = fs::remove_file(&tmp);
         return Err(StoreError::Io {
@@ -734,42 +602,238 @@ fn publish_one(t: &Template, image: &Path, level: u32) -> Result<Published, Stor
             )),
         });
     }
-    // The image first, then its sidecars; a failure removes what this call wrote.
-    let mut written: Vec<PathBuf> = Vec::new();
-    let result = (|| -> Result<(), StoreError> {
-        fs::rename(&tmp, &xz_path).map_err(io("rename into", &xz_path))?;
-        written.push(xz_path.clone());
-        write_atomic(&sha256_path, format!("{sha256}  {}\n", t.version).as_bytes())?;
-        written.push(sha256_path.clone());
-        write_atomic(&hash_path, sha1.as_bytes())?;
-        written.push(hash_path.clone());
-        let lago_meta = serde_json::json!({
-            "name": t.name,
-            "version": t.version,
-            "format": "qcow2",
-            "size": image_bytes,
-            "sha1": sha1,
-            "sha256": sha256,
-            "timestamp": t.timestamp,
-            "source": t.source,
-        });
-        write_atomic(&meta_path, lago_meta.to_string().as_bytes())?;
-        Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        for p in written {
-            let _ = fs::remove_file(p);
-        }
-        return Err(e);
+    let lago_meta = serde_json::json!({
+        "name": t.name,
+        "version": t.version,
+        "format": "qcow2",
+        "size": image_bytes,
+        "sha1": sha1,
+        "sha256": sha256,
+        "timestamp": t.timestamp,
+        "source": t.source,
+    });
+    files.write(
+        &tmp,
+        &format!("{sha256}  {}\n", t.version),
+        &sha1,
+        &lago_meta.to_string(),
+    )?;
+    Ok(files.published(t, image_bytes, false))
+}
+
+/// The files one published image is: `<image>.xz` and its sidecars
+/// `.sha256`, `.hash` (sha1, as Python Lago reads it) and `.metadata`.
+struct PublishedFiles {
+    image: PathBuf,
+    xz: PathBuf,
+    sha256: PathBuf,
+    hash: PathBuf,
+    meta: PathBuf,
+}
+
+impl PublishedFiles {
+    fn of(image: &Path) -> Self {
+        let mut files = PublishedFiles {
+            image: image.to_path_buf(),
+            xz: PathBuf::new(),
+            sha256: PathBuf::new(),
+            hash: PathBuf::new(),
+            meta: PathBuf::new(),
+        };
+        files.xz = files.with("xz");
+        files.sha256 = files.with("sha256");
+        files.hash = files.with("hash");
+        files.meta = files.with("metadata");
+        files
     }
-    Ok(Published {
-        template: id,
-        xz_bytes: fs::metadata(&xz_path).map(|m| m.len()).unwrap_or(0),
-        file: xz_path,
-        image_bytes,
-        unchanged: false,
-    })
+
+    fn with(&self, ext: &str) -> PathBuf {
+        let mut s = self.image.as_os_str().to_owned();
+        s.push(format!(".{ext}"));
+        PathBuf::from(s)
+    }
+
+    /// True when `t` is published here with the same content (left alone);
+    /// an error when any of its files exists with other content.
+    fn already_there(&self, t: &Template) -> Result<bool, StoreError> {
+        if self.xz.is_file() {
+            let sidecar = fs::read_to_string(&self.sha256).unwrap_or_default();
+            let published = sidecar.split_whitespace().next().unwrap_or_default();
+            if t.sha256.as_deref().is_some_and(|h| h == published) {
+                return Ok(true);
+            }
+            return Err(ManageError::WouldOverwrite { path: self.xz.clone() }.into());
+        }
+        for p in [&self.sha256, &self.hash, &self.meta] {
+            if p.exists() {
+                return Err(ManageError::WouldOverwrite { path: p.clone() }.into());
+            }
+        }
+        Ok(false)
+    }
+
+    /// Moves the compressed image `tmp` into place, then writes its
+    /// sidecars; a failure removes what this call wrote.
+    fn write(&self, tmp: &Path, sha256: &str, sha1: &str, meta: &str) -> Result<(), StoreError> {
+        let mut written: Vec<&Path> = Vec::new();
+        let result = (|| -> Result<(), StoreError> {
+            fs::rename(tmp, &self.xz).map_err(io("rename into", &self.xz))?;
+            written.push(&self.xz);
+            for (path, text) in [(&self.sha256, sha256), (&self.hash, sha1), (&self.meta, meta)] {
+                write_atomic(path, text.as_bytes())?;
+                written.push(path);
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(tmp);
+            for p in written {
+                let _ = fs::remove_file(p);
+            }
+        }
+        result
+    }
+
+    fn published(&self, t: &Template, image_bytes: u64, unchanged: bool) -> Published {
+        Published {
+            template: format!("{}:{}", t.name, t.version),
+            xz_bytes: fs::metadata(&self.xz).map(|m| m.len()).unwrap_or(0),
+            file: self.xz.clone(),
+            image_bytes,
+            unchanged,
+        }
+    }
+}
+
+/// Compresses `disk` into `out` with xz at `level`, hashing as it reads:
+/// its (sha1, sha256).
+fn compress(disk: &Path, out: &Path, level: u32) -> std::io::Result<(String, String)> {
+    // At most 4 threads: each needs up to ~700 MiB at -9.
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1)
+        .min(4);
+    let stream = liblzma::stream::MtStreamBuilder::new()
+        .preset(level.min(9))
+        .threads(threads)
+        .check(liblzma::stream::Check::Crc64)
+        .encoder()
+        .map_err(xz_error)?;
+    let file = fs::File::create(out)?;
+    let mut enc = liblzma::write::XzEncoder::new_stream(std::io::BufWriter::new(file), stream);
+    let mut f = fs::File::open(disk)?;
+    let (mut s1, mut s256) = (Sha1::new(), Sha256::new());
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        s1.update(&buf[..n]);
+        s256.update(&buf[..n]);
+        enc.write_all(&buf[..n])?;
+    }
+    let mut w = enc.finish()?;
+    w.flush()?;
+    w.get_ref().sync_all()?;
+    Ok((hex(&s1.finalize()), hex(&s256.finalize())))
+}
+
+/// Refuses an import whose name or version is not one path component, or
+/// whose file is not a regular file.
+fn check_import(file: &Path, name: &str, version: Option<&str>) -> Result<(), StoreError> {
+    if !safe_component(name) {
+        return Err(ManageError::BadName {
+            what: "name",
+            value: name.to_owned(),
+        }
+        .into());
+    }
+    let md = fs::metadata(file).map_err(|e| import_refused(file, e.to_string()))?;
+    if !md.is_file() {
+        return Err(import_refused(file, "not a regular file".into()));
+    }
+    if let Some(v) = version.filter(|v| !safe_component(v)) {
+        return Err(ManageError::BadName {
+            what: "version",
+            value: v.to_owned(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+fn import_refused(file: &Path, reason: String) -> StoreError {
+    ManageError::Import {
+        path: file.to_path_buf(),
+        reason,
+    }
+    .into()
+}
+
+/// Puts `file` at `disk` as qcow2: a qcow2 is copied and the copy checked
+/// (not the original, which may change meanwhile) to stand alone; a raw
+/// image is converted.
+fn copy_image(file: &Path, disk: &Path, qcow2: bool, name: &str) -> Result<(), StoreError> {
+    if !qcow2 {
+        return run(Command::new("qemu-img")
+            .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
+            .arg(file)
+            .arg(disk))
+        .map(drop)
+        .map_err(|source| StoreError::Build {
+            template: name.to_owned(),
+            source,
+        });
+    }
+    fs::copy(file, disk).map_err(io("copy into the store", disk))?;
+    if !is_qcow2(disk)? {
+        return Err(import_refused(file, "it changed while it was copied".into()));
+    }
+    standalone_qcow2(disk).map_err(|r| import_refused(file, format!("it refers to another file ({r})")))
+}
+
+/// The record of an image imported from `file` into `dir`.
+fn imported_template(file: &Path, name: &str, version: String, dir: &Path, sha256: String, start: Instant) -> Template {
+    let abs = fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+    Template {
+        name: name.to_owned(),
+        version,
+        disk: dir.join("root.qcow2"),
+        kernel: None,
+        initrd: None,
+        cmdline: None,
+        build_secs: start.elapsed().as_secs_f64(),
+        source: Some(format!("imported from {}", abs.display())),
+        sha256: Some(sha256),
+        timestamp: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs() as f64),
+        published_sha256: None,
+    }
+}
+
+/// Moves a staged import into its version folder (`Some(dir)`), or drops
+/// it: when the same content was already there (`None`) or staging failed.
+fn settle_import(tmp: &Path, staged: Result<(Template, Option<PathBuf>), StoreError>) -> Result<Template, StoreError> {
+    match staged {
+        Ok((t, Some(dir))) => match fs::rename(tmp, &dir) {
+            Ok(()) => Ok(t),
+            Err(e) => {
+                remove_build(tmp);
+                Err(io("rename into", &dir)(e))
+            }
+        },
+        Ok((t, None)) => {
+            remove_build(tmp);
+            Ok(t)
+        }
+        Err(e) => {
+            remove_build(tmp);
+            Err(e)
+        }
+    }
 }
 
 #[cfg(test)]
