@@ -980,72 +980,24 @@ fn pull_into(
         .ok()
         .flatten();
     let declared = lago_meta.as_deref().and_then(declared_size);
-    let (limit, why) = download_limit(declared);
+    let bound = download_limit(declared);
     check_space(tmp, declared, &found.image)?;
     tracing::info!(template = %what, from = %found.image, "pulling template");
     let download = tmp.join("image");
-    let mut fetched = None;
-    for xz in [true, false] {
-        let place = if xz {
-            found.image.with_suffix("xz")
-        } else {
-            found.image.clone()
-        };
-        let mut sink = ImageSink::new(&download, xz, limit, progress_bar(store.progress, &what), what.clone())
-            .map_err(io("write", &download))?;
-        let too_large = || RepoError::ImageTooLarge {
-            image: place.to_string(),
-            limit,
-            why: why.clone(),
-        };
-        let got = match &place {
-            Place::Http(u) => http
-                .download(u, limit, &mut sink)
-                .map_err(|e| match e {
-                    HttpError::Body { source, .. } if source.kind() == std::io::ErrorKind::FileTooLarge => too_large(),
-                    e => RepoError::from(e),
-                })?
-                .map(|f| f.bytes),
-            Place::File(p) => copy_local(p, limit, &mut sink).map_err(|e| match e {
-                RepoError::Read { source, .. } if source.kind() == std::io::ErrorKind::FileTooLarge => too_large(),
-                e => e,
-            })?,
-        };
-        sink.pb.finish_and_clear();
-        if got.is_none() {
-            continue;
-        }
-        let h = sink.finish().map_err(|source| {
-            if source.kind() == std::io::ErrorKind::FileTooLarge {
-                too_large()
-            } else if xz {
-                RepoError::Decompress {
-                    image: place.to_string(),
-                    source,
-                }
-            } else {
-                RepoError::Read {
-                    path: download.clone(),
-                    source,
-                }
-            }
-        })?;
-        fetched = Some((place, h));
-        break;
-    }
-    let Some((place, h)) = fetched else {
-        return Err(RepoError::NoImage {
-            name: found.name.clone(),
-            version: found.version.clone(),
-            image: found.image.to_string(),
-        }
-        .into());
+    let fetch = ImageFetch {
+        http: &http,
+        download: &download,
+        what: &what,
+        progress: store.progress,
+        limit: bound.0,
+        why: bound.1,
     };
+    let (place, h) = fetch.fetch(found)?;
     let (sha1, sha256) = (hex(&h.sha1.finalize()), hex(&h.sha256.finalize()));
     let actual = if algorithm == "sha256" { &sha256 } else { &sha1 };
     if *actual != expected {
         return Err(RepoError::HashMismatch {
-            template: format!("{}:{}", found.name, found.version),
+            template: what,
             image: place.to_string(),
             algorithm,
             expected,
@@ -1063,32 +1015,10 @@ fn pull_into(
         fs::write(&p, m).map_err(io("write", &p))?;
     }
     let disk = tmp.join("root.qcow2");
-    let converted = !is_qcow2(&download)?;
-    if !converted {
-        if let Err(reason) = standalone_qcow2(&download) {
-            return Err(RepoError::Unsafe {
-                image: place.to_string(),
-                reason,
-            }
-            .into());
-        }
-        fs::rename(&download, &disk).map_err(io("rename", &disk))?;
-    } else {
-        run(Command::new("qemu-img")
-            .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
-            .arg(&download)
-            .arg(&disk))
-        .map_err(|source| StoreError::Build {
-            template: found.name.clone(),
-            source,
-        })?;
-        fs::remove_file(&download).map_err(io("remove", &download))?;
-    }
-    // What `lago template verify` checks: the stored file (a raw download was converted).
-    let stored_sha256 = if !converted {
-        sha256.clone()
-    } else {
-        super::sha256_file(&disk)?
+    // What `lago template verify` checks: the stored file (a raw download is converted).
+    let stored_sha256 = match store_disk(&download, &disk, &place, &found.name)? {
+        false => sha256.clone(),
+        true => super::sha256_file(&disk)?,
     };
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(&disk, fs::Permissions::from_mode(0o444)).map_err(io("chmod", &disk))?;
@@ -1105,6 +1035,117 @@ fn pull_into(
         timestamp: Some(found.timestamp),
         published_sha256: Some(sha256),
     })
+}
+
+/// One template image on its way from a repository into `download`:
+/// `<image>.xz` first, then the plain `<image>`, within `limit` bytes.
+struct ImageFetch<'a> {
+    http: &'a Http,
+    download: &'a Path,
+    what: &'a str,
+    progress: bool,
+    limit: u64,
+    /// Where the limit comes from, for the error that names it.
+    why: String,
+}
+
+impl ImageFetch<'_> {
+    /// The place the image came from and the hashes of what it holds.
+    fn fetch(&self, found: &Found) -> Result<(Place, Hashing), StoreError> {
+        for xz in [true, false] {
+            let place = if xz {
+                found.image.with_suffix("xz")
+            } else {
+                found.image.clone()
+            };
+            if let Some(h) = self.try_place(&place, xz)? {
+                return Ok((place, h));
+            }
+        }
+        Err(RepoError::NoImage {
+            name: found.name.clone(),
+            version: found.version.clone(),
+            image: found.image.to_string(),
+        }
+        .into())
+    }
+
+    /// Downloads (or copies) `place`: `None` when it does not exist.
+    fn try_place(&self, place: &Place, xz: bool) -> Result<Option<Hashing>, StoreError> {
+        let mut sink = ImageSink::new(
+            self.download,
+            xz,
+            self.limit,
+            progress_bar(self.progress, self.what),
+            self.what.to_owned(),
+        )
+        .map_err(io("write", self.download))?;
+        let too_large = || RepoError::ImageTooLarge {
+            image: place.to_string(),
+            limit: self.limit,
+            why: self.why.clone(),
+        };
+        let got = match place {
+            Place::Http(u) => self
+                .http
+                .download(u, self.limit, &mut sink)
+                .map_err(|e| match e {
+                    HttpError::Body { source, .. } if source.kind() == std::io::ErrorKind::FileTooLarge => too_large(),
+                    e => RepoError::from(e),
+                })?
+                .map(|f| f.bytes),
+            Place::File(p) => copy_local(p, self.limit, &mut sink).map_err(|e| match e {
+                RepoError::Read { source, .. } if source.kind() == std::io::ErrorKind::FileTooLarge => too_large(),
+                e => e,
+            })?,
+        };
+        sink.pb.finish_and_clear();
+        if got.is_none() {
+            return Ok(None);
+        }
+        let h = sink.finish().map_err(|source| {
+            if source.kind() == std::io::ErrorKind::FileTooLarge {
+                too_large()
+            } else if xz {
+                RepoError::Decompress {
+                    image: place.to_string(),
+                    source,
+                }
+            } else {
+                RepoError::Read {
+                    path: self.download.to_path_buf(),
+                    source,
+                }
+            }
+        })?;
+        Ok(Some(h))
+    }
+}
+
+/// Makes the downloaded image the template's disk: a qcow2 that stands
+/// alone is moved, a raw image converted. True when it was converted.
+fn store_disk(download: &Path, disk: &Path, place: &Place, name: &str) -> Result<bool, StoreError> {
+    if is_qcow2(download)? {
+        if let Err(reason) = standalone_qcow2(download) {
+            return Err(RepoError::Unsafe {
+                image: place.to_string(),
+                reason,
+            }
+            .into());
+        }
+        fs::rename(download, disk).map_err(io("rename", disk))?;
+        return Ok(false);
+    }
+    run(Command::new("qemu-img")
+        .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
+        .arg(download)
+        .arg(disk))
+    .map_err(|source| StoreError::Build {
+        template: name.to_owned(),
+        source,
+    })?;
+    fs::remove_file(download).map_err(io("remove", download))?;
+    Ok(true)
 }
 
 /// Checks that a qcow2 image stands alone: no backing file, no external
