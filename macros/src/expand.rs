@@ -73,6 +73,48 @@ pub(crate) fn lago_env(args: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 fn expand(args: &Args, func: &mut ItemFn, manifest_dir: &Path) -> syn::Result<TokenStream> {
+    let (path, spec) = load_spec(args, manifest_dir)?;
+    let vm_names: Vec<&str> = spec.vms.iter().map(|v| v.name.as_str()).collect();
+    let (bindings, kept) = take_bindings(func, &vm_names, &args.init_file.value())?;
+    // Parameters left for rstest (cases, values, fixtures): the body needs them.
+    let plain = kept.is_empty();
+    if let (Some((_, lit)), false) = (&args.timeout, plain) {
+        return Err(syn::Error::new(
+            lit.span(),
+            "a timeout needs a test whose parameters are all VMs or the env (the body runs on a thread of its own); drop the rstest parameters or the timeout",
+        ));
+    }
+    func.sig.inputs = kept;
+    let fn_name = func.sig.ident.to_string();
+    let test = Expansion {
+        abs: path.display().to_string(),
+        name: quote! { ::core::concat!(::core::module_path!(), "::", #fn_name) },
+        env: syn::Ident::new("__lago_env", Span::mixed_site()),
+        options: options(args),
+        ret: match &func.sig.output {
+            syn::ReturnType::Default => quote! { () },
+            syn::ReturnType::Type(_, ty) => quote! { #ty },
+        },
+    };
+    let lets = test.lets(&bindings);
+    let body = func.block.clone();
+    let call = test.call(args, &lets, &body);
+    let abs = &test.abs;
+    *func.block = syn::parse_quote! {{
+        // Rebuild when the init file changes.
+        const _: &str = ::core::include_str!(#abs);
+        #call
+    }};
+    let ignored = func.attrs.iter().any(|a| a.path().is_ident("ignore"));
+    let registration = test.registration(plain.then_some((&lets[..], &body)), ignored);
+    let add_test = !func.attrs.iter().any(is_test_attr);
+    let test_attr = add_test.then(|| quote! { #[::core::prelude::v1::test] });
+    Ok(quote! { #test_attr #func #registration })
+}
+
+/// The init file the attribute names (relative to the crate), loaded and
+/// checked now: a bad file is a compile error on the attribute.
+fn load_spec(args: &Args, manifest_dir: &Path) -> syn::Result<(PathBuf, lago_config::EnvSpec)> {
     let lit = &args.init_file;
     let rel = lit.value();
     let path = normalize(&if Path::new(&rel).is_absolute() {
@@ -80,40 +122,43 @@ fn expand(args: &Args, func: &mut ItemFn, manifest_dir: &Path) -> syn::Result<To
     } else {
         manifest_dir.join(&rel)
     });
-    let spec = match lago_config::load_with(&path, lago_config::LoadOptions { strict: args.strict }) {
-        Ok(spec) => spec,
-        Err(lago_config::ConfigError::NotFound { path }) => {
-            return Err(syn::Error::new(
-                lit.span(),
-                format!(
-                    "init file {} not found (paths are relative to the crate, {})",
-                    path.display(),
-                    manifest_dir.display()
-                ),
-            ));
-        }
-        Err(e) => return Err(syn::Error::new(lit.span(), format!("invalid init file: {e}"))),
-    };
-    let vm_names: Vec<&str> = spec.vms.iter().map(|v| v.name.as_str()).collect();
+    match lago_config::load_with(&path, lago_config::LoadOptions { strict: args.strict }) {
+        Ok(spec) => Ok((path, spec)),
+        Err(lago_config::ConfigError::NotFound { path }) => Err(syn::Error::new(
+            lit.span(),
+            format!(
+                "init file {} not found (paths are relative to the crate, {})",
+                path.display(),
+                manifest_dir.display()
+            ),
+        )),
+        Err(e) => Err(syn::Error::new(lit.span(), format!("invalid init file: {e}"))),
+    }
+}
 
+type Params = syn::punctuated::Punctuated<FnArg, syn::Token![,]>;
+
+/// Takes the `&Env` and `&Vm` parameters out of the signature (a `&Vm` must
+/// be named after a VM of the init file `rel`); the others are kept. Every
+/// misnamed parameter is reported, not only the first.
+fn take_bindings(func: &mut ItemFn, vm_names: &[&str], rel: &str) -> syn::Result<(Vec<Binding>, Params)> {
     let mut bindings = Vec::new();
     let mut errors: Option<syn::Error> = None;
     let mut push_err = |e: syn::Error| match &mut errors {
         Some(all) => all.combine(e),
         None => errors = Some(e),
     };
-    let mut kept = syn::punctuated::Punctuated::<FnArg, syn::Token![,]>::new();
+    let mut kept = Params::new();
     for arg in std::mem::take(&mut func.sig.inputs) {
         let FnArg::Typed(pt) = &arg else {
             kept.push(arg);
             continue;
         };
-        let target = ref_target(&pt.ty);
         let ident = match pt.pat.as_ref() {
             Pat::Ident(i) => Some(i.ident.clone()),
             _ => None,
         };
-        match (target.as_deref(), ident) {
+        match (ref_target(&pt.ty).as_deref(), ident) {
             (Some("Env"), Some(id)) => bindings.push(Binding::Env(id, (*pt.ty).clone())),
             (Some("Vm"), Some(id)) => {
                 let name = id.to_string();
@@ -137,36 +182,14 @@ fn expand(args: &Args, func: &mut ItemFn, manifest_dir: &Path) -> syn::Result<To
             _ => kept.push(arg),
         }
     }
-    if let Some(e) = errors {
-        return Err(e);
+    match errors {
+        Some(e) => Err(e),
+        None => Ok((bindings, kept)),
     }
-    // Parameters left for rstest (cases, values, fixtures): the body needs them.
-    let plain = kept.is_empty();
-    if let (Some((_, lit)), false) = (&args.timeout, plain) {
-        return Err(syn::Error::new(
-            lit.span(),
-            "a timeout needs a test whose parameters are all VMs or the env (the body runs on a thread of its own); drop the rstest parameters or the timeout",
-        ));
-    }
-    func.sig.inputs = kept;
+}
 
-    let abs = path.display().to_string();
-    let fn_name = func.sig.ident.to_string();
-    let env_var = syn::Ident::new("__lago_env", Span::mixed_site());
-    let lets: Vec<TokenStream> = bindings
-        .iter()
-        .map(|b| match b {
-            Binding::Env(id, ty) => quote_spanned! {id.span()=> let #id: #ty = #env_var; },
-            Binding::Vm(id, ty, name) => {
-                quote_spanned! {id.span()=> let #id: #ty = ::lago::__private::vm(#env_var, #name); }
-            }
-        })
-        .collect();
-    let body = func.block.clone();
-    let ret = match &func.sig.output {
-        syn::ReturnType::Default => quote! { () },
-        syn::ReturnType::Type(_, ty) => quote! { #ty },
-    };
+/// The attribute's options as a `lago::harness::TestOptions` expression.
+fn options(args: &Args) -> TokenStream {
     let isolation = match args.isolation {
         Isolation::Shared => quote! { Shared },
         Isolation::Reset => quote! { Reset },
@@ -180,72 +203,108 @@ fn expand(args: &Args, func: &mut ItemFn, manifest_dir: &Path) -> syn::Result<To
         Some(p) => quote! { ::core::option::Option::Some(#p) },
         None => quote! { ::core::option::Option::None },
     };
-    let options = quote! {
+    quote! {
         ::lago::harness::TestOptions {
             isolation: ::lago::harness::Isolation::#isolation,
             timeout: #timeout,
             fail_on_console: #fail_on_console,
         }
-    };
-    let name_expr = quote! { ::core::concat!(::core::module_path!(), "::", #fn_name) };
-    let call = if args.timeout.is_some() {
-        // A plain fn: the body may run on a thread of its own.
-        quote! {
-            fn __lago_body(#env_var: &::lago::Env) -> #ret { #(#lets)* #body }
-            ::lago::__private::run_env_test_timeout(#abs, #name_expr, #options, __lago_body)
-        }
-    } else if args.isolation == Isolation::Shared && args.fail_on_console.is_none() {
-        quote! {
-            ::lago::__private::run_env_test(#abs, #name_expr, |#env_var: &::lago::Env| -> #ret { #(#lets)* #body })
-        }
-    } else {
-        quote! {
-            ::lago::__private::run_env_test_with(#abs, #name_expr, #options, |#env_var: &::lago::Env| -> #ret { #(#lets)* #body })
-        }
-    };
-    let new_body: syn::Block = syn::parse_quote! {{
-        // Rebuild when the init file changes.
-        const _: &str = ::core::include_str!(#abs);
-        #call
-    }};
-    *func.block = new_body;
-    let ignored = func.attrs.iter().any(|a| a.path().is_ident("ignore"));
-    // Registered before main: for `lago::harness::main!()` (nightly suites
-    // in `harness = false` targets) and so that the suite knows, as it
-    // boots, that a test will reset it.
-    let trial = if plain {
-        quote! {
-            fn __lago_trial(#env_var: &::lago::Env) -> ::lago::harness::runner::TrialResult {
-                let __lago_outcome = (|| -> #ret { #(#lets)* #body })();
-                ::lago::__private::trial_result(__lago_outcome)
+    }
+}
+
+/// What the generated code of one test shares: the init file's absolute
+/// path, the test's full name, the env variable, its options and the body's
+/// return type.
+struct Expansion {
+    abs: String,
+    name: TokenStream,
+    env: syn::Ident,
+    options: TokenStream,
+    ret: TokenStream,
+}
+
+impl Expansion {
+    /// `let vm01: &Vm = …;` for each binding.
+    fn lets(&self, bindings: &[Binding]) -> Vec<TokenStream> {
+        let env = &self.env;
+        bindings
+            .iter()
+            .map(|b| match b {
+                Binding::Env(id, ty) => quote_spanned! {id.span()=> let #id: #ty = #env; },
+                Binding::Vm(id, ty, name) => {
+                    quote_spanned! {id.span()=> let #id: #ty = ::lago::__private::vm(#env, #name); }
+                }
+            })
+            .collect()
+    }
+
+    /// The test's new body: the runtime call that boots (or joins) the
+    /// environment and runs the old body in it.
+    fn call(&self, args: &Args, lets: &[TokenStream], body: &syn::Block) -> TokenStream {
+        let Expansion {
+            abs,
+            name,
+            env,
+            options,
+            ret,
+        } = self;
+        if args.timeout.is_some() {
+            // A plain fn: the body may run on a thread of its own.
+            quote! {
+                fn __lago_body(#env: &::lago::Env) -> #ret { #(#lets)* #body }
+                ::lago::__private::run_env_test_timeout(#abs, #name, #options, __lago_body)
+            }
+        } else if args.isolation == Isolation::Shared && args.fail_on_console.is_none() {
+            quote! {
+                ::lago::__private::run_env_test(#abs, #name, |#env: &::lago::Env| -> #ret { #(#lets)* #body })
+            }
+        } else {
+            quote! {
+                ::lago::__private::run_env_test_with(#abs, #name, #options, |#env: &::lago::Env| -> #ret { #(#lets)* #body })
             }
         }
-    } else {
-        quote! {}
-    };
-    let body_fn = if plain {
-        quote! { ::core::option::Option::Some(__lago_trial) }
-    } else {
-        quote! { ::core::option::Option::None }
-    };
-    let registration = quote! {
-        ::lago::__private::ctor::declarative::ctor! {
-            #[ctor(unsafe, anonymous)]
-            fn __lago_register() {
-                #trial
-                ::lago::__private::register(::lago::harness::registry::Registration {
-                    init_file: #abs,
-                    name: #name_expr,
-                    options: #options,
-                    ignored: #ignored,
-                    body: #body_fn,
-                });
+    }
+
+    /// Registered before main: for `lago::harness::main!()` (nightly suites
+    /// in `harness = false` targets) and so that the suite knows, as it
+    /// boots, that a test will reset it. A test with parameters left for
+    /// rstest registers without a body (`plain` is `None`).
+    fn registration(&self, plain: Option<(&[TokenStream], &syn::Block)>, ignored: bool) -> TokenStream {
+        let Expansion {
+            abs,
+            name,
+            env,
+            options,
+            ret,
+        } = self;
+        let (trial, body_fn) = match plain {
+            Some((lets, body)) => (
+                quote! {
+                    fn __lago_trial(#env: &::lago::Env) -> ::lago::harness::runner::TrialResult {
+                        let __lago_outcome = (|| -> #ret { #(#lets)* #body })();
+                        ::lago::__private::trial_result(__lago_outcome)
+                    }
+                },
+                quote! { ::core::option::Option::Some(__lago_trial) },
+            ),
+            None => (quote! {}, quote! { ::core::option::Option::None }),
+        };
+        quote! {
+            ::lago::__private::ctor::declarative::ctor! {
+                #[ctor(unsafe, anonymous)]
+                fn __lago_register() {
+                    #trial
+                    ::lago::__private::register(::lago::harness::registry::Registration {
+                        init_file: #abs,
+                        name: #name,
+                        options: #options,
+                        ignored: #ignored,
+                        body: #body_fn,
+                    });
+                }
             }
         }
-    };
-    let add_test = !func.attrs.iter().any(is_test_attr);
-    let test_attr = add_test.then(|| quote! { #[::core::prelude::v1::test] });
-    Ok(quote! { #test_attr #func #registration })
+    }
 }
 
 #[cfg(test)]
