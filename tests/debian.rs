@@ -116,7 +116,17 @@ fn exercise(env: &Env) {
     );
     let vms = env.get_vms();
     let (deb1, deb2) = (&vms["deb1"], &vms["deb2"]);
+    ready_when_start_returns(deb1, deb2);
+    for vm in [deb1, deb2] {
+        booted_as_planned(vm, &saved);
+    }
+    users_and_units(env, deb1, deb2);
+    names_resolve(deb1, deb2);
+    stock_openssh_works(env, deb2);
+    acpi_shutdown(env, deb1, deb2);
+}
 
+fn ready_when_start_returns(deb1: &Vm, deb2: &Vm) {
     // `start` returned once cloud-init was done (before, it returned at the
     // first SSH answer, cloud-init still running and about to restart sshd):
     // new sessions, as `lago shell` opens, work at once.
@@ -129,61 +139,63 @@ fn exercise(env: &Env) {
             assert_eq!(st.out.trim(), vm.name(), "{st:?}");
         }
     }
+}
 
-    for vm in [deb1, deb2] {
-        // systemd finished booting; a degraded system lists its failed units.
-        let st = vm.ssh(["systemctl", "is-system-running", "--wait"]).unwrap();
-        let state = st.out.trim().to_owned();
-        if state != "running" {
-            let failed = vm.ssh(["systemctl", "--failed", "--no-legend", "--plain"]).unwrap().out;
-            eprintln!("{}: system is {state}; failed units:\n{failed}", vm.name());
-            assert_eq!(state, "degraded", "{}: {st:?}", vm.name());
-        }
-        // cloud-init applied the seed from lago's NoCloud disk, without errors.
-        let ci = out(vm, &["cloud-init", "status", "--long"]);
-        assert!(ci.contains("status: done") && ci.contains("DataSourceNoCloud"), "{ci}");
+fn booted_as_planned(vm: &Vm, saved: &serde_json::Value) {
+    // systemd finished booting; a degraded system lists its failed units.
+    let st = vm.ssh(["systemctl", "is-system-running", "--wait"]).unwrap();
+    let state = st.out.trim().to_owned();
+    if state != "running" {
+        let failed = vm.ssh(["systemctl", "--failed", "--no-legend", "--plain"]).unwrap().out;
+        eprintln!("{}: system is {state}; failed units:\n{failed}", vm.name());
+        assert_eq!(state, "degraded", "{}: {st:?}", vm.name());
+    }
+    // cloud-init applied the seed from lago's NoCloud disk, without errors.
+    let ci = out(vm, &["cloud-init", "status", "--long"]);
+    assert!(ci.contains("status: done") && ci.contains("DataSourceNoCloud"), "{ci}");
 
-        // Names.
-        assert_eq!(out(vm, &["hostname"]).trim(), vm.name());
-        assert_eq!(out(vm, &["hostname", "--fqdn"]).trim(), vm.fqdn());
+    // Names.
+    assert_eq!(out(vm, &["hostname"]).trim(), vm.name());
+    assert_eq!(out(vm, &["hostname", "--fqdn"]).trim(), vm.fqdn());
 
-        // The host key is lago's (pinned before the first connection), and the only one.
-        let saved_key = saved["host_keys"][vm.name()].as_str().unwrap().to_owned();
-        // (cloud-init writes the public half 0600: read it as root.)
-        let guest_key = out(vm, &["sudo", "-n", "cat", "/etc/ssh/ssh_host_ed25519_key.pub"]);
-        let fields = |k: &str| k.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
-        assert_eq!(fields(&guest_key), fields(&saved_key), "{}", vm.name());
-        let keys = out(vm, &["sh", "-c", "ls /etc/ssh/ | grep '^ssh_host_'"]);
-        assert_eq!(
-            keys.split_whitespace().collect::<Vec<_>>(),
-            ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"],
-            "{}",
+    // The host key is lago's (pinned before the first connection), and the only one.
+    let saved_key = saved["host_keys"][vm.name()].as_str().unwrap().to_owned();
+    // (cloud-init writes the public half 0600: read it as root.)
+    let guest_key = out(vm, &["sudo", "-n", "cat", "/etc/ssh/ssh_host_ed25519_key.pub"]);
+    let fields = |k: &str| k.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    assert_eq!(fields(&guest_key), fields(&saved_key), "{}", vm.name());
+    let keys = out(vm, &["sh", "-c", "ls /etc/ssh/ | grep '^ssh_host_'"]);
+    assert_eq!(
+        keys.split_whitespace().collect::<Vec<_>>(),
+        ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"],
+        "{}",
+        vm.name()
+    );
+
+    // Every NIC has its planned MAC, name and address; the management NIC
+    // has the default route and the DNS server, the other NIC neither.
+    for (i, nic) in vm.plan().nics.iter().enumerate() {
+        let dev = format!("eth{i}");
+        let mac = out(vm, &["cat", &format!("/sys/class/net/{dev}/address")]);
+        assert_eq!(mac.trim(), nic.mac.to_string(), "{} {dev}", vm.name());
+        let addr = out(vm, &["ip", "-4", "-o", "addr", "show", "dev", &dev]);
+        assert!(
+            addr.contains(&format!(" {}/", nic.ip.unwrap())),
+            "{} {dev}: {addr}",
             vm.name()
         );
-
-        // Every NIC has its planned MAC, name and address; the management NIC
-        // has the default route and the DNS server, the other NIC neither.
-        for (i, nic) in vm.plan().nics.iter().enumerate() {
-            let dev = format!("eth{i}");
-            let mac = out(vm, &["cat", &format!("/sys/class/net/{dev}/address")]);
-            assert_eq!(mac.trim(), nic.mac.to_string(), "{} {dev}", vm.name());
-            let addr = out(vm, &["ip", "-4", "-o", "addr", "show", "dev", &dev]);
-            assert!(
-                addr.contains(&format!(" {}/", nic.ip.unwrap())),
-                "{} {dev}: {addr}",
-                vm.name()
-            );
-        }
-        let mgmt = vm.plan().nics.iter().position(|n| n.net == vm.plan().mgmt_net).unwrap();
-        let routes = out(vm, &["ip", "-4", "route", "show", "default"]);
-        assert_eq!(routes.lines().count(), 1, "{}: {routes}", vm.name());
-        assert!(routes.contains(&format!("dev eth{mgmt} ")), "{}: {routes}", vm.name());
-        let dns = out(vm, &["resolvectl", "dns"]);
-        let with_dns: Vec<&str> = dns.lines().filter(|l| l.contains("192.168.")).collect();
-        assert_eq!(with_dns.len(), 1, "{}: {dns}", vm.name());
-        assert!(with_dns[0].contains(&format!("(eth{mgmt})")), "{}: {dns}", vm.name());
     }
+    let mgmt = vm.plan().nics.iter().position(|n| n.net == vm.plan().mgmt_net).unwrap();
+    let routes = out(vm, &["ip", "-4", "route", "show", "default"]);
+    assert_eq!(routes.lines().count(), 1, "{}: {routes}", vm.name());
+    assert!(routes.contains(&format!("dev eth{mgmt} ")), "{}: {routes}", vm.name());
+    let dns = out(vm, &["resolvectl", "dns"]);
+    let with_dns: Vec<&str> = dns.lines().filter(|l| l.contains("192.168.")).collect();
+    assert_eq!(with_dns.len(), 1, "{}: {dns}", vm.name());
+    assert!(with_dns[0].contains(&format!("(eth{mgmt})")), "{}: {dns}", vm.name());
+}
 
+fn users_and_units(env: &Env, deb1: &Vm, deb2: &Vm) {
     // deb1 logs in as root; deb2 as `tester`, who has passwordless sudo.
     assert_eq!(out(deb1, &["id", "-un"]).trim(), "root");
     assert_eq!(out(deb2, &["id", "-un"]).trim(), "tester");
@@ -224,7 +236,9 @@ fn exercise(env: &Env) {
     );
     deb2.succeed(["sudo", "-n", "systemctl", "reset-failed", "lago-fails.service"])
         .unwrap();
+}
 
+fn names_resolve(deb1: &Vm, deb2: &Vm) {
     // Names of the other VM resolve, bare and qualified, from both sides.
     let mut want: BTreeMap<String, String> = BTreeMap::new();
     for vm in [deb1, deb2] {
@@ -245,7 +259,9 @@ fn exercise(env: &Env) {
             assert!(ping.success(), "{} cannot ping {name}: {ping:?}", from.name());
         }
     }
+}
 
+fn stock_openssh_works(env: &Env, deb2: &Vm) {
     // Stock OpenSSH with `lago ssh-config`: ssh and scp (SFTP) both ways,
     // as the non-root user, strict host-key checking against the pinned keys.
     let cfg = env.workdir().join("logs/ssh_config.test");
@@ -276,7 +292,9 @@ fn exercise(env: &Env) {
         "sent with scp\n"
     );
     assert_eq!(out(deb2, &["cat", "sent.txt"]), "sent with scp\n");
+}
 
+fn acpi_shutdown(env: &Env, deb1: &Vm, deb2: &Vm) {
     // `lago shutdown` powers deb2 off through ACPI: systemd stops and says so on the console.
     let t = Instant::now();
     let cli = Command::new(env!("CARGO_BIN_EXE_lago"))

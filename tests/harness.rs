@@ -478,12 +478,52 @@ fn gc_and_the_sweep_leave_a_moved_or_hidden_environment_alone() {
     }
     let moved = env_id_of(&a, None);
     std::fs::rename(&a, &b).unwrap();
-    // The other mount namespace: a private tmpfs (as a container's own /tmp) over
-    // a folder that stays empty here, kept alive by a sleeper. (Not over /tmp
-    // itself: the checkout and its binaries may be under /tmp.)
     let private = tmp.path().join("private");
-    std::fs::create_dir(&private).unwrap();
     let pw = private.join("w");
+    let pws = pw.to_str().unwrap();
+    let mut hidden_ns = hidden_env(&private, &pw, init_file).unwrap_or_else(|why| {
+        let _ = lago_in(None, &["-w", b.to_str().unwrap(), "destroy", "--yes"]);
+        panic!("the private-/tmp env did not start: {why}");
+    });
+    let ns = Some(hidden_ns.id());
+    let outcome = std::panic::catch_unwind(|| {
+        let hidden = env_id_of(&pw, ns);
+        assert!(
+            !pw.join("env-id").exists(),
+            "its folder is private to the other mount namespace"
+        );
+        gc_and_the_sweep_leave(&[&moved, &hidden], tmp.path());
+        // Both still run and answer.
+        let here = lago_in(None, &["-w", b.to_str().unwrap(), "shell", "vm01", "--", "hostname"]);
+        assert_eq!(String::from_utf8_lossy(&here.stdout).trim(), "vm01");
+        let there = lago_in(ns, &["-w", pws, "shell", "vm01", "--", "hostname"]);
+        assert_eq!(String::from_utf8_lossy(&there.stdout).trim(), "vm01", "{there:?}");
+        a_named_orphan_goes(&moved, &b);
+        let out = lago_in(ns, &["-w", pws, "destroy", "--yes"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let backend = Backend::connect(None).unwrap();
+        assert!(
+            backend
+                .domains_with_prefix(&format!("lago-{hidden}-"))
+                .unwrap()
+                .is_empty()
+        );
+    });
+    let _ = lago_in(ns, &["-w", pws, "destroy", "--yes"]);
+    let _ = hidden_ns.kill();
+    let _ = hidden_ns.wait();
+    let _ = lago_in(None, &["-w", b.to_str().unwrap(), "destroy", "--yes"]);
+    if let Err(p) = outcome {
+        std::panic::resume_unwind(p);
+    }
+}
+
+/// Starts a remote-mode environment at `pw`, inside a private tmpfs (as a
+/// container's own /tmp) over `private`, a folder that stays empty here; a
+/// sleeper keeps that mount namespace alive. (Not over /tmp itself: the
+/// checkout and its binaries may be under /tmp.) Its stderr when it fails.
+fn hidden_env(private: &Path, pw: &Path, init_file: &str) -> Result<std::process::Child, String> {
+    std::fs::create_dir(private).unwrap();
     let script = format!(
         "mount -t tmpfs lago-private-tmp {p} && {exe} -w {w} init --remote {init_file} && {exe} -w {w} start && echo ready && exec sleep 600",
         p = private.display(),
@@ -500,81 +540,57 @@ fn gc_and_the_sweep_leave_a_moved_or_hidden_environment_alone() {
         .lines()
         .next()
         .and_then(Result::ok);
-    let ns = Some(hidden_ns.id());
-    let pws = pw.to_str().unwrap();
-    if ready.as_deref() != Some("ready") {
-        let _ = lago_in(ns, &["-w", pws, "destroy", "--yes"]);
-        let _ = hidden_ns.kill();
-        let out = hidden_ns.wait_with_output().unwrap();
-        let _ = lago_in(None, &["-w", b.to_str().unwrap(), "destroy", "--yes"]);
-        panic!(
-            "the private-/tmp env did not start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    if ready.as_deref() == Some("ready") {
+        return Ok(hidden_ns);
     }
-    let outcome = std::panic::catch_unwind(|| {
-        let hidden = env_id_of(&pw, ns);
-        assert!(
-            !pw.join("env-id").exists(),
-            "its folder is private to the other mount namespace"
-        );
-        let gc = lago_in(None, &["gc"]);
-        let text = String::from_utf8_lossy(&gc.stdout).into_owned();
-        assert!(gc.status.success(), "{text}{}", String::from_utf8_lossy(&gc.stderr));
-        for id in [&moved, &hidden] {
-            let line = text
-                .lines()
-                .find(|l| l.starts_with(id.as_str()))
-                .unwrap_or_else(|| panic!("{id} not listed:\n{text}"));
-            assert!(
-                line.contains("orphaned: left alone") && line.contains("not visible") && line.contains("--orphans"),
-                "{line}"
-            );
-        }
-        // A test binary sweeps before it boots: it leaves them too.
-        let sweeper = child("fixture", tmp.path()).output().unwrap();
-        let said = String::from_utf8_lossy(&sweeper.stderr);
-        assert!(sweeper.status.success(), "{said}");
-        assert!(!said.contains(&moved) && !said.contains(&hidden), "{said}");
-        // Both still run and answer.
-        let here = lago_in(None, &["-w", b.to_str().unwrap(), "shell", "vm01", "--", "hostname"]);
-        assert_eq!(String::from_utf8_lossy(&here.stdout).trim(), "vm01");
-        let there = lago_in(ns, &["-w", pws, "shell", "vm01", "--", "hostname"]);
-        assert_eq!(String::from_utf8_lossy(&there.stdout).trim(), "vm01", "{there:?}");
-        // Named, an orphan goes (libvirt objects, leases); the user's moved folder is not gc's.
-        let named = lago_in(None, &["gc", "--orphans", &moved]);
-        let named_text = String::from_utf8_lossy(&named.stdout);
-        assert!(named.status.success() && named_text.contains("removed"), "{named_text}");
-        let backend = Backend::connect(None).unwrap();
-        let prefix = format!("lago-{moved}-");
-        assert!(backend.domains_with_prefix(&prefix).unwrap().is_empty());
-        assert!(backend.networks_with_prefix(&prefix).unwrap().is_empty());
-        assert!(
-            LeaseStore::from_env()
-                .list()
-                .unwrap()
-                .iter()
-                .all(|l| l.env_id.as_str() != moved)
-        );
-        assert!(b.join("env-id").exists());
-        // An unknown id is an error, not silence.
-        let unknown = lago_in(None, &["gc", "--orphans", "0000dead"]);
-        assert_eq!(unknown.status.code(), Some(1));
-        assert!(String::from_utf8_lossy(&unknown.stdout).contains("0000dead: no such environment"));
-        let out = lago_in(ns, &["-w", pws, "destroy", "--yes"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        assert!(
-            backend
-                .domains_with_prefix(&format!("lago-{hidden}-"))
-                .unwrap()
-                .is_empty()
-        );
-    });
-    let _ = lago_in(ns, &["-w", pws, "destroy", "--yes"]);
+    let _ = lago_in(Some(hidden_ns.id()), &["-w", pw.to_str().unwrap(), "destroy", "--yes"]);
     let _ = hidden_ns.kill();
-    let _ = hidden_ns.wait();
-    let _ = lago_in(None, &["-w", b.to_str().unwrap(), "destroy", "--yes"]);
-    if let Err(p) = outcome {
-        std::panic::resume_unwind(p);
+    let out = hidden_ns.wait_with_output().unwrap();
+    Err(String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// `lago gc` lists the environments `ids` as orphans it leaves alone, and a
+/// test binary's sweep (run in `tmp`) leaves them too.
+fn gc_and_the_sweep_leave(ids: &[&str], tmp: &Path) {
+    let gc = lago_in(None, &["gc"]);
+    let text = String::from_utf8_lossy(&gc.stdout).into_owned();
+    assert!(gc.status.success(), "{text}{}", String::from_utf8_lossy(&gc.stderr));
+    for id in ids {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("{id} not listed:\n{text}"));
+        assert!(
+            line.contains("orphaned: left alone") && line.contains("not visible") && line.contains("--orphans"),
+            "{line}"
+        );
     }
+    // A test binary sweeps before it boots: it leaves them too.
+    let sweeper = child("fixture", tmp).output().unwrap();
+    let said = String::from_utf8_lossy(&sweeper.stderr);
+    assert!(sweeper.status.success(), "{said}");
+    assert!(ids.iter().all(|id| !said.contains(id)), "{said}");
+}
+
+/// Named, an orphan goes (libvirt objects, leases); the user's moved folder
+/// `b` is not gc's. An unknown id is an error, not silence.
+fn a_named_orphan_goes(moved: &str, b: &Path) {
+    let named = lago_in(None, &["gc", "--orphans", moved]);
+    let named_text = String::from_utf8_lossy(&named.stdout);
+    assert!(named.status.success() && named_text.contains("removed"), "{named_text}");
+    let backend = Backend::connect(None).unwrap();
+    let prefix = format!("lago-{moved}-");
+    assert!(backend.domains_with_prefix(&prefix).unwrap().is_empty());
+    assert!(backend.networks_with_prefix(&prefix).unwrap().is_empty());
+    assert!(
+        LeaseStore::from_env()
+            .list()
+            .unwrap()
+            .iter()
+            .all(|l| l.env_id.as_str() != moved)
+    );
+    assert!(b.join("env-id").exists());
+    let unknown = lago_in(None, &["gc", "--orphans", "0000dead"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stdout).contains("0000dead: no such environment"));
 }

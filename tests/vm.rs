@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use lago::backend::{Backend, VmState};
 use lago::lease::LeaseStore;
-use lago::{Env, Error, InitOptions};
+use lago::{Env, Error, InitOptions, Vm};
 
 const NEEDS_VMS: &str = "boots VMs: run through scripts/test (inside the test network namespace)";
 
@@ -92,8 +92,15 @@ fn exercise(env: &Env, tmp: &Path) {
     assert_eq!(vms.len(), 2);
     let (vm01, vm02) = (&vms["vm01"], &vms["vm02"]);
     assert_eq!(vm01.state().unwrap(), VmState::Running);
+    names_and_disks(vm01, vm02);
+    commands(vm01);
+    copies_round_trip(vm01, tmp);
+    host_key_is_pinned(env, vm01, tmp);
+    a_second_process_attaches(env);
+    stop_start_and_shutdown(env, vm01, vm02);
+}
 
-    // Names and DNS.
+fn names_and_disks(vm01: &Vm, vm02: &Vm) {
     for vm in [vm01, vm02] {
         let st = vm.ssh(["hostname", "-f"]).unwrap();
         assert_eq!(st.code, 0, "{st:?}");
@@ -111,7 +118,13 @@ fn exercise(env: &Env, tmp: &Path) {
     assert!(root_is(&root.out), "root is not /dev/sda: {root:?}");
     let size = vm02.ssh(["cat", "/sys/block/vda/size"]).unwrap();
     assert_eq!(size.out.trim().parse::<u64>().unwrap() * 512, 1 << 30, "{size:?}");
+}
 
+fn big_blob() -> Vec<u8> {
+    (0..(1u32 << 20)).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+fn commands(vm01: &Vm) {
     // Exit codes and stderr.
     let st = vm01
         .ssh(["sh", "-c", "echo out; echo 'it failed' >&2; exit 7"])
@@ -126,8 +139,7 @@ fn exercise(env: &Env, tmp: &Path) {
     // Stdin data, small and 1 MiB.
     let st = vm01.ssh_with("cat", Some(b"hello from stdin"), None).unwrap();
     assert_eq!(st.out, "hello from stdin");
-    let big: Vec<u8> = (0..(1u32 << 20)).map(|i| (i * 7 % 251) as u8).collect();
-    let st = vm01.ssh_with("wc -c", Some(&big), None).unwrap();
+    let st = vm01.ssh_with("wc -c", Some(&big_blob()), None).unwrap();
     assert_eq!(st.out.trim(), (1 << 20).to_string());
 
     // A per-call timeout.
@@ -140,10 +152,12 @@ fn exercise(env: &Env, tmp: &Path) {
         0,
         "the session recovers after a timeout"
     );
+}
 
+fn copies_round_trip(vm01: &Vm, tmp: &Path) {
     // Copy round trip: a file and a directory, checked by checksum.
     let file = tmp.join("blob.bin");
-    fs::write(&file, &big).unwrap();
+    fs::write(&file, big_blob()).unwrap();
     vm01.copy_to(&file, "/root/in/blob.bin").unwrap();
     let st = vm01.ssh(["sha256sum", "/root/in/blob.bin"]).unwrap();
     assert_eq!(st.out.split_whitespace().next(), Some(sha256_local(&file).as_str()));
@@ -161,7 +175,9 @@ fn exercise(env: &Env, tmp: &Path) {
     vm01.copy_from("/root/in/blob.bin", &blob_back).unwrap();
     assert_eq!(sha256_local(&blob_back), sha256_local(&file));
     assert!(vm01.copy_from("/no/such/file", tmp.join("x")).is_err());
+}
 
+fn host_key_is_pinned(env: &Env, vm01: &Vm, tmp: &Path) {
     // The guest's host key is pinned: another key is refused.
     let mut target = lago::ssh::Target {
         vm: "vm01".into(),
@@ -184,7 +200,9 @@ fn exercise(env: &Env, tmp: &Path) {
         lago::ssh::connect(&target, Duration::from_secs(5)).is_err(),
         "no key, no entry"
     );
+}
 
+fn a_second_process_attaches(env: &Env) {
     // A second process attaches to the running environment (load_env).
     let out = Command::new(env!("CARGO_BIN_EXE_lago"))
         .args(["-w"])
@@ -200,7 +218,9 @@ fn exercise(env: &Env, tmp: &Path) {
     let status = other.status().unwrap();
     assert!(status.vms.iter().all(|v| v.state == VmState::Running));
     assert!(status.nets.iter().all(|n| n.up));
+}
 
+fn stop_start_and_shutdown(env: &Env, vm01: &Vm, vm02: &Vm) {
     // Hard stop and start again: the overlay keeps what was written.
     vm01.ssh(["sh", "-c", "echo kept > /root/kept && sync"]).unwrap();
     env.stop(&["vm01"]).unwrap();
@@ -376,11 +396,19 @@ fn networks_per_nic(env: &Env) {
     assert_eq!(size * 512, 64 << 20);
 }
 
-fn copies_like_cp(env: &Env, tmp: &Path) {
-    use lago::ssh::{CopyLimits, SshError};
-    let vm = env.vm("vm01").unwrap();
-    let is_copy_err = |e: &Error| matches!(e, Error::Ssh(SshError::Copy { .. }));
+fn is_copy_err(e: &Error) -> bool {
+    matches!(e, Error::Ssh(lago::ssh::SshError::Copy { .. }))
+}
 
+fn copies_like_cp(env: &Env, tmp: &Path) {
+    let vm = env.vm("vm01").unwrap();
+    copies_from_like_cp(env, vm, tmp);
+    only_files_and_folders_land(vm, tmp);
+    copies_are_bounded(vm, tmp);
+    copies_to_like_cp(vm, tmp);
+}
+
+fn copies_from_like_cp(env: &Env, vm: &Vm, tmp: &Path) {
     // Onto an existing folder: the copy goes inside; nothing there is touched.
     let here = tmp.join("here");
     fs::create_dir(&here).unwrap();
@@ -421,7 +449,10 @@ fn copies_like_cp(env: &Env, tmp: &Path) {
     );
     assert_eq!(fs::read_to_string(here.join("d/mine")).unwrap(), "m");
     assert!(!here.join("d/sub").exists());
+}
 
+fn only_files_and_folders_land(vm: &Vm, tmp: &Path) {
+    use lago::ssh::CopyLimits;
     // Guest data: only regular files and folders land on the host.
     out(
         vm,
@@ -452,7 +483,10 @@ fn copies_like_cp(env: &Env, tmp: &Path) {
     out(vm, &["sh", "-c", "echo dash > /tmp/-rf"]);
     vm.copy_from("/tmp/-rf", tmp.join("dash")).unwrap();
     assert_eq!(fs::read_to_string(tmp.join("dash")).unwrap(), "dash\n");
+}
 
+fn copies_are_bounded(vm: &Vm, tmp: &Path) {
+    use lago::ssh::{CopyLimits, SshError};
     // Limits: bytes and time; nothing placed, nothing left over.
     out(vm, &["sh", "-c", "head -c 200000 /dev/urandom > /root/big"]);
     let capped = tmp.join("capped");
@@ -481,7 +515,9 @@ fn copies_like_cp(env: &Env, tmp: &Path) {
         .unwrap_err();
     assert!(matches!(err, Error::Ssh(SshError::Timeout { .. })), "{err}");
     assert!(vm.ssh(["true"]).unwrap().success(), "the session recovers");
+}
 
+fn copies_to_like_cp(vm: &Vm, tmp: &Path) {
     // To the guest, the same rules.
     let a = tmp.join("a.txt");
     fs::write(&a, "A").unwrap();
