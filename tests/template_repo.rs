@@ -11,6 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use lago::store::http::HttpOptions;
+use lago::store::manage::InUse;
 use lago::store::repo::RepoLocation;
 use lago::store::{StoreError, TemplateStore};
 use repo_server::{Entry, Publish, Rule, Server, qcow2_image, sha256_hex, write_repo};
@@ -506,9 +507,18 @@ fn prune_keeps_what_environments_use_and_the_newest_version() {
     s.forget_env(&lago::EnvId::new("e2").unwrap(), &gone);
 
     let dry = s.prune(true, false).unwrap();
-    assert_eq!(dry.removed.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["app:2"]);
+    assert_eq!(
+        dry.removed.iter().map(|r| r.template.as_str()).collect::<Vec<_>>(),
+        ["app:2"]
+    );
     assert!(made[1].disk.is_file(), "a dry run removes nothing");
-    assert_eq!(dry.in_use, [("app:1".to_owned(), vec![env.clone()])]);
+    assert_eq!(
+        dry.in_use,
+        [InUse {
+            template: "app:1".to_owned(),
+            used_by: vec![env.clone()]
+        }]
+    );
     assert_eq!(dry.newest, ["app:3"]);
 
     let listed = s.entries().unwrap();
@@ -517,7 +527,7 @@ fn prune_keeps_what_environments_use_and_the_newest_version() {
     assert!(one.last_used.is_some() && one.size_on_disk > 0);
 
     let done = s.prune(false, true).unwrap();
-    let removed: Vec<&str> = done.removed.iter().map(|r| r.0.as_str()).collect();
+    let removed: Vec<&str> = done.removed.iter().map(|r| r.template.as_str()).collect();
     assert_eq!(removed, ["app:2", "app:3"]);
     assert!(made[0].disk.is_file(), "in use: kept even with --all");
     assert!(!made[1].disk.exists() && !made[2].disk.exists());
@@ -535,7 +545,13 @@ fn prune_keeps_what_environments_use_and_the_newest_version() {
         .unwrap();
     s.forget_env(&lago::EnvId::new("e1").unwrap(), &env);
     let kept = s.prune(false, true).unwrap();
-    assert_eq!(kept.in_use, [("app:1".to_owned(), vec![hidden.clone()])]);
+    assert_eq!(
+        kept.in_use,
+        [InUse {
+            template: "app:1".to_owned(),
+            used_by: vec![hidden.clone()]
+        }]
+    );
     assert!(made[0].disk.is_file());
     assert_eq!(
         s.entries().unwrap()[0].used_by,

@@ -218,6 +218,21 @@ fn a_second_process_attaches(env: &Env) {
     let status = other.status().unwrap();
     assert!(status.vms.iter().all(|v| v.state == VmState::Running));
     assert!(status.nets.iter().all(|n| n.up));
+    // `lago status --json` names every field (a NIC is an object, not a tuple).
+    let out = Command::new(env!("CARGO_BIN_EXE_lago"))
+        .arg("-w")
+        .arg(env.workdir())
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let vm01 = other.vm("vm01").unwrap();
+    let nic = &json["vms"][0]["nics"][0];
+    assert_eq!(json["vms"][0]["name"], "vm01", "{json}");
+    assert_eq!(nic["mac"], vm01.plan().nics[0].mac.to_string(), "{json}");
+    assert_eq!(nic["ip"], vm01.ip().to_string(), "{json}");
+    assert_eq!(nic["net"], vm01.plan().nics[0].net.as_str(), "{json}");
 }
 
 fn stop_start_and_shutdown(env: &Env, vm01: &Vm, vm02: &Vm) {

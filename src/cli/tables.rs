@@ -36,11 +36,14 @@ pub fn status_table(st: &Status) -> String {
     let _ = writeln!(s, "vms:");
     for v in &st.vms {
         let _ = writeln!(s, "  {:<12} {:<8} {:<15} {}", v.name, v.state.to_string(), v.ip, v.fqdn);
-        for (nic, net, ip, mac) in &v.nics {
+        for nic in &v.nics {
             let _ = writeln!(
                 s,
-                "    {nic:<6} net {net:<10} {:<15} {mac}",
-                ip.as_deref().unwrap_or("-")
+                "    {:<6} net {:<10} {:<15} {}",
+                nic.name,
+                nic.net,
+                nic.ip.as_deref().unwrap_or("-"),
+                nic.mac
             );
         }
     }
@@ -147,8 +150,8 @@ pub fn plan_table(spec: &EnvSpec, plan: &EnvPlan) -> String {
 pub fn gc_table(r: &GcReport, dry_run: bool) -> String {
     use crate::ops::gc::Verdict;
     let mut s = String::new();
-    for (uri, why) in &r.unreachable {
-        let _ = writeln!(s, "{uri}: not reachable ({why})");
+    for u in &r.unreachable {
+        let _ = writeln!(s, "{}: not reachable ({})", u.uri, u.error);
     }
     for id in &r.not_found {
         let _ = writeln!(s, "{id}: no such environment found");
@@ -299,17 +302,17 @@ pub fn verified_table(results: &[crate::host::store::manage::Verified]) -> (Stri
 pub fn pruned_table(r: &crate::host::store::manage::PruneReport, dry_run: bool) -> String {
     let mut s = String::new();
     let verb = if dry_run { "would remove" } else { "removed" };
-    for (id, size) in &r.removed {
-        let _ = writeln!(s, "{verb} {id} ({})", approx_size(*size));
+    for p in &r.removed {
+        let _ = writeln!(s, "{verb} {} ({})", p.template, approx_size(p.bytes));
     }
-    for (id, users) in &r.in_use {
-        let users: Vec<String> = users.iter().map(|u| u.display().to_string()).collect();
-        let _ = writeln!(s, "kept {id}: used by {}", users.join(", "));
+    for u in &r.in_use {
+        let users: Vec<String> = u.used_by.iter().map(|u| u.display().to_string()).collect();
+        let _ = writeln!(s, "kept {}: used by {}", u.template, users.join(", "));
     }
     for id in &r.newest {
         let _ = writeln!(s, "kept {id}: newest version (--all removes it)");
     }
-    let freed: u64 = r.removed.iter().map(|(_, s)| s).sum();
+    let freed: u64 = r.removed.iter().map(|p| p.bytes).sum();
     let _ = writeln!(s, "{verb} {} templates, {}", r.removed.len(), approx_size(freed));
     s
 }
@@ -388,12 +391,12 @@ pub fn export_table(r: &crate::env::export::ExportReport) -> String {
         if r.layered { "layered" } else { "standalone disks" },
         r.dir.display()
     );
-    for (f, size) in &r.files {
+    for f in &r.files {
         let _ = writeln!(
             s,
             "  {:<32} {}",
-            f.strip_prefix(&r.dir).unwrap_or(f).display(),
-            approx_size(*size)
+            f.path.strip_prefix(&r.dir).unwrap_or(&f.path).display(),
+            approx_size(f.bytes)
         );
     }
     let _ = writeln!(

@@ -68,9 +68,18 @@ pub struct ExportReport {
     /// The VMs exported.
     pub vms: Vec<String>,
     /// Every file written, with its size on disk.
-    pub files: Vec<(PathBuf, u64)>,
+    pub files: Vec<ExportedFile>,
     /// Whether template disks are overlays (`layered`).
     pub layered: bool,
+}
+
+/// One file an export wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportedFile {
+    /// Where.
+    pub path: PathBuf,
+    /// Its size on disk (sparse files count what they hold).
+    pub bytes: u64,
 }
 
 /// The files of an export being written: into a staging folder made
@@ -331,7 +340,10 @@ impl Env {
             .stage
             .commit()?
             .into_iter()
-            .map(|f| (f.clone(), size_on_disk(&f)))
+            .map(|f| ExportedFile {
+                bytes: size_on_disk(&f),
+                path: f,
+            })
             .collect();
         tracing::info!(dir = %dir.display(), vms = vms.len(), "exported");
         Ok(ExportReport {

@@ -113,10 +113,23 @@ pub struct VmStatus {
     pub ip: String,
     /// FQDN.
     pub fqdn: String,
-    /// NICs: name, net, ip, mac.
-    pub nics: Vec<(String, String, Option<String>, String)>,
+    /// NICs, in order.
+    pub nics: Vec<NicStatus>,
     /// Metadata from the init file.
     pub metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One NIC of a VM, as `lago status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NicStatus {
+    /// The guest's name for it (`eth0`, …).
+    pub name: String,
+    /// The init file's network it is on.
+    pub net: String,
+    /// Its address, when the network hands out addresses.
+    pub ip: Option<String>,
+    /// Its MAC address.
+    pub mac: String,
 }
 
 /// The status of a whole environment.
@@ -415,13 +428,11 @@ impl Env {
                     .plan
                     .nics
                     .iter()
-                    .map(|n| {
-                        (
-                            n.name.clone(),
-                            n.net.clone(),
-                            n.ip.map(|i| i.to_string()),
-                            n.mac.to_string(),
-                        )
+                    .map(|n| NicStatus {
+                        name: n.name.clone(),
+                        net: n.net.clone(),
+                        ip: n.ip.map(|i| i.to_string()),
+                        mac: n.mac.to_string(),
                     })
                     .collect(),
                 metadata: vm.spec.metadata.clone(),

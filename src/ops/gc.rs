@@ -110,13 +110,22 @@ pub struct Found {
     pub error: Option<String>,
 }
 
+/// A libvirt URI a sweep could not reach.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unreachable {
+    /// The URI.
+    pub uri: String,
+    /// Why (the error and its causes).
+    pub error: String,
+}
+
 /// What a sweep did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct GcReport {
     /// Every environment found, in env-id order.
     pub envs: Vec<Found>,
     /// URIs that could not be reached (and why).
-    pub unreachable: Vec<(String, String)>,
+    pub unreachable: Vec<Unreachable>,
     /// Whether the deadline stopped it before it was done.
     pub out_of_time: bool,
     /// Env ids named in [`GcOptions::orphans`] that were not found.
@@ -230,7 +239,10 @@ pub fn sweep(opts: &GcOptions) -> Result<GcReport> {
         let b = match Backend::connect(Some(uri)) {
             Ok(b) => b,
             Err(e) if uris.len() > 1 => {
-                report.unreachable.push((uri.clone(), error_chain(&e)));
+                report.unreachable.push(Unreachable {
+                    uri: uri.clone(),
+                    error: error_chain(&e),
+                });
                 continue;
             }
             Err(e) => return Err(e.into()),

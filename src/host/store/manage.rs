@@ -91,13 +91,31 @@ pub struct StoreEntry {
     pub used_by: Vec<PathBuf>,
 }
 
+/// A template version `prune` removed (or would remove).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pruned {
+    /// `name:version`.
+    pub template: String,
+    /// What it took on disk.
+    pub bytes: u64,
+}
+
+/// A template version `prune` kept because environments use it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InUse {
+    /// `name:version`.
+    pub template: String,
+    /// The workdirs of the environments that use it.
+    pub used_by: Vec<PathBuf>,
+}
+
 /// What `prune` did (or would do, for a dry run).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PruneReport {
-    /// Removed (or to remove): `name:version` and bytes.
-    pub removed: Vec<(String, u64)>,
-    /// Kept because an existing environment uses them: `name:version` and workdirs.
-    pub in_use: Vec<(String, Vec<PathBuf>)>,
+    /// Removed (or to remove).
+    pub removed: Vec<Pruned>,
+    /// Kept because an existing environment uses them.
+    pub in_use: Vec<InUse>,
     /// Kept as the newest version of their template (prune --all removes them).
     pub newest: Vec<String>,
 }
@@ -396,7 +414,10 @@ impl TemplateStore {
                 let id = format!("{}:{}", t.name, t.version);
                 let users = self.users_of(&t);
                 if !users.is_empty() {
-                    report.in_use.push((id, users));
+                    report.in_use.push(InUse {
+                        template: id,
+                        used_by: users,
+                    });
                     continue;
                 }
                 if !all && newest.as_deref() == Some(t.version.as_str()) {
@@ -416,13 +437,19 @@ impl TemplateStore {
                     let late = users_in(&doomed.join(USERS));
                     if !late.is_empty() {
                         fs::rename(&doomed, &dir).map_err(io("move back into the store", &dir))?;
-                        report.in_use.push((id, late));
+                        report.in_use.push(InUse {
+                            template: id,
+                            used_by: late,
+                        });
                         continue;
                     }
                     remove_build(&doomed);
                     tracing::info!(template = %id, bytes = size, "pruned");
                 }
-                report.removed.push((id, size));
+                report.removed.push(Pruned {
+                    template: id,
+                    bytes: size,
+                });
             }
         }
         Ok(report)
