@@ -3,13 +3,16 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
+
+use common::lago_cmd;
 
 fn lago(args: &[&str], cwd: &Path, state: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lago"))
+    lago_cmd()
         .args(args)
         .current_dir(cwd)
-        .env("RUST_BACKTRACE", "1")
         .env("LAGO_LEASE_DIR", state.join("leases"))
         .env("XDG_STATE_HOME", state)
         .output()

@@ -10,6 +10,8 @@
 #[path = "common/repo_server.rs"]
 mod repo_server;
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -21,21 +23,10 @@ use lago::store::TemplateStore;
 use lago::store::manage::PublishOptions;
 use lago::{Env, InitOptions, Vm};
 
-fn in_test_namespace() {
-    assert!(
-        std::env::var_os("LAGO_IN_NETNS").is_some(),
-        "VM tests must run inside lago's test network namespace: scripts/test, or scripts/netns-run cargo test -- --include-ignored"
-    );
-}
+use common::{in_test_namespace, out};
 
 fn env_file() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/envs/debian.yaml")
-}
-
-fn out(vm: &Vm, cmd: &[&str]) -> String {
-    let st = vm.ssh(cmd).unwrap();
-    assert!(st.success(), "{}: {cmd:?}: {st:?}", vm.name());
-    st.out
 }
 
 #[test]

@@ -18,7 +18,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{assert_nothing_left, booted, child, env_id_of, spawn_until_ready};
+use common::{assert_nothing_left, booted, child, env_id_of, envs, lago_in, spawn_until_ready};
 use lago::backend::Backend;
 use lago::{Env, Error, InitOptions};
 
@@ -33,12 +33,8 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn envs(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/envs").join(name)
-}
-
 fn lago(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lago")).args(args).output().unwrap()
+    lago_in(None, args)
 }
 
 fn text(o: &Output) -> String {

@@ -6,24 +6,16 @@
 //! Boots VMs: `#[ignore]`d in a plain `cargo test`, run by `scripts/test`
 //! inside the test network namespace.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn in_test_namespace() {
-    assert!(
-        std::env::var_os("LAGO_IN_NETNS").is_some(),
-        "VM tests must run inside lago's test network namespace: scripts/test, or scripts/netns-run cargo test -- --include-ignored"
-    );
-}
+use common::{in_test_namespace, lago_cmd};
 
 fn lago(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lago"))
-        .args(args)
-        .current_dir(cwd)
-        .env("RUST_BACKTRACE", "1")
-        .output()
-        .expect("lago runs")
+    lago_cmd().args(args).current_dir(cwd).output().expect("lago runs")
 }
 
 /// `lago -w <workdir> args…`, which must succeed; its stdout.

@@ -9,6 +9,8 @@
 #[path = "common/sshd.rs"]
 mod sshd;
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,16 +21,7 @@ use lago::remote::{JumpError, LibvirtUri};
 use lago::{Env, Error, InitOptions};
 use sshd::Sshd;
 
-fn in_test_namespace() {
-    assert!(
-        std::env::var_os("LAGO_IN_NETNS").is_some(),
-        "VM tests must run inside lago's test network namespace: scripts/test, or scripts/netns-run cargo test -- --include-ignored"
-    );
-}
-
-fn envs(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/envs").join(name)
-}
+use common::{envs, in_test_namespace, lago_in};
 
 /// Volumes of the `lago` pool, as the hypervisor lists them (through the remote URI).
 fn volumes(uri: &str) -> Vec<String> {
@@ -331,10 +324,7 @@ fn claims_are_per_daemon(a: &Env, b: &Env, uri: &str) {
 
 /// Runs `lago` with `args`; its exit status, as `Some(code)` or `None` for a signal.
 fn lago_cli(args: &[&str]) -> (Option<i32>, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lago"))
-        .args(args)
-        .output()
-        .unwrap();
+    let out = lago_in(None, args);
     (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 

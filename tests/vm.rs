@@ -5,8 +5,10 @@
 //! run outside it, they refuse to start instead of creating networks in the
 //! host's namespace. Few environments, many assertions each.
 
+mod common;
+
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -14,18 +16,9 @@ use lago::backend::{Backend, VmState};
 use lago::lease::LeaseStore;
 use lago::{Env, Error, InitOptions, Vm};
 
+use common::{assert_nothing_left, envs, in_test_namespace, out};
+
 const NEEDS_VMS: &str = "boots VMs: run through scripts/test (inside the test network namespace)";
-
-fn in_test_namespace() {
-    assert!(
-        std::env::var_os("LAGO_IN_NETNS").is_some(),
-        "VM tests must run inside lago's test network namespace: scripts/test, or scripts/netns-run cargo test -- --include-ignored"
-    );
-}
-
-fn envs(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/envs").join(name)
-}
 
 /// The host-wide lease store is used, as in real use: tests running at the
 /// same time must get different subnets.
@@ -47,15 +40,6 @@ fn leases_of(workdir: &Path) -> usize {
 }
 
 /// Nothing of env `id` is left: no domain, no network, no lease, no workdir.
-fn assert_nothing_left(id: &str, workdir: &Path) {
-    let b = Backend::connect(None).unwrap();
-    let prefix = format!("lago-{id}-");
-    assert!(b.domains_with_prefix(&prefix).unwrap().is_empty(), "domains left");
-    assert!(b.networks_with_prefix(&prefix).unwrap().is_empty(), "networks left");
-    assert_eq!(leases_of(workdir), 0, "leases left");
-    assert!(!workdir.exists(), "workdir {} left", workdir.display());
-}
-
 fn sha256_local(path: &Path) -> String {
     use sha2::{Digest, Sha256};
     let d = Sha256::digest(fs::read(path).unwrap());
@@ -74,7 +58,7 @@ fn pair_of_vms_end_to_end() {
     // Whatever fails below, the environment goes away.
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| exercise(&env, tmp.path())));
     env.destroy().unwrap();
-    assert_nothing_left(&id, &workdir);
+    assert_nothing_left(&id, &workdir, Duration::ZERO);
     if let Err(p) = outcome {
         std::panic::resume_unwind(p);
     }
@@ -318,7 +302,7 @@ fn failures_leave_nothing_behind() {
         "and its network"
     );
     env.destroy().unwrap();
-    assert_nothing_left(&id, &workdir);
+    assert_nothing_left(&id, &workdir, Duration::ZERO);
     // Destroying again (or a workdir that is gone) is fine.
     lago::env::destroy_workdir(&workdir, None).unwrap();
 }
@@ -338,16 +322,10 @@ fn multi_nic_vms_on_two_nets_copies_like_cp_and_snapshots() {
         snapshot_and_revert(&env);
     }));
     env.destroy().unwrap();
-    assert_nothing_left(&id, &workdir);
+    assert_nothing_left(&id, &workdir, Duration::ZERO);
     if let Err(p) = outcome {
         std::panic::resume_unwind(p);
     }
-}
-
-fn out(vm: &lago::Vm, cmd: &[&str]) -> String {
-    let st = vm.ssh(cmd).unwrap();
-    assert!(st.success(), "{}: {cmd:?}: {st:?}", vm.name());
-    st.out
 }
 
 fn networks_per_nic(env: &Env) {
@@ -677,7 +655,7 @@ fn passwords_and_machines_lago_did_not_create() {
         an_existing_machine_is_reached_not_created(&a, tmp.path());
     }));
     a.destroy().unwrap();
-    assert_nothing_left(&a_id, &a_workdir);
+    assert_nothing_left(&a_id, &a_workdir, Duration::ZERO);
     if let Err(p) = outcome {
         std::panic::resume_unwind(p);
     }
@@ -865,7 +843,7 @@ fn tiny_on_the_distribution_kernel_and_initramfs() {
         assert!(metas[0]["initrd"].is_string(), "{:?}", metas[0]);
     }));
     env.destroy().unwrap();
-    assert_nothing_left(&id, &workdir);
+    assert_nothing_left(&id, &workdir, Duration::ZERO);
     if let Err(p) = outcome {
         std::panic::resume_unwind(p);
     }

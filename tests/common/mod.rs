@@ -9,6 +9,27 @@ use std::time::{Duration, Instant};
 use lago::backend::Backend;
 use lago::lease::LeaseStore;
 
+/// VM tests refuse to run outside the test network namespace (where they
+/// would create networks in the host's).
+pub fn in_test_namespace() {
+    assert!(
+        std::env::var_os("LAGO_IN_NETNS").is_some(),
+        "VM tests must run inside lago's test network namespace: scripts/test, or scripts/netns-run cargo test -- --include-ignored"
+    );
+}
+
+/// An init file of `tests/envs/`.
+pub fn envs(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/envs").join(name)
+}
+
+/// `cmd` on `vm` over SSH, which must succeed: its stdout.
+pub fn out(vm: &lago::Vm, cmd: &[&str]) -> String {
+    let st = vm.ssh(cmd).unwrap();
+    assert!(st.success(), "{}: {cmd:?}: {st:?}", vm.name());
+    st.out
+}
+
 /// The `child` test binary (`tests/child.rs`), built beside the running test binary by `cargo test`.
 pub fn child_exe() -> PathBuf {
     let me = std::env::current_exe().unwrap();
@@ -117,6 +138,14 @@ pub fn reaper_of(workdir: &Path) -> Option<i32> {
 }
 
 /// `lago` with `args`, run in the mount namespace of process `ns` when given.
+/// The `lago` binary of this build, with backtraces on.
+pub fn lago_cmd() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lago"));
+    c.env("RUST_BACKTRACE", "1");
+    c
+}
+
+/// `lago args…`, in the mount namespace of process `ns` when given.
 pub fn lago_in(ns: Option<u32>, args: &[&str]) -> std::process::Output {
     let exe = env!("CARGO_BIN_EXE_lago");
     let mut c = match ns {
