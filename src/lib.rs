@@ -21,22 +21,26 @@
 //! init.yaml ──config──► EnvSpec ──plan──► EnvPlan ──► workdir, images, seeds ──► libvirt ──► ssh ──► Env / Vm
 //! ```
 //!
-//! - [`config`] reads and validates an init file into an [`EnvSpec`]; every
-//!   problem is reported with file, line, column and key path.
-//! - [`plan`] decides, without touching the host, every libvirt name, NIC
-//!   address and MAC, DHCP reservation, DNS record and disk path.
-//! - [`lease`] hands out host-wide /24 subnets so that environments never collide.
-//! - [`store`] (templates: the built-in `tiny` and `debian-12`, Lago template repositories), [`image`] (qcow2
-//!   overlays), [`seed`] (cloud-init NoCloud), [`keys`] (ed25519).
-//! - [`backend`] is the only user of `virt`, [`ssh`] the only user of `ssh2`;
-//!   [`remote`] reads libvirt URIs and reaches a remote hypervisor's guests
-//!   through its host (whose files are volumes: [`backend::storage`]).
-//! - [`Env`] and [`Vm`] are the API; [`sdk`] mirrors the Python Lago SDK.
-//!   Lago's other verbs are `Env` methods too: [`collect`] (artifacts and
-//!   logs into a folder), [`deploy`] (per-VM deploy scripts), [`export`]
-//!   (disks plus an init file that boots them), [`inventory`] (an Ansible
-//!   inventory and an OpenSSH config with the pinned host keys).
-//! - [`cli`] is what the `lago` command shows and how it finds the workdir.
+//! and so does the source tree: it is in layers, and a module imports only
+//! from the layers below its own (a test, `tests/layers.rs`, reads every
+//! `crate::` path of `src/` and keeps it so). From the bottom:
+//!
+//! | layer | what it is |
+//! |---|---|
+//! | [`config`] | the init file into an [`EnvSpec`], every problem with file, line, column and key path (crate `lago-config`) |
+//! | `util` | commands with bounds ([`CommandError`]), locks, logging, the exit handler, thread-per-item runs, text helpers |
+//! | [`plan`] | pure: every libvirt name, NIC address and MAC, DHCP reservation, DNS record and disk path ([`EnvPlan`]) |
+//! | `host` | this machine: the workdir and its layout, saved state, [`lease`]s of /24 subnets, [`owner`]s, [`keys`], [`image`] (qemu-img), [`seed`] (cloud-init NoCloud), the template [`store`] |
+//! | [`backend`] | libvirt, the only user of `virt`: domains, networks, their XML, remote [`backend::storage`], URIs |
+//! | `guest` | a running guest: [`ssh`] (the only user of `ssh2`; sessions, commands, copies, the jump host of [`remote`] hypervisors), boot stages, consoles, [`transcript`] |
+//! | [`env`](mod@env) | the API: [`Env`] (`init` is a recipe of named steps), [`Vm`] and its test API, [`snapshot`], [`deploy`], [`collect`], [`export`], [`inventory`], [`Error`] |
+//! | `ops` | keeping a host clean: [`gc`] and [`doctor`] |
+//! | [`harness`] | `cargo test` support: suite environments, the registry of `#[lago_env]` tests, the libtest-mimic runner, the reaper, JUnit, artifacts, rstest [`fixtures`] |
+//! | [`cli`] | what the `lago` command shows (formats, tables) and how it finds the workdir; the binary, `src/bin/lago/`, parses arguments and calls one function per command |
+//!
+//! [`sdk`] mirrors the Python Lago SDK over [`Env`]. Folders without a
+//! link are private; what users call from them is re-exported at the
+//! paths listed above (`lago::ssh`, `lago::store`, `lago::lease`, …).
 //!
 //! The init-file reference, the CLI, the test-writing guide and the speed
 //! figures are in the repository's `docs/` folder (`docs/init-file.md`,

@@ -67,7 +67,7 @@ impl fmt::Display for Problem {
 /// `FILE:LINE:COL: KEY.PATH: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problems {
-    /// The init file.
+    /// The init file's path, made absolute.
     pub file: PathBuf,
     /// Every problem found, in file order.
     pub list: Vec<Problem>,
@@ -103,7 +103,7 @@ pub enum ConfigError {
     /// The file exists but could not be read.
     #[error("cannot read init file {}", path.display())]
     Read {
-        /// The init file.
+        /// The init file's path, made absolute.
         path: PathBuf,
         /// The I/O error.
         #[source]
@@ -112,13 +112,13 @@ pub enum ConfigError {
     /// The file holds no document (or only comments / whitespace / `null`).
     #[error("init file {} is empty: expected a map with `domains` and `nets`", path.display())]
     Empty {
-        /// The init file.
+        /// The init file's path, made absolute.
         path: PathBuf,
     },
     /// The text is not valid YAML (or JSON).
     #[error("{}:{pos}: YAML syntax error: {message}", path.display())]
     Syntax {
-        /// The init file.
+        /// The init file's path, made absolute.
         path: PathBuf,
         /// Where the parser stopped.
         pos: Pos,
@@ -128,7 +128,7 @@ pub enum ConfigError {
     /// The file is not UTF-8 text.
     #[error("{}:{pos}: expected UTF-8 text, found bytes that are not UTF-8", path.display())]
     Encoding {
-        /// The init file.
+        /// The init file's path, made absolute.
         path: PathBuf,
         /// Where the first bad byte is.
         pos: Pos,
@@ -136,7 +136,7 @@ pub enum ConfigError {
     /// The file crosses one of the loader's bounds (size, nesting depth, alias expansion).
     #[error("{}:{pos}: {message}", path.display())]
     Limit {
-        /// The init file.
+        /// The init file's path, made absolute.
         path: PathBuf,
         /// Where the limit was crossed.
         pos: Pos,

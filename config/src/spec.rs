@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_MEMORY_MIB: u64 = 512;
 /// Default number of virtual CPUs.
 pub const DEFAULT_VCPU: u32 = 1;
-/// Default SSH user.
+/// SSH user of a VM without `ssh-user`.
 pub const DEFAULT_SSH_USER: &str = "root";
 /// Default time a VM gets to answer SSH after start, in seconds.
 pub const DEFAULT_BOOT_TIME_SEC: u64 = 300;
@@ -20,7 +20,7 @@ pub const DEFAULT_BOOT_TIME_SEC: u64 = 300;
 pub const DEFAULT_DNS_DOMAIN: &str = "lago.local";
 /// Default DHCP range (last octets) of a NAT or isolated network.
 pub const DEFAULT_DHCP: DhcpRange = DhcpRange { start: 100, end: 254 };
-/// Default MTU.
+/// MTU in bytes of a net without `mtu`.
 pub const DEFAULT_MTU: u32 = 1500;
 
 /// A whole environment: VMs and networks, in the order the init file lists them.
@@ -94,13 +94,13 @@ pub struct VmSpec {
     pub disks: Vec<DiskSpec>,
     /// Free-form metadata (`metadata`).
     pub metadata: serde_json::Map<String, serde_json::Value>,
-    /// Groups (`groups`).
+    /// Free-form group names (`groups`); `lago ansible-hosts` groups VMs by them.
     pub groups: Vec<String>,
     /// Guest paths collected for failed tests (`artifacts`).
     pub artifacts: Vec<String>,
     /// Whether the cloud-init seed is attached (`bootstrap`).
     pub bootstrap: bool,
-    /// SSH user (`ssh-user`).
+    /// The user lago logs in as over SSH (`ssh-user`, default `root`).
     pub ssh_user: String,
     /// Seconds the VM gets to answer SSH after start (`boot_time_sec`).
     pub boot_time_sec: u64,
@@ -132,7 +132,7 @@ pub struct KernelBoot {
     pub args: Option<String>,
 }
 
-/// One NIC.
+/// One entry of a VM's `nics`: the net it is on, and a static address if given.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NicSpec {
     /// The network it is attached to.
@@ -157,9 +157,9 @@ pub enum DiskBus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DiskFormat {
-    /// qcow2.
+    /// qcow2: QEMU's copy-on-write format (a VM's memory snapshots need it).
     Qcow2,
-    /// raw.
+    /// A raw image: the bytes of the disk, with no header.
     Raw,
     /// An ISO image, attached read-only as a CD-ROM.
     Iso,
@@ -271,7 +271,7 @@ pub struct NetSpec {
     pub dns_domain: Option<String>,
     /// Gateway (`gw`); pins the net's /24.
     pub gw: Option<Ipv4Addr>,
-    /// MTU (`mtu`).
+    /// MTU in bytes (`mtu`, default 1500).
     pub mtu: u32,
     /// Only `ssh` VMs use it: lago creates nothing for it and leases no subnet.
     #[serde(default)]

@@ -27,7 +27,7 @@ pub enum BackendError {
     /// The daemon could not be reached.
     #[error("cannot connect to libvirt at {uri} (is libvirtd running? inside the test namespace: scripts/netns-run)")]
     Connect {
-        /// The URI.
+        /// The libvirt URI tried (the option, `LIBVIRT_DEFAULT_URI` or `qemu:///system`).
         uri: String,
         /// libvirt's error.
         #[source]
@@ -36,7 +36,7 @@ pub enum BackendError {
     /// A network could not be created.
     #[error("cannot start network {name}")]
     StartNetwork {
-        /// libvirt name.
+        /// The network's libvirt name (`lago-<env id>-<net>`).
         name: String,
         /// libvirt's error.
         #[source]
@@ -45,7 +45,7 @@ pub enum BackendError {
     /// A network could not be destroyed.
     #[error("cannot stop network {name}")]
     StopNetwork {
-        /// libvirt name.
+        /// The network's libvirt name (`lago-<env id>-<net>`).
         name: String,
         /// libvirt's error.
         #[source]
@@ -54,7 +54,7 @@ pub enum BackendError {
     /// A domain could not be created.
     #[error("cannot start VM {name}")]
     StartDomain {
-        /// libvirt name.
+        /// The domain's libvirt name (`lago-<env id>-<vm>`).
         name: String,
         /// libvirt's error.
         #[source]
@@ -63,7 +63,7 @@ pub enum BackendError {
     /// A domain could not be destroyed.
     #[error("cannot stop VM {name}")]
     StopDomain {
-        /// libvirt name.
+        /// The domain's libvirt name (`lago-<env id>-<vm>`).
         name: String,
         /// libvirt's error.
         #[source]
@@ -72,7 +72,7 @@ pub enum BackendError {
     /// The ACPI shutdown request failed.
     #[error("cannot ask VM {name} to shut down")]
     Shutdown {
-        /// libvirt name.
+        /// The domain's libvirt name (`lago-<env id>-<vm>`).
         name: String,
         /// libvirt's error.
         #[source]
@@ -81,7 +81,7 @@ pub enum BackendError {
     /// A domain's state could not be read.
     #[error("cannot read the state of VM {name}")]
     State {
-        /// libvirt name.
+        /// The domain's libvirt name (`lago-<env id>-<vm>`).
         name: String,
         /// libvirt's error.
         #[source]
@@ -103,7 +103,7 @@ pub enum BackendError {
         action: &'static str,
         /// libvirt name of the domain.
         name: String,
-        /// The snapshot.
+        /// The snapshot's name, as given to lago.
         snapshot: String,
         /// libvirt's error.
         #[source]
@@ -114,7 +114,7 @@ pub enum BackendError {
     Pause {
         /// `pause` or `resume`.
         action: &'static str,
-        /// libvirt name.
+        /// The domain's libvirt name (`lago-<env id>-<vm>`).
         name: String,
         /// libvirt's error.
         #[source]
@@ -123,7 +123,7 @@ pub enum BackendError {
     /// A hard reset of a domain failed.
     #[error("cannot reset VM {name}")]
     Reset {
-        /// libvirt name.
+        /// The domain's libvirt name (`lago-<env id>-<vm>`).
         name: String,
         /// libvirt's error.
         #[source]
@@ -132,7 +132,7 @@ pub enum BackendError {
     /// Setting a NIC's link state failed.
     #[error("cannot set the link of VM {name}'s NIC {mac} {state}")]
     Link {
-        /// libvirt name.
+        /// The domain's libvirt name (`lago-<env id>-<vm>`).
         name: String,
         /// The NIC's MAC.
         mac: String,
@@ -156,9 +156,9 @@ pub enum BackendError {
     /// A local file to upload could not be read.
     #[error("cannot upload {} as volume {name}", path.display())]
     StorageIo {
-        /// The volume.
+        /// The libvirt volume being written.
         name: String,
-        /// The local file.
+        /// The host file being uploaded.
         path: std::path::PathBuf,
         /// The I/O error.
         #[source]
@@ -168,9 +168,9 @@ pub enum BackendError {
     /// file changed while it went up, or the volume has another size).
     #[error("template volume {name}: {reason}")]
     UploadMismatch {
-        /// The template volume.
+        /// The template's volume name in the `lago` pool.
         name: String,
-        /// What differs.
+        /// What is wrong with it (its size, the upload lock taken over, …).
         reason: String,
     },
     /// Another client's upload of a template did not finish in time.
@@ -178,7 +178,7 @@ pub enum BackendError {
         "template volume {name}: another client's upload (lock {lock}) did not finish in time; if no client uploads it, delete that volume"
     )]
     UploadWait {
-        /// The template volume.
+        /// The template's volume name in the `lago` pool.
         name: String,
         /// The lock volume.
         lock: String,
@@ -186,23 +186,23 @@ pub enum BackendError {
     /// libvirt described a pool in a way lago cannot read.
     #[error("cannot read the description of storage pool {name}: {message}")]
     StorageXml {
-        /// The pool.
+        /// The storage pool's name (`lago`).
         name: String,
-        /// What is wrong.
+        /// What could not be read in its XML.
         message: String,
     },
     /// KVM was asked for but cannot be used.
     #[error("accelerator kvm asked for, but {reason}")]
     KvmUnusable {
-        /// Why not.
+        /// Why not (`/dev/kvm` missing or not openable, or a PVM-flavoured KVM).
         reason: String,
     },
     /// An unknown accelerator name.
     #[error("unknown accelerator {value:?} in {source_name}: expected auto, kvm or tcg")]
     BadAccel {
-        /// The value.
+        /// The accelerator name as given.
         value: String,
-        /// Where it came from.
+        /// Where the value came from (`LAGO_ACCEL`).
         source_name: &'static str,
     },
 }
@@ -214,9 +214,9 @@ pub struct LagoDomain {
     pub name: String,
     /// The env id in its name.
     pub env_id: crate::plan::EnvId,
-    /// The workdir its metadata names.
+    /// The workdir its metadata names (`None` if the metadata has none or cannot be read).
     pub workdir: Option<std::path::PathBuf>,
-    /// The owner its metadata names.
+    /// The owning process its metadata names (`None` for an environment without an owner).
     pub owner: Option<crate::host::owner::Owner>,
 }
 
@@ -249,15 +249,15 @@ fn parse_metadata(xml: &str) -> (Option<std::path::PathBuf>, Option<crate::host:
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum VmState {
-    /// Running.
+    /// The domain is running (libvirt's `running` or `blocked`).
     Running,
-    /// Paused.
+    /// The domain is paused or suspended (libvirt's `paused` or `pmsuspended`).
     Paused,
-    /// Shutting down.
+    /// libvirt's `shutdown`: the guest is acting on a shutdown request.
     ShuttingDown,
     /// Shut off / crashed / not defined: not running.
     Down,
-    /// Anything else.
+    /// A state libvirt reports that lago does not map (shown as `unknown`).
     Other,
 }
 
@@ -282,7 +282,7 @@ pub enum AccelChoice {
     Auto,
     /// KVM or an error.
     Kvm,
-    /// TCG.
+    /// TCG (software emulation), whether or not KVM is usable.
     Tcg,
 }
 

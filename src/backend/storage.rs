@@ -32,7 +32,7 @@ use virt::stream::Stream;
 
 use super::{Backend, BackendError};
 
-/// The pool's name.
+/// The libvirt storage pool lago keeps a remote hypervisor's volumes in.
 pub const POOL: &str = "lago";
 /// Where the pool is created when it does not exist (`LAGO_REMOTE_POOL_PATH`).
 pub const DEFAULT_POOL_PATH: &str = "/var/lib/lago/pool";

@@ -5,7 +5,7 @@
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("libvirt URI {uri:?}: {reason}")]
 pub struct UriError {
-    /// The URI.
+    /// The URI as given.
     pub uri: String,
     /// What is wrong.
     pub reason: String,
@@ -18,11 +18,11 @@ pub struct LibvirtUri {
     pub driver: String,
     /// The transport (`ssh`, `libssh2`, `libssh`, `tcp`, `tls`, `unix`, `ext`), if named.
     pub transport: Option<String>,
-    /// The user.
+    /// The user before `@`, `%`-decoded, if given.
     pub user: Option<String>,
     /// The host (empty: this machine).
     pub host: Option<String>,
-    /// The port.
+    /// The port after the host, if given.
     pub port: Option<u16>,
     /// The path (`/system`, `/session`, `/default`).
     pub path: String,

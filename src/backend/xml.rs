@@ -23,11 +23,11 @@ pub enum Accel {
 pub enum Boot {
     /// Direct kernel boot.
     Kernel {
-        /// Kernel image.
+        /// The kernel image's path on the hypervisor (the init file's or the template's).
         kernel: PathBuf,
-        /// Initial ramdisk.
+        /// The initial ramdisk's path on the hypervisor, if the kernel comes with one.
         initrd: Option<PathBuf>,
-        /// Command line.
+        /// The whole kernel command line, lago's `lago.*` arguments included.
         cmdline: String,
     },
     /// The root disk's own bootloader.
@@ -45,9 +45,9 @@ pub struct DomainParams<'a> {
     pub env_id: &'a str,
     /// Workdir (metadata).
     pub workdir: &'a Path,
-    /// Accelerator.
+    /// The accelerator, already chosen (the domain's `type`).
     pub accel: Accel,
-    /// Boot method.
+    /// Direct kernel boot or the root disk's bootloader.
     pub boot: Boot,
     /// The seed disk's target device (`vdX`), when there is a seed.
     pub seed_dev: Option<String>,

@@ -29,7 +29,7 @@ pub fn discover_workdir(explicit: Option<PathBuf>, cwd: &Path) -> Result<PathBuf
 /// What `lago validate` prints as JSON (and YAML, flat): the plan, as a preview.
 #[derive(Debug, Clone, Serialize)]
 pub struct Preview {
-    /// The init file.
+    /// The init file validated (absolute).
     pub init_file: PathBuf,
     /// Always true: subnets are a preview, `lago init` leases real ones.
     pub preview: bool,
@@ -37,11 +37,11 @@ pub struct Preview {
     pub env_id: EnvId,
     /// Where `lago init` would put the environment by default.
     pub workdir: PathBuf,
-    /// Networks.
+    /// The planned networks, in file order.
     pub nets: Vec<plan::NetPlan>,
-    /// VMs.
+    /// The planned VMs, in file order.
     pub vms: Vec<plan::VmPlan>,
-    /// Start order.
+    /// The order `lago start` brings them up in.
     pub start_order: plan::StartOrder,
     /// Lago keys lago does not act on.
     pub warnings: Vec<config::Problem>,

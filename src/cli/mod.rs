@@ -1,5 +1,5 @@
 //! What the `lago` command shows, and how it finds the environment: output
-//! formats ([`format`]), the tables of `status`, `validate`, `gc` and
+//! formats ([`format`](mod@format)), the tables of `status`, `validate`, `gc` and
 //! `template list` ([`tables`]), workdir discovery and the preview of an
 //! init file ([`discover`]). The binary (`src/bin/lago/`) only parses
 //! arguments and calls one function per command; everything here is

@@ -24,18 +24,18 @@ use crate::guest::ssh::{CopyLimits, SshError};
 /// What [`Env::collect`] gathered.
 #[derive(Debug, Clone, Serialize)]
 pub struct CollectReport {
-    /// The folder.
+    /// The output folder given (absolute), holding a `<vm>/` folder per VM.
     pub dir: PathBuf,
     /// The environment's log, copied (`None` when there was none).
     pub env_log: Option<PathBuf>,
-    /// Per VM.
+    /// What was gathered from each VM chosen.
     pub vms: Vec<VmCollected>,
 }
 
 /// What was gathered from one VM.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct VmCollected {
-    /// The VM.
+    /// The VM's name (also its folder's name under `dir`).
     pub vm: String,
     /// Files and folders written.
     pub files: Vec<Collected>,
@@ -61,7 +61,7 @@ pub struct Collected {
 pub struct Missing {
     /// A guest path, or `console`.
     pub source: String,
-    /// Why.
+    /// Why it was not copied (the copy's error, or why none was tried: VM not running, …).
     pub why: String,
 }
 

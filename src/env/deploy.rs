@@ -41,7 +41,7 @@ pub struct DeployReport {
 /// The scripts run on one VM.
 #[derive(Debug, Clone, Serialize)]
 pub struct VmDeployed {
-    /// The VM.
+    /// The VM the scripts ran on.
     pub vm: String,
     /// Its scripts, in order.
     pub scripts: Vec<ScriptRun>,
@@ -61,9 +61,9 @@ pub struct ScriptRun {
 /// A line a deploy script wrote.
 #[derive(Debug, Clone, Copy)]
 pub struct DeployLine<'a> {
-    /// The VM.
+    /// The VM the script runs on.
     pub vm: &'a str,
-    /// The script.
+    /// The script's path on this host.
     pub script: &'a Path,
     /// Whether it came on stderr.
     pub stderr: bool,

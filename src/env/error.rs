@@ -25,31 +25,31 @@ pub enum Error {
     /// A key could not be made.
     #[error(transparent)]
     Key(#[from] crate::host::keys::KeyError),
-    /// libvirt failed.
+    /// A libvirt call failed (connecting, starting or stopping objects, snapshots, storage).
     #[error(transparent)]
     Backend(#[from] crate::backend::BackendError),
-    /// SSH failed.
+    /// Reaching a guest, logging in, running a command or copying over SSH failed.
     #[error(transparent)]
     Ssh(#[from] crate::guest::ssh::SshError),
     /// The workdir already holds an environment.
     #[error("workdir {} already holds an environment (destroy it first: lago -w {} destroy --yes)", path.display(), path.display())]
     WorkdirExists {
-        /// The workdir.
+        /// The workdir given, which already has an `env-id` or `env.json`.
         path: PathBuf,
     },
     /// The folder given as a new workdir holds files (lago takes only a new or empty folder).
     #[error("workdir {} is not empty (it holds {}); lago takes only a new or empty folder as a workdir, so that destroy never removes anything lago did not create: give another one with -w", path.display(), crate::host::workdir::some_names(holds))]
     WorkdirNotEmpty {
-        /// The folder.
+        /// The folder given as the new workdir.
         path: PathBuf,
-        /// What it holds (names).
+        /// The names of its entries, or a note that it is a file.
         holds: Vec<String>,
     },
     /// An output folder (`collect`, `export`) that is a link or another
     /// user's folder (who could swap what lago writes there for links).
     #[error("{}: {why}; lago writes only into a new folder, or an empty one you own", path.display())]
     OutputNotOurs {
-        /// The folder.
+        /// The output folder given to `collect` or `export`.
         path: PathBuf,
         /// What it is instead.
         why: String,
@@ -58,7 +58,7 @@ pub enum Error {
     /// a folder another user owns (who could plant links in it).
     #[error("workdir {}: {why}; lago works only in a folder it made, or an empty one you own, and never through a link", path.display())]
     WorkdirNotOurs {
-        /// The workdir.
+        /// The workdir path as given (lago does not follow it if it is a link).
         path: PathBuf,
         /// What it is instead.
         why: String,
@@ -78,16 +78,16 @@ pub enum Error {
     /// Data could not be rendered in the output format asked for.
     #[error("cannot render the output: {message}")]
     Render {
-        /// What failed.
+        /// The serializer's message.
         message: String,
     },
     /// An output folder (`collect`, `export`) that holds something: lago
     /// writes only into a new or empty folder, so that nothing is overwritten.
     #[error("{} is not empty (it holds {}); lago writes only into a new or empty folder, so that it overwrites nothing: give another one", path.display(), crate::host::workdir::some_names(holds))]
     OutputNotEmpty {
-        /// The folder.
+        /// The output folder given to `collect` or `export`.
         path: PathBuf,
-        /// What it holds.
+        /// The names of all its entries (the message shows the first five).
         holds: Vec<String>,
     },
     /// Writing an output file or folder failed.
@@ -95,18 +95,18 @@ pub enum Error {
     Output {
         /// What was being done.
         action: &'static str,
-        /// The path.
+        /// The output file or folder the action was on.
         path: PathBuf,
-        /// The cause.
+        /// The I/O error the action returned.
         #[source]
         source: std::io::Error,
     },
     /// A deploy script named by the init file cannot be used.
     #[error("{vm}: deploy script {}: {reason}", script.display())]
     DeployScript {
-        /// The VM.
+        /// The VM whose deploy script it is.
         vm: String,
-        /// The script.
+        /// The script's path on the host, as resolved from the init file.
         script: PathBuf,
         /// What is wrong with it.
         reason: String,
@@ -114,11 +114,11 @@ pub enum Error {
     /// A deploy script exited non-zero (the VM's later scripts were not run).
     #[error("{vm}: deploy script {} exited with code {code}{}", script.display(), if stderr_tail.is_empty() { String::new() } else { format!("; its last output:\n{stderr_tail}") })]
     DeployFailed {
-        /// The VM.
+        /// The VM the script ran on.
         vm: String,
-        /// The script.
+        /// The script's host path (`(mktemp -d)` if making the guest's temporary folder failed).
         script: PathBuf,
-        /// Its exit code.
+        /// Its exit code (`-1` if a signal killed it).
         code: i32,
         /// The end of its output (stderr, else stdout).
         stderr_tail: String,
@@ -132,7 +132,7 @@ pub enum Error {
     /// No environment in the workdir.
     #[error("no lago environment in {} (expected {}; create one with `lago init`)", path.display(), path.join(crate::env::STATE_FILE).display())]
     NoEnv {
-        /// The workdir.
+        /// The workdir that has no `env.json`.
         path: PathBuf,
     },
     /// A workdir file could not be read or written.
@@ -140,7 +140,7 @@ pub enum Error {
     Workdir {
         /// What was being done.
         action: &'static str,
-        /// The path.
+        /// The file or folder the action was on.
         path: PathBuf,
         /// The I/O error.
         #[source]
@@ -149,7 +149,7 @@ pub enum Error {
     /// The saved state is not readable.
     #[error("environment state {} is corrupt", path.display())]
     State {
-        /// The file.
+        /// The JSON file (`env.json`, `owner.json` or a snapshot's record).
         path: PathBuf,
         /// The parse error.
         #[source]
@@ -158,9 +158,9 @@ pub enum Error {
     /// A VM's pinned SSH host key in the saved state cannot be read.
     #[error("{vm}: the pinned SSH host key in {} cannot be read; refusing to connect without it (the state file is damaged: destroy and init again)", state.display())]
     HostKey {
-        /// The VM.
+        /// The VM whose pinned key cannot be read.
         vm: String,
-        /// The state file.
+        /// The workdir's `env.json`, which holds the key.
         state: PathBuf,
     },
     /// No VM of that name.
@@ -174,7 +174,7 @@ pub enum Error {
     /// A VM did not answer SSH in time.
     #[error("{vm}: no SSH after {waited:?}: stalled at stage `{stage}`{}{}", last_error.as_ref().map(|e| format!(" (last error: {})", error_chain(e))).unwrap_or_default(), console_tail(console))]
     WaitForSsh {
-        /// The VM.
+        /// The VM that did not answer.
         vm: String,
         /// The stage that did not complete.
         stage: crate::guest::boot::BootStage,
@@ -189,11 +189,11 @@ pub enum Error {
     /// [`Vm::succeed`](crate::Vm::succeed): the command exited with another code than 0.
     #[error("{vm}: `{command}` exited with code {} after {elapsed:.1?} (expected 0){}", status.code, outputs(status))]
     CommandFailed {
-        /// The VM.
+        /// The VM the command ran on.
         vm: String,
-        /// The command line.
+        /// The command, quoted as one shell line.
         command: String,
-        /// What it returned.
+        /// Its exit code, stdout and stderr.
         status: Box<crate::guest::ssh::CommandStatus>,
         /// How long it ran.
         elapsed: Duration,
@@ -204,11 +204,11 @@ pub enum Error {
         outputs(status)
     )]
     CommandSucceeded {
-        /// The VM.
+        /// The VM the command ran on.
         vm: String,
-        /// The command line.
+        /// The command, quoted as one shell line.
         command: String,
-        /// What it returned.
+        /// Its exit code (0), stdout and stderr.
         status: Box<crate::guest::ssh::CommandStatus>,
         /// How long it ran.
         elapsed: Duration,
@@ -216,11 +216,11 @@ pub enum Error {
     /// A `wait_*` helper of [`Vm`](crate::Vm) gave up.
     #[error("{vm}: timed out after {waited:.1?} waiting for {what}; last attempt: {last}")]
     WaitTimeout {
-        /// The VM.
+        /// The VM the helper polled.
         vm: String,
         /// What was waited for (`` `cmd` to succeed ``, `TCP port 80`, …).
         what: String,
-        /// How long.
+        /// How long it waited before giving up.
         waited: Duration,
         /// What the last attempt saw.
         last: String,
@@ -230,17 +230,17 @@ pub enum Error {
         "{vm}: cannot wait for unit `{unit}`: the guest does not run systemd (no /run/systemd/system); wait for what the service does instead (wait_for_port, wait_for_file, wait_until_succeeds)"
     )]
     NoSystemd {
-        /// The VM.
+        /// The VM whose guest has no systemd.
         vm: String,
-        /// The unit.
+        /// The unit name as given (`nginx`, `nginx.service`).
         unit: String,
     },
     /// [`Vm::wait_for_unit`](crate::Vm::wait_for_unit): the unit failed.
     #[error("{vm}: unit `{unit}` failed; `systemctl status` says:\n{status}")]
     UnitFailed {
-        /// The VM.
+        /// The VM the unit runs on.
         vm: String,
-        /// The unit.
+        /// The unit that reached the `failed` state, as given.
         unit: String,
         /// `systemctl status` output (bounded).
         status: String,
@@ -248,7 +248,7 @@ pub enum Error {
     /// A NIC index a VM does not have.
     #[error("{vm} has no NIC {nic} (it has {count}: eth0..eth{})", count.saturating_sub(1))]
     NoSuchNic {
-        /// The VM.
+        /// The VM asked about.
         vm: String,
         /// The index asked for.
         nic: usize,
@@ -258,9 +258,9 @@ pub enum Error {
     /// A regular expression that does not parse (console patterns).
     #[error("{what} {pattern:?} is not a valid regular expression: {message}")]
     BadPattern {
-        /// Where it came from.
+        /// Where the pattern came from (`fail_on_console`, `wait_for_console_text`, …).
         what: &'static str,
-        /// The pattern.
+        /// The pattern text as given.
         pattern: String,
         /// The regex crate's explanation.
         message: String,
@@ -273,11 +273,11 @@ pub enum Error {
     /// that needs it gets this error; the boot is not retried).
     #[error("environment {} {what} (`lago doctor` checks this host and names fixes)", init_file.display())]
     SuiteBoot {
-        /// The init file.
+        /// The init file the suite's environment is made from.
         init_file: PathBuf,
         /// `could not be created` or `failed to boot`.
         what: &'static str,
-        /// Why.
+        /// The error that creating or booting it returned.
         #[source]
         source: Box<Error>,
     },
@@ -285,9 +285,9 @@ pub enum Error {
     /// workdir are kept, so that a later destroy or `lago gc` finds it.
     #[error("env {env_id}: libvirt objects may be left, so its leases and workdir {} are kept (run `lago destroy` or `lago gc` again once libvirt answers)", workdir.display())]
     TeardownIncomplete {
-        /// The env id.
+        /// The id of the environment being destroyed (its libvirt objects are `lago-<id>-…`).
         env_id: String,
-        /// Its workdir.
+        /// Its workdir, kept so that a later destroy or `lago gc` finds it.
         workdir: PathBuf,
         /// The libvirt failure.
         #[source]
@@ -296,13 +296,13 @@ pub enum Error {
     /// A snapshot name that cannot be used.
     #[error("snapshot name {name:?}: expected 1-64 letters, digits, `-`, `_` or `.` (not starting with `.`)")]
     SnapshotName {
-        /// The name.
+        /// The name as given.
         name: String,
     },
     /// A snapshot of that name exists.
     #[error("snapshot `{name}` exists already; revert to it, or take one under another name")]
     SnapshotExists {
-        /// The name.
+        /// The name already taken.
         name: String,
     },
     /// No snapshot of that name.
@@ -316,15 +316,15 @@ pub enum Error {
     /// A VM uses a disk lago did not create: a snapshot would write into it.
     #[error("{vm}: cannot snapshot: its disk {} is used in place (`type: file` without `make_a_copy`), and reverting would write into a file lago did not create", path.display())]
     SnapshotForeignDisk {
-        /// The VM.
+        /// The VM whose disk is used in place.
         vm: String,
-        /// The disk file.
+        /// The disk image from the init file, which lago did not create.
         path: PathBuf,
     },
     /// Copying a disk for a snapshot (or back) failed.
     #[error("{vm}: copying its disks for the snapshot failed")]
     SnapshotCopy {
-        /// The VM.
+        /// The VM whose disks were being copied.
         vm: String,
         /// The copy's failure.
         #[source]
@@ -335,7 +335,7 @@ pub enum Error {
         "cannot remove objects on {uri}: it was not asked (lago gc --all-uris asks every URI environments recorded) or could not be reached"
     )]
     NoBackendForGc {
-        /// The URI.
+        /// The libvirt URI the environment recorded.
         uri: String,
     },
     /// The reaper process of a test environment could not be started.
@@ -343,7 +343,7 @@ pub enum Error {
     Reaper {
         /// The workdir it would watch.
         workdir: PathBuf,
-        /// Why.
+        /// The spawn failure, or why no reaper can watch this run.
         #[source]
         source: std::io::Error,
     },
@@ -351,7 +351,7 @@ pub enum Error {
     /// shared environment (its error, as text: it happened in that process).
     #[error("environment {} failed to boot in another test process of this nextest run (not retried): {message}", init_file.display())]
     SharedBootFailed {
-        /// The init file.
+        /// The init file of the shared environment.
         init_file: PathBuf,
         /// That process's error.
         message: String,
@@ -362,7 +362,7 @@ pub enum Error {
         console_tail(console)
     )]
     DomainStopped {
-        /// The VM.
+        /// The VM whose domain stopped.
         vm: String,
         /// The stage it had reached.
         stage: crate::guest::boot::BootStage,
@@ -374,7 +374,7 @@ pub enum Error {
     /// A VM did not power off after the ACPI request in time.
     #[error("{vm}: still running {waited:?} after the ACPI shutdown request")]
     ShutdownTimeout {
-        /// The VM.
+        /// The VM still running.
         vm: String,
         /// How long we waited.
         waited: Duration,
@@ -387,7 +387,7 @@ pub enum Error {
     LibvirtGone {
         /// The libvirt URI.
         uri: String,
-        /// The operation.
+        /// The operation it broke (such as `start`).
         during: &'static str,
         /// The failure it caused.
         #[source]
@@ -397,9 +397,9 @@ pub enum Error {
     /// talked to it.
     #[error("{vm}: its domain is not running any more (QEMU exited or was killed) while `{command}` ran; the console's last lines:\n{}", console.join("\n"))]
     VmWentDown {
-        /// The VM.
+        /// The VM whose domain went down.
         vm: String,
-        /// The command.
+        /// The command that was running over SSH, as one shell line.
         command: String,
         /// The last lines of its serial console.
         console: Vec<String>,
@@ -410,9 +410,9 @@ pub enum Error {
     /// A VM is not running.
     #[error("{vm} is not running (state: {state}); start it first")]
     NotRunning {
-        /// The VM.
+        /// The VM that is not running.
         vm: String,
-        /// Its state.
+        /// Its domain state (`down`, `paused`, …).
         state: crate::backend::VmState,
     },
     /// An operation on several VMs failed for more than one of them; each
@@ -490,9 +490,9 @@ impl Error {
 /// One VM's failure in an operation on several.
 #[derive(Debug)]
 pub struct VmFailure {
-    /// The VM.
+    /// The VM this failure belongs to.
     pub vm: String,
-    /// Its error.
+    /// Its error (its message may already start with the VM's name).
     pub error: Error,
 }
 

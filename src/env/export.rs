@@ -61,7 +61,7 @@ impl Default for ExportOptions {
 /// What [`Env::export`] wrote.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExportReport {
-    /// The folder.
+    /// The output folder given (absolute).
     pub dir: PathBuf,
     /// The init file that boots the export.
     pub init_file: PathBuf,
@@ -76,7 +76,7 @@ pub struct ExportReport {
 /// One file an export wrote.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExportedFile {
-    /// Where.
+    /// Its path in the output folder (absolute).
     pub path: PathBuf,
     /// Its size on disk (sparse files count what they hold).
     pub bytes: u64,

@@ -50,13 +50,13 @@ pub struct SshHost {
     pub name: String,
     /// Its management address.
     pub hostname: String,
-    /// Its FQDN.
+    /// Its fully qualified name on the management net (`vm01.lago.local`).
     pub fqdn: String,
-    /// The SSH port.
+    /// The guest's SSH port (22).
     pub port: u16,
-    /// The SSH user.
+    /// The guest user to log in as (`ssh-user`).
     pub user: String,
-    /// The private key.
+    /// The private key file on this host (lago's own, or the VM's `ssh-key`).
     pub identity_file: PathBuf,
     /// The known-hosts file holding its pinned host key.
     pub known_hosts: PathBuf,

@@ -86,32 +86,32 @@ pub struct InitOptions {
 /// A network's status.
 #[derive(Debug, Clone, Serialize)]
 pub struct NetStatus {
-    /// Name.
+    /// The net's name in the init file.
     pub name: String,
-    /// libvirt name.
+    /// The libvirt network name (`lago-<env id>-<net>`).
     pub libvirt_name: String,
     /// Whether it is up.
     pub up: bool,
-    /// Subnet.
+    /// Its /24 (`192.168.200.0/24`); `None` on a bridge net.
     pub subnet: Option<String>,
-    /// Gateway.
+    /// The host's address on it; `None` on a bridge net.
     pub gateway: Option<String>,
-    /// Management net.
+    /// Whether it is a management net (VMs' SSH address is on it).
     pub management: bool,
 }
 
 /// A VM's status.
 #[derive(Debug, Clone, Serialize)]
 pub struct VmStatus {
-    /// Name.
+    /// The VM's name in the init file.
     pub name: String,
-    /// libvirt name.
+    /// The libvirt domain name (`lago-<env id>-<vm>`).
     pub libvirt_name: String,
-    /// State.
+    /// Its domain's state when the status was read.
     pub state: VmState,
     /// Management address.
     pub ip: String,
-    /// FQDN.
+    /// Its fully qualified name on the management net (`vm01.lago.local`).
     pub fqdn: String,
     /// NICs, in order.
     pub nics: Vec<NicStatus>,
@@ -135,15 +135,15 @@ pub struct NicStatus {
 /// The status of a whole environment.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
-    /// Workdir.
+    /// The environment's workdir (absolute).
     pub workdir: PathBuf,
-    /// Env id.
+    /// The environment's id (the `<id>` of its libvirt names, `lago-<id>-…`).
     pub env_id: String,
-    /// Init file.
+    /// The init file it was made from (absolute).
     pub init_file: PathBuf,
-    /// Nets.
+    /// Its networks, in init-file order.
     pub nets: Vec<NetStatus>,
-    /// VMs.
+    /// Its VMs, in init-file order.
     pub vms: Vec<VmStatus>,
 }
 
@@ -250,22 +250,22 @@ impl Env {
         })
     }
 
-    /// The workdir.
+    /// The workdir the environment lives in (absolute).
     pub fn workdir(&self) -> &Path {
         &self.workdir
     }
 
-    /// The env id.
+    /// The environment's id (the `<id>` of its libvirt names, `lago-<id>-…`).
     pub fn id(&self) -> &EnvId {
         &self.saved.env_id
     }
 
-    /// The plan.
+    /// The plan it was made with: names, addresses, MACs and disk paths.
     pub fn plan(&self) -> &EnvPlan {
         &self.saved.plan
     }
 
-    /// The spec.
+    /// The validated init file it was made from.
     pub fn spec(&self) -> &EnvSpec {
         &self.saved.spec
     }

@@ -45,7 +45,7 @@ pub enum SnapshotKind {
 /// A snapshot's record in the workdir.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SnapshotInfo {
-    /// Its name.
+    /// Its name as given; the record is `snapshots/<name>.json` in the workdir.
     pub name: String,
     /// When it was taken (seconds since the Unix epoch).
     pub taken_unix: u64,

@@ -81,9 +81,9 @@ pub(crate) struct Watch {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{what} {pattern:?} is not a valid regular expression: {message}")]
 pub struct PatternError {
-    /// Where it came from.
+    /// Where the pattern came from (`fail_on_console`, `wait_for_console_text`, …).
     pub what: &'static str,
-    /// The pattern.
+    /// The pattern text as given.
     pub pattern: String,
     /// The regex crate's explanation.
     pub message: String,
@@ -92,7 +92,7 @@ pub struct PatternError {
 /// What the console watchdog matched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsoleMatch {
-    /// The VM.
+    /// The VM whose console showed it.
     pub vm: String,
     /// What matched (`a kernel panic`, `` pattern `segfault` ``).
     pub what: String,

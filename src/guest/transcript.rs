@@ -10,15 +10,15 @@ use std::time::Duration;
 /// One recorded command.
 #[derive(Debug, Clone)]
 pub struct Entry {
-    /// The VM.
+    /// The VM it ran on.
     pub vm: String,
     /// The command line (or copy).
     pub command: String,
     /// Exit code, or the error if it did not run.
     pub outcome: Result<i32, String>,
-    /// Standard output.
+    /// Standard output (lossy UTF-8; empty if it did not run).
     pub out: String,
-    /// Standard error.
+    /// Standard error (lossy UTF-8; empty if it did not run).
     pub err: String,
     /// How long it took.
     pub duration: Duration,

@@ -60,7 +60,7 @@ impl TestOptions {
         self
     }
 
-    /// With a timeout.
+    /// With a timeout past which the test fails (with its failure artifacts).
     #[must_use]
     pub const fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
@@ -82,7 +82,7 @@ pub struct Registration {
     pub init_file: &'static str,
     /// `module::path::test_name`.
     pub name: &'static str,
-    /// Its options.
+    /// Its options from the attribute (isolation, timeout, console pattern).
     pub options: TestOptions,
     /// `#[ignore]`d.
     pub ignored: bool,

@@ -94,7 +94,7 @@ impl Suite {
         self
     }
 
-    /// Adds a test.
+    /// Adds a test that runs `f` on the suite's environment, reported as `<init file stem>::<name>`.
     #[must_use]
     pub fn test(self, name: impl Into<String>, f: impl Fn(&Env) -> TrialResult + Send + Sync + 'static) -> Self {
         self.add(name.into(), Arc::new(f), false)
@@ -194,7 +194,7 @@ impl Runner {
         Runner::default()
     }
 
-    /// Adds a suite.
+    /// Adds a suite; its tests run as trials alongside those of the other suites.
     #[must_use]
     pub fn suite(mut self, suite: Suite) -> Self {
         self.suites.push(suite);

@@ -24,7 +24,7 @@ pub enum Keep {
     Never,
     /// Keep the environment when a test that used it failed.
     OnFailure,
-    /// Always keep it.
+    /// Keep the environment even when all its tests passed.
     Always,
 }
 

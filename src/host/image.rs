@@ -14,7 +14,7 @@ pub enum ImageError {
     /// Creating an overlay failed.
     #[error("cannot create overlay {} on {}", path.display(), backing.display())]
     Overlay {
-        /// The overlay.
+        /// The overlay to create (in the workdir's `images/`).
         path: PathBuf,
         /// Its backing file.
         backing: PathBuf,
@@ -25,7 +25,7 @@ pub enum ImageError {
     /// Creating an empty disk failed.
     #[error("cannot create empty disk {}", path.display())]
     Create {
-        /// The image.
+        /// The image file to create.
         path: PathBuf,
         /// qemu-img's failure.
         #[source]
@@ -34,9 +34,9 @@ pub enum ImageError {
     /// Copying a disk failed.
     #[error("cannot copy {} to {}", from.display(), to.display())]
     Copy {
-        /// Source.
+        /// The file disk given in the init file.
         from: PathBuf,
-        /// Destination.
+        /// Its copy in the workdir.
         to: PathBuf,
         /// The I/O error.
         #[source]
@@ -45,7 +45,7 @@ pub enum ImageError {
     /// Inspecting an image failed.
     #[error("cannot read image {}", path.display())]
     Info {
-        /// The image.
+        /// The image `qemu-img info` was run on.
         path: PathBuf,
         /// qemu-img's failure.
         #[source]
@@ -54,9 +54,9 @@ pub enum ImageError {
     /// Converting (flattening) an image failed.
     #[error("cannot convert {} to {}", from.display(), to.display())]
     Convert {
-        /// Source.
+        /// The image read (in the format given, never guessed).
         from: PathBuf,
-        /// Destination.
+        /// The qcow2 image to write.
         to: PathBuf,
         /// qemu-img's failure.
         #[source]
@@ -65,7 +65,7 @@ pub enum ImageError {
     /// A file disk's image is missing.
     #[error("disk image {} does not exist", path.display())]
     Missing {
-        /// The image.
+        /// The missing file (a template image, a file disk or a backing file).
         path: PathBuf,
     },
 }

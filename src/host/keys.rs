@@ -21,7 +21,7 @@ pub enum KeyError {
     /// Writing the key file failed.
     #[error("cannot write key {}", path.display())]
     Write {
-        /// The file.
+        /// The private key file, or the `.pub` file beside it.
         path: std::path::PathBuf,
         /// The I/O error.
         #[source]
@@ -30,7 +30,7 @@ pub enum KeyError {
     /// Reading the key file failed.
     #[error("cannot read key {}", path.display())]
     Read {
-        /// The file.
+        /// The key file that could not be read.
         path: std::path::PathBuf,
         /// The I/O error.
         #[source]

@@ -45,7 +45,7 @@ pub enum LeaseError {
     /// The lease directory could not be created.
     #[error("cannot create lease directory {}", path.display())]
     CreateDir {
-        /// The directory.
+        /// The lease directory (the argument, `LAGO_LEASE_DIR` or a default).
         path: PathBuf,
         /// The I/O error.
         #[source]
@@ -54,7 +54,7 @@ pub enum LeaseError {
     /// The lock file could not be opened or locked.
     #[error("cannot lock {}", path.display())]
     Lock {
-        /// The lock file.
+        /// The lease directory's `subnet-lease.lock`.
         path: PathBuf,
         /// The I/O error.
         #[source]
@@ -63,7 +63,7 @@ pub enum LeaseError {
     /// Another process held the lock for longer than the timeout.
     #[error("timed out after {waited:?} waiting for the subnet lease lock {} (held by another lago process)", path.display())]
     LockTimeout {
-        /// The lock file.
+        /// The lease directory's `subnet-lease.lock`.
         path: PathBuf,
         /// How long we waited.
         waited: Duration,
@@ -80,7 +80,7 @@ pub enum LeaseError {
     /// A lease file could not be written.
     #[error("cannot write lease {}", path.display())]
     Write {
-        /// The file.
+        /// The lease file (`<third octet>.lease`).
         path: PathBuf,
         /// The I/O error.
         #[source]
@@ -89,7 +89,7 @@ pub enum LeaseError {
     /// A lease file could not be removed.
     #[error("cannot remove lease {}", path.display())]
     Remove {
-        /// The file.
+        /// The lease file (`<third octet>.lease`).
         path: PathBuf,
         /// The I/O error.
         #[source]
@@ -98,9 +98,9 @@ pub enum LeaseError {
     /// Not enough free subnets in the pool.
     #[error("no free subnet: the environment needs {needed} and {free} of the pool's 56 are free (see `{}`)", dir.display())]
     Exhausted {
-        /// Subnets needed.
+        /// How many managed nets the environment has (pinned ones included).
         needed: usize,
-        /// Subnets free.
+        /// How many of the pool's subnets no lease or host network holds.
         free: usize,
         /// The lease directory.
         dir: PathBuf,
@@ -108,7 +108,7 @@ pub enum LeaseError {
     /// A subnet the init file pins is held by a network on this host that no lease accounts for.
     #[error("subnet {subnet} (pinned by net `{net}`) is used by an existing network on this host")]
     InUse {
-        /// The subnet.
+        /// The pinned /24.
         subnet: Subnet,
         /// The net that needs it.
         net: String,
@@ -116,7 +116,7 @@ pub enum LeaseError {
     /// A subnet the init file pins is leased by another live environment.
     #[error("subnet {subnet} (pinned by net `{net}`) is leased by the environment in {}", owner.display())]
     Taken {
-        /// The subnet.
+        /// The pinned /24.
         subnet: Subnet,
         /// The net that needs it.
         net: String,

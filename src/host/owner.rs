@@ -24,7 +24,7 @@ pub const OWNER_FILE: &str = "owner.json";
 /// The process that owns an environment's lifetime.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Owner {
-    /// Process id.
+    /// Its process id; with `start_ticks` it tells a reused pid apart.
     pub pid: u32,
     /// Its start time, in clock ticks after boot (`/proc/<pid>/stat` field 22).
     pub start_ticks: u64,
@@ -43,7 +43,7 @@ pub struct Owner {
 /// What is known of an owner now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Liveness {
-    /// It runs.
+    /// It runs: same host, same boot, and its pid has the recorded start time.
     Alive,
     /// It is provably gone from this host (why).
     Gone(String),
@@ -70,12 +70,12 @@ fn parse_start_ticks(stat: &str) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// This machine's boot id.
+/// This machine's boot id (changes at every boot; empty if unreadable).
 pub fn boot_id() -> String {
     read_trimmed("/proc/sys/kernel/random/boot_id")
 }
 
-/// This machine's id.
+/// This machine's `/etc/machine-id` (empty if unreadable; clones share it).
 pub fn machine_id() -> String {
     read_trimmed("/etc/machine-id")
 }
@@ -172,7 +172,7 @@ impl Owner {
         })
     }
 
-    /// This process.
+    /// This process as an owner (`None` if its `/proc` entry cannot be read).
     pub fn this_process() -> Option<Owner> {
         Owner::of_pid(std::process::id())
     }

@@ -27,14 +27,14 @@ pub struct SeedKeys {
     pub root_password_hash: Option<String>,
 }
 
-/// The three seed files.
+/// The files of a VM's cloud-init NoCloud seed, and the extras lago's `tiny` guest reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeedFiles {
-    /// `meta-data`.
+    /// `meta-data`: the instance id and local hostname.
     pub meta_data: String,
-    /// `user-data`.
+    /// `user-data`: the `#cloud-config` with users, SSH keys and the pinned host key.
     pub user_data: String,
-    /// `network-config`.
+    /// `network-config` (v2): each NIC matched by MAC, named `ethN`, on DHCP.
     pub network_config: String,
     /// `lago-dropbear-host-key`, when given.
     pub dropbear_host_key: Option<Vec<u8>>,
@@ -46,7 +46,7 @@ fn yaml_str(s: &str) -> String {
     format!("{s:?}")
 }
 
-/// The seed files for one VM.
+/// The seed files for one VM, its SSH keys and password hash taken from `keys`.
 pub fn seed_files(spec: &VmSpec, plan: &VmPlan, instance_id: &str, keys: &SeedKeys) -> SeedFiles {
     let meta_data = format!(
         "instance-id: {}\nlocal-hostname: {}\n",

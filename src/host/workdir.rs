@@ -37,7 +37,7 @@ pub enum WorkdirError {
     Io {
         /// What was being done.
         action: &'static str,
-        /// The path.
+        /// The file or folder the action was on.
         path: PathBuf,
         /// The I/O error.
         #[source]
@@ -46,21 +46,21 @@ pub enum WorkdirError {
     /// The workdir already holds an environment.
     #[error("workdir {} already holds an environment (destroy it first: lago -w {} destroy --yes)", path.display(), path.display())]
     Exists {
-        /// The workdir.
+        /// The folder given, which already has an `env-id` or `env.json`.
         path: PathBuf,
     },
     /// The folder given as a new workdir holds files.
     #[error("workdir {} is not empty (it holds {}); lago takes only a new or empty folder as a workdir, so that destroy never removes anything lago did not create: give another one with -w", path.display(), some_names(holds))]
     NotEmpty {
-        /// The folder.
+        /// The folder given as the new workdir.
         path: PathBuf,
-        /// What it holds (names).
+        /// The names of its entries, or a note that it is a file.
         holds: Vec<String>,
     },
     /// A link, or a folder of another user.
     #[error("workdir {}: {why}; lago works only in a folder it made, or an empty one you own, and never through a link", path.display())]
     NotOurs {
-        /// The workdir.
+        /// The workdir path as given (lago does not follow it if it is a link).
         path: PathBuf,
         /// What it is instead.
         why: String,
@@ -94,12 +94,12 @@ pub const KNOWN_HOSTS_FILE: &str = "ssh_known_hosts";
 /// Snapshots' metadata (and raw disks' copies).
 pub(crate) const SNAPSHOTS_DIR: &str = "snapshots";
 
-/// The environment's own log.
+/// lago's log of the environment, relative to the workdir.
 pub(crate) const LOG_FILE: &str = "logs/lago.log";
 
-/// The state file in a workdir.
+/// The environment's saved state (JSON: its spec, plan, libvirt URI, XML and host keys).
 pub const STATE_FILE: &str = "env.json";
-/// The environment's SSH client key.
+/// The private key lago logs in to the VMs with (OpenSSH format, mode 0600).
 pub(crate) const CLIENT_KEY: &str = "id_ed25519";
 /// Present when lago created the workdir folder itself (so destroy may remove it).
 const CREATED_MARKER: &str = ".lago-created-this-folder";
@@ -287,7 +287,7 @@ impl Dir {
         })
     }
 
-    /// The workdir's path.
+    /// The path the workdir was opened by, as given.
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
@@ -416,7 +416,7 @@ fn ok_if_gone(r: rustix::io::Result<()>) -> std::io::Result<()> {
 /// A workdir this process claimed for a new environment.
 #[derive(Debug)]
 pub(crate) struct Claim {
-    /// The open workdir.
+    /// The workdir, open, with its `env-id` file written.
     pub dir: Dir,
     created: bool,
 }

@@ -19,7 +19,7 @@ use crate::host::store::TemplateStore;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
-    /// Fine.
+    /// It works as lago needs.
     Ok,
     /// Works, less well, or a feature is missing.
     Warn,
@@ -34,7 +34,7 @@ pub struct Check {
     pub name: &'static str,
     /// How it came out.
     pub status: Status,
-    /// What was found.
+    /// What was found (a version, a path, or the error met).
     pub detail: String,
     /// What to do about it (warnings and failures).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -89,19 +89,19 @@ impl Verdict {
 /// One environment a sweep found.
 #[derive(Debug, Clone, Serialize)]
 pub struct Found {
-    /// Env id.
+    /// The environment's id, from its leases or its libvirt object names.
     pub env_id: String,
     /// The libvirt URI its objects are on.
     pub uri: String,
     /// Its workdir, when anything names it.
     pub workdir: Option<PathBuf>,
-    /// Its domains.
+    /// The libvirt names of its domains (`lago-<id>-…`).
     pub domains: Vec<String>,
-    /// Its networks.
+    /// The libvirt names of its networks (`lago-<id>-…`).
     pub networks: Vec<String>,
     /// Its leased subnets.
     pub subnets: Vec<Subnet>,
-    /// The decision.
+    /// Whether the sweep may remove it, and why.
     #[serde(flatten)]
     pub verdict: Verdict,
     /// Whether it was removed.
@@ -113,7 +113,7 @@ pub struct Found {
 /// A libvirt URI a sweep could not reach.
 #[derive(Debug, Clone, Serialize)]
 pub struct Unreachable {
-    /// The URI.
+    /// The libvirt URI (one asked for, or one a lease records, with `--all-uris`).
     pub uri: String,
     /// Why (the error and its causes).
     pub error: String,

@@ -57,7 +57,7 @@ impl EnvId {
         EnvId("preview".into())
     }
 
-    /// The id as text.
+    /// The id as text, without the `lago-` prefix of object names.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -126,7 +126,7 @@ impl Subnet {
         (POOL_FIRST..=POOL_LAST).map(Subnet)
     }
 
-    /// The third octet.
+    /// The third octet: the `200` of `192.168.200.0/24`.
     pub fn third_octet(self) -> u8 {
         self.0
     }
@@ -174,7 +174,7 @@ impl From<Subnet> for String {
     }
 }
 
-/// A MAC address.
+/// A NIC's MAC address; shown and serialized as `54:52:c0:a8:c8:02`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Mac(pub [u8; 6]);

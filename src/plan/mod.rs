@@ -44,13 +44,13 @@ pub enum PlanError {
     /// A managed net was given no subnet.
     #[error("no subnet was given for net `{net}`")]
     MissingSubnet {
-        /// The net.
+        /// The managed net's name in the init file.
         net: String,
     },
     /// A net pinned to a /24 (by `gw` or a static IP) was given another one.
     #[error("net `{net}` needs subnet {expected} (pinned by the init file), but was given {got}")]
     WrongSubnet {
-        /// The net.
+        /// The pinned net's name in the init file.
         net: String,
         /// The pinned subnet.
         expected: Subnet,
@@ -60,19 +60,19 @@ pub enum PlanError {
     /// More NICs than free host addresses on one net.
     #[error("net `{net}` has no free address left for {vm} eth{nic} (.2-.254 are all taken)")]
     NetFull {
-        /// The net.
+        /// The full net's name in the init file.
         net: String,
         /// The VM whose NIC found no address.
         vm: String,
-        /// The NIC index.
+        /// The NIC's index in the VM's `nics` (0 for `eth0`).
         nic: usize,
     },
     /// More managed nets than the pool has subnets.
     #[error("the environment needs {needed} subnets but the pool has {available}")]
     PoolExhausted {
-        /// Subnets needed.
+        /// How many managed nets need a /24 (pinned ones included).
         needed: usize,
-        /// Subnets available.
+        /// How many /24s the pool has in all.
         available: usize,
     },
 }
@@ -80,7 +80,7 @@ pub enum PlanError {
 /// A subnet a managed net needs from the lease store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubnetRequest {
-    /// The net.
+    /// The managed net's name in the init file.
     pub net: String,
     /// The /24 the init file pins it to (by `gw` or a static IP), if any.
     pub pinned: Option<Subnet>,
@@ -131,7 +131,7 @@ pub fn preview_subnets(spec: &EnvSpec) -> Result<BTreeMap<String, Subnet>, PlanE
     Ok(out)
 }
 
-/// The whole plan.
+/// Everything decided for one environment: its nets, VMs and start order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EnvPlan {
     /// The environment's id.
@@ -167,7 +167,7 @@ pub struct StartOrder {
     pub vms: Vec<String>,
 }
 
-/// One network.
+/// What is decided for one net of the init file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetPlan {
     /// Name in the init file.
@@ -175,9 +175,9 @@ pub struct NetPlan {
     /// `nat`, `isolated` or `bridge`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// libvirt network name.
+    /// The libvirt network name (`lago-<env id>-<net>`).
     pub libvirt_name: String,
-    /// Host bridge device.
+    /// The host bridge device (`lg-<env id>-<n>`, or the given bridge of a bridge net).
     pub bridge: String,
     /// Whether this is a management net.
     pub management: bool,
@@ -193,19 +193,19 @@ pub struct NetPlan {
     pub dns_domain: Option<String>,
     /// DNS records served on this net.
     pub dns_records: Vec<DnsRecord>,
-    /// MTU.
+    /// MTU in bytes (the net's `mtu`, 1500 unless set).
     pub mtu: u32,
     /// Only existing machines (`vm-provider: ssh`) use it: nothing is created for it.
     #[serde(default)]
     pub external: bool,
 }
 
-/// A DHCP range.
+/// The addresses a managed net's DHCP server hands out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DhcpPlan {
-    /// First address.
+    /// The first address handed out.
     pub start: Ipv4Addr,
-    /// Last address.
+    /// The last address handed out (inclusive).
     pub end: Ipv4Addr,
 }
 
@@ -220,16 +220,16 @@ pub struct Reservation {
     pub name: String,
 }
 
-/// A DNS A record.
+/// A DNS A record every managed net serves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DnsRecord {
     /// Short name (the net's domain is appended by the resolver).
     pub name: String,
-    /// Address.
+    /// The NIC address it resolves to (the management address for a plain `<vm>`).
     pub ip: Ipv4Addr,
 }
 
-/// One VM.
+/// What is decided for one VM of the init file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmPlan {
     /// Name in the init file.
@@ -237,13 +237,13 @@ pub struct VmPlan {
     /// The guest's hostname and DNS name (the name, `_` as `-`).
     #[serde(default)]
     pub hostname: String,
-    /// libvirt domain name.
+    /// The libvirt domain name (`lago-<env id>-<vm>`).
     pub libvirt_name: String,
     /// Fully qualified name on the management net (`vm01.lago.local`).
     pub fqdn: String,
     /// Address on the management net (what SSH connects to).
     pub ip: Ipv4Addr,
-    /// Management net.
+    /// The init-file name of its management net (the net `ip` is on).
     pub mgmt_net: String,
     /// NICs in order (`eth0`, `eth1`, …).
     pub nics: Vec<NicPlan>,
@@ -251,7 +251,7 @@ pub struct VmPlan {
     pub disks: Vec<DiskPlan>,
     /// The cloud-init seed image, when `bootstrap` is on.
     pub seed: Option<PathBuf>,
-    /// Serial console log.
+    /// The host file the serial console is logged to (`<workdir>/logs/<vm>.console.log`).
     pub console_log: PathBuf,
 }
 
@@ -264,7 +264,7 @@ impl VmPlan {
     }
 }
 
-/// One NIC.
+/// What is decided for one NIC of a VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NicPlan {
     /// Guest interface name (`eth0`).
@@ -275,18 +275,18 @@ pub struct NicPlan {
     pub libvirt_net: String,
     /// Address (none on bridge nets).
     pub ip: Option<Ipv4Addr>,
-    /// MAC.
+    /// Its MAC: `54:52:` and the address in hex (on a bridge net, derived from the env id, VM and NIC).
     pub mac: Mac,
 }
 
-/// One disk.
+/// What is decided for one disk of a VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiskPlan {
     /// Name in the init file.
     pub name: String,
-    /// Guest device.
+    /// The guest device name from the init file's `dev` (`vda`, `sdb`, …).
     pub dev: String,
-    /// Bus.
+    /// The bus, from the device name's prefix (`vd`: virtio-blk, `sd`: virtio-scsi, `hd`: IDE).
     pub bus: DiskBus,
     /// Format of the file at `path`.
     pub format: DiskFormat,

@@ -30,7 +30,7 @@ pub enum CommandFailure {
     },
     /// It ran past its time limit and was stopped.
     Timeout {
-        /// The limit.
+        /// The time limit it ran past.
         after: std::time::Duration,
         /// The end of its output.
         output: String,

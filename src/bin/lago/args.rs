@@ -76,7 +76,7 @@ pub(crate) enum Command {
     },
     /// Run a command on a VM over SSH (exit code: the command's), or an interactive shell.
     Shell {
-        /// The VM.
+        /// The VM to run the command on.
         vm: String,
         /// The command and its arguments (after `--`); none: an interactive shell.
         #[arg(last = true)]
@@ -84,7 +84,7 @@ pub(crate) enum Command {
     },
     /// Attach to a VM's serial console (virsh console; Ctrl-] leaves).
     Console {
-        /// The VM.
+        /// The VM whose serial console to attach to.
         vm: String,
     },
     /// Copy a local file or folder to a VM, like `cp -r`.
@@ -93,9 +93,9 @@ pub(crate) enum Command {
     /// An existing file is replaced only by a file; an existing folder is never replaced.
     /// Limits: LAGO_COPY_TIMEOUT (seconds, default 600), LAGO_COPY_MAX_BYTES (default 1G).
     CopyToVm {
-        /// The VM.
+        /// The VM to copy to.
         vm: String,
-        /// Local path.
+        /// The local file or folder to copy.
         src: PathBuf,
         /// Absolute path on the VM.
         dst: String,
@@ -107,11 +107,11 @@ pub(crate) enum Command {
     /// Only regular files and folders are written (symlinks, devices: skipped, and said so).
     /// Limits: LAGO_COPY_TIMEOUT (seconds, default 600), LAGO_COPY_MAX_BYTES (default 1G).
     CopyFromVm {
-        /// The VM.
+        /// The VM to copy from.
         vm: String,
         /// Absolute path on the VM.
         src: String,
-        /// Local path.
+        /// Where to put the copy on this host.
         dst: PathBuf,
     },
     /// Gather each VM's `artifacts` (from the init file), its console log and the
@@ -140,7 +140,7 @@ pub(crate) enum Command {
     },
     /// Destroy the environment: VMs, networks, leases and the workdir.
     Destroy {
-        /// Do not ask.
+        /// Destroy without asking for confirmation.
         #[arg(short, long)]
         yes: bool,
     },
@@ -309,7 +309,7 @@ pub(crate) enum TemplateCommand {
     /// host's packages, seconds) or `debian-12` (from Debian's mirror with
     /// mmdebstrap, minutes; needs root).
     Build {
-        /// The template.
+        /// The built-in template to build.
         #[arg(default_value = "tiny", value_parser = ["tiny", "debian-12"])]
         name: String,
         /// For `tiny`: first build the kernel it boots from Debian's
@@ -330,7 +330,7 @@ pub(crate) enum TemplateCommand {
     // `--version` here is the template's: no propagated `lago --version` flag.
     #[command(disable_version_flag = true)]
     Import {
-        /// The image file.
+        /// The qcow2 or raw image to copy into the store.
         file: PathBuf,
         /// The template's name.
         #[arg(long)]

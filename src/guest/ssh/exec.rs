@@ -16,9 +16,9 @@ use super::{CommandStatus, SshError};
 pub struct RawStatus {
     /// Exit code (`-1` if killed by a signal).
     pub code: i32,
-    /// Standard output.
+    /// Standard output, as raw bytes.
     pub out: Vec<u8>,
-    /// Standard error.
+    /// Standard error, as raw bytes.
     pub err: Vec<u8>,
 }
 

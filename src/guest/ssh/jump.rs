@@ -30,9 +30,9 @@ pub enum JumpError {
     /// The TCP connection to the host's SSH server failed.
     #[error("cannot connect to the hypervisor host {host}:{port} over SSH")]
     Connect {
-        /// Host.
+        /// The hypervisor host's name or address, from the libvirt URI.
         host: String,
-        /// Port.
+        /// Its SSH port (the URI's, else 22).
         port: u16,
         /// The I/O error.
         #[source]
@@ -41,9 +41,9 @@ pub enum JumpError {
     /// The SSH handshake with the host failed.
     #[error("SSH handshake with the hypervisor host {host}:{port} failed")]
     Handshake {
-        /// Host.
+        /// The hypervisor host's name or address, from the libvirt URI.
         host: String,
-        /// Port.
+        /// Its SSH port (the URI's, else 22).
         port: u16,
         /// libssh2's error.
         #[source]
@@ -52,23 +52,23 @@ pub enum JumpError {
     /// The host's key is not the one known_hosts holds, or it is not there.
     #[error("hypervisor host {host}:{port}: {reason} (known hosts: {})", known_hosts.display())]
     HostKey {
-        /// Host.
+        /// The hypervisor host's name or address, from the libvirt URI.
         host: String,
-        /// Port.
+        /// Its SSH port (the URI's, else 22).
         port: u16,
         /// The known_hosts file.
         known_hosts: PathBuf,
-        /// What is wrong.
+        /// What is wrong (another key, a host not listed, an unreadable file).
         reason: String,
     },
     /// No way of authenticating to the host worked.
     #[error("SSH authentication to the hypervisor host {host}:{port} as {user} failed (tried: {tried})")]
     Auth {
-        /// Host.
+        /// The hypervisor host's name or address, from the libvirt URI.
         host: String,
-        /// Port.
+        /// Its SSH port (the URI's, else 22).
         port: u16,
-        /// User.
+        /// The user on the host (the URI's, else `$USER`, else `root`).
         user: String,
         /// What was tried, and why each failed.
         tried: String,
@@ -76,9 +76,9 @@ pub enum JumpError {
     /// The host would not forward to the guest.
     #[error("the hypervisor host {host} cannot reach {to} for us")]
     Channel {
-        /// Host.
+        /// The hypervisor host's name or address, from the libvirt URI.
         host: String,
-        /// The guest's address.
+        /// The guest's address and SSH port.
         to: SocketAddr,
         /// libssh2's error.
         #[source]
@@ -87,7 +87,7 @@ pub enum JumpError {
     /// The local end of the tunnel could not be set up.
     #[error("cannot set up the local end of the tunnel to {to}")]
     Local {
-        /// The guest's address.
+        /// The guest's address and SSH port.
         to: SocketAddr,
         /// The I/O error.
         #[source]
@@ -129,9 +129,9 @@ impl LibvirtUri {
 pub struct JumpHost {
     /// Host name or address.
     pub host: String,
-    /// SSH port.
+    /// Its SSH port (the URI's, else 22).
     pub port: u16,
-    /// User.
+    /// The user to log in as (the URI's, else `$USER`, else `root`).
     pub user: String,
     /// Private key (`keyfile`); `None`: the agent, then the default keys.
     pub keyfile: Option<PathBuf>,

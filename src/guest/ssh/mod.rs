@@ -42,25 +42,25 @@ impl CommandStatus {
     }
 }
 
-/// An SSH failure.
+/// Why reaching a guest, or running a command or a copy on it over SSH, failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SshError {
     /// The guest could not be reached through the hypervisor host.
     #[error("{vm}: cannot reach it through the hypervisor host")]
     Jump {
-        /// VM name.
+        /// The VM that could not be reached.
         vm: String,
-        /// What failed.
+        /// The jump host's failure (connecting, its host key, logging in, forwarding).
         #[source]
         source: crate::guest::ssh::jump::JumpError,
     },
     /// The TCP connection to port 22 failed.
     #[error("{vm}: cannot connect to {addr}")]
     Connect {
-        /// VM name.
+        /// The VM whose port 22 did not answer.
         vm: String,
-        /// Address.
+        /// The guest address and port lago connected to directly (not through a jump host).
         addr: SocketAddr,
         /// The I/O error.
         #[source]
@@ -69,7 +69,7 @@ pub enum SshError {
     /// The SSH handshake failed.
     #[error("{vm}: SSH handshake failed")]
     Handshake {
-        /// VM name.
+        /// The VM the handshake was with.
         vm: String,
         /// libssh2's error.
         #[source]
@@ -78,21 +78,21 @@ pub enum SshError {
     /// The guest presented another host key than the one lago gave it.
     #[error("{vm}: host key mismatch: expected {expected}, the server presented {found}; refusing to connect")]
     HostKeyMismatch {
-        /// VM name.
+        /// The VM that presented the wrong key.
         vm: String,
-        /// Fingerprint expected.
+        /// SHA-256 fingerprint of the key pinned for the VM.
         expected: String,
-        /// Fingerprint presented.
+        /// SHA-256 fingerprint of the key the guest presented.
         found: String,
     },
     /// Public-key authentication failed.
     #[error("{vm}: SSH authentication as {user} with {} failed", key.display())]
     Auth {
-        /// VM name.
+        /// The VM that refused the key.
         vm: String,
-        /// User.
+        /// The guest user lago tried to log in as (`ssh-user`).
         user: String,
-        /// Key file.
+        /// The private key file on the host (lago's own, or the VM's `ssh-key`).
         key: PathBuf,
         /// libssh2's error.
         #[source]
@@ -101,9 +101,9 @@ pub enum SshError {
     /// Key authentication failed, and then the password too.
     #[error("{vm}: SSH authentication failed with {} ({key_error}) and with the password", key.display())]
     AuthPassword {
-        /// VM name.
+        /// The VM that refused both key and password.
         vm: String,
-        /// Key file.
+        /// The private key file on the host that was tried first.
         key: PathBuf,
         /// Why the key failed.
         key_error: Box<str>,
@@ -114,9 +114,9 @@ pub enum SshError {
     /// A channel operation failed.
     #[error("{vm}: `{command}` failed over SSH")]
     Channel {
-        /// VM name.
+        /// The VM the channel was open to.
         vm: String,
-        /// The command.
+        /// The command line the channel ran, as sent.
         command: String,
         /// libssh2's error.
         #[source]
@@ -125,9 +125,9 @@ pub enum SshError {
     /// Reading or writing the channel failed.
     #[error("{vm}: I/O on the SSH channel of `{command}` failed")]
     Io {
-        /// VM name.
+        /// The VM the channel was open to.
         vm: String,
-        /// The command.
+        /// The command line the channel ran, as sent.
         command: String,
         /// The I/O error.
         #[source]
@@ -137,52 +137,52 @@ pub enum SshError {
     /// trouble); the command itself was left to finish.
     #[error("{vm}: stopped waiting for `{command}`: {reason}")]
     Interrupted {
-        /// VM name.
+        /// The VM the command runs on.
         vm: String,
-        /// The command.
+        /// The command line, still running on the guest.
         command: String,
-        /// Why.
+        /// Why the wait ended (the console watchdog's finding).
         reason: String,
     },
     /// The process is exiting: SSH calls stop before OpenSSL is torn down.
     #[error("{vm}: `{command}` was stopped: the process is exiting")]
     Exiting {
-        /// VM name.
+        /// The VM the command was for.
         vm: String,
-        /// The command.
+        /// The command line that was stopped.
         command: String,
     },
     /// The command did not finish in time.
     #[error("{vm}: `{command}` did not finish within {timeout:?}")]
     Timeout {
-        /// VM name.
+        /// The VM the command ran on.
         vm: String,
-        /// The command.
+        /// The command line that overran.
         command: String,
-        /// The limit.
+        /// The time it was given.
         timeout: Duration,
     },
     /// A copy was refused or failed on the guest (no such path, a
     /// destination that would have to be replaced by another kind, …).
     #[error("{vm}: cannot copy {path}: {reason}")]
     Copy {
-        /// VM name.
+        /// The VM copied to or from.
         vm: String,
-        /// The path.
+        /// The copy's source (a host path for a copy to the guest, a guest path for one from it).
         path: String,
-        /// Why.
+        /// Why it was refused or failed (may be the guest's `tar` output).
         reason: String,
     },
     /// A local file operation of a copy failed.
     #[error("{vm}: cannot {action} {} (copying {path})", local.display())]
     CopyIo {
-        /// VM name.
+        /// The VM copied to or from.
         vm: String,
-        /// The path being copied.
+        /// The copy's source (a host path for a copy to the guest, a guest path for one from it).
         path: String,
         /// What was being done.
         action: &'static str,
-        /// The local file or folder.
+        /// The host file or folder the action was on (the source, a spool or staging file).
         local: PathBuf,
         /// The I/O error.
         #[source]
@@ -191,9 +191,9 @@ pub enum SshError {
     /// A setting from the environment is malformed.
     #[error("{name}={value:?}: {expected}")]
     Setting {
-        /// The variable.
+        /// The environment variable's name (`LAGO_COMMAND_TIMEOUT`, `LAGO_COPY_TIMEOUT`, …).
         name: &'static str,
-        /// Its value.
+        /// Its value as set (lossily decoded if not UTF-8).
         value: String,
         /// What was expected.
         expected: String,
@@ -203,13 +203,13 @@ pub enum SshError {
         "{vm}: copying {path} stopped at the limit of {limit} bytes (raise it with CopyLimits or {env_var}); nothing was written to the destination"
     )]
     CopyTooLarge {
-        /// VM name.
+        /// The VM copied to or from.
         vm: String,
-        /// The path being copied.
+        /// The copy's source (a host path for a copy to the guest, a guest path for one from it).
         path: String,
-        /// The limit.
+        /// The byte limit reached (`CopyLimits::max_bytes`).
         limit: u64,
-        /// The environment variable that sets it.
+        /// The variable that sets the limit (`LAGO_COPY_MAX_BYTES` or `LAGO_ARTIFACT_MAX_BYTES`).
         env_var: &'static str,
     },
 }
@@ -227,15 +227,15 @@ impl std::fmt::Debug for Secret {
 /// Where and how to reach a guest.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// VM name (for messages).
+    /// The VM's name, shown in messages and errors.
     pub vm: String,
-    /// Address.
+    /// The guest's management address (reached directly, or from the jump host in `via`).
     pub ip: IpAddr,
-    /// Port.
+    /// The guest's SSH port (22 for the VMs of an environment).
     pub port: u16,
-    /// User.
+    /// The guest user to log in as (`ssh-user` of the init file).
     pub user: String,
-    /// Private key file.
+    /// The private key file on the host (OpenSSH format).
     pub key: PathBuf,
     /// The host key the guest must present (SSH wire encoding); `None` trusts any.
     pub host_key: Option<Vec<u8>>,

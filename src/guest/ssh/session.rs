@@ -26,7 +26,7 @@ fn fingerprint(blob: &[u8]) -> String {
 /// socket, then (through a jump host) stops and joins the tunnel's thread:
 /// nothing of it outlives the value.
 pub struct Link {
-    /// The session.
+    /// The libssh2 session, authenticated.
     pub session: Session,
     /// A handle on its socket (for polling).
     pub socket: TcpStream,
@@ -205,7 +205,7 @@ impl Connection {
         }
     }
 
-    /// The target.
+    /// Where and how this connection reaches its guest.
     pub fn target(&self) -> &Target {
         &self.target
     }
@@ -235,7 +235,7 @@ impl Connection {
         self.exec_raw(command, stdin, timeout).map(RawStatus::lossy)
     }
 
-    /// Like [`Connection::exec`], and asks `interrupt` every [`INTERRUPT_EVERY`]
+    /// Like [`Connection::exec`], and asks `interrupt` every [`INTERRUPT_EVERY`](super::INTERRUPT_EVERY)
     /// while the command runs: when it gives a reason, the wait ends with
     /// [`SshError::Interrupted`] (the command is left to finish on its own).
     pub fn exec_interruptible(

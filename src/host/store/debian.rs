@@ -34,7 +34,7 @@ pub const NAME: &str = "debian-12";
 /// Bumped whenever the build changes in a way the inputs below do not show.
 const RECIPE: &str = "debian-12-1";
 
-/// Debian release.
+/// The Debian release the image is built from (Debian 12).
 const SUITE: &str = "bookworm";
 
 /// The hook run inside mmdebstrap once the packages are installed.

@@ -16,7 +16,7 @@ pub enum HttpError {
     /// The request failed after its retries (connection, timeout, reset).
     #[error("cannot fetch {url} (after {attempts} attempts)")]
     Fetch {
-        /// The URL.
+        /// The URL fetched (a `repo.metadata`, a sidecar or an image).
         url: String,
         /// How many attempts were made.
         attempts: u32,
@@ -27,7 +27,7 @@ pub enum HttpError {
     /// The server answered with an error status.
     #[error("{url}: the server answered HTTP {status}")]
     Status {
-        /// The URL.
+        /// The URL fetched (a `repo.metadata`, a sidecar or an image).
         url: String,
         /// The status code.
         status: u16,
@@ -35,29 +35,29 @@ pub enum HttpError {
     /// The body is larger than allowed.
     #[error("{url}: larger than the limit of {limit} bytes")]
     TooLarge {
-        /// The URL.
+        /// The URL fetched (a `repo.metadata`, a sidecar or an image).
         url: String,
-        /// The limit.
+        /// The most bytes accepted from it.
         limit: u64,
     },
     /// The body ended before the length the server announced.
     #[error("{url}: the download stopped at {got} of {expected} bytes")]
     Truncated {
-        /// The URL.
+        /// The image URL being downloaded.
         url: String,
-        /// Bytes received.
+        /// Bytes received in all (resumed attempts included).
         got: u64,
-        /// Bytes announced.
+        /// The whole size announced (`Content-Length`, plus what earlier attempts got).
         expected: u64,
     },
     /// The body could not be read or handed on (for downloads: written or decompressed).
     #[error("{url}: {what}")]
     Body {
-        /// The URL.
+        /// The image URL being downloaded.
         url: String,
-        /// What failed.
+        /// What failed (`cannot store the download`, …).
         what: String,
-        /// The error.
+        /// The I/O error (reading the body, or writing or decompressing it).
         #[source]
         source: std::io::Error,
     },
@@ -111,7 +111,7 @@ impl HttpOptions {
     }
 }
 
-/// A client.
+/// An HTTP client for template repositories, with the timeouts and retries of its `HttpOptions`.
 #[derive(Debug, Clone)]
 pub struct Http {
     agent: ureq::Agent,

@@ -44,23 +44,23 @@ pub enum ManageError {
     /// The file to import is not a disk image lago can use.
     #[error("cannot import {}: {reason}", path.display())]
     Import {
-        /// The file.
+        /// The image file given to import.
         path: PathBuf,
-        /// Why.
+        /// Why it was refused (not a regular file, changed while copied, a qcow2 backing file, …).
         reason: String,
     },
     /// The store already has that name and version with other content.
     #[error("the store already has template `{name}:{version}` with other content; import it under another --version")]
     Exists {
-        /// The template.
+        /// The template's name given to import.
         name: String,
-        /// Its version.
+        /// The version it would be stored under, already taken.
         version: String,
     },
     /// The publishing folder holds a file lago would have to overwrite.
     #[error("{}: exists and is not what lago would publish there; publish into another folder or remove it", path.display())]
     WouldOverwrite {
-        /// The file.
+        /// The file in the publishing folder that lago would replace.
         path: PathBuf,
     },
     /// The repository's `repo.metadata` already has a source of lago's name, pointing elsewhere.
@@ -79,7 +79,7 @@ pub enum ManageError {
 /// A template in the store and how it is used.
 #[derive(Debug, Clone, Serialize)]
 pub struct StoreEntry {
-    /// The template.
+    /// The template's metadata (name, version, image paths, digests).
     pub template: Template,
     /// Bytes its folder takes on disk.
     pub size_on_disk: u64,
@@ -146,9 +146,9 @@ impl Default for PublishOptions {
 pub struct Published {
     /// `name:version`.
     pub template: String,
-    /// The compressed image.
+    /// The compressed image written in the publishing folder (`<handle>.xz`).
     pub file: PathBuf,
-    /// Its size.
+    /// The compressed image's size in bytes.
     pub xz_bytes: u64,
     /// The size of the image it holds.
     pub image_bytes: u64,

@@ -41,7 +41,7 @@ pub enum StoreError {
     /// No such version of a template.
     #[error("template `{name}` has no version `{version}`")]
     UnknownVersion {
-        /// The template.
+        /// The template's name, without a version.
         name: String,
         /// The version asked for.
         version: String,
@@ -49,11 +49,11 @@ pub enum StoreError {
     /// A host file or tool a built-in template is made with is missing.
     #[error("cannot build template `{template}`: {what} not found ({hint})")]
     MissingInput {
-        /// The template.
+        /// The built-in template being built (`tiny` or `debian-12`).
         template: String,
         /// What is missing.
         what: String,
-        /// How to get it.
+        /// How to get it (the Debian package to install).
         hint: String,
     },
     /// A store file could not be read or written.
@@ -61,7 +61,7 @@ pub enum StoreError {
     Io {
         /// What was being done.
         action: &'static str,
-        /// The path.
+        /// The store file or folder the action was on.
         path: PathBuf,
         /// The I/O error.
         #[source]
@@ -70,7 +70,7 @@ pub enum StoreError {
     /// Another process held the store lock too long.
     #[error("timed out after {waited:?} waiting for the template lock {} (another lago process is building)", path.display())]
     LockTimeout {
-        /// The lock file.
+        /// The template's lock file (`<store>/.locks/<name>.lock`).
         path: PathBuf,
         /// How long we waited.
         waited: Duration,
@@ -78,7 +78,7 @@ pub enum StoreError {
     /// A build tool failed.
     #[error("building template `{template}` failed")]
     Build {
-        /// The template.
+        /// The name of the template being built.
         template: String,
         /// The failing command.
         #[source]
@@ -87,9 +87,9 @@ pub enum StoreError {
     /// A built-in template is not in the store and cannot be built here.
     #[error("template `{name}` is not in the store {} and cannot be built here: {reason}; build it where Debian's mirror is reachable: `{command}`", store.display())]
     NotBuilt {
-        /// The template.
+        /// The built-in template's name.
         name: String,
-        /// The store searched.
+        /// The store folder searched.
         store: PathBuf,
         /// Why it cannot be built now.
         reason: String,
@@ -101,33 +101,33 @@ pub enum StoreError {
         "building template `{template}` needs root (mmdebstrap --mode=root): run `sudo lago template build {template}`, or point LAGO_TEMPLATE_STORE at a store where root built it"
     )]
     NeedsRoot {
-        /// The template.
+        /// The template whose build needs root.
         template: String,
     },
     /// The package mirror a build needs cannot be reached.
     #[error("cannot build template `{template}`: {reason} (LAGO_DEBIAN_MIRROR names another mirror)")]
     Unreachable {
-        /// The template.
+        /// The template whose build needs the mirror.
         template: String,
-        /// What failed.
+        /// What failed in reaching the mirror.
         reason: String,
     },
     /// The boot sectors of a disk image could not be assembled.
     #[error("cannot assemble the disk of template `{template}`: {reason}")]
     Assemble {
-        /// The template.
+        /// The template whose disk was being assembled.
         template: String,
-        /// What was wrong.
+        /// What was wrong with GRUB's boot or core image.
         reason: String,
     },
     /// A template is neither in a repository nor in the store.
     #[error("template `{name}{}` is not in the store {}: {why}; `lago template pull {name}{}` with a --template-repo fetches it", version.as_ref().map(|v| format!(":{v}")).unwrap_or_default(), store.display(), version.as_ref().map(|v| format!(":{v}")).unwrap_or_default())]
     NotInStore {
-        /// The template.
+        /// The template's name, without a version.
         name: String,
-        /// The version asked for.
+        /// The version asked for (`None`: the newest).
         version: Option<String>,
-        /// The store.
+        /// The store folder searched.
         store: PathBuf,
         /// Why it could not be fetched.
         why: String,
@@ -141,19 +141,19 @@ pub enum StoreError {
     /// The template found is not the image the init file pins.
     #[error("template `{name}:{version}` has sha256 {}, but the init file pins {pinned} (`template_digest`)", actual.as_deref().unwrap_or("(not recorded)"))]
     Pinned {
-        /// The template.
+        /// The name of the template found.
         name: String,
-        /// Its version.
+        /// The version found in the store.
         version: String,
-        /// The pinned digest.
+        /// The sha256 the init file pins (`template_digest`).
         pinned: String,
-        /// Its digest.
+        /// The sha256 recorded for the found image (`None`: none recorded).
         actual: Option<String>,
     },
     /// A template's metadata file is not valid.
     #[error("template metadata {} is malformed", path.display())]
     Metadata {
-        /// The file.
+        /// The version folder's `template.json`.
         path: PathBuf,
         /// The parse error.
         #[source]
@@ -217,7 +217,7 @@ impl Template {
 
 const META: &str = "template.json";
 
-/// The template store.
+/// A template store: its folder, and how it finds templates it lacks (repositories, HTTP, offline).
 #[derive(Debug, Clone)]
 pub struct TemplateStore {
     root: PathBuf,

@@ -55,9 +55,9 @@ pub enum RepoError {
     /// A local repository file could not be read.
     #[error("cannot read {}", path.display())]
     Read {
-        /// The file.
+        /// The local repository file (`repo.metadata`, a sidecar or an image).
         path: PathBuf,
-        /// The error.
+        /// The I/O error reading it (or writing what was read into the store).
         #[source]
         source: std::io::Error,
     },
@@ -72,9 +72,9 @@ pub enum RepoError {
     /// A local file is larger than allowed.
     #[error("{} is larger than the limit of {limit} bytes", path.display())]
     TooLarge {
-        /// The file.
+        /// The local repository file (`repo.metadata`, a sidecar or an image).
         path: PathBuf,
-        /// The limit.
+        /// The most bytes read from a file of its kind.
         limit: u64,
     },
     /// `repo.metadata` is not valid JSON of the format.
@@ -88,7 +88,7 @@ pub enum RepoError {
         line: usize,
         /// Column of the error.
         column: usize,
-        /// What was wrong.
+        /// serde_json's description of the error.
         message: String,
     },
     /// An entry of the metadata cannot be used (unsafe name or handle, unknown source).
@@ -104,9 +104,9 @@ pub enum RepoError {
     /// The repository has the template but not that version.
     #[error("repository `{repo}` has template `{name}` but no version `{version}` (it has: {})", available.join(", "))]
     NoVersion {
-        /// The repository.
+        /// The repository's `name` in its `repo.metadata`.
         repo: String,
-        /// The template.
+        /// The template's name.
         name: String,
         /// The version asked for.
         version: String,
@@ -124,7 +124,7 @@ pub enum RepoError {
     /// A hash sidecar is not a hex digest.
     #[error("{sidecar}: not a {algorithm} hex digest")]
     BadHash {
-        /// The sidecar.
+        /// Where the hash file is (`<handle>.sha256` or `<handle>.hash`).
         sidecar: String,
         /// sha256 or sha1.
         algorithm: &'static str,
@@ -132,9 +132,9 @@ pub enum RepoError {
     /// Neither `<handle>.xz` nor `<handle>` exists.
     #[error("template `{name}:{version}`: the image is not in the repository ({image}[.xz] does not exist)")]
     NoImage {
-        /// The template.
+        /// The template's name.
         name: String,
-        /// Its version.
+        /// The version whose image is missing.
         version: String,
         /// Where it was looked for.
         image: String,
@@ -146,7 +146,7 @@ pub enum RepoError {
     HashMismatch {
         /// The template, `name:version`.
         template: String,
-        /// Where it came from.
+        /// The image's URL or local path.
         image: String,
         /// sha256 or sha1.
         algorithm: &'static str,
@@ -158,7 +158,7 @@ pub enum RepoError {
     /// The xz stream is corrupt or ends early.
     #[error("{image}: the xz stream is corrupt or incomplete")]
     Decompress {
-        /// Where it came from.
+        /// The image's URL or local path.
         image: String,
         /// The decoder's error.
         #[source]
@@ -168,7 +168,7 @@ pub enum RepoError {
     /// file): a guest could read the host's files through it.
     #[error("{image}: a qcow2 image that refers to another file ({reason}) is not used as a template")]
     Unsafe {
-        /// Where it came from.
+        /// The image's URL or local path.
         image: String,
         /// What it refers to.
         reason: String,
@@ -178,9 +178,9 @@ pub enum RepoError {
     /// `LAGO_TEMPLATE_MAX_BYTES`.
     #[error("{image}: larger than {limit} bytes once decompressed ({why}); the download was stopped and discarded")]
     ImageTooLarge {
-        /// Where it came from.
+        /// The image's URL or local path.
         image: String,
-        /// The limit.
+        /// The limit in bytes (the declared size, or `LAGO_TEMPLATE_MAX_BYTES`).
         limit: u64,
         /// Where the limit comes from.
         why: String,
@@ -204,9 +204,9 @@ pub enum RepoError {
         dir: PathBuf,
         /// What is downloaded.
         image: String,
-        /// Bytes it needs.
+        /// Bytes it needs: its declared size plus 256 MiB for conversion and metadata.
         need: u64,
-        /// Bytes free.
+        /// Bytes free to unprivileged users on the store's filesystem.
         free: u64,
     },
 }
@@ -290,7 +290,7 @@ impl std::fmt::Display for RepoLocation {
     }
 }
 
-/// `repo.metadata`.
+/// The contents of a repository's `repo.metadata` (Python Lago's format).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RepoMetadata {
     /// The repository's name.
@@ -320,7 +320,7 @@ pub struct SourceSpec {
 /// The versions of a template.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TemplateVersions {
-    /// By version.
+    /// Each version's entry, keyed by the version name.
     #[serde(default)]
     pub versions: BTreeMap<String, VersionEntry>,
     /// Keys lago does not read, kept when `publish` rewrites the file.
@@ -415,7 +415,7 @@ fn safe_handle(h: &str) -> bool {
 pub struct Repository {
     /// Where its `repo.metadata` is.
     pub location: RepoLocation,
-    /// The metadata.
+    /// Its `repo.metadata`, parsed.
     pub meta: RepoMetadata,
 }
 
@@ -424,11 +424,11 @@ pub struct Repository {
 pub struct Found {
     /// The repository's name.
     pub repo: String,
-    /// The template.
+    /// The template's name.
     pub name: String,
-    /// The version.
+    /// The version found (the one asked for, or the newest by timestamp).
     pub version: String,
-    /// When it was published.
+    /// When it was published, in seconds since the epoch (from the metadata).
     pub timestamp: f64,
     /// The image, without `.xz`.
     pub(crate) image: Place,
