@@ -23,6 +23,14 @@ pub mod registry;
 pub mod runner;
 pub(crate) mod suite;
 
+/// The console lines a test fails on (`fail_on_console`): lago's defaults.
+/// The watchdog that matches them belongs to the guest layer (it reads
+/// consoles); this path stays for users of
+/// `lago::harness::watch::DEFAULT_PATTERNS`.
+pub mod watch {
+    pub use crate::guest::console::DEFAULT_PATTERNS;
+}
+
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::path::PathBuf;
@@ -33,7 +41,7 @@ pub use registry::{Isolation, TestOptions};
 pub use suite::{Keep, boots, resolve_init_file, teardown_all};
 
 use crate::env::Env;
-use crate::guest::console as watch;
+use crate::guest::console;
 use crate::guest::transcript;
 
 /// What a test function returned: `()` or a `Result`.
@@ -61,7 +69,7 @@ pub(crate) struct TestGuard {
     suite: Arc<suite::Suite>,
     name: String,
     pub(crate) recorder: transcript::Recorder,
-    pub(crate) watch: Arc<watch::Watch>,
+    pub(crate) watch: Arc<console::Watch>,
     /// Each VM's name, console log, and its length when the test started.
     consoles: Vec<(String, PathBuf, u64)>,
     done: bool,
@@ -83,7 +91,7 @@ impl TestGuard {
         let watch = Arc::new(Self::watch_from(&name, fail_on_console, &consoles));
         let recorder: transcript::Recorder = Arc::new(Mutex::new(Vec::new()));
         transcript::set(Some(recorder.clone()));
-        watch::set(Some(watch.clone()));
+        console::set(Some(watch.clone()));
         TestGuard {
             env,
             suite,
@@ -95,9 +103,9 @@ impl TestGuard {
         }
     }
 
-    fn watch_from(name: &str, fail_on_console: Option<&str>, consoles: &[(String, PathBuf, u64)]) -> watch::Watch {
+    fn watch_from(name: &str, fail_on_console: Option<&str>, consoles: &[(String, PathBuf, u64)]) -> console::Watch {
         let from = consoles.iter().map(|(_, log, len)| (log.clone(), *len));
-        match watch::Watch::new(fail_on_console, from) {
+        match console::Watch::new(fail_on_console, from) {
             Ok(w) => w,
             Err(e) => panic!("lago: {name}: {e}"),
         }
@@ -106,7 +114,7 @@ impl TestGuard {
     /// Watches the consoles for `pattern` too, from where the test started.
     pub(crate) fn fail_on_console(&mut self, pattern: &str) {
         self.watch = Arc::new(Self::watch_from(&self.name, Some(pattern), &self.consoles));
-        watch::set(Some(self.watch.clone()));
+        console::set(Some(self.watch.clone()));
     }
 
     /// The console watchdog's first match since the test started, as the
@@ -138,7 +146,7 @@ impl TestGuard {
 impl Drop for TestGuard {
     fn drop(&mut self) {
         transcript::set(None);
-        watch::set(None);
+        console::set(None);
         if self.done {
             return;
         }
@@ -243,7 +251,7 @@ pub fn run_named_timeout<T: Outcome + Send + 'static>(
         .name(format!("{name} (body)"))
         .spawn(move || {
             transcript::set(Some(recorder));
-            watch::set(Some(body_watch));
+            console::set(Some(body_watch));
             let _ = tx.send(catch_unwind(AssertUnwindSafe(|| f(&body_env))));
         });
     if let Err(e) = spawned {

@@ -25,8 +25,13 @@ use crate::backend::uri::{LibvirtUri, UriError};
 #[non_exhaustive]
 pub enum JumpError {
     /// The libvirt URI is not one lago can read.
-    #[error(transparent)]
-    Uri(#[from] UriError),
+    #[error("libvirt URI {uri:?}: {reason}")]
+    Uri {
+        /// The URI as given.
+        uri: String,
+        /// Which part of it lago cannot read, and why.
+        reason: String,
+    },
     /// The TCP connection to the host's SSH server failed.
     #[error("cannot connect to the hypervisor host {host}:{port} over SSH")]
     Connect {
@@ -93,6 +98,15 @@ pub enum JumpError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<UriError> for JumpError {
+    fn from(e: UriError) -> Self {
+        JumpError::Uri {
+            uri: e.uri,
+            reason: e.reason,
+        }
+    }
 }
 
 impl LibvirtUri {
