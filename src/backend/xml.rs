@@ -3,8 +3,8 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::config::{DiskBus, DiskFormat, VmSpec};
 use crate::plan::{NetPlan, VmPlan};
+use lago_config::{DiskBus, DiskFormat, VmSpec};
 
 /// XML namespace of lago's domain `<metadata>`.
 pub const METADATA_NS: &str = "https://github.com/lago-project/lago-rs";
@@ -323,8 +323,8 @@ pub fn interface_with_link(domain_xml: &str, mac: &str, up: bool) -> Option<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config;
     use crate::plan::{self, EnvId, Subnet};
+    use lago_config as config;
     use std::collections::BTreeMap;
 
     const ENV: &str = "

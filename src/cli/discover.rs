@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::config::{self, EnvSpec};
 use crate::env::error::{Error, Result};
 use crate::plan::{self, EnvId, EnvPlan};
+use lago_config::{self as config, EnvSpec};
 
 /// The workdir: `explicit`, else `.lago` in `cwd` or the nearest parent
 /// holding an environment (like git finds `.git`).

@@ -5,11 +5,11 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::config::{self, DiskBus, DiskSource, EnvSpec, approx_size, format_size};
 use crate::env::Status;
 use crate::host::store::manage::StoreEntry;
 use crate::ops::gc::GcReport;
 use crate::plan::EnvPlan;
+use lago_config::{self as config, DiskBus, DiskSource, EnvSpec, approx_size, format_size};
 
 /// `lago status` as a table.
 pub fn status_table(st: &Status) -> String {

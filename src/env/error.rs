@@ -9,7 +9,7 @@ use std::time::Duration;
 pub enum Error {
     /// The init file is invalid.
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] lago_config::ConfigError),
     /// Planning failed.
     #[error(transparent)]
     Plan(#[from] crate::plan::PlanError),

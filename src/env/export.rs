@@ -26,12 +26,12 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::backend::VmState;
-use crate::config::{self, DiskFormat, DiskSource, NetKind};
 use crate::env::Env;
 use crate::env::error::{Error, Result};
 use crate::env::vm::Vm;
 use crate::host::image;
 use crate::host::workdir::plain_name as safe;
+use lago_config::{self as config, DiskFormat, DiskSource, NetKind};
 
 /// Options for [`Env::export`].
 #[derive(Debug, Clone)]

@@ -13,7 +13,6 @@ use std::time::Instant;
 use super::error::{Error, Result};
 use super::{Env, InitOptions, wd_err};
 use crate::backend::{self, Accel, Backend, Boot, DomainParams};
-use crate::config::{self, DiskSource, EnvSpec};
 use crate::host::image;
 use crate::host::keys::{self, KeyPair};
 use crate::host::lease::{LeaseOwner, LeaseStore};
@@ -23,6 +22,7 @@ use crate::host::state::SavedEnv;
 use crate::host::store::{Template, TemplateStore};
 use crate::host::workdir::{self, CLIENT_KEY, STATE_FILE};
 use crate::plan::{self, EnvId, EnvPlan, Subnet};
+use lago_config::{self as config, DiskSource, EnvSpec};
 
 /// How many times leasing tries again when another client of a shared
 /// daemon holds the subnets it got.

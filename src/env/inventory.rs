@@ -317,8 +317,8 @@ fn group_values(vm: &crate::env::vm::Vm, key: &str) -> Vec<String> {
         "groups" => spec.groups.clone(),
         "vm-provider" => vec![
             match spec.provider {
-                crate::config::Provider::Ssh => "ssh",
-                crate::config::Provider::Libvirt => "local-libvirt",
+                lago_config::Provider::Ssh => "ssh",
+                lago_config::Provider::Libvirt => "local-libvirt",
             }
             .to_owned(),
         ],

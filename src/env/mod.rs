@@ -32,7 +32,6 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::backend::{self, AccelChoice, Backend, VmState};
-use crate::config::{self, EnvSpec};
 use crate::env::error::{Error, Result};
 use crate::env::vm::Vm;
 use crate::guest::ssh::{Connection, Target};
@@ -40,6 +39,7 @@ use crate::host::keys;
 use crate::host::lease::{LeaseStore, OWNER_ID_FILE};
 use crate::host::store::TemplateStore;
 use crate::plan::{EnvId, EnvPlan};
+use lago_config::{self as config, EnvSpec};
 
 use crate::host::state::{MAX_STATE_BYTES, SavedEnv};
 pub use crate::host::workdir::STATE_FILE;

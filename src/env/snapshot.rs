@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::VmState;
-use crate::config::{DiskFormat, DiskSource};
 use crate::env::Env;
 use crate::env::error::{Error, Result, for_each_parallel};
 use crate::env::vm::Vm;
+use lago_config::{DiskFormat, DiskSource};
 
 pub(crate) use crate::host::workdir::SNAPSHOTS_DIR;
 

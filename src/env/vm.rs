@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backend::{Backend, VmState};
-use crate::config::VmSpec;
 use crate::env::error::{Error, Result};
 pub use crate::guest::boot::BootStage;
 use crate::guest::boot::console_shows_up;
 use crate::guest::console::{console_len, console_tail};
 use crate::guest::ssh::{self, CommandStatus, Connection, CopyLimits, CopyReport, SshError, quote_command};
 use crate::plan::VmPlan;
+use lago_config::VmSpec;
 
 /// A VM of an [`Env`](crate::Env).
 pub struct Vm {
@@ -116,7 +116,7 @@ impl Vm {
     /// Whether it is a machine lago did not create (`vm-provider: ssh`):
     /// `start`/`stop` leave it alone, and it is "running" when its SSH port answers.
     pub fn is_existing_machine(&self) -> bool {
-        self.spec.provider == crate::config::Provider::Ssh
+        self.spec.provider == lago_config::Provider::Ssh
     }
 
     /// libvirt's view of it (an existing machine: whether its SSH port answers).
@@ -303,7 +303,7 @@ impl Vm {
     fn runs_cloud_init(&self) -> bool {
         let tiny = matches!(
             self.plan.disks.first().map(|d| &d.source),
-            Some(crate::config::DiskSource::Template { name, .. }) if name == crate::host::store::tiny::NAME
+            Some(lago_config::DiskSource::Template { name, .. }) if name == crate::host::store::tiny::NAME
         );
         self.plan.seed.is_some() && !tiny && !self.is_existing_machine()
     }

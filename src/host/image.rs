@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::config::DiskFormat;
 use crate::util::cmd::{CommandError, run};
+use lago_config::DiskFormat;
 
 /// An image operation that failed.
 #[derive(Debug, thiserror::Error)]

@@ -7,8 +7,8 @@
 
 use std::fmt::Write as _;
 
-use crate::config::VmSpec;
 use crate::plan::VmPlan;
+use lago_config::VmSpec;
 
 /// SSH material handed to the guest.
 #[derive(Debug, Clone)]
@@ -347,8 +347,8 @@ mod tests {
 #[cfg(test)]
 mod content_tests {
     use super::*;
-    use crate::config;
     use crate::plan::{self, EnvId, Subnet};
+    use lago_config as config;
     use std::collections::BTreeMap;
     use std::path::Path;
 

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::EnvSpec;
 use crate::plan::{EnvId, EnvPlan};
+use lago_config::EnvSpec;
 
 /// The largest state file read back (a planted giant is an error, not an allocation).
 pub(crate) const MAX_STATE_BYTES: u64 = 64 << 20;

@@ -429,7 +429,7 @@ fn store(host: &Host) -> Check {
             let detail = format!(
                 "template store {} ({} free)",
                 root.display(),
-                crate::config::approx_size(free)
+                lago_config::approx_size(free)
             );
             if free < 2 << 30 {
                 Check::warn(

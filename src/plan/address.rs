@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 use super::ids::fnv1a;
 use super::{EnvId, Mac, NicPlan, PlanError, Subnet, subnet_requests};
-use crate::config::{EnvSpec, Provider, VmSpec};
+use lago_config::{EnvSpec, Provider, VmSpec};
 
 /// Each managed net's subnet (as leased; a pinned net must have its own)
 /// and gateway (its `gw`, else `.1`).

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use super::PlanError;
-use crate::config::{POOL_FIRST, POOL_LAST};
+use lago_config::{POOL_FIRST, POOL_LAST};
 
 /// An environment's short id: prefixes every libvirt object it owns.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{DiskBus, DiskFormat, DiskSource, DiskSpec, EnvSpec, NetKind, NetSpec, VmSpec};
+use lago_config::{DiskBus, DiskFormat, DiskSource, DiskSpec, EnvSpec, NetKind, NetSpec, VmSpec};
 
 mod address;
 mod dns;
@@ -448,7 +448,7 @@ mod tests {
         assert_eq!(EnvId::from_object_name("lago-NOTANID-x"), None);
         assert_eq!(EnvId::from_object_name("default"), None);
     }
-    use crate::config;
+    use lago_config as config;
 
     const TWO_VMS: &str = "
 domains:
