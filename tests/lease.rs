@@ -291,3 +291,30 @@ fn files_that_are_not_pool_leases_are_never_touched_and_a_planted_lock_symlink_i
     assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
     assert_eq!(fs::metadata(&victim).unwrap().permissions().mode() & 0o777, 0o600);
 }
+
+#[test]
+fn preferred_subnets_are_taken_when_all_of_them_are_free() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = LeaseStore::new(tmp.path().join("leases"));
+    let s = |t| Subnet::new(t).unwrap();
+    let want = |pairs: &[(&str, u8)]| -> std::collections::BTreeMap<String, Subnet> {
+        pairs.iter().map(|(n, t)| (n.to_string(), s(*t))).collect()
+    };
+    let none = Default::default();
+    // b holds 210: a's first wish (x on 210, y on 211) cannot be had whole, its second can.
+    let b = owner(&tmp.path().join("b"), "bbbb");
+    store
+        .acquire_preferring(&b, &any(&["x"]), &none, &[want(&[("x", 210)])])
+        .unwrap();
+    let a = owner(&tmp.path().join("a"), "aaaa");
+    let wishes = [want(&[("x", 210), ("y", 211)]), want(&[("x", 220), ("y", 221)])];
+    let got = store.acquire_preferring(&a, &any(&["x", "y"]), &none, &wishes).unwrap();
+    assert_eq!((got["x"], got["y"]), (s(220), s(221)));
+    // A wish on a subnet the host uses, or naming other nets, is passed over.
+    let c = owner(&tmp.path().join("c"), "cccc");
+    let in_use = [s(230)].into_iter().collect();
+    let got = store
+        .acquire_preferring(&c, &any(&["x"]), &in_use, &[want(&[("x", 230)]), want(&[("z", 240)])])
+        .unwrap();
+    assert_eq!(got["x"], s(200), "the lowest free subnet");
+}

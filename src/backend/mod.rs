@@ -8,6 +8,7 @@
 //! The connection URI is, in order: the option, `LIBVIRT_DEFAULT_URI`,
 //! `qemu:///system`.
 
+mod saved;
 pub mod storage;
 pub mod uri;
 pub mod xml;
@@ -105,6 +106,28 @@ pub enum BackendError {
         name: String,
         /// The snapshot's name, as given to lago.
         snapshot: String,
+        /// libvirt's error.
+        #[source]
+        source: virt::error::Error,
+    },
+    /// A running domain could not be saved to a file.
+    #[error("cannot save VM {name} to {path}")]
+    Save {
+        /// The domain's libvirt name (`lago-<env id>-<vm>`).
+        name: String,
+        /// The save image being written.
+        path: std::path::PathBuf,
+        /// libvirt's error.
+        #[source]
+        source: virt::error::Error,
+    },
+    /// A domain could not be restored from a save image.
+    #[error("cannot restore VM {name} from {path}")]
+    Restore {
+        /// The domain's libvirt name (`lago-<env id>-<vm>`).
+        name: String,
+        /// The save image read.
+        path: std::path::PathBuf,
         /// libvirt's error.
         #[source]
         source: virt::error::Error,

@@ -126,6 +126,33 @@ pub fn copy(from: &Path, to: &Path) -> Result<(), ImageError> {
     })
 }
 
+/// Copies `from` to `to` keeping holes (and sharing blocks where the
+/// filesystem can): an empty disk of gigabytes costs what it holds.
+pub fn copy_sparse(from: &Path, to: &Path) -> Result<(), ImageError> {
+    if !from.is_file() {
+        return Err(ImageError::Missing {
+            path: from.to_path_buf(),
+        });
+    }
+    let err = |source| ImageError::Copy {
+        from: from.to_path_buf(),
+        to: to.to_path_buf(),
+        source,
+    };
+    run(Command::new("cp")
+        .args([
+            "--sparse=always",
+            "--reflink=auto",
+            "--no-preserve=all",
+            "--no-dereference",
+            "--",
+        ])
+        .arg(from)
+        .arg(to))
+    .map(|_| ())
+    .map_err(|e| err(std::io::Error::other(e)))
+}
+
 /// Writes `from` (read as `from_format`, never guessed: a guest could have
 /// written any header into a raw disk) as a qcow2 image at `to`: standalone
 /// (its whole backing chain flattened), or, with `backing`, only what differs

@@ -382,6 +382,19 @@ impl LeaseStore {
         requests: &[SubnetRequest],
         in_use: &HashSet<Subnet>,
     ) -> Result<BTreeMap<String, Subnet>, LeaseError> {
+        self.acquire_preferring(owner, requests, in_use, &[])
+    }
+
+    /// Like [`LeaseStore::acquire_avoiding`], giving the unpinned nets the
+    /// subnets of the first of `preferred` (net name → subnet) that is free
+    /// for all of them (warm start asks for those of its boot images).
+    pub fn acquire_preferring(
+        &self,
+        owner: &LeaseOwner,
+        requests: &[SubnetRequest],
+        in_use: &HashSet<Subnet>,
+        preferred: &[BTreeMap<String, Subnet>],
+    ) -> Result<BTreeMap<String, Subnet>, LeaseError> {
         let _lock = self.lock()?;
         let mut held: BTreeMap<Subnet, Lease> = BTreeMap::new();
         let (leases, blocked) = self.read_all()?;
@@ -419,10 +432,23 @@ impl LeaseStore {
             used.insert(s);
             chosen.insert(r.net.clone(), s);
         }
-        let mut reusable = mine.into_iter().filter(|s| !used.contains(s));
-        let mut free = Subnet::pool().filter(|s| !held.contains_key(s) && !used.contains(s) && !in_use.contains(s));
         let unpinned: Vec<&SubnetRequest> = requests.iter().filter(|r| r.pinned.is_none()).collect();
-        for r in &unpinned {
+        let free_for_me =
+            |s: &Subnet| !used.contains(s) && !in_use.contains(s) && held.get(s).is_none_or(|l| l.owned_by(owner));
+        if let Some(pick) = preferred.iter().find(|p| {
+            let picks: HashSet<Subnet> = unpinned.iter().filter_map(|r| p.get(&r.net).copied()).collect();
+            picks.len() == unpinned.len() && picks.iter().all(free_for_me)
+        }) {
+            for r in &unpinned {
+                chosen.insert(r.net.clone(), pick[&r.net]);
+            }
+        }
+        let taken: HashSet<Subnet> = chosen.values().copied().collect();
+        let mut reusable = mine.into_iter().filter(|s| !used.contains(s) && !taken.contains(s));
+        let mut free = Subnet::pool()
+            .filter(|s| !held.contains_key(s) && !used.contains(s) && !in_use.contains(s) && !taken.contains(s));
+        let open: Vec<&SubnetRequest> = unpinned.into_iter().filter(|r| !chosen.contains_key(&r.net)).collect();
+        for r in &open {
             let Some(s) = reusable.next().or_else(|| free.next()) else {
                 let free_count = Subnet::pool()
                     .filter(|s| !held.contains_key(s) && !in_use.contains(s))

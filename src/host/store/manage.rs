@@ -177,9 +177,9 @@ fn version_dir(t: &Template) -> Option<&Path> {
 
 /// A use record: `users/<env id>.json` in the template's version folder.
 #[derive(Debug, Serialize, serde::Deserialize)]
-struct UseRecord {
-    env_id: crate::plan::EnvId,
-    workdir: PathBuf,
+pub(crate) struct UseRecord {
+    pub(crate) env_id: crate::plan::EnvId,
+    pub(crate) workdir: PathBuf,
 }
 
 /// The workdir a use record names: a new record (`<env id>.json`), or one
@@ -198,7 +198,7 @@ fn record_workdir(path: &Path) -> Option<PathBuf> {
 const PRUNE_RACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The workdirs the use records in folder `users` name.
-fn users_in(users: &Path) -> Vec<PathBuf> {
+pub(crate) fn users_in(users: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = fs::read_dir(users)
         .into_iter()
         .flatten()
@@ -581,7 +581,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 }
 
 /// Bytes the files under `dir` take on disk.
-fn du(dir: &Path) -> u64 {
+pub(crate) fn du(dir: &Path) -> u64 {
     let mut total = 0;
     for e in fs::read_dir(dir).into_iter().flatten().flatten() {
         let Ok(md) = e.path().symlink_metadata() else { continue };

@@ -16,6 +16,7 @@ pub mod http;
 pub mod manage;
 pub mod repo;
 pub mod tiny;
+pub mod warm;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,464 @@
+//! Boot images: environments saved right after their first boot, so that
+//! later starts restore them instead of booting (warm start).
+//!
+//! Each lives in the store as `warm/<key>/`, where the key is a digest of
+//! everything that decides the booted state (`lago::env` computes it):
+//!
+//! ```text
+//! warm/<key>/boot-image.json     what it holds (written last: no file, no boot image)
+//! warm/<key>/<vm>.state          libvirt's save image of the VM (memory and devices)
+//! warm/<key>/<vm>_<disk>.qcow2   its disks as they were (overlays on the templates)
+//! warm/<key>/users/<env id>.json environments whose disks are layered on it
+//! warm/<key>/last-used           when an environment last used it
+//! ```
+//!
+//! A boot image is made in a hidden folder (`warm/.new-…`) and renamed into
+//! place once whole. The store keeps them under a total size
+//! (`LAGO_WARM_MAX`, default 8 GiB), dropping the least recently used ones
+//! that no environment uses.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{StoreError, TemplateStore, io};
+use crate::plan::{EnvId, Subnet};
+
+/// The store's folder of boot images.
+pub const DIR: &str = "warm";
+/// A boot image's description, written last.
+pub const META: &str = "boot-image.json";
+/// The layout of boot images this lago writes and reads.
+pub const FORMAT: u32 = 1;
+/// The default bound on the boot images' total size (`LAGO_WARM_MAX` overrides).
+pub const DEFAULT_MAX_BYTES: u64 = 8 << 30;
+const MAX_META_BYTES: u64 = 1 << 20;
+const USERS: &str = "users";
+const LAST_USED: &str = "last-used";
+
+/// What a boot image holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BootImageMeta {
+    /// [`FORMAT`] when written.
+    pub format: u32,
+    /// Its key (the folder's name).
+    pub key: String,
+    /// The digest of the environment's init file alone (without its
+    /// subnets): environments of one family prefer the subnets of its boot images.
+    pub family: String,
+    /// The lago that wrote it.
+    pub lago_version: String,
+    /// The init file the environment was made from.
+    pub init_file: PathBuf,
+    /// When it was made (seconds since the epoch).
+    pub created_unix: u64,
+    /// The subnet of each managed net (the guests' memory holds their addresses).
+    pub subnets: BTreeMap<String, Subnet>,
+    /// The SSH client key the guests authorize (OpenSSH private key).
+    pub client_key: String,
+    /// Its public half (OpenSSH).
+    pub client_key_public: String,
+    /// Each VM, by name.
+    pub vms: BTreeMap<String, SavedVm>,
+}
+
+/// One VM of a boot image.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SavedVm {
+    /// Its libvirt uuid (a restored domain keeps it).
+    pub uuid: String,
+    /// Its SSH host key (OpenSSH public key), which the guest holds.
+    pub host_key: Option<String>,
+    /// The save image's file name in the folder.
+    pub state: String,
+    /// Its size in bytes.
+    pub state_bytes: u64,
+    /// Its sha256 (checked before a restore).
+    pub state_sha256: String,
+    /// Its disks' files in the folder, by disk name.
+    pub disks: BTreeMap<String, String>,
+    /// Seconds from the domain's creation until it was ready, when it booted.
+    pub boot_secs: f64,
+}
+
+/// A boot image in the store.
+#[derive(Debug, Clone)]
+pub struct BootImage {
+    /// Its folder.
+    pub dir: PathBuf,
+    /// What it holds.
+    pub meta: BootImageMeta,
+}
+
+impl BootImage {
+    /// File `name` of the boot image's folder.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+/// A boot image as `lago warm list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BootImageEntry {
+    /// Its key.
+    pub key: String,
+    /// Its folder.
+    pub dir: PathBuf,
+    /// The init file it was made from.
+    pub init_file: PathBuf,
+    /// Its VMs.
+    pub vms: Vec<String>,
+    /// Bytes it takes on disk.
+    pub bytes: u64,
+    /// When an environment last used it (or it was made).
+    #[serde(skip)]
+    pub last_used: Option<SystemTime>,
+    /// Workdirs of the environments whose disks are layered on it.
+    pub users: Vec<PathBuf>,
+}
+
+/// The boot images of a template store.
+#[derive(Debug, Clone)]
+pub struct BootImages {
+    root: PathBuf,
+}
+
+/// The bound on the boot images' total size: `LAGO_WARM_MAX` (bytes, or
+/// with a `K`/`M`/`G` suffix), else [`DEFAULT_MAX_BYTES`].
+pub fn max_bytes() -> u64 {
+    std::env::var("LAGO_WARM_MAX")
+        .ok()
+        .and_then(|v| parse_size(&v))
+        .unwrap_or(DEFAULT_MAX_BYTES)
+}
+
+fn parse_size(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let (num, shift) = match v.chars().last()? {
+        'K' | 'k' => (&v[..v.len() - 1], 10),
+        'M' | 'm' => (&v[..v.len() - 1], 20),
+        'G' | 'g' => (&v[..v.len() - 1], 30),
+        _ => (v, 0),
+    };
+    num.trim().parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A key is lowercase hex: never a path.
+fn valid_key(key: &str) -> bool {
+    !key.is_empty() && key.len() <= 128 && key.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+impl BootImages {
+    /// The boot images of `store`.
+    pub fn new(store: &TemplateStore) -> Self {
+        BootImages {
+            root: store.root().join(DIR),
+        }
+    }
+
+    /// Their folder (`<store>/warm`).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A new hidden folder to make the boot image `key` in.
+    pub fn begin(&self, key: &str) -> Result<PathBuf, StoreError> {
+        fs::create_dir_all(&self.root).map_err(io("create", &self.root))?;
+        let tag = crate::util::random::random_hex(4).map_err(io("name a folder in", &self.root))?;
+        let dir = self.root.join(format!(
+            ".new-{}-{}-{tag}",
+            &key[..key.len().min(16)],
+            std::process::id()
+        ));
+        fs::create_dir(&dir).map_err(io("create", &dir))?;
+        Ok(dir)
+    }
+
+    /// Makes the boot image in `pending` (from [`BootImages::begin`]) the
+    /// one of its key: its description is written, then the folder renamed
+    /// into place. A stale one of the same key that no one uses is replaced.
+    pub fn commit(&self, pending: &Path, meta: &BootImageMeta) -> Result<BootImage, StoreError> {
+        let meta_path = pending.join(META);
+        let text = serde_json::to_vec_pretty(meta).map_err(|e| io("write", &meta_path)(std::io::Error::other(e)))?;
+        fs::write(&meta_path, text).map_err(io("write", &meta_path))?;
+        let dir = self.root.join(&meta.key);
+        if dir.exists() {
+            if !self.users(&meta.key).is_empty() {
+                return Err(io("replace", &dir)(std::io::Error::other(
+                    "a boot image of this key is in use",
+                )));
+            }
+            self.remove(&meta.key)?;
+        }
+        fs::rename(pending, &dir).map_err(io("rename into place", pending))?;
+        Ok(BootImage {
+            dir,
+            meta: meta.clone(),
+        })
+    }
+
+    /// Removes a folder [`BootImages::begin`] made that never became a boot image.
+    pub fn abandon(&self, pending: &Path) {
+        if pending.parent() == Some(self.root.as_path())
+            && pending
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(".new-"))
+            && let Err(e) = fs::remove_dir_all(pending)
+        {
+            tracing::warn!(dir = %pending.display(), error = %e, "cannot remove an unfinished boot image");
+        }
+    }
+
+    /// The boot image of `key`, if there is a whole one this lago can read.
+    pub fn find(&self, key: &str) -> Option<BootImage> {
+        if !valid_key(key) {
+            return None;
+        }
+        let dir = self.root.join(key);
+        let meta = read_meta(&dir)?;
+        (meta.key == key && meta.format == FORMAT).then_some(BootImage { dir, meta })
+    }
+
+    /// Every whole boot image, most recently used first.
+    pub fn all(&self) -> Vec<BootImage> {
+        let mut out: Vec<(Option<SystemTime>, BootImage)> = fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|k| self.find(k)))
+            .map(|b| (last_used(&b.dir), b))
+            .collect();
+        out.sort_by(|a, b| b.0.cmp(&a.0));
+        out.into_iter().map(|(_, b)| b).collect()
+    }
+
+    /// The subnets of the boot images of `family`, most recently used first:
+    /// what a new environment of that family asks the lease store for first.
+    pub fn subnets_of(&self, family: &str) -> Vec<BTreeMap<String, Subnet>> {
+        self.all()
+            .into_iter()
+            .filter(|b| b.meta.family == family)
+            .map(|b| b.meta.subnets)
+            .collect()
+    }
+
+    /// Records that environment `env_id` in `workdir` layers disks on boot image `key`.
+    pub fn record_use(&self, key: &str, env_id: &EnvId, workdir: &Path) -> Result<(), StoreError> {
+        let dir = self.root.join(key);
+        let users = dir.join(USERS);
+        fs::create_dir_all(&users).map_err(io("record the use of the boot image in", &users))?;
+        let record = users.join(format!("{env_id}.json"));
+        let text = serde_json::to_vec(&super::manage::UseRecord {
+            env_id: env_id.clone(),
+            workdir: workdir.to_path_buf(),
+        })
+        .map_err(|e| io("write", &record)(std::io::Error::other(e)))?;
+        fs::write(&record, text).map_err(io("write", &record))?;
+        let _ = fs::write(dir.join(LAST_USED), format!("{}\n", now_unix()));
+        Ok(())
+    }
+
+    /// Workdirs of the environments that use boot image `key` and still exist.
+    pub fn users(&self, key: &str) -> Vec<PathBuf> {
+        super::manage::users_in(&self.root.join(key).join(USERS))
+            .into_iter()
+            .filter(|w| w.join(crate::host::workdir::OWNER_ID_FILE).exists())
+            .collect()
+    }
+
+    /// Removes boot image `key` (moved out of sight first, so no one finds
+    /// half of it). `false`: there was none.
+    pub fn remove(&self, key: &str) -> Result<bool, StoreError> {
+        if !valid_key(key) {
+            return Ok(false);
+        }
+        let dir = self.root.join(key);
+        let tag = crate::util::random::random_hex(4).map_err(io("remove", &dir))?;
+        let trash = self.root.join(format!(".old-{key}-{tag}"));
+        match fs::rename(&dir, &trash) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io("remove", &dir)(e)),
+        }
+        fs::remove_dir_all(&trash).map_err(io("remove", &trash))?;
+        Ok(true)
+    }
+
+    /// Every boot image with its size and users.
+    pub fn entries(&self) -> Vec<BootImageEntry> {
+        self.all()
+            .into_iter()
+            .map(|b| BootImageEntry {
+                key: b.meta.key.clone(),
+                bytes: super::manage::du(&b.dir),
+                last_used: last_used(&b.dir),
+                users: self.users(&b.meta.key),
+                init_file: b.meta.init_file.clone(),
+                vms: b.meta.vms.keys().cloned().collect(),
+                dir: b.dir,
+            })
+            .collect()
+    }
+
+    /// Removes the least recently used boot images that no environment uses
+    /// until all of them take at most `max` bytes; returns those removed (or,
+    /// with `dry_run`, that would be).
+    pub fn prune_to(&self, max: u64, dry_run: bool) -> Result<Vec<BootImageEntry>, StoreError> {
+        let mut entries = self.entries();
+        let mut total: u64 = entries.iter().map(|e| e.bytes).sum();
+        let mut removed = Vec::new();
+        // Oldest first.
+        entries.reverse();
+        for e in entries {
+            if total <= max {
+                break;
+            }
+            if !e.users.is_empty() {
+                continue;
+            }
+            if !dry_run {
+                self.remove(&e.key)?;
+            }
+            total = total.saturating_sub(e.bytes);
+            removed.push(e);
+        }
+        self.remove_leftovers();
+        Ok(removed)
+    }
+
+    /// Folders an interrupted save or removal left (`.new-…`, `.old-…`) whose
+    /// process is gone.
+    fn remove_leftovers(&self) {
+        for e in fs::read_dir(&self.root).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid = name
+                .strip_prefix(".new-")
+                .and_then(|r| r.split('-').nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            let stale = match pid {
+                Some(pid) => !Path::new(&format!("/proc/{pid}")).exists(),
+                None => name.starts_with(".old-"),
+            };
+            if stale {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+fn read_meta(dir: &Path) -> Option<BootImageMeta> {
+    let path = dir.join(META);
+    let mut text = Vec::new();
+    fs::File::open(&path)
+        .ok()?
+        .take(MAX_META_BYTES)
+        .read_to_end(&mut text)
+        .ok()?;
+    match serde_json::from_slice(&text) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::info!(path = %path.display(), error = %e, "unreadable boot image description; ignored");
+            None
+        }
+    }
+}
+
+fn last_used(dir: &Path) -> Option<SystemTime> {
+    fs::metadata(dir.join(LAST_USED))
+        .or_else(|_| fs::metadata(dir.join(META)))
+        .and_then(|m| m.modified())
+        .ok()
+}
+
+/// The sha256 of `path` (hex), with its size.
+pub fn sha256_sized(path: &Path) -> Result<(String, u64), StoreError> {
+    let mut f = fs::File::open(path).map_err(io("read", path))?;
+    let size = f.metadata().map_err(io("read", path))?.size();
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io("read", path))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok((format!("{:x}", h.finalize()), size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(key: &str, family: &str, third: u8) -> BootImageMeta {
+        BootImageMeta {
+            format: FORMAT,
+            key: key.into(),
+            family: family.into(),
+            lago_version: "0".into(),
+            init_file: "/x/init.yaml".into(),
+            created_unix: 0,
+            subnets: [("lago".to_owned(), Subnet::new(third).expect("pool subnet"))].into(),
+            client_key: "k".into(),
+            client_key_public: "p".into(),
+            vms: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn sizes_parse_with_suffixes() {
+        assert_eq!(parse_size("1024"), Some(1024));
+        assert_eq!(parse_size("2G"), Some(2 << 30));
+        assert_eq!(parse_size("5m"), Some(5 << 20));
+        assert_eq!(parse_size("x"), None);
+        assert_eq!(parse_size(""), None);
+    }
+
+    #[test]
+    fn a_boot_image_is_found_only_once_committed_and_pruned_oldest_first() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let images = BootImages::new(&TemplateStore::new(tmp.path()));
+        let a = images.begin("aa").expect("begin");
+        fs::write(a.join("vm01.state"), vec![1u8; 4096]).expect("write");
+        assert!(images.find("aa").is_none(), "not before its description is written");
+        images.commit(&a, &meta("aa", "f", 201)).expect("commit");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let b = images.begin("bb").expect("begin");
+        fs::write(b.join("vm01.state"), vec![1u8; 4096]).expect("write");
+        images.commit(&b, &meta("bb", "f", 202)).expect("commit");
+        assert!(images.find("aa").is_some() && images.find("bb").is_some());
+        assert!(images.find("../aa").is_none(), "a key is never a path");
+        let subnets = images.subnets_of("f");
+        assert_eq!(subnets.len(), 2);
+        assert_eq!(subnets[0]["lago"].to_string(), "192.168.202.0/24", "newest first");
+        assert!(images.subnets_of("other").is_empty());
+        // aa is in use by a live workdir: pruning to nothing keeps it.
+        let wd = tmp.path().join("wd");
+        fs::create_dir(&wd).expect("mkdir");
+        fs::write(wd.join(crate::host::workdir::OWNER_ID_FILE), "abcd1234").expect("write");
+        let env = EnvId::new("abcd1234").expect("env id");
+        images.record_use("aa", &env, &wd).expect("record");
+        let gone = images.prune_to(0, false).expect("prune");
+        assert_eq!(gone.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), ["bb"]);
+        assert!(images.find("aa").is_some() && images.find("bb").is_none());
+        // Its environment is destroyed: the store forgets it, and it can go.
+        TemplateStore::new(tmp.path()).forget_env(&env, &wd);
+        assert!(images.users("aa").is_empty());
+        assert!(images.remove("aa").expect("remove"));
+        assert!(!images.remove("aa").expect("remove twice"));
+    }
+}
