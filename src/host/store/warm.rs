@@ -242,7 +242,7 @@ impl BootImages {
             .filter_map(|e| e.file_name().to_str().and_then(|k| self.find(k)))
             .map(|b| (last_used(&b.dir), b))
             .collect();
-        out.sort_by(|a, b| b.0.cmp(&a.0));
+        out.sort_by_key(|b| std::cmp::Reverse(b.0));
         out.into_iter().map(|(_, b)| b).collect()
     }
 
