@@ -132,6 +132,17 @@ pub enum BackendError {
         #[source]
         source: virt::error::Error,
     },
+    /// A save image could not be read or fed to libvirt.
+    #[error("cannot feed save image {path} to libvirt for VM {name}")]
+    SaveImage {
+        /// The domain's libvirt name (`lago-<env id>-<vm>`).
+        name: String,
+        /// The save image.
+        path: std::path::PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
     /// Pausing or resuming a domain failed.
     #[error("cannot {action} VM {name}")]
     Pause {

@@ -87,6 +87,10 @@ pub fn network_xml(net: &NetPlan) -> String {
     match (net.subnet, net.gateway) {
         (Some(_), Some(gw)) => {
             let _ = writeln!(x, "  <bridge name='{}' stp='off' delay='0'/>", esc(&net.bridge));
+            // The bridge's MAC follows from its address, as the guests' do:
+            // a guest restored from a boot image still has it in its ARP cache.
+            let [_, b, c, d] = gw.octets();
+            let _ = writeln!(x, "  <mac address='52:54:00:{b:02x}:{c:02x}:{d:02x}'/>");
             if net.kind == "nat" {
                 let _ = writeln!(x, "  <forward mode='nat'/>");
             }
@@ -138,6 +142,9 @@ pub fn domain_xml(d: &DomainParams<'_>) -> String {
     let mut x = String::new();
     let _ = writeln!(x, "<domain type='{kind}'>");
     let _ = writeln!(x, "  <name>{}</name>", esc(&d.plan.libvirt_name));
+    // A VM generation id (a new one on every restore): the guest kernel
+    // reseeds its RNG when it changes.
+    let _ = writeln!(x, "  <genid/>");
     metadata(&mut x, d);
     let _ = writeln!(x, "  <memory unit='MiB'>{}</memory>", d.spec.memory_mib);
     let _ = writeln!(x, "  <vcpu>{}</vcpu>", d.spec.vcpu);

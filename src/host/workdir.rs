@@ -101,6 +101,9 @@ pub(crate) const LOG_FILE: &str = "logs/lago.log";
 pub const STATE_FILE: &str = "env.json";
 /// The private key lago logs in to the VMs with (OpenSSH format, mode 0600).
 pub(crate) const CLIENT_KEY: &str = "id_ed25519";
+
+/// How each VM came up at the environment's last start (`restored` or `booted`).
+pub(crate) const BOOTED_FILE: &str = "booted.json";
 /// Present when lago created the workdir folder itself (so destroy may remove it).
 const CREATED_MARKER: &str = ".lago-created-this-folder";
 
@@ -170,6 +173,7 @@ pub const ENTRIES: &[&str] = &[
     KNOWN_HOSTS_DIR,
     KNOWN_HOSTS_FILE,
     SNAPSHOTS_DIR,
+    BOOTED_FILE,
     CREATED_MARKER,
 ];
 
@@ -346,6 +350,42 @@ impl Dir {
             Ok(())
         })();
         made.map_err(io_err("create", &shown))
+    }
+
+    /// Writes file `rel` whole, replacing it if it exists: a new file is
+    /// written beside it, then renamed over it (never through a link).
+    pub(crate) fn replace(&self, rel: &Path, data: &[u8], mode: u32) -> Result<()> {
+        let shown = self.path.join(rel);
+        let rel = rel.strip_prefix(&self.path).unwrap_or(rel);
+        let tag = crate::util::random::random_hex(4).map_err(io_err("write", &shown))?;
+        let tmp_name = format!(".{}.{tag}", rel.file_name().unwrap_or_default().to_string_lossy());
+        let tmp = rel.with_file_name(&tmp_name);
+        self.write_new(&tmp, data, mode)?;
+        let moved = (|| -> std::io::Result<()> {
+            let (at, name) = self.parent_of(rel)?;
+            let at = at.as_ref().map_or(self.fd.as_fd(), |f| f.as_fd());
+            rustix::fs::renameat(at, tmp_name.as_str(), at, name.as_bytes())?;
+            Ok(())
+        })();
+        if moved.is_err() {
+            let _ = self.remove_file(&tmp);
+        }
+        moved.map_err(io_err("replace", &shown))
+    }
+
+    /// Removes file `rel` (a link itself, never what it points to); a missing one is fine.
+    pub(crate) fn remove_file(&self, rel: &Path) -> Result<()> {
+        let shown = self.path.join(rel);
+        let rel = rel.strip_prefix(&self.path).unwrap_or(rel);
+        let gone = (|| -> std::io::Result<()> {
+            let (at, name) = self.parent_of(rel)?;
+            let at = at.as_ref().map_or(self.fd.as_fd(), |f| f.as_fd());
+            match rustix::fs::unlinkat(at, name.as_bytes(), AtFlags::empty()) {
+                Err(rustix::io::Errno::NOENT) => Ok(()),
+                r => r.map_err(Into::into),
+            }
+        })();
+        gone.map_err(io_err("remove", &shown))
     }
 
     /// The bytes of file `rel` (at most `max`), never through a link.
