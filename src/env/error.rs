@@ -293,6 +293,16 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// A boot image could not be used (the VMs boot instead).
+    #[error("{vm}: boot image {}: {what}", path.display())]
+    BootImage {
+        /// The VM (or VMs, comma-separated) it was for.
+        vm: String,
+        /// The boot image's folder or file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        what: String,
+    },
     /// A snapshot name that cannot be used.
     #[error("snapshot name {name:?}: expected 1-64 letters, digits, `-`, `_` or `.` (not starting with `.`)")]
     SnapshotName {

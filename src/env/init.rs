@@ -55,24 +55,44 @@ impl Env {
         let mut guard = InitGuard::new(workdir::claim(&workdir, &env_id)?);
         write_owner(&guard.claim.dir, opts.owner.as_ref())?;
         tracing::info!(%env_id, workdir = %workdir.display(), init_file = %spec.source.display(), "init");
-        let subnets = lease_subnets(&mut guard, &leases, &backend, &spec, &env_id, remote)?;
-        let plan = plan::plan(&spec, &env_id, &subnets, &workdir)?;
-        let client = write_client_key(&guard.claim.dir, &env_id)?;
         let store = template_store(&opts);
+        let warm_off = super::warm::blocker(&opts, &spec, remote, backend.uri());
+        if let Some(why) = &warm_off {
+            tracing::debug!(why, "warm start off");
+        }
+        let preferred = match warm_off {
+            None => super::warm::preferred_subnets(&store, &spec),
+            Some(_) => Vec::new(),
+        };
+        let subnets = lease_subnets(&mut guard, &leases, &backend, &spec, &env_id, remote, &preferred)?;
+        let plan = plan::plan(&spec, &env_id, &subnets, &workdir)?;
         guard.uses = Some((store.clone(), env_id.clone()));
-        let placement = Placement::choose(remote, &backend, &env_id, &mut guard)?;
         let accel = backend::choose_accel(opts.accel)?;
+        let mut templates = Templates::new(&store, &workdir, &env_id);
+        let warm = match warm_off {
+            None => Some(prepare_warm(&spec, &plan, &workdir, &env_id, accel, &mut templates)?),
+            Some(_) => None,
+        };
+        let image = warm.as_ref().and_then(|w| w.image.clone());
+        let client = match &image {
+            Some(img) => super::warm::client_key(img)?,
+            None => KeyPair::generate(&format!("lago-{env_id}"))?,
+        };
+        write_client_key(&guard.claim.dir, &client)?;
+        let placement = Placement::choose(remote, &backend, &env_id, &mut guard)?;
         let mut saved = SavedEnv::new(&env_id, &spec, &plan, &backend, &leases, &store);
         saved.accel = format!("{accel:?}").to_lowercase();
         saved.remote = Some(remote);
+        saved.warm = warm.map(|w| w.state);
         let mut build = Build {
             saved,
-            templates: Templates::new(&store, &workdir, &env_id),
+            templates,
             dir: &guard.claim.dir,
             client_public: client.public_openssh,
             placement,
             accel,
             owner: opts.owner.as_ref(),
+            image,
         };
         let makes = spec.vms.iter().zip(&plan.vms);
         // An existing machine (`vm-provider: ssh`) has nothing to make.
@@ -108,12 +128,54 @@ fn write_owner(dir: &workdir::Dir, owner: Option<&Owner>) -> Result<()> {
 }
 
 /// The environment's SSH client key, written into the workdir.
-fn write_client_key(dir: &workdir::Dir, env_id: &EnvId) -> Result<KeyPair> {
-    let client = KeyPair::generate(&format!("lago-{env_id}"))?;
+fn write_client_key(dir: &workdir::Dir, client: &KeyPair) -> Result<()> {
     dir.write_new(Path::new(CLIENT_KEY), client.private_openssh.as_bytes(), 0o600)?;
-    let public = format!("{}\n", client.public_openssh);
+    let public = format!("{}\n", client.public_openssh.trim_end());
     dir.write_new(Path::new("id_ed25519.pub"), public.as_bytes(), 0o644)?;
-    Ok(client)
+    Ok(())
+}
+
+/// Warm start's key for this environment (its templates are resolved for
+/// it), and its boot image when the store has one.
+fn prepare_warm(
+    spec: &EnvSpec,
+    plan: &EnvPlan,
+    workdir: &Path,
+    env_id: &EnvId,
+    accel: Accel,
+    templates: &mut Templates<'_>,
+) -> Result<super::warm::Prepared> {
+    let mut names = BTreeMap::new();
+    let mut files = Vec::new();
+    for (vs, vp) in spec.vms.iter().zip(&plan.vms) {
+        for dp in &vp.disks {
+            match &dp.source {
+                DiskSource::Template { name, version, digest } => {
+                    let t = templates.get(name, version, digest)?;
+                    let id = format!("{}:{}:{}", t.name, t.version, t.sha256.as_deref().unwrap_or("-"));
+                    names.insert(format!("{}/{}", vs.name, dp.name), id);
+                    files.push(t.disk.clone());
+                    files.extend(t.kernel.iter().chain(&t.initrd).cloned());
+                }
+                DiskSource::TemplateFile { path } | DiskSource::File { path, .. } => files.push(path.clone()),
+                DiskSource::Empty { .. } => {}
+            }
+        }
+        if let Some(k) = &vs.kernel_boot {
+            files.extend(std::iter::once(&k.kernel).chain(&k.initrd).cloned());
+        }
+    }
+    let accel = format!("{accel:?}").to_lowercase();
+    let parts = super::warm::KeyParts {
+        spec,
+        plan,
+        workdir,
+        env_id,
+        accel: &accel,
+        templates: names,
+        files,
+    };
+    Ok(super::warm::prepare(&parts, templates.store, workdir, env_id))
 }
 
 /// The template store the options name, with their repositories.
@@ -150,6 +212,7 @@ fn lease_subnets<'a>(
     spec: &EnvSpec,
     env_id: &EnvId,
     remote: bool,
+    preferred: &[BTreeMap<String, Subnet>],
 ) -> Result<BTreeMap<String, Subnet>> {
     let owner = LeaseOwner {
         workdir: guard.claim.dir.path().to_path_buf(),
@@ -159,7 +222,7 @@ fn lease_subnets<'a>(
     in_use.extend(crate::host::lease::host_route_subnets());
     let requests = plan::subnet_requests(spec);
     for _ in 0..CLAIM_ATTEMPTS {
-        let subnets = leases.acquire_avoiding(&owner, &requests, &in_use)?;
+        let subnets = leases.acquire_preferring(&owner, &requests, &in_use, preferred)?;
         guard.lease = Some((leases, owner.clone()));
         if !remote {
             return Ok(subnets);
@@ -301,6 +364,7 @@ impl SavedEnv {
             templates: BTreeMap::new(),
             remote: None,
             store: Some(store.root().to_path_buf()),
+            warm: None,
         }
     }
 }
@@ -314,6 +378,9 @@ struct Build<'a> {
     placement: Placement<'a>,
     accel: Accel,
     owner: Option<&'a Owner>,
+    /// The boot image the environment restores from: its disks are layered
+    /// on its disks, its VMs keep its host keys.
+    image: Option<crate::host::store::warm::BootImage>,
 }
 
 impl Build<'_> {
@@ -374,7 +441,15 @@ impl Build<'_> {
                 let path = remote_disk(backend, prefix, vs, ds, dp, &mut self.templates)?;
                 there.insert(dp.path.clone(), path);
             }
-            Placement::Local { .. } => local_disk(dp, template.as_ref())?,
+            Placement::Local { .. } => {
+                let warm = match &self.image {
+                    Some(img) => super::warm::layer_disk(img, &vs.name, dp)?,
+                    None => false,
+                };
+                if !warm {
+                    local_disk(dp, template.as_ref())?;
+                }
+            }
         }
         Ok(template)
     }
@@ -384,7 +459,24 @@ impl Build<'_> {
     fn seed(&mut self, vs: &config::VmSpec, vp: &plan::VmPlan, there: &mut BTreeMap<PathBuf, PathBuf>) -> Result<()> {
         let Some(seed_path) = &vp.seed else { return Ok(()) };
         let env_id = &self.saved.env_id;
-        let host = KeyPair::generate(&format!("{}@lago-{env_id}", vs.name))?;
+        let adopted = match &self.image {
+            Some(img) => super::warm::host_key(img, &vs.name)?,
+            None => None,
+        };
+        let host = match adopted {
+            Some(k) => k,
+            None => KeyPair::generate(&format!("{}@lago-{env_id}", vs.name))?,
+        };
+        if let Some(w) = self.saved.warm.as_mut() {
+            w.host_keys.insert(
+                vs.name.clone(),
+                crate::host::store::warm::SavedHostKey {
+                    private_openssh: host.private_openssh.clone(),
+                    private_dropbear_hex: super::warm::to_hex(&host.private_dropbear),
+                    public_openssh: host.public_openssh.clone(),
+                },
+            );
+        }
         let keys = SeedKeys {
             authorized: vec![self.client_public.clone()],
             host_private: host.private_openssh.clone(),
@@ -458,7 +550,7 @@ impl Build<'_> {
 
 /// Makes disk `dp` in the workdir: an overlay on its template (or qcow2
 /// file), an empty image, or a copy; a file used in place must exist.
-fn local_disk(dp: &plan::DiskPlan, template: Option<&Template>) -> Result<()> {
+pub(super) fn local_disk(dp: &plan::DiskPlan, template: Option<&Template>) -> Result<()> {
     match (&dp.source, template) {
         (DiskSource::Template { .. }, Some(t)) => image::create_overlay(&dp.path, &t.disk)?,
         (DiskSource::TemplateFile { path }, _) => image::create_overlay(&dp.path, path)?,
@@ -547,7 +639,7 @@ fn upload_kernel(
 /// The store's templates an init uses, each resolved once (for `tiny`,
 /// checking it is up to date reads its inputs) and recorded as used by the
 /// environment.
-struct Templates<'a> {
+pub(super) struct Templates<'a> {
     store: &'a TemplateStore,
     workdir: &'a Path,
     env_id: &'a EnvId,

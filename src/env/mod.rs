@@ -18,10 +18,11 @@ pub(crate) mod commands;
 pub mod deploy;
 pub(crate) mod error;
 pub mod export;
-mod init;
+pub(crate) mod init;
 pub mod inventory;
 pub mod snapshot;
 pub mod vm;
+mod warm;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -81,6 +82,11 @@ pub struct InitOptions {
     /// remote). Guests of a remote hypervisor reached over SSH
     /// (`qemu+ssh://…`) are reached through that host.
     pub remote: Option<bool>,
+    /// Warm start: `Some(false)` always boots; `None` or `Some(true)`: the
+    /// first start saves a boot image, later environments of the same init
+    /// file restore from it, where that is safe (`LAGO_WARM=0` turns it off;
+    /// see the `warm-start` docs).
+    pub warm: Option<bool>,
 }
 
 /// A network's status.
@@ -117,6 +123,9 @@ pub struct VmStatus {
     pub nics: Vec<NicStatus>,
     /// Metadata from the init file.
     pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// How it came up at the environment's last start: `restored` (from a
+    /// boot image, see warm start) or `booted`; `None` before the first start.
+    pub came_up: Option<String>,
 }
 
 /// One NIC of a VM, as `lago status` shows it.
@@ -157,7 +166,7 @@ pub struct Env {
     autodestroy: Arc<std::sync::atomic::AtomicBool>,
 }
 
-fn wd_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error + use<> {
+pub(crate) fn wd_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error + use<> {
     let path = path.to_path_buf();
     move |source| Error::Workdir { action, path, source }
 }
@@ -354,13 +363,52 @@ impl Env {
             .filter(|v| !v.is_existing_machine())
             .filter(|v| v.state().map(|s| s != VmState::Running).unwrap_or(true))
             .collect();
-        let started =
-            crate::env::error::for_each_parallel("start", &to_start, |vm| vm.name().to_owned(), |vm| vm.start());
+        let boot =
+            || crate::env::error::for_each_parallel("start", &to_start, |vm| vm.name().to_owned(), |vm| vm.start());
+        let first = names.is_empty() && !self.has_started() && to_start.len() == self.lago_vms();
+        let started = if first {
+            warm::first_start(self, &to_start, boot)
+        } else {
+            boot().map(|()| to_start.iter().map(|v| (v.name().to_owned(), warm::BOOTED)).collect())
+        }
+        .and_then(|how| self.note_came_up(&how));
         if started.is_err() {
             let started_vms: Vec<&str> = to_start.iter().map(|v| v.name()).collect();
             self.rollback(&started_vms, &started_nets);
         }
         started
+    }
+
+    /// How many VMs lago runs (not existing machines).
+    fn lago_vms(&self) -> usize {
+        self.vms.values().filter(|v| !v.is_existing_machine()).count()
+    }
+
+    /// Whether the environment was ever started (it says how its VMs came up).
+    fn has_started(&self) -> bool {
+        self.workdir.join(workdir::BOOTED_FILE).exists()
+    }
+
+    /// How each VM came up at its last start (`restored` from a boot image,
+    /// or `booted`); empty before the first start.
+    pub fn came_up(&self) -> BTreeMap<String, String> {
+        let Ok(dir) = workdir::Dir::open(&self.workdir) else {
+            return BTreeMap::new();
+        };
+        dir.read(Path::new(workdir::BOOTED_FILE), 1 << 20)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Records how the VMs `how` names came up (the others keep theirs).
+    fn note_came_up(&self, how: &BTreeMap<String, &'static str>) -> Result<()> {
+        let mut all = self.came_up();
+        all.extend(how.iter().map(|(k, v)| (k.clone(), (*v).to_owned())));
+        let path = self.workdir.join(workdir::BOOTED_FILE);
+        let text = serde_json::to_vec_pretty(&all).map_err(|source| Error::State { path, source })?;
+        workdir::Dir::open(&self.workdir)?.replace(Path::new(workdir::BOOTED_FILE), &text, 0o600)?;
+        Ok(())
     }
 
     fn rollback(&self, vms: &[&str], nets: &[String]) {
@@ -416,6 +464,7 @@ impl Env {
     /// The state of every VM and net.
     pub fn status(&self) -> Result<Status> {
         let mut vms = Vec::new();
+        let came_up = self.came_up();
         for name in &self.saved.plan.start_order.vms {
             let Some(vm) = self.vms.get(name) else { continue };
             vms.push(VmStatus {
@@ -436,6 +485,7 @@ impl Env {
                     })
                     .collect(),
                 metadata: vm.spec.metadata.clone(),
+                came_up: came_up.get(name).cloned(),
             });
         }
         let nets = self
@@ -500,6 +550,14 @@ impl Env {
     /// alone; never for kept or shared ones).
     pub(crate) fn set_autodestroy(&self, on: bool) {
         self.autodestroy.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The template store the environment's templates and boot image are in.
+    pub(crate) fn template_store(&self) -> TemplateStore {
+        self.saved
+            .store
+            .as_ref()
+            .map_or_else(TemplateStore::from_env, TemplateStore::new)
     }
 
     /// The subnet lease directory this environment uses.

@@ -30,4 +30,24 @@ pub(crate) struct SavedEnv {
     /// The template store whose templates record this environment's use.
     #[serde(default)]
     pub store: Option<PathBuf>,
+    /// Warm start: the boot image this environment restores from or makes
+    /// (`None`: it always boots).
+    #[serde(default)]
+    pub warm: Option<WarmState>,
+}
+
+/// An environment's boot image.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct WarmState {
+    /// The boot image's key (a digest of everything that decides the booted state).
+    pub key: String,
+    /// The digest of the init file alone.
+    pub family: String,
+    /// The boot image was there at init: the disks are layered on it and the
+    /// first start restores from it. Otherwise the first start boots and saves it.
+    pub restore: bool,
+    /// The VMs' SSH host keys, private halves included (a boot image keeps
+    /// them: its guests hold them).
+    #[serde(default)]
+    pub host_keys: BTreeMap<String, crate::host::store::warm::SavedHostKey>,
 }

@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -71,10 +71,8 @@ pub struct BootImageMeta {
 /// One VM of a boot image.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SavedVm {
-    /// Its libvirt uuid (a restored domain keeps it).
-    pub uuid: String,
-    /// Its SSH host key (OpenSSH public key), which the guest holds.
-    pub host_key: Option<String>,
+    /// Its SSH host key, which the guest holds (none without a seed).
+    pub host_key: Option<SavedHostKey>,
     /// The save image's file name in the folder.
     pub state: String,
     /// Its size in bytes.
@@ -85,6 +83,17 @@ pub struct SavedVm {
     pub disks: BTreeMap<String, String>,
     /// Seconds from the domain's creation until it was ready, when it booted.
     pub boot_secs: f64,
+}
+
+/// A VM's SSH host key, as its seed gave it to the guest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SavedHostKey {
+    /// The private key (OpenSSH).
+    pub private_openssh: String,
+    /// The same key in dropbear's format, hex (what `tiny` reads).
+    pub private_dropbear_hex: String,
+    /// The public key (OpenSSH).
+    pub public_openssh: String,
 }
 
 /// A boot image in the store.
@@ -193,7 +202,14 @@ impl BootImages {
     pub fn commit(&self, pending: &Path, meta: &BootImageMeta) -> Result<BootImage, StoreError> {
         let meta_path = pending.join(META);
         let text = serde_json::to_vec_pretty(meta).map_err(|e| io("write", &meta_path)(std::io::Error::other(e)))?;
-        fs::write(&meta_path, text).map_err(io("write", &meta_path))?;
+        // It holds the guests' private keys: for this user only.
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&meta_path)
+            .map_err(io("write", &meta_path))?;
+        std::io::Write::write_all(&mut f, &text).map_err(io("write", &meta_path))?;
         let dir = self.root.join(&meta.key);
         if dir.exists() {
             if !self.users(&meta.key).is_empty() {

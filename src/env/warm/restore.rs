@@ -1,0 +1,123 @@
+//! Restoring an environment's VMs from its boot image, and making a
+//! restored guest's identity its own again (clock, RNG).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::backend::VmState;
+use crate::env::error::{Error, Result, map_parallel};
+use crate::env::{Env, vm::Vm};
+use crate::guest::console::console_len;
+use crate::host::store::warm::{BootImage, BootImages};
+
+/// How long a restored guest has to answer SSH (it was answering when saved).
+const ANSWER_WITHIN: Duration = Duration::from_secs(60);
+
+/// Restores every VM of `vms` from the environment's boot image, in
+/// parallel; returns the seconds each took until it answered SSH.
+pub(crate) fn restore(env: &Env, vms: &[&Vm]) -> Result<BTreeMap<String, f64>> {
+    let w = env.saved.warm.as_ref().ok_or_else(|| Error::Usage {
+        message: "warm start is off for this environment".into(),
+    })?;
+    let img = BootImages::new(&env.template_store())
+        .find(&w.key)
+        .ok_or_else(|| Error::BootImage {
+            vm: vms.iter().map(|v| v.name()).collect::<Vec<_>>().join(", "),
+            path: BootImages::new(&env.template_store()).root().join(&w.key),
+            what: "it is gone from the store".into(),
+        })?;
+    let secs = map_parallel("restore", vms, |vm| vm.name().to_owned(), |vm| restore_vm(vm, &img))?;
+    Ok(vms.iter().map(|v| v.name().to_owned()).zip(secs).collect())
+}
+
+/// Restores VM `vm` from boot image `img`, checks the image's digest, waits
+/// for SSH and refreshes the guest.
+fn restore_vm(vm: &Vm, img: &BootImage) -> Result<f64> {
+    let t = Instant::now();
+    let saved = img.meta.vms.get(vm.name()).ok_or_else(|| Error::BootImage {
+        vm: vm.name().to_owned(),
+        path: img.dir.clone(),
+        what: "it holds no such VM".into(),
+    })?;
+    let state = img.file(&saved.state);
+    let offset = console_len(&vm.plan.console_log);
+    let sha = restore_from(vm, &state)?;
+    if sha != saved.state_sha256 {
+        let _ = vm.backend.stop_domain(&vm.plan.libvirt_name);
+        return Err(Error::BootImage {
+            vm: vm.name().to_owned(),
+            path: state,
+            what: "its digest does not match (damaged)".into(),
+        });
+    }
+    tracing::debug!(vm = %vm.name(), ms = t.elapsed().as_millis() as u64, "domain restored");
+    answered(vm, offset)?;
+    tracing::info!(vm = %vm.name(), ms = t.elapsed().as_millis() as u64, "restored from its boot image");
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// After a save: brings VM `vm` back from its save image in `dir`; returns
+/// the image's sha256 and size. A VM whose save failed still runs (or, if
+/// it went down, boots).
+pub(super) fn resume_saved(vm: &Vm, dir: &Path) -> Result<(String, u64)> {
+    let state = dir.join(super::save::state_file(vm.name()));
+    if vm.state()? == VmState::Running {
+        return Ok((String::new(), 0));
+    }
+    if !state.is_file() {
+        vm.start()?;
+        return Ok((String::new(), 0));
+    }
+    let offset = console_len(&vm.plan.console_log);
+    let sha = restore_from(vm, &state)?;
+    answered(vm, offset)?;
+    let bytes = std::fs::metadata(&state).map(|m| m.len()).unwrap_or(0);
+    Ok((sha, bytes))
+}
+
+/// Restores VM `vm`'s domain from save image `state`; returns its sha256.
+fn restore_from(vm: &Vm, state: &Path) -> Result<String> {
+    vm.sync_console();
+    let fifo = vm.plan.console_log.with_file_name(format!(".{}.restore", vm.name()));
+    Ok(vm
+        .backend
+        .restore_domain(&vm.plan.libvirt_name, state, &fifo, &vm.domain_xml)?)
+}
+
+/// Waits for a restored guest's SSH (a new session), then sets its clock
+/// and feeds its RNG.
+fn answered(vm: &Vm, offset: u64) -> Result<()> {
+    let t = Instant::now();
+    vm.conn.reset();
+    vm.wait_from(ANSWER_WITHIN, offset)?;
+    let ssh_ms = t.elapsed().as_millis() as u64;
+    refresh(vm)?;
+    tracing::debug!(vm = %vm.name(), ssh_ms, refresh_ms = t.elapsed().as_millis() as u64 - ssh_ms, "restored guest answered");
+    Ok(())
+}
+
+/// Sets the guest's clock to the host's and writes fresh random bytes into
+/// its RNG: the memory it was restored from holds the clock and the entropy
+/// pool of the instant it was saved (the VM generation id, new on every
+/// restore, also tells kernels that read it).
+fn refresh(vm: &Vm) -> Result<()> {
+    let mut seed = [0u8; 256];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    // Whole seconds (busybox's date takes no fraction), rounded.
+    let secs = (now.as_secs_f64() + 0.5).floor() as u64;
+    let line = format!("date -u -s @{secs} >/dev/null 2>&1; cat > /dev/urandom");
+    let command = if vm.spec.ssh_user == "root" {
+        format!("sh -c '{line}'")
+    } else {
+        format!("sudo -n sh -c '{line}'")
+    };
+    let st = vm.conn.exec(&command, Some(&seed), Some(Duration::from_secs(30)))?;
+    if st.code != 0 {
+        tracing::warn!(vm = %vm.name(), code = st.code, err = %st.err.trim(), "cannot set the restored guest's clock or feed its RNG");
+    }
+    Ok(())
+}
