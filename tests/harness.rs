@@ -386,7 +386,7 @@ fn test_processes_of_one_nextest_run_share_one_boot() {
     );
     assert_eq!(stdout.matches("child: hostname vm01").count(), 2, "{stdout}");
     assert_eq!(
-        stderr.matches("lago: booted").count(),
+        stderr.lines().filter(|l| common::is_boot_line(l)).count(),
         1,
         "one boot for the run:\n{stderr}"
     );

@@ -22,9 +22,11 @@ pub(crate) struct Args {
     pub strict: bool,
     /// A console pattern that fails the test (checked as a regex here).
     pub fail_on_console: Option<LitStr>,
+    /// `warm = false`: the environment boots instead of being restored.
+    pub warm: Option<bool>,
 }
 
-const USAGE: &str = "expected #[lago_env(\"tests/envs/env.yaml\")], optionally with isolation = \"shared\" | \"reset\" | \"fresh\", timeout = \"120s\", fail_on_console = \"regex\" and strict";
+const USAGE: &str = "expected #[lago_env(\"tests/envs/env.yaml\")], optionally with isolation = \"shared\" | \"reset\" | \"fresh\", timeout = \"120s\", fail_on_console = \"regex\", warm = false and strict";
 
 impl Parse for Args {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
@@ -38,6 +40,7 @@ impl Parse for Args {
             timeout: None,
             strict: false,
             fail_on_console: None,
+            warm: None,
         };
         let mut seen: Vec<String> = Vec::new();
         while !input.is_empty() {
@@ -54,12 +57,19 @@ impl Parse for Args {
                 continue;
             }
             let _: Token![=] = input.parse()?;
-            let value: LitStr = input.parse()?;
             let k = key.to_string();
             if seen.contains(&k) {
                 return Err(syn::Error::new(key.span(), format!("`{k}` is given twice")));
             }
             seen.push(k.clone());
+            if k == "warm" {
+                let value: syn::LitBool = input
+                    .parse()
+                    .map_err(|e| syn::Error::new(e.span(), "warm: expected `true` or `false`"))?;
+                args.warm = Some(value.value);
+                continue;
+            }
+            let value: LitStr = input.parse()?;
             match k.as_str() {
                 "isolation" => {
                     args.isolation = match value.value().as_str() {

@@ -203,11 +203,16 @@ fn options(args: &Args) -> TokenStream {
         Some(p) => quote! { ::core::option::Option::Some(#p) },
         None => quote! { ::core::option::Option::None },
     };
+    let warm = match args.warm {
+        Some(w) => quote! { ::core::option::Option::Some(#w) },
+        None => quote! { ::core::option::Option::None },
+    };
     quote! {
         ::lago::harness::TestOptions {
             isolation: ::lago::harness::Isolation::#isolation,
             timeout: #timeout,
             fail_on_console: #fail_on_console,
+            warm: #warm,
         }
     }
 }
@@ -413,6 +418,27 @@ mod tests {
             out.contains("fail_on_console : :: core :: option :: Option :: Some (\"segfault|OOM\")"),
             "{out}"
         );
+
+        // warm = false goes into the registered options; a string is refused.
+        let out = run(
+            quote!("tests/envs/pair.yaml", warm = false),
+            quote!(
+                fn t(vm01: &Vm) {}
+            ),
+        )
+        .unwrap();
+        assert!(
+            out.contains("warm : :: core :: option :: Option :: Some (false)"),
+            "{out}"
+        );
+        let e = run(
+            quote!("tests/envs/pair.yaml", warm = "no"),
+            quote!(
+                fn t() {}
+            ),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("warm: expected `true` or `false`"), "{e}");
 
         // rstest parameters: registered without a body (it needs the cases).
         let out = run(

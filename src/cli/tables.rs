@@ -35,7 +35,15 @@ pub fn status_table(st: &Status) -> String {
     }
     let _ = writeln!(s, "vms:");
     for v in &st.vms {
-        let _ = writeln!(s, "  {:<12} {:<8} {:<15} {}", v.name, v.state.to_string(), v.ip, v.fqdn);
+        let came_up = v.came_up.as_deref().map(|c| format!("  ({c})")).unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "  {:<12} {:<8} {:<15} {}{came_up}",
+            v.name,
+            v.state.to_string(),
+            v.ip,
+            v.fqdn
+        );
         for nic in &v.nics {
             let _ = writeln!(
                 s,
@@ -47,6 +55,63 @@ pub fn status_table(st: &Status) -> String {
             );
         }
     }
+    s
+}
+
+/// `lago warm list`: the boot images, most recently used first.
+pub fn boot_images_table(root: &Path, list: &[crate::host::store::warm::BootImageEntry]) -> String {
+    let mut s = format!("boot images: {}\n", root.display());
+    if list.is_empty() {
+        s.push_str("  (none: an environment's first start saves one)\n");
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "  {:<32} {:>8}  {:<20} {:<16} INIT FILE",
+        "KEY", "SIZE", "LAST USED", "VMS"
+    );
+    for e in list {
+        let last = e
+            .last_used
+            .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+            .map(|d| ago(d.as_secs()))
+            .unwrap_or_else(|| "never".to_owned());
+        let _ = writeln!(
+            s,
+            "  {:<32} {:>8}  {:<20} {:<16} {}",
+            e.key,
+            approx_size(e.bytes),
+            last,
+            e.vms.join(","),
+            e.init_file.display()
+        );
+        for u in &e.users {
+            let _ = writeln!(s, "      used by {}", u.display());
+        }
+    }
+    let total: u64 = list.iter().map(|e| e.bytes).sum();
+    let _ = writeln!(s, "  {} boot images, {}", list.len(), approx_size(total));
+    s
+}
+
+/// `lago warm clear` and `lago template prune`: the boot images removed
+/// (or, with `dry_run`, that would be) and those kept because in use.
+pub fn boot_images_removed(
+    removed: &[crate::host::store::warm::BootImageEntry],
+    kept: &[crate::host::store::warm::BootImageEntry],
+    dry_run: bool,
+) -> String {
+    let mut s = String::new();
+    let verb = if dry_run { "would remove" } else { "removed" };
+    for e in removed {
+        let _ = writeln!(s, "{verb} boot image {} ({})", e.key, approx_size(e.bytes));
+    }
+    for e in kept {
+        let users: Vec<String> = e.users.iter().map(|u| u.display().to_string()).collect();
+        let _ = writeln!(s, "kept boot image {}: used by {}", e.key, users.join(", "));
+    }
+    let freed: u64 = removed.iter().map(|e| e.bytes).sum();
+    let _ = writeln!(s, "{verb} {} boot images, {}", removed.len(), approx_size(freed));
     s
 }
 

@@ -314,8 +314,17 @@ impl Env {
     /// Starts the nets the chosen VMs use, then the VMs in parallel, and waits
     /// (in parallel) until every one answers SSH. `&[]` means all. A failure
     /// rolls back what this call started.
+    ///
+    /// The first start of all VMs restores them from the environment's boot
+    /// image when init found one (warm start), or boots them and saves one.
     pub fn start(&self, names: &[&str]) -> Result<()> {
-        self.start_vms(names).map_err(|e| self.libvirt_gone("start", e))
+        self.start_vms(names, false).map_err(|e| self.libvirt_gone("start", e))
+    }
+
+    /// Like [`Env::start`], always booting: a boot image is neither
+    /// restored from nor saved (`lago start --cold`).
+    pub fn start_cold(&self, names: &[&str]) -> Result<()> {
+        self.start_vms(names, true).map_err(|e| self.libvirt_gone("start", e))
     }
 
     /// `e` as the user should see it: when the connection to libvirtd broke
@@ -331,7 +340,7 @@ impl Env {
         }
     }
 
-    fn start_vms(&self, names: &[&str]) -> Result<()> {
+    fn start_vms(&self, names: &[&str], cold: bool) -> Result<()> {
         let vms = self.select(names)?;
         let wanted: BTreeSet<&str> = vms
             .iter()
@@ -367,7 +376,7 @@ impl Env {
             || crate::env::error::for_each_parallel("start", &to_start, |vm| vm.name().to_owned(), |vm| vm.start());
         let first = names.is_empty() && !self.has_started() && to_start.len() == self.lago_vms();
         let started = if first {
-            warm::first_start(self, &to_start, boot)
+            warm::first_start(self, &to_start, cold, boot)
         } else {
             boot().map(|()| to_start.iter().map(|v| (v.name().to_owned(), warm::BOOTED)).collect())
         }

@@ -39,6 +39,10 @@ pub struct TestOptions {
     /// console matches it while the test runs, besides the watchdog's own
     /// (kernel panics, oopses, `BUG:` lines, hung tasks).
     pub fail_on_console: Option<&'static str>,
+    /// Warm start for the environment it runs in: `Some(false)` boots it
+    /// instead of restoring it from a boot image (and saves none), for every
+    /// test of that init file in the binary; `None`: as `LAGO_WARM` says (on).
+    pub warm: Option<bool>,
 }
 
 impl TestOptions {
@@ -64,6 +68,13 @@ impl TestOptions {
     #[must_use]
     pub const fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// With warm start on or off for its environment (see [`TestOptions::warm`](#structfield.warm)).
+    #[must_use]
+    pub const fn warm(mut self, warm: bool) -> Self {
+        self.warm = Some(warm);
         self
     }
 
@@ -113,6 +124,16 @@ pub(crate) fn register_reset(init_file: &str) {
 }
 
 static RESETS: Mutex<Vec<std::path::PathBuf>> = Mutex::new(Vec::new());
+
+/// Whether a test of this binary asks for its environment of `init_file`
+/// to boot, not to be restored (`warm = false`).
+pub(crate) fn wants_cold(init_file: &Path) -> bool {
+    REGISTRY
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .any(|r| r.options.warm == Some(false) && Path::new(r.init_file) == init_file)
+}
 
 /// Whether a test of this binary resets the environment of `init_file`
 /// (then the suite takes its post-boot snapshot as soon as it has booted).

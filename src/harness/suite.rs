@@ -257,8 +257,11 @@ impl Suite {
             );
         } else {
             self.boots.fetch_add(1, Ordering::SeqCst);
+            let came_up = env.came_up();
+            let restored = !came_up.is_empty() && came_up.values().all(|h| h == "restored");
             eprintln!(
-                "lago: booted {} as env {} in {} ({:.1?})",
+                "lago: {} {} as env {} in {} ({:.1?})",
+                if restored { "restored" } else { "booted" },
                 self.init_file.display(),
                 env.id(),
                 env.workdir().display(),
@@ -283,6 +286,7 @@ impl Suite {
             InitOptions {
                 workdir: Some(root.clone()),
                 owner: Owner::this_process(),
+                warm: registry::wants_cold(&self.init_file).then_some(false),
                 ..Default::default()
             },
         )
@@ -366,6 +370,7 @@ impl Suite {
                 InitOptions {
                     workdir: Some(shared.workdir.clone()),
                     owner: Owner::of_pid(reaper),
+                    warm: registry::wants_cold(&self.init_file).then_some(false),
                     ..Default::default()
                 },
             )

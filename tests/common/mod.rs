@@ -89,11 +89,17 @@ pub fn spawn_until_ready(
     (c, stderr, lines)
 }
 
-/// `(env id, workdir)` from the harness's "booted … as env ID in WORKDIR" line.
+/// Whether `line` is the harness's line for an environment it started
+/// ("lago: booted …", or "lago: restored …" from a boot image).
+pub fn is_boot_line(line: &str) -> bool {
+    line.contains("lago: booted ") || line.contains("lago: restored ")
+}
+
+/// `(env id, workdir)` from the harness's "booted (or restored) … as env ID in WORKDIR" line.
 pub fn booted(stderr: &str) -> (String, PathBuf) {
     let line = stderr
         .lines()
-        .find(|l| l.contains("lago: booted"))
+        .find(|l| is_boot_line(l))
         .unwrap_or_else(|| panic!("no boot line in:\n{stderr}"));
     let rest = line.split(" as env ").nth(1).unwrap();
     let (id, rest) = rest.split_once(" in ").unwrap();

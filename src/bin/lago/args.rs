@@ -52,9 +52,16 @@ pub(crate) enum Command {
     /// Create an environment (workdir, leases, keys, disk images, seeds); starts nothing.
     Init(InitArgs),
     /// Start the networks and VMs (all, or the VMs named) and wait until they answer SSH.
+    ///
+    /// The first start of all VMs restores them from a boot image of the
+    /// same init file when there is one (warm start), else boots them and
+    /// saves one.
     Start {
         /// VMs to start (default: all).
         vms: Vec<String>,
+        /// Boot, even when a boot image could be restored; save none.
+        #[arg(long)]
+        cold: bool,
     },
     /// Power VMs off at once (all, or the VMs named), then stop unused networks.
     Stop {
@@ -172,6 +179,28 @@ pub(crate) enum Command {
     Template {
         #[command(subcommand)]
         command: TemplateCommand,
+    },
+    /// Boot images in the store (warm start: booted VMs saved by a first start).
+    Warm {
+        #[command(subcommand)]
+        command: WarmCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum WarmCommand {
+    /// List the boot images: key, size, last use, VMs, init file, users.
+    List {
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Remove boot images no existing environment uses (all, or the keys given).
+    Clear {
+        /// Keys of the boot images to remove (default: all).
+        keys: Vec<String>,
+        /// Show what would go; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -362,7 +391,8 @@ pub(crate) enum TemplateCommand {
         /// NAME or NAME:VERSION (default: all).
         templates: Vec<String>,
     },
-    /// Remove templates no existing environment uses (the newest version of each stays).
+    /// Remove templates no existing environment uses (the newest version of
+    /// each stays), after the boot images no environment uses.
     Prune {
         /// Show what would go; remove nothing.
         #[arg(long)]

@@ -76,7 +76,7 @@ pub(crate) fn init(ctx: &Ctx, a: InitArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn start(ctx: &Ctx, vms: &[String]) -> Result<ExitCode> {
+pub(crate) fn start(ctx: &Ctx, vms: &[String], cold: bool) -> Result<ExitCode> {
     let env = ctx.env()?;
     let t = Instant::now();
     if ctx.tty {
@@ -87,8 +87,18 @@ pub(crate) fn start(ctx: &Ctx, vms: &[String]) -> Result<ExitCode> {
         };
         eprintln!("starting {which} ...");
     }
-    env.start(&names(vms))?;
-    eprintln!("started; every VM answers SSH ({:.1?})", t.elapsed());
+    if cold {
+        env.start_cold(&names(vms))?;
+    } else {
+        env.start(&names(vms))?;
+    }
+    let came_up = env.came_up();
+    let restored = !came_up.is_empty() && came_up.values().all(|h| h == "restored");
+    eprintln!(
+        "started; every VM answers SSH ({:.1?}{})",
+        t.elapsed(),
+        if restored { ", restored from a boot image" } else { "" }
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -323,6 +333,8 @@ pub(crate) fn template(ctx: &Ctx, command: TemplateCommand) -> Result<ExitCode> 
             }
         }
         TemplateCommand::Prune { dry_run, all } => {
+            // Boot images first: their disks are layered on templates.
+            print_out(&clear_boot_images(&store, &[], dry_run)?);
             print_out(&cli::pruned_table(&store.prune(dry_run, all)?, dry_run));
         }
         TemplateCommand::Pull {
@@ -354,6 +366,44 @@ pub(crate) fn template(ctx: &Ctx, command: TemplateCommand) -> Result<ExitCode> 
             }
             print_out(&line(&store.build(&name)?));
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Removes the boot images no environment uses (all, or those of `keys`);
+/// what went and what stayed, as text.
+fn clear_boot_images(store: &lago::store::TemplateStore, keys: &[String], dry_run: bool) -> Result<String> {
+    let images = lago::store::warm::BootImages::new(store);
+    let chosen: Vec<_> = images
+        .entries()
+        .into_iter()
+        .filter(|e| keys.is_empty() || keys.contains(&e.key))
+        .collect();
+    if let Some(k) = keys.iter().find(|k| !chosen.iter().any(|e| &&e.key == k)) {
+        return Err(Error::Usage {
+            message: format!("no boot image {k} (lago warm list shows them)"),
+        });
+    }
+    let (kept, gone): (Vec<_>, Vec<_>) = chosen.into_iter().partition(|e| !e.users.is_empty());
+    if !dry_run {
+        for e in &gone {
+            images.remove(&e.key)?;
+        }
+    }
+    Ok(cli::boot_images_removed(&gone, &kept, dry_run))
+}
+
+pub(crate) fn warm(_ctx: &Ctx, command: WarmCommand) -> Result<ExitCode> {
+    let store = lago::store::TemplateStore::from_env();
+    match command {
+        WarmCommand::List { output } => {
+            let images = lago::store::warm::BootImages::new(&store);
+            let list = images.entries();
+            print_out(&cli::render(&list, output.get(), |l| {
+                cli::boot_images_table(images.root(), l)
+            })?);
+        }
+        WarmCommand::Clear { keys, dry_run } => print_out(&clear_boot_images(&store, &keys, dry_run)?),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -54,7 +54,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Validate(a) => validate(a),
         Command::Init(a) => init(&ctx, a),
-        Command::Start { vms } => start(&ctx, &vms),
+        Command::Start { vms, cold } => start(&ctx, &vms, cold),
         Command::Stop { vms } => ctx.env()?.stop(&names(&vms)).map(|()| ExitCode::SUCCESS),
         Command::Shutdown { vms, timeout } => ctx
             .env()?
@@ -80,6 +80,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Template { command } => template(&ctx, command),
+        Command::Warm { command } => warm(&ctx, command),
     }
 }
 
@@ -137,7 +138,13 @@ mod tests {
     fn lifecycle_verbs_take_vm_names_and_a_global_workdir() {
         let cli = parse(&["lago", "-w", "/tmp/w", "start", "vm01", "vm02"]);
         assert_eq!(cli.workdir, Some(PathBuf::from("/tmp/w")));
-        assert!(matches!(cli.command, Command::Start { ref vms } if vms == &["vm01", "vm02"]));
+        assert!(matches!(cli.command, Command::Start { ref vms, cold: false } if vms == &["vm01", "vm02"]));
+        let cli = parse(&["lago", "start", "--cold"]);
+        assert!(matches!(cli.command, Command::Start { ref vms, cold: true } if vms.is_empty()));
+        let cli = parse(&["lago", "warm", "clear", "--dry-run", "ab12"]);
+        assert!(
+            matches!(cli.command, Command::Warm { command: WarmCommand::Clear { ref keys, dry_run: true } } if keys == &["ab12"])
+        );
         let cli = parse(&["lago", "stop", "-w", "x"]);
         assert_eq!(cli.workdir, Some(PathBuf::from("x")));
         assert!(matches!(cli.command, Command::Stop { ref vms } if vms.is_empty()));

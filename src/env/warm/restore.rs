@@ -41,6 +41,9 @@ fn restore_vm(vm: &Vm, img: &BootImage) -> Result<f64> {
         what: "it holds no such VM".into(),
     })?;
     let state = img.file(&saved.state);
+    if let Some(c) = &saved.console {
+        carry_console(vm, &img.file(c), &img.meta.key);
+    }
     let offset = console_len(&vm.plan.console_log);
     let sha = restore_from(vm, &state)?;
     if sha != saved.state_sha256 {
@@ -55,6 +58,21 @@ fn restore_vm(vm: &Vm, img: &BootImage) -> Result<f64> {
     answered(vm, offset)?;
     tracing::info!(vm = %vm.name(), ms = t.elapsed().as_millis() as u64, "restored from its boot image");
     Ok(t.elapsed().as_secs_f64())
+}
+
+/// Starts VM `vm`'s console log with the boot the boot image saved, and a
+/// line that says where the restore begins (a console log that exists is
+/// left as it is).
+fn carry_console(vm: &Vm, saved: &Path, key: &str) {
+    let log = &vm.plan.console_log;
+    if log.exists() {
+        return;
+    }
+    let mut text = std::fs::read(saved).unwrap_or_default();
+    text.extend_from_slice(format!("\n[lago: restored from boot image {key}]\n").as_bytes());
+    if let Err(e) = std::fs::write(log, text) {
+        tracing::debug!(vm = %vm.name(), error = %e, "cannot carry the boot console over");
+    }
 }
 
 /// After a save: brings VM `vm` back from its save image in `dir`; returns

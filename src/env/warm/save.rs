@@ -72,7 +72,20 @@ fn save_vm(vm: &Vm, dir: &Path) -> Result<BTreeMap<String, String>> {
         crate::host::image::copy_sparse(&d.path, &dir.join(&file))?;
         disks.insert(d.name.clone(), file);
     }
+    // The console up to here: the boot a restored VM's console log starts with.
+    let console = std::fs::read(vm.console_log()).unwrap_or_default();
+    let keep = &console[console.len().saturating_sub(MAX_CONSOLE)..];
+    std::fs::write(dir.join(console_file(vm.name())), keep)
+        .map_err(crate::env::wd_err("write", &dir.join(console_file(vm.name()))))?;
     Ok(disks)
+}
+
+/// The most of a VM's boot console a boot image keeps (its end).
+const MAX_CONSOLE: usize = 1 << 20;
+
+/// The saved console's file name of VM `vm`.
+pub(super) fn console_file(vm: &str) -> String {
+    format!("{vm}.console.log")
 }
 
 /// The save image's file name of VM `vm`.
@@ -109,6 +122,7 @@ fn meta(
                 state_sha256: sha,
                 disks,
                 boot_secs: boot_secs.get(vm.name()).copied().unwrap_or_default(),
+                console: Some(console_file(vm.name())),
             },
         );
     }

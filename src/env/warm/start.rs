@@ -17,9 +17,12 @@ pub(crate) const BOOTED: &str = "booted";
 /// Starts `vms` (every VM of `env`, all down) for the first time: restores
 /// them from the boot image when init found one, else boots them with
 /// `boot` and saves the boot image. Returns how each came up.
+/// With `cold`, they boot and nothing is saved (disks init layered on the
+/// boot image are made again as for a boot).
 pub(crate) fn first_start(
     env: &Env,
     vms: &[&Vm],
+    cold: bool,
     boot: impl Fn() -> Result<()>,
 ) -> Result<BTreeMap<String, &'static str>> {
     let all = |how: &'static str| vms.iter().map(|v| (v.name().to_owned(), how)).collect();
@@ -27,6 +30,13 @@ pub(crate) fn first_start(
         boot()?;
         return Ok(all(BOOTED));
     };
+    if cold {
+        if w.restore {
+            cold_disks(env, vms)?;
+        }
+        boot()?;
+        return Ok(all(BOOTED));
+    }
     if w.restore {
         let t = Instant::now();
         match super::restore(env, vms) {
@@ -61,6 +71,21 @@ fn discard(env: &Env, vms: &[&Vm]) -> Result<()> {
     for vm in vms {
         vm.stop()?;
     }
+    cold_disks(env, vms)?;
+    if let Some(w) = &env.saved.warm {
+        let store = env.template_store();
+        store.forget_env(env.id(), env.workdir());
+        let images = BootImages::new(&store);
+        if images.users(&w.key).is_empty() {
+            images.remove(&w.key)?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes the disks of `vms` again as for a boot: overlays on their
+/// templates, empty disks.
+fn cold_disks(env: &Env, vms: &[&Vm]) -> Result<()> {
     let store = env.template_store();
     for vm in vms {
         for dp in vm
@@ -79,13 +104,6 @@ fn discard(env: &Env, vms: &[&Vm]) -> Result<()> {
             let dir = crate::host::workdir::Dir::open(env.workdir())?;
             dir.remove_file(&dp.path)?;
             crate::env::init::local_disk(dp, template.as_ref())?;
-        }
-    }
-    if let Some(w) = &env.saved.warm {
-        store.forget_env(env.id(), env.workdir());
-        let images = BootImages::new(&store);
-        if images.users(&w.key).is_empty() {
-            images.remove(&w.key)?;
         }
     }
     Ok(())

@@ -83,6 +83,10 @@ pub struct SavedVm {
     pub disks: BTreeMap<String, String>,
     /// Seconds from the domain's creation until it was ready, when it booted.
     pub boot_secs: f64,
+    /// Its serial console up to the save, a file in the folder (a restored
+    /// VM's console log starts with it).
+    #[serde(default)]
+    pub console: Option<String>,
 }
 
 /// A VM's SSH host key, as its seed gave it to the guest.
