@@ -2,8 +2,10 @@
 //! yardstick (a bare `qemu-system-x86_64 -accel tcg` boot of the host's
 //! Debian cloud kernel with an initramfs whose `/init` prints a line and
 //! powers off), then, through the `lago` command, start → first command
-//! answered (1 VM and 4), destroy, stop and the full cycle, each in seconds,
-//! as a ratio to the yardstick and beside its target. Then: template build
+//! answered (1 VM and 4), cold (`lago start --cold`) and restored from a
+//! boot image (warm start), destroy, stop and the full cycle, each in
+//! seconds, as a ratio to the yardstick and beside its target; the boot
+//! images' sizes. Then: template build
 //! cold and warm, `init`, domain start → SSH, SSH exec round trip, overlay
 //! size after boot, snapshot and revert (1 VM and 4).
 //!
@@ -165,7 +167,7 @@ fn budget(tmp: &Path) -> Result<(), Box<dyn std::error::Error>> {
         let t0 = Instant::now();
         run(&bin, &w, &["init", one.to_str().unwrap_or_default()])?;
         let t = Instant::now();
-        run(&bin, &w, &["start"])?;
+        run(&bin, &w, &["start", "--cold"])?;
         run(&bin, &w, &["shell", "vm01", "--", "hostname"])?;
         start1.push(t.elapsed());
         let t = Instant::now();
@@ -175,7 +177,7 @@ fn budget(tmp: &Path) -> Result<(), Box<dyn std::error::Error>> {
         let w = tmp.join(format!("budget-four-{round}"));
         run(&bin, &w, &["init", four.to_str().unwrap_or_default()])?;
         let t = Instant::now();
-        run(&bin, &w, &["start"])?;
+        run(&bin, &w, &["start", "--cold"])?;
         for vm in ["vm01", "vm02", "vm03", "vm04"] {
             run(&bin, &w, &["shell", vm, "--", "hostname"])?;
         }
@@ -186,14 +188,76 @@ fn budget(tmp: &Path) -> Result<(), Box<dyn std::error::Error>> {
         run(&bin, &w, &["destroy", "--yes"])?;
     }
     show(
-        "start -> first command answered, 1 VM (lago start; lago shell vm01 -- hostname)",
+        "cold: start -> first command answered, 1 VM (lago start --cold; lago shell vm01 -- hostname)",
         &start1,
         0.68,
     );
-    show("start -> every VM answered a command, 4 VMs", &start4, 1.35);
+    show("cold: start -> every VM answered a command, 4 VMs", &start4, 1.35);
     show("destroy, running 1-VM env", &destroy, 0.14);
     show("stop, running 4-VM env", &stop, 0.14);
-    show("full cycle: init + start + hostname + destroy, 1 VM", &cycle, 1.1);
+    show("cold: full cycle: init + start + hostname + destroy, 1 VM", &cycle, 1.1);
+    warm_budget(&bin, tmp, &one, &four, &show)
+}
+
+/// The same starts restored from boot images (warm start): the first start
+/// of each init file saves one (timed: boot + save), the next three restore.
+fn warm_budget(
+    bin: &Path,
+    tmp: &Path,
+    one: &Path,
+    four: &Path,
+    show: &dyn Fn(&str, &[Duration], f64),
+) -> Result<(), Box<dyn std::error::Error>> {
+    for (file, what) in [(one, "1 VM"), (four, "4 VMs")] {
+        let w = tmp.join(format!("prime-{}", what.replace(' ', "")));
+        run(bin, &w, &["init", file.to_str().unwrap_or_default()])?;
+        let t = Instant::now();
+        run(bin, &w, &["start"])?;
+        println!(
+            "warm: first start ({what}; boots, or restores a boot image an earlier run saved): {:.2}s",
+            t.elapsed().as_secs_f64()
+        );
+        run(bin, &w, &["destroy", "--yes"])?;
+    }
+    let (mut start1, mut start4, mut cycle) = (vec![], vec![], vec![]);
+    for round in 0..3 {
+        let w = tmp.join(format!("warm-{round}"));
+        let t0 = Instant::now();
+        run(bin, &w, &["init", one.to_str().unwrap_or_default()])?;
+        let t = Instant::now();
+        run(bin, &w, &["start"])?;
+        run(bin, &w, &["shell", "vm01", "--", "hostname"])?;
+        start1.push(t.elapsed());
+        run(bin, &w, &["destroy", "--yes"])?;
+        cycle.push(t0.elapsed());
+        let w = tmp.join(format!("warm-four-{round}"));
+        run(bin, &w, &["init", four.to_str().unwrap_or_default()])?;
+        let t = Instant::now();
+        run(bin, &w, &["start"])?;
+        for vm in ["vm01", "vm02", "vm03", "vm04"] {
+            run(bin, &w, &["shell", vm, "--", "hostname"])?;
+        }
+        start4.push(t.elapsed());
+        run(bin, &w, &["destroy", "--yes"])?;
+    }
+    show("warm: start -> first command answered, 1 VM (restored)", &start1, 0.35);
+    show(
+        "warm: start -> every VM answered a command, 4 VMs (restored)",
+        &start4,
+        1.0,
+    );
+    show("warm: full cycle: init + start + hostname + destroy, 1 VM", &cycle, 1.1);
+    for e in lago::store::warm::BootImages::new(&TemplateStore::from_env()).entries() {
+        if e.init_file == one || e.init_file == four {
+            println!(
+                "boot image {} ({}): {:.1} MiB on disk for {} VMs",
+                e.key,
+                e.init_file.display(),
+                e.bytes as f64 / (1u64 << 20) as f64,
+                e.vms.len()
+            );
+        }
+    }
     Ok(())
 }
 
@@ -243,6 +307,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let opts = |dir: &str| InitOptions {
         workdir: Some(tmp.path().join(dir)),
         store: Some(cold_store.clone()),
+        // Boots, as the figures below always measured (warm start is timed above).
+        warm: Some(false),
         ..Default::default()
     };
 
