@@ -5,7 +5,8 @@
 //! namespace (the build needs Debian's mirror); this test publishes it as a
 //! Lago repository served on 127.0.0.1, and boots both VMs from the image
 //! pulled out of that repository into an empty store. One environment, many
-//! assertions.
+//! assertions; then a second one of the same init file, restored from the
+//! boot image the first start saved (warm start), and the same assertions.
 
 #[path = "common/repo_server.rs"]
 mod repo_server;
@@ -82,6 +83,59 @@ fn debian_cloud_image_end_to_end() {
     if let Err(p) = outcome {
         std::panic::resume_unwind(p);
     }
+    // The same init file again: restored from the boot image the first start saved.
+    let env = Env::init(
+        env_file(),
+        InitOptions {
+            workdir: Some(tmp.path().join("env2")),
+            store: Some(store.clone()),
+            template_repos: vec![server.url("repo.metadata")],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| restored(&env)));
+    env.destroy().unwrap();
+    if let Err(p) = outcome {
+        std::panic::resume_unwind(p);
+    }
+}
+
+/// A restored environment behaves as the booted one did.
+fn restored(env: &Env) {
+    let t = Instant::now();
+    env.start(&[]).unwrap();
+    eprintln!(
+        "debian-12: start -> SSH answered by both VMs, restored: {:.1?}",
+        t.elapsed()
+    );
+    let how: Vec<String> = env
+        .status()
+        .unwrap()
+        .vms
+        .into_iter()
+        .filter_map(|v| v.came_up)
+        .collect();
+    assert_eq!(how, ["restored", "restored"]);
+    let saved: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(env.workdir().join(lago::env::STATE_FILE)).unwrap()).unwrap();
+    let vms = env.get_vms();
+    let (deb1, deb2) = (&vms["deb1"], &vms["deb2"]);
+    for vm in [deb1, deb2] {
+        booted_as_planned(vm, &saved);
+        let guest: i64 = out(vm, &["date", "+%s"]).trim().parse().unwrap();
+        let host = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!(
+            (guest - host).abs() <= 2,
+            "{}: guest clock {guest}, host {host}",
+            vm.name()
+        );
+    }
+    users_and_units(env, deb1, deb2);
+    names_resolve(deb1, deb2);
 }
 
 fn exercise(env: &Env) {

@@ -11,7 +11,11 @@
 //! seeds/<vm>-cidata.img   cloud-init NoCloud seeds
 //! logs/lago.log           the environment's log
 //! logs/<vm>.console.log   serial consoles
+//! booted.json             how each VM came up at the last start (restored or booted)
 //! ```
+//!
+//! Warm start (`warm`): the first start saves a boot image in the template
+//! store, later environments of the same init file restore from it.
 
 pub mod collect;
 pub(crate) mod commands;
