@@ -172,6 +172,40 @@ pub(crate) fn layer_disk(img: &BootImage, vm: &str, dp: &crate::plan::DiskPlan) 
 mod tests {
     use super::*;
 
+    fn spec(text: &str) -> EnvSpec {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("init.yaml");
+        std::fs::write(&path, text).expect("write");
+        std::fs::write(dir.path().join("disk.raw"), b"").expect("write");
+        lago_config::load(&path).expect("valid init file")
+    }
+
+    #[test]
+    fn warm_start_is_off_where_a_boot_image_could_not_be_right() {
+        let plain = spec(
+            "domains:\n  vm01:\n    disks: [{type: template, template_name: tiny, name: root, dev: vda}]\n    nics: [{net: n}]\nnets:\n  n: {type: nat}\n",
+        );
+        let uri = "qemu:///session";
+        let on = InitOptions::default();
+        let off = InitOptions {
+            warm: Some(false),
+            ..Default::default()
+        };
+        assert!(blocker(&off, &plain, false, uri).is_some_and(|w| w.contains("cold")));
+        assert!(blocker(&on, &plain, true, uri).is_some_and(|w| w.contains("remote")));
+        let file = spec(
+            "domains:\n  vm01:\n    disks: [{type: file, path: disk.raw, name: root, dev: vda, format: raw}]\n    nics: [{net: n}]\nnets:\n  n: {type: nat}\n",
+        );
+        assert!(
+            blocker(&on, &file, false, uri).is_some_and(|w| w.contains("a file of yours")),
+            "{:?}",
+            blocker(&on, &file, false, uri)
+        );
+        if std::env::var_os("LAGO_WARM").is_none() {
+            assert_eq!(blocker(&on, &plain, false, uri), None);
+        }
+    }
+
     #[test]
     fn hex_goes_both_ways_and_refuses_junk() {
         assert_eq!(unhex(&to_hex(&[0, 1, 254, 255])), Some(vec![0, 1, 254, 255]));
