@@ -64,13 +64,16 @@ impl Backend {
             0,
         )
         .map_err(|e| io_err(e.into()))?;
-        let done = AtomicBool::new(false);
+        let (returned, failed) = (AtomicBool::new(false), AtomicBool::new(false));
         let (restored, fed) = std::thread::scope(|s| {
-            let feeder = s.spawn(|| feed(fifo, &header, &head, &mut file, &done));
+            let feeder = s.spawn(|| feed(fifo, &header, &head, &mut file, (&returned, &failed)));
             let restored =
                 self.conn
                     .restore_domain_flags(&fifo.to_string_lossy(), Some(&xml), virt::sys::VIR_DOMAIN_SAVE_RUNNING);
-            done.store(true, Ordering::Relaxed);
+            // A failed restore may leave a reader (a QEMU that libvirt
+            // started, then lost) that never reads: the feeder gives up.
+            failed.store(restored.is_err(), Ordering::Relaxed);
+            returned.store(true, Ordering::Relaxed);
             let fed = feeder
                 .join()
                 .unwrap_or_else(|_| Err(std::io::Error::other("the feeding thread panicked")));
@@ -238,15 +241,17 @@ impl Ids {
 }
 
 /// Writes the rewritten `head`, then the rest of the image, into the FIFO
-/// once libvirt opens it (or gives up when `done` says libvirt returned
-/// without opening it); returns the sha256 of the image as it is on disk.
+/// once libvirt opens it; returns the sha256 of the image as it is on disk.
+/// It gives up when libvirt returned (`flags.0`) without opening it, or
+/// failed (`flags.1`) while no one reads.
 fn feed(
     fifo: &Path,
     header: &SaveHeader,
     head: &[u8],
     image: &mut fs::File,
-    done: &AtomicBool,
+    flags: (&AtomicBool, &AtomicBool),
 ) -> std::io::Result<String> {
+    let (returned, failed) = flags;
     let mut out = loop {
         match fs::OpenOptions::new()
             .write(true)
@@ -256,7 +261,7 @@ fn feed(
             Ok(f) => break f,
             // No reader yet.
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NXIO.raw_os_error()) => {
-                if done.load(Ordering::Relaxed) {
+                if returned.load(Ordering::Relaxed) {
                     return Err(std::io::Error::other("libvirt never read the save image"));
                 }
                 std::thread::sleep(Duration::from_millis(1));
@@ -264,11 +269,10 @@ fn feed(
             Err(e) => return Err(e),
         }
     };
-    rustix::fs::fcntl_setfl(&out, rustix::fs::OFlags::empty())?;
     let mut hash = Sha256::new();
     hash.update(header.raw);
     hash.update(&header.data);
-    out.write_all(head)?;
+    write_unless(&mut out, head, failed)?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = image.read(&mut buf)?;
@@ -276,9 +280,34 @@ fn feed(
             break;
         }
         hash.update(&buf[..n]);
-        out.write_all(&buf[..n])?;
+        write_unless(&mut out, &buf[..n], failed)?;
     }
     Ok(format!("{:x}", hash.finalize()))
+}
+
+/// Writes all of `buf` into the non-blocking `out`, waiting while the pipe
+/// is full, unless `failed` says the restore failed meanwhile.
+fn write_unless(out: &mut fs::File, mut buf: &[u8], failed: &AtomicBool) -> std::io::Result<()> {
+    let tick = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 100_000_000,
+    };
+    while !buf.is_empty() {
+        match out.write(buf) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if failed.load(Ordering::Relaxed) {
+                    return Err(std::io::Error::other("the restore failed; no one reads the save image"));
+                }
+                let mut fds = [rustix::event::PollFd::new(&*out, rustix::event::PollFlags::OUT)];
+                rustix::event::poll(&mut fds, Some(&tick))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
