@@ -6,9 +6,7 @@ use std::ffi::CString;
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -30,58 +28,61 @@ impl Backend {
         save_flags(&d, &c_path).map_err(err)
     }
 
-    /// Restores a domain saved by [`Backend::save_domain`] in `image` as
-    /// domain `name`, defined by `xml` (lago's domain XML: the host side may
-    /// differ from the saved one's, the guest's hardware may not). The
-    /// domain gets a new uuid and VM generation id (the guest kernel reseeds
-    /// its RNG when that changes). libvirt insists that the saved image
-    /// names the domain as `xml` does, so the image is fed to it through the
-    /// FIFO `fifo` (made here, removed after) with its header rewritten; the
-    /// image itself is only read. Returns the image's sha256, computed on
-    /// the way: the caller checks it, and destroys the domain on a mismatch.
-    pub fn restore_domain(&self, name: &str, image: &Path, fifo: &Path, xml: &str) -> Result<String, BackendError> {
-        let err = |source| BackendError::Restore {
-            name: name.to_owned(),
-            path: image.to_path_buf(),
-            source,
-        };
+    /// Restores a domain saved by [`Backend::save_domain`] in `image` as a
+    /// new transient domain defined by `xml` (lago's domain XML: name,
+    /// disks, networks and console are this environment's; the guest's
+    /// hardware must be the saved one's). It is created paused, waiting for
+    /// an incoming migration (`-incoming defer`), and QEMU is fed the saved
+    /// stream over a unix socket in a private folder; then it runs. Created
+    /// this way, unlike by libvirt's own restore, it can be one libvirtd
+    /// destroys when this process ends (`autodestroy`). Its VM generation id
+    /// is new: QEMU hands it to the guest on load (its kernel reseeds its
+    /// RNG). Returns the image's sha256, computed on the way: the caller
+    /// checks it, and destroys the domain on a mismatch.
+    pub fn restore_domain(
+        &self,
+        name: &str,
+        image: &Path,
+        xml: &str,
+        autodestroy: bool,
+    ) -> Result<String, BackendError> {
         let io_err = |source| BackendError::SaveImage {
             name: name.to_owned(),
             path: image.to_path_buf(),
             source,
         };
-        let ids = Ids::fresh().map_err(io_err)?;
         let mut file = fs::File::open(image).map_err(io_err)?;
         let header = SaveHeader::read(&mut file).map_err(io_err)?;
-        let head = header.rewritten(name, &ids).map_err(io_err)?;
-        let xml = ids.apply(xml);
-        let _ = fs::remove_file(fifo);
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            fifo,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .map_err(|e| io_err(e.into()))?;
-        let (returned, failed) = (AtomicBool::new(false), AtomicBool::new(false));
-        let (restored, fed) = std::thread::scope(|s| {
-            let feeder = s.spawn(|| feed(fifo, &header, &head, &mut file, (&returned, &failed)));
-            let restored =
-                self.conn
-                    .restore_domain_flags(&fifo.to_string_lossy(), Some(&xml), virt::sys::VIR_DOMAIN_SAVE_RUNNING);
-            // A failed restore may leave a reader (a QEMU that libvirt
-            // started, then lost) that never reads: the feeder gives up.
-            failed.store(restored.is_err(), Ordering::Relaxed);
-            returned.store(true, Ordering::Relaxed);
-            let fed = feeder
-                .join()
-                .unwrap_or_else(|_| Err(std::io::Error::other("the feeding thread panicked")));
-            (restored, fed)
-        });
-        let _ = fs::remove_file(fifo);
-        restored.map_err(err)?;
-        fed.map_err(io_err)
+        let dir = tempfile::Builder::new()
+            .prefix("lago-restore-")
+            .tempdir()
+            .map_err(io_err)?;
+        let socket = dir.path().join("in");
+        let flags = virt::sys::VIR_DOMAIN_START_PAUSED
+            | if autodestroy {
+                virt::sys::VIR_DOMAIN_START_AUTODESTROY
+            } else {
+                0
+            };
+        let d = self
+            .conn
+            .create_domain_xml(&incoming_xml(xml), flags)
+            .map_err(|source| BackendError::StartDomain {
+                name: name.to_owned(),
+                source,
+            })?;
+        let fed = feed(&d, &socket, &header, &mut file);
+        if fed.is_err() {
+            let _ = d.destroy();
+        }
+        fed.map_err(|e| match e {
+            Fed::Io(source) => io_err(source),
+            Fed::Libvirt(source) => BackendError::Restore {
+                name: name.to_owned(),
+                path: image.to_path_buf(),
+                source,
+            },
+        })
     }
 
     /// The uuid of domain `name` (libvirt's, as text).
@@ -125,8 +126,6 @@ fn save_flags(d: &virt::domain::Domain, path: &CString) -> Result<(), virt::erro
 struct SaveHeader {
     raw: [u8; HEADER_LEN],
     data: Vec<u8>,
-    xml: String,
-    cookie: Option<Vec<u8>>,
 }
 
 const HEADER_LEN: usize = 92;
@@ -162,152 +161,86 @@ impl SaveHeader {
         }
         let mut data = vec![0u8; len];
         r.read_exact(&mut data)?;
-        let xml_end = data
-            .iter()
-            .position(|b| *b == 0)
-            .ok_or_else(|| bad("no end to its XML"))?;
-        let xml = String::from_utf8(data[..xml_end].to_vec()).map_err(|_| bad("XML that is not UTF-8"))?;
-        let cookie = (cookie_at > 0).then(|| {
-            let rest = &data[cookie_at..];
-            rest[..rest.iter().position(|b| *b == 0).unwrap_or(rest.len())].to_vec()
-        });
-        Ok(SaveHeader { raw, data, xml, cookie })
-    }
-
-    /// The header and data again, with the domain's name, uuid and
-    /// generation id replaced in the XML.
-    fn rewritten(&self, name: &str, ids: &Ids) -> std::io::Result<Vec<u8>> {
-        let mut xml = replace_element(&self.xml, "name", &super::xml::esc(name)).ok_or_else(|| bad("no <name>"))?;
-        xml = replace_element(&xml, "uuid", &ids.uuid).ok_or_else(|| bad("no <uuid>"))?;
-        xml = replace_element(&xml, "genid", &ids.genid).ok_or_else(|| bad("no <genid>"))?;
-        let mut data = xml.into_bytes();
-        data.push(0);
-        let cookie_at = match &self.cookie {
-            Some(c) => {
-                let at = data.len();
-                data.extend_from_slice(c);
-                data.push(0);
-                at
-            }
-            None => 0,
-        };
-        let mut out = self.raw.to_vec();
-        out[20..24].copy_from_slice(&u32::try_from(data.len()).map_err(|_| bad("too long"))?.to_le_bytes());
-        out[32..36].copy_from_slice(&u32::try_from(cookie_at).map_err(|_| bad("too long"))?.to_le_bytes());
-        out.extend_from_slice(&data);
-        Ok(out)
-    }
-}
-
-/// `xml` with the text of its first `<tag>…</tag>` replaced by `text`.
-fn replace_element(xml: &str, tag: &str, text: &str) -> Option<String> {
-    let open = format!("<{tag}>");
-    let start = xml.find(&open)? + open.len();
-    let end = start + xml[start..].find(&format!("</{tag}>"))?;
-    Some(format!("{}{text}{}", &xml[..start], &xml[end..]))
-}
-
-/// A restored domain's new uuid and VM generation id.
-struct Ids {
-    uuid: String,
-    genid: String,
-}
-
-impl Ids {
-    fn fresh() -> std::io::Result<Ids> {
-        let uuid = |h: String| format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]);
-        Ok(Ids {
-            uuid: uuid(crate::util::random::random_hex(16)?),
-            genid: uuid(crate::util::random::random_hex(16)?),
-        })
-    }
-
-    /// lago's domain XML with these ids.
-    fn apply(&self, xml: &str) -> String {
-        let with_genid = xml.replacen("<genid/>", &format!("<genid>{}</genid>", self.genid), 1);
-        match with_genid.find("</name>") {
-            Some(i) => {
-                let at = i + "</name>".len();
-                format!(
-                    "{}\n  <uuid>{}</uuid>{}",
-                    &with_genid[..at],
-                    self.uuid,
-                    &with_genid[at..]
-                )
-            }
-            None => with_genid,
+        if !data.starts_with(b"<domain") || !data.contains(&0) {
+            return Err(bad("no domain XML"));
         }
+        Ok(SaveHeader { raw, data })
     }
 }
 
-/// Writes the rewritten `head`, then the rest of the image, into the FIFO
-/// once libvirt opens it; returns the sha256 of the image as it is on disk.
-/// It gives up when libvirt returned (`flags.0`) without opening it, or
-/// failed (`flags.1`) while no one reads.
-fn feed(
-    fifo: &Path,
-    header: &SaveHeader,
-    head: &[u8],
-    image: &mut fs::File,
-    flags: (&AtomicBool, &AtomicBool),
-) -> std::io::Result<String> {
-    let (returned, failed) = flags;
-    let mut out = loop {
-        match fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-            .open(fifo)
-        {
-            Ok(f) => break f,
-            // No reader yet.
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NXIO.raw_os_error()) => {
-                if returned.load(Ordering::Relaxed) {
-                    return Err(std::io::Error::other("libvirt never read the save image"));
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err(e) => return Err(e),
-        }
+/// lago's domain XML for a domain that waits for an incoming migration.
+fn incoming_xml(xml: &str) -> String {
+    let ns = " xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'";
+    let with_ns = match xml.find("<domain ") {
+        Some(i) => format!("{}{ns}{}", &xml[..i + "<domain".len()], &xml[i + "<domain".len()..]),
+        None => xml.to_owned(),
     };
+    let args = "  <qemu:commandline>\n    <qemu:arg value='-incoming'/>\n    <qemu:arg value='defer'/>\n  </qemu:commandline>\n";
+    match with_ns.rfind("</domain>") {
+        Some(i) => format!("{}{args}{}", &with_ns[..i], &with_ns[i..]),
+        None => with_ns,
+    }
+}
+
+/// What failed while feeding a saved stream to QEMU.
+enum Fed {
+    Io(std::io::Error),
+    Libvirt(virt::error::Error),
+}
+
+/// How long QEMU may take to load a saved stream.
+const LOAD_WITHIN: Duration = Duration::from_secs(120);
+
+/// Has paused domain `d` listen on `socket` for its incoming migration,
+/// writes the stream (the image after its header) into it, waits until
+/// QEMU loaded it and resumes the domain; returns the image's sha256.
+fn feed(d: &virt::domain::Domain, socket: &Path, header: &SaveHeader, image: &mut fs::File) -> Result<String, Fed> {
+    let cmd =
+        serde_json::json!({"execute": "migrate-incoming", "arguments": {"uri": format!("unix:{}", socket.display())}});
+    d.qemu_monitor_command(&cmd.to_string(), 0).map_err(Fed::Libvirt)?;
     let mut hash = Sha256::new();
     hash.update(header.raw);
     hash.update(&header.data);
-    write_unless(&mut out, head, failed)?;
+    let mut out = std::os::unix::net::UnixStream::connect(socket).map_err(Fed::Io)?;
+    out.set_write_timeout(Some(LOAD_WITHIN)).map_err(Fed::Io)?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = image.read(&mut buf)?;
+        let n = image.read(&mut buf).map_err(Fed::Io)?;
         if n == 0 {
             break;
         }
         hash.update(&buf[..n]);
-        write_unless(&mut out, &buf[..n], failed)?;
+        out.write_all(&buf[..n]).map_err(Fed::Io)?;
     }
+    drop(out);
+    loaded(d)?;
+    d.resume().map_err(Fed::Libvirt)?;
     Ok(format!("{:x}", hash.finalize()))
 }
 
-/// Writes all of `buf` into the non-blocking `out`, waiting while the pipe
-/// is full, unless `failed` says the restore failed meanwhile.
-fn write_unless(out: &mut fs::File, mut buf: &[u8], failed: &AtomicBool) -> std::io::Result<()> {
-    let tick = rustix::event::Timespec {
-        tv_sec: 0,
-        tv_nsec: 100_000_000,
-    };
-    while !buf.is_empty() {
-        match out.write(buf) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if failed.load(Ordering::Relaxed) {
-                    return Err(std::io::Error::other("the restore failed; no one reads the save image"));
-                }
-                let mut fds = [rustix::event::PollFd::new(&*out, rustix::event::PollFlags::OUT)];
-                rustix::event::poll(&mut fds, Some(&tick))?;
+/// Waits until QEMU says the incoming migration completed.
+fn loaded(d: &virt::domain::Domain) -> Result<(), Fed> {
+    let query = r#"{"execute": "query-migrate"}"#;
+    let t = std::time::Instant::now();
+    loop {
+        let said = d.qemu_monitor_command(query, 0).map_err(Fed::Libvirt)?;
+        let status: serde_json::Value = serde_json::from_str(&said).unwrap_or_default();
+        match status["return"]["status"].as_str() {
+            Some("completed") => return Ok(()),
+            Some("failed" | "cancelled") => {
+                return Err(Fed::Io(std::io::Error::other(format!(
+                    "QEMU could not load the saved state: {said}"
+                ))));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            _ if t.elapsed() > LOAD_WITHIN => {
+                return Err(Fed::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "QEMU did not load the saved state in time",
+                )));
+            }
+            _ => std::thread::sleep(Duration::from_millis(5)),
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -332,33 +265,29 @@ mod tests {
     }
 
     #[test]
-    fn a_save_header_is_rewritten_with_the_new_names_and_the_stream_follows() {
-        let xml = "<domain><name>lago-aaaa1111-vm01</name><uuid>u-old</uuid><genid>g-old</genid></domain>";
+    fn the_stream_starts_right_after_the_header_and_its_data() {
+        let xml = "<domain><name>lago-aaaa1111-vm01</name></domain>";
         let bytes = image(xml, "<cookie/>");
         let mut r = std::io::Cursor::new(&bytes);
         let h = SaveHeader::read(&mut r).expect("parse");
-        assert_eq!(h.xml, xml);
-        let ids = Ids {
-            uuid: "u-new".into(),
-            genid: "g-new".into(),
-        };
-        let head = h.rewritten("lago-bbbb2222-vm01-long", &ids).expect("rewrite");
-        let mut r2 = std::io::Cursor::new(&head);
-        let h2 = SaveHeader::read(&mut r2).expect("parse again");
-        assert_eq!(
-            h2.xml,
-            "<domain><name>lago-bbbb2222-vm01-long</name><uuid>u-new</uuid><genid>g-new</genid></domain>"
-        );
-        assert_eq!(h2.cookie.as_deref(), Some(&b"<cookie/>"[..]));
+        assert!(h.data.starts_with(xml.as_bytes()));
         let mut rest = Vec::new();
         r.read_to_end(&mut rest).expect("rest");
-        assert_eq!(rest, b"QEVM-stream", "the stream starts right after the announced data");
-        // lago's own XML gets the same ids.
-        let mine = ids.apply("<domain>\n  <name>x</name>\n  <genid/>\n</domain>");
-        assert_eq!(
-            mine,
-            "<domain>\n  <name>x</name>\n  <uuid>u-new</uuid>\n  <genid>g-new</genid>\n</domain>"
+        assert_eq!(rest, b"QEVM-stream");
+    }
+
+    #[test]
+    fn a_domain_to_restore_waits_for_its_incoming_stream() {
+        let x = incoming_xml("<domain type='qemu'>\n  <name>x</name>\n</domain>\n");
+        assert!(
+            x.starts_with("<domain xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0' type='qemu'>"),
+            "{x}"
         );
+        assert!(
+            x.contains("<qemu:arg value='-incoming'/>\n    <qemu:arg value='defer'/>"),
+            "{x}"
+        );
+        assert!(x.trim_end().ends_with("</qemu:commandline>\n</domain>"), "{x}");
     }
 
     #[test]

@@ -97,10 +97,10 @@ pub(super) fn resume_saved(vm: &Vm, dir: &Path) -> Result<(String, u64)> {
 /// Restores VM `vm`'s domain from save image `state`; returns its sha256.
 fn restore_from(vm: &Vm, state: &Path) -> Result<String> {
     vm.sync_console();
-    let fifo = vm.plan.console_log.with_file_name(format!(".{}.restore", vm.name()));
+    let autodestroy = vm.autodestroy.load(std::sync::atomic::Ordering::Relaxed);
     Ok(vm
         .backend
-        .restore_domain(&vm.plan.libvirt_name, state, &fifo, &vm.domain_xml)?)
+        .restore_domain(&vm.plan.libvirt_name, state, &vm.domain_xml, autodestroy)?)
 }
 
 /// Waits for a restored guest's SSH (a new session), then sets its clock
