@@ -64,6 +64,7 @@ impl Backend {
             } else {
                 0
             };
+        let t = std::time::Instant::now();
         let d = self
             .conn
             .create_domain_xml(&incoming_xml(xml), flags)
@@ -71,6 +72,11 @@ impl Backend {
                 name: name.to_owned(),
                 source,
             })?;
+        tracing::debug!(
+            domain = name,
+            ms = t.elapsed().as_millis() as u64,
+            "domain created, waiting for its saved state"
+        );
         let fed = feed(&d, &socket, &header, &mut file);
         if fed.is_err() {
             let _ = d.destroy();
@@ -197,6 +203,7 @@ const LOAD_WITHIN: Duration = Duration::from_secs(120);
 fn feed(d: &virt::domain::Domain, socket: &Path, header: &SaveHeader, image: &mut fs::File) -> Result<String, Fed> {
     let cmd =
         serde_json::json!({"execute": "migrate-incoming", "arguments": {"uri": format!("unix:{}", socket.display())}});
+    let t = std::time::Instant::now();
     d.qemu_monitor_command(&cmd.to_string(), 0).map_err(Fed::Libvirt)?;
     let mut hash = Sha256::new();
     hash.update(header.raw);
@@ -213,8 +220,14 @@ fn feed(d: &virt::domain::Domain, socket: &Path, header: &SaveHeader, image: &mu
         out.write_all(&buf[..n]).map_err(Fed::Io)?;
     }
     drop(out);
+    tracing::debug!(ms = t.elapsed().as_millis() as u64, "saved state streamed to QEMU");
+    let t = std::time::Instant::now();
     loaded(d)?;
     d.resume().map_err(Fed::Libvirt)?;
+    tracing::debug!(
+        ms = t.elapsed().as_millis() as u64,
+        "saved state streamed; loaded and resumed"
+    );
     Ok(format!("{:x}", hash.finalize()))
 }
 
