@@ -2,11 +2,13 @@
 //! save image: its XML, then QEMU's migration stream), and a domain
 //! restored from one. Warm start's boot images are made of these.
 
+use std::cell::RefCell;
 use std::ffi::CString;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::rc::Rc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -51,8 +53,8 @@ impl Backend {
             path: image.to_path_buf(),
             source,
         };
-        let mut file = fs::File::open(image).map_err(io_err)?;
-        let header = SaveHeader::read(&mut file).map_err(io_err)?;
+        let (mut stream, hash) = open_saved(image).map_err(io_err)?;
+        skip_header(&mut stream).map_err(io_err)?;
         let dir = tempfile::Builder::new()
             .prefix("lago-restore-")
             .tempdir()
@@ -77,7 +79,7 @@ impl Backend {
             ms = t.elapsed().as_millis() as u64,
             "domain created, waiting for its saved state"
         );
-        let fed = feed(&d, &socket, &header, &mut file);
+        let fed = feed(&d, &socket, &mut stream).map(|()| format!("{:x}", hash.borrow().clone().finalize()));
         if fed.is_err() {
             let _ = d.destroy();
         }
@@ -128,12 +130,6 @@ fn save_flags(d: &virt::domain::Domain, path: &CString) -> Result<(), virt::erro
 /// 92-byte header (magic, version, data length, was running, format,
 /// cookie offset, 14 unused words), then the data: the domain XML and the
 /// cookie, each NUL-terminated, and padding. QEMU's stream follows.
-#[derive(Debug)]
-struct SaveHeader {
-    raw: [u8; HEADER_LEN],
-    data: Vec<u8>,
-}
-
 const HEADER_LEN: usize = 92;
 const MAGIC: &[u8; 16] = b"LibvirtQemudSave";
 /// The most data a header may announce (libvirt writes tens of KiB).
@@ -151,27 +147,27 @@ fn bad(what: &str) -> std::io::Error {
     )
 }
 
-impl SaveHeader {
-    fn read(r: &mut impl Read) -> std::io::Result<SaveHeader> {
-        let mut raw = [0u8; HEADER_LEN];
-        r.read_exact(&mut raw)?;
-        if &raw[..16] != MAGIC {
-            return Err(bad("wrong magic"));
-        }
-        if word(&raw, 0) != 2 {
-            return Err(bad("a header version other than 2"));
-        }
-        let (len, cookie_at) = (word(&raw, 1), word(&raw, 4));
-        if len > MAX_DATA || cookie_at > len {
-            return Err(bad("a data length out of bounds"));
-        }
-        let mut data = vec![0u8; len];
-        r.read_exact(&mut data)?;
-        if !data.starts_with(b"<domain") || !data.contains(&0) {
-            return Err(bad("no domain XML"));
-        }
-        Ok(SaveHeader { raw, data })
+/// Reads past the header and data of a save image (checking them), to
+/// where QEMU's stream begins.
+fn skip_header(r: &mut dyn Read) -> std::io::Result<()> {
+    let mut raw = [0u8; HEADER_LEN];
+    r.read_exact(&mut raw)?;
+    if &raw[..16] != MAGIC {
+        return Err(bad("wrong magic"));
     }
+    if word(&raw, 0) != 2 {
+        return Err(bad("a header version other than 2"));
+    }
+    let (len, cookie_at) = (word(&raw, 1), word(&raw, 4));
+    if len > MAX_DATA || cookie_at > len {
+        return Err(bad("a data length out of bounds"));
+    }
+    let mut data = vec![0u8; len];
+    r.read_exact(&mut data)?;
+    if !data.starts_with(b"<domain") || !data.contains(&0) {
+        return Err(bad("no domain XML"));
+    }
+    Ok(())
 }
 
 /// lago's domain XML for a domain that waits for an incoming migration.
@@ -197,38 +193,57 @@ enum Fed {
 /// How long QEMU may take to load a saved stream.
 const LOAD_WITHIN: Duration = Duration::from_secs(120);
 
+/// A save image as read from disk, through a digest of its bytes, and
+/// decompressed when it is compressed (`.zst`).
+fn open_saved(image: &Path) -> std::io::Result<(Box<dyn Read>, SharedHash)> {
+    let hash = Rc::new(RefCell::new(Sha256::new()));
+    let file = Hashing {
+        inner: fs::File::open(image)?,
+        hash: hash.clone(),
+    };
+    let stream: Box<dyn Read> = if image.extension().is_some_and(|e| e == "zst") {
+        Box::new(zstd::Decoder::new(file)?)
+    } else {
+        Box::new(file)
+    };
+    Ok((stream, hash))
+}
+
+/// A digest the reader that feeds it and its owner share.
+type SharedHash = Rc<RefCell<Sha256>>;
+
+/// A reader that hashes what it reads.
+struct Hashing<R> {
+    inner: R,
+    hash: SharedHash,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.borrow_mut().update(&buf[..n]);
+        Ok(n)
+    }
+}
+
 /// Has paused domain `d` listen on `socket` for its incoming migration,
-/// writes the stream (the image after its header) into it, waits until
-/// QEMU loaded it and resumes the domain; returns the image's sha256.
-fn feed(d: &virt::domain::Domain, socket: &Path, header: &SaveHeader, image: &mut fs::File) -> Result<String, Fed> {
+/// writes `stream` (the image after its header) into it to its end, waits
+/// until QEMU loaded it and resumes the domain.
+fn feed(d: &virt::domain::Domain, socket: &Path, stream: &mut dyn Read) -> Result<(), Fed> {
     let cmd =
         serde_json::json!({"execute": "migrate-incoming", "arguments": {"uri": format!("unix:{}", socket.display())}});
     let t = std::time::Instant::now();
     d.qemu_monitor_command(&cmd.to_string(), 0).map_err(Fed::Libvirt)?;
-    let mut hash = Sha256::new();
-    hash.update(header.raw);
-    hash.update(&header.data);
     let mut out = std::os::unix::net::UnixStream::connect(socket).map_err(Fed::Io)?;
     out.set_write_timeout(Some(LOAD_WITHIN)).map_err(Fed::Io)?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = image.read(&mut buf).map_err(Fed::Io)?;
-        if n == 0 {
-            break;
-        }
-        hash.update(&buf[..n]);
-        out.write_all(&buf[..n]).map_err(Fed::Io)?;
-    }
+    std::io::copy(stream, &mut out).map_err(Fed::Io)?;
     drop(out);
     tracing::debug!(ms = t.elapsed().as_millis() as u64, "saved state streamed to QEMU");
     let t = std::time::Instant::now();
     loaded(d)?;
     d.resume().map_err(Fed::Libvirt)?;
-    tracing::debug!(
-        ms = t.elapsed().as_millis() as u64,
-        "saved state streamed; loaded and resumed"
-    );
-    Ok(format!("{:x}", hash.finalize()))
+    tracing::debug!(ms = t.elapsed().as_millis() as u64, "saved state loaded; resumed");
+    Ok(())
 }
 
 /// Waits until QEMU says the incoming migration completed.
@@ -282,8 +297,7 @@ mod tests {
         let xml = "<domain><name>lago-aaaa1111-vm01</name></domain>";
         let bytes = image(xml, "<cookie/>");
         let mut r = std::io::Cursor::new(&bytes);
-        let h = SaveHeader::read(&mut r).expect("parse");
-        assert!(h.data.starts_with(xml.as_bytes()));
+        skip_header(&mut r).expect("parse");
         let mut rest = Vec::new();
         r.read_to_end(&mut rest).expect("rest");
         assert_eq!(rest, b"QEVM-stream");
@@ -307,10 +321,10 @@ mod tests {
     fn what_is_not_a_save_image_is_refused() {
         let mut bad_magic = image("<domain/>", "");
         bad_magic[0] = b'X';
-        assert!(SaveHeader::read(&mut std::io::Cursor::new(bad_magic)).is_err());
+        assert!(skip_header(&mut std::io::Cursor::new(bad_magic)).is_err());
         let mut huge = image("<domain/>", "");
         huge[20..24].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(SaveHeader::read(&mut std::io::Cursor::new(huge)).is_err());
-        assert!(SaveHeader::read(&mut std::io::Cursor::new(b"short")).is_err());
+        assert!(skip_header(&mut std::io::Cursor::new(huge)).is_err());
+        assert!(skip_header(&mut std::io::Cursor::new(b"short")).is_err());
     }
 }

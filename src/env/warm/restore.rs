@@ -75,23 +75,19 @@ fn carry_console(vm: &Vm, saved: &Path, key: &str) {
     }
 }
 
-/// After a save: brings VM `vm` back from its save image in `dir`; returns
-/// the image's sha256 and size. A VM whose save failed still runs (or, if
-/// it went down, boots).
-pub(super) fn resume_saved(vm: &Vm, dir: &Path) -> Result<(String, u64)> {
+/// After a save: brings VM `vm` back from its save image in `dir`. A VM
+/// whose save failed still runs (or, if it went down, boots).
+pub(super) fn resume_saved(vm: &Vm, dir: &Path) -> Result<()> {
     let state = dir.join(super::save::state_file(vm.name()));
     if vm.state()? == VmState::Running {
-        return Ok((String::new(), 0));
+        return Ok(());
     }
     if !state.is_file() {
-        vm.start()?;
-        return Ok((String::new(), 0));
+        return vm.start();
     }
     let offset = console_len(&vm.plan.console_log);
-    let sha = restore_from(vm, &state)?;
-    answered(vm, offset)?;
-    let bytes = std::fs::metadata(&state).map(|m| m.len()).unwrap_or(0);
-    Ok((sha, bytes))
+    restore_from(vm, &state)?;
+    answered(vm, offset)
 }
 
 /// Restores VM `vm`'s domain from save image `state`; returns its sha256.

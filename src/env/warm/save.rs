@@ -28,8 +28,15 @@ pub(crate) fn save(env: &Env, vms: &[&Vm], boot_secs: &BTreeMap<String, f64>) ->
         |vm| super::restore::resume_saved(vm, &pending),
     );
     let made = saved.and_then(|disks| {
-        let digests = back?;
-        meta(env, vms, disks, digests, boot_secs)
+        back?;
+        // Compressed once the VMs run again (their restore read the plain image).
+        let states = map_parallel(
+            "compress the memory of",
+            vms,
+            |vm| vm.name().to_owned(),
+            |vm| Ok(warm::compress_state(&pending.join(state_file(vm.name())))?),
+        )?;
+        meta(env, vms, disks, states, boot_secs)
     });
     let meta = match made {
         Ok(m) => m,
@@ -98,7 +105,7 @@ fn meta(
     env: &Env,
     vms: &[&Vm],
     disks: Vec<BTreeMap<String, String>>,
-    digests: Vec<(String, u64)>,
+    states: Vec<(String, String, u64)>,
     boot_secs: &BTreeMap<String, f64>,
 ) -> Result<BootImageMeta> {
     let w = env.saved.warm.as_ref().ok_or_else(|| crate::env::error::Error::Usage {
@@ -112,12 +119,12 @@ fn meta(
         Ok(String::from_utf8_lossy(&bytes).trim().to_owned())
     };
     let mut out = BTreeMap::new();
-    for ((vm, disks), (sha, bytes)) in vms.iter().zip(disks).zip(digests) {
+    for ((vm, disks), (state, sha, bytes)) in vms.iter().zip(disks).zip(states) {
         out.insert(
             vm.name().to_owned(),
             SavedVm {
                 host_key: w.host_keys.get(vm.name()).cloned(),
-                state: state_file(vm.name()),
+                state,
                 state_bytes: bytes,
                 state_sha256: sha,
                 disks,
