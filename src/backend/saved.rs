@@ -236,7 +236,14 @@ fn feed(d: &virt::domain::Domain, socket: &Path, stream: &mut dyn Read) -> Resul
     d.qemu_monitor_command(&cmd.to_string(), 0).map_err(Fed::Libvirt)?;
     let mut out = std::os::unix::net::UnixStream::connect(socket).map_err(Fed::Io)?;
     out.set_write_timeout(Some(LOAD_WITHIN)).map_err(Fed::Io)?;
-    std::io::copy(stream, &mut out).map_err(Fed::Io)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = stream.read(&mut buf).map_err(Fed::Io)?;
+        if n == 0 {
+            break;
+        }
+        std::io::Write::write_all(&mut out, &buf[..n]).map_err(Fed::Io)?;
+    }
     drop(out);
     tracing::debug!(ms = t.elapsed().as_millis() as u64, "saved state streamed to QEMU");
     let t = std::time::Instant::now();
