@@ -171,7 +171,7 @@ fn a_restored_environment_behaves_as_a_booted_one() {
     f.destroy().unwrap();
     // 4. A damaged boot image: the VMs boot, and a sound one replaces it.
     for img in images_of(&file) {
-        let state = img.dir.join("vm01.state");
+        let state = img.dir.join("vm01.state.zst");
         let mut bytes = std::fs::read(&state).unwrap();
         let mid = bytes.len() / 2;
         bytes[mid] ^= 0xff;
