@@ -116,20 +116,24 @@ fn answered(vm: &Vm, offset: u64) -> Result<()> {
 /// pool of the instant it was saved (the VM generation id, new on every
 /// restore, also tells kernels that read it).
 fn refresh(vm: &Vm) -> Result<()> {
-    let mut seed = [0u8; 256];
+    let mut seed = [0u8; 64];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    // Whole seconds (busybox's date takes no fraction), rounded.
+    // Whole seconds (busybox's date takes no fraction), rounded. The bytes
+    // go in the command line, as hex: no stdin to send and close.
     let secs = (now.as_secs_f64() + 0.5).floor() as u64;
-    let line = format!("date -u -s @{secs} >/dev/null 2>&1; cat > /dev/urandom");
+    let line = format!(
+        "date -u -s @{secs} >/dev/null 2>&1; echo {} > /dev/urandom",
+        crate::env::warm::to_hex(&seed)
+    );
     let command = if vm.spec.ssh_user == "root" {
         format!("sh -c '{line}'")
     } else {
         format!("sudo -n sh -c '{line}'")
     };
-    let st = vm.conn.exec(&command, Some(&seed), Some(Duration::from_secs(30)))?;
+    let st = vm.conn.exec(&command, None, Some(Duration::from_secs(30)))?;
     if st.code != 0 {
         tracing::warn!(vm = %vm.name(), code = st.code, err = %st.err.trim(), "cannot set the restored guest's clock or feed its RNG");
     }
