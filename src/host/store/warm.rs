@@ -250,6 +250,10 @@ impl BootImages {
         }
         let dir = self.root.join(key);
         let meta = read_meta(&dir)?;
+        if !names_only_its_own_files(&meta) {
+            tracing::warn!(dir = %dir.display(), "a boot image names files outside its folder; ignored");
+            return None;
+        }
         (meta.key == key && meta.format == FORMAT).then_some(BootImage { dir, meta })
     }
 
@@ -378,6 +382,23 @@ impl BootImages {
             }
         }
     }
+}
+
+/// Whether every file `meta` names is a plain file name of its own folder
+/// (never a path: a boot image's disks become backing files of new disks).
+fn names_only_its_own_files(meta: &BootImageMeta) -> bool {
+    let plain = |n: &str| {
+        !n.is_empty()
+            && n.len() <= 255
+            && !n.starts_with('.')
+            && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    };
+    meta.vms.iter().all(|(vm, v)| {
+        plain(vm)
+            && plain(&v.state)
+            && v.console.as_deref().is_none_or(plain)
+            && v.disks.iter().all(|(d, f)| plain(d) && plain(f))
+    })
 }
 
 fn read_meta(dir: &Path) -> Option<BootImageMeta> {
@@ -510,6 +531,35 @@ mod tests {
         assert!(bytes < data.len() as u64 / 10, "{bytes}");
         let back = zstd::decode_all(fs::File::open(&zst).expect("open")).expect("decode");
         assert!(back == data);
+    }
+
+    #[test]
+    fn a_boot_image_naming_files_outside_its_folder_is_ignored() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let images = BootImages::new(&TemplateStore::new(tmp.path()));
+        for (state, disk) in [
+            ("../../etc/shadow", "vm01_root.qcow2"),
+            ("vm01.state.zst", "/dev/sda"),
+            ("vm01.state.zst", ".hidden"),
+        ] {
+            let dir = images.begin("cc").expect("begin");
+            let mut m = meta("cc", "f", 203);
+            m.vms.insert(
+                "vm01".into(),
+                SavedVm {
+                    host_key: None,
+                    state: state.into(),
+                    state_bytes: 0,
+                    state_sha256: String::new(),
+                    disks: [("root".to_owned(), disk.to_owned())].into(),
+                    boot_secs: 0.0,
+                    console: None,
+                },
+            );
+            images.commit(&dir, &m).expect("commit");
+            assert!(images.find("cc").is_none(), "{state} {disk}");
+            images.remove("cc").expect("remove");
+        }
     }
 
     #[test]
