@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -196,7 +196,12 @@ impl BootImages {
             &key[..key.len().min(16)],
             std::process::id()
         ));
-        fs::create_dir(&dir).map_err(io("create", &dir))?;
+        // Its disks and memory hold the guests' secrets (host keys, whatever
+        // they booted with): for this user only.
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io("create", &dir))?;
         Ok(dir)
     }
 
