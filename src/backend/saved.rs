@@ -39,15 +39,16 @@ impl Backend {
     /// this way, unlike by libvirt's own restore, it can be one libvirtd
     /// destroys when this process ends (`autodestroy`). Its VM generation id
     /// is new: QEMU hands it to the guest on load (its kernel reseeds its
-    /// RNG). Returns the image's sha256, computed on the way: the caller
-    /// checks it, and destroys the domain on a mismatch.
+    /// RNG). The image's sha256 is computed on the way; when it is not
+    /// `sha256`, the domain is destroyed before it ever ran.
     pub fn restore_domain(
         &self,
         name: &str,
         image: &Path,
+        sha256: Option<&str>,
         xml: &str,
         autodestroy: bool,
-    ) -> Result<String, BackendError> {
+    ) -> Result<(), BackendError> {
         let io_err = |source| BackendError::SaveImage {
             name: name.to_owned(),
             path: image.to_path_buf(),
@@ -79,7 +80,14 @@ impl Backend {
             ms = t.elapsed().as_millis() as u64,
             "domain created, waiting for its saved state"
         );
-        let fed = feed(&d, &socket, &mut stream).map(|()| format!("{:x}", hash.borrow().clone().finalize()));
+        let check = || match sha256 {
+            Some(want) if format!("{:x}", hash.borrow().clone().finalize()) != want => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "its sha256 is not the one recorded when it was saved (damaged)",
+            )),
+            _ => Ok(()),
+        };
+        let fed = feed(&d, &socket, &mut stream, &check);
         if fed.is_err() {
             let _ = d.destroy();
         }
@@ -158,6 +166,10 @@ fn skip_header(r: &mut dyn Read) -> std::io::Result<()> {
     if word(&raw, 0) != 2 {
         return Err(bad("a header version other than 2"));
     }
+    // libvirt's own compression (qemu.conf's save_image_format) is not read here.
+    if word(&raw, 3) != 0 {
+        return Err(bad("compressed by libvirt (qemu.conf's save_image_format must be raw)"));
+    }
     let (len, cookie_at) = (word(&raw, 1), word(&raw, 4));
     if len > MAX_DATA || cookie_at > len {
         return Err(bad("a data length out of bounds"));
@@ -227,9 +239,15 @@ impl<R: Read> Read for Hashing<R> {
 }
 
 /// Has paused domain `d` listen on `socket` for its incoming migration,
-/// writes `stream` (the image after its header) into it to its end, waits
-/// until QEMU loaded it and resumes the domain.
-fn feed(d: &virt::domain::Domain, socket: &Path, stream: &mut dyn Read) -> Result<(), Fed> {
+/// writes `stream` (the image after its header) into it to its end, runs
+/// `check` (the image's digest), waits until QEMU loaded it and resumes the
+/// domain.
+fn feed(
+    d: &virt::domain::Domain,
+    socket: &Path,
+    stream: &mut dyn Read,
+    check: &dyn Fn() -> std::io::Result<()>,
+) -> Result<(), Fed> {
     let cmd =
         serde_json::json!({"execute": "migrate-incoming", "arguments": {"uri": format!("unix:{}", socket.display())}});
     let t = std::time::Instant::now();
@@ -246,6 +264,8 @@ fn feed(d: &virt::domain::Domain, socket: &Path, stream: &mut dyn Read) -> Resul
     }
     drop(out);
     tracing::debug!(ms = t.elapsed().as_millis() as u64, "saved state streamed to QEMU");
+    // Before the guest runs a single instruction.
+    check().map_err(Fed::Io)?;
     let t = std::time::Instant::now();
     loaded(d)?;
     d.resume().map_err(Fed::Libvirt)?;
@@ -329,6 +349,9 @@ mod tests {
         let mut bad_magic = image("<domain/>", "");
         bad_magic[0] = b'X';
         assert!(skip_header(&mut std::io::Cursor::new(bad_magic)).is_err());
+        let mut squeezed = image("<domain/>", "");
+        squeezed[28..32].copy_from_slice(&1u32.to_le_bytes());
+        assert!(skip_header(&mut std::io::Cursor::new(squeezed)).is_err());
         let mut huge = image("<domain/>", "");
         huge[20..24].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(skip_header(&mut std::io::Cursor::new(huge)).is_err());

@@ -45,15 +45,7 @@ fn restore_vm(vm: &Vm, img: &BootImage) -> Result<f64> {
         carry_console(vm, &img.file(c), &img.meta.key);
     }
     let offset = console_len(&vm.plan.console_log);
-    let sha = restore_from(vm, &state)?;
-    if sha != saved.state_sha256 {
-        let _ = vm.backend.stop_domain(&vm.plan.libvirt_name);
-        return Err(Error::BootImage {
-            vm: vm.name().to_owned(),
-            path: state,
-            what: "its digest does not match (damaged)".into(),
-        });
-    }
+    restore_from(vm, &state, Some(&saved.state_sha256))?;
     tracing::debug!(vm = %vm.name(), ms = t.elapsed().as_millis() as u64, "domain restored");
     answered(vm, offset)?;
     tracing::info!(vm = %vm.name(), ms = t.elapsed().as_millis() as u64, "restored from its boot image");
@@ -86,17 +78,18 @@ pub(super) fn resume_saved(vm: &Vm, dir: &Path) -> Result<()> {
         return vm.start();
     }
     let offset = console_len(&vm.plan.console_log);
-    restore_from(vm, &state)?;
+    restore_from(vm, &state, None)?;
     answered(vm, offset)
 }
 
-/// Restores VM `vm`'s domain from save image `state`; returns its sha256.
-fn restore_from(vm: &Vm, state: &Path) -> Result<String> {
+/// Restores VM `vm`'s domain from save image `state`, which must have
+/// `sha256` when that is given.
+fn restore_from(vm: &Vm, state: &Path, sha256: Option<&str>) -> Result<()> {
     vm.sync_console();
     let autodestroy = vm.autodestroy.load(std::sync::atomic::Ordering::Relaxed);
     Ok(vm
         .backend
-        .restore_domain(&vm.plan.libvirt_name, state, &vm.domain_xml, autodestroy)?)
+        .restore_domain(&vm.plan.libvirt_name, state, sha256, &vm.domain_xml, autodestroy)?)
 }
 
 /// Waits for a restored guest's SSH (a new session), then sets its clock
