@@ -379,8 +379,11 @@ impl Env {
         let boot =
             || crate::env::error::for_each_parallel("start", &to_start, |vm| vm.name().to_owned(), |vm| vm.start());
         let first = names.is_empty() && !self.has_started() && to_start.len() == self.lago_vms();
+        // Marked before it begins: a start after a failed or interrupted
+        // first one never restores memory over disks the guests wrote since.
         let started = if first {
-            warm::first_start(self, &to_start, cold, boot)
+            self.note_came_up(&BTreeMap::new())
+                .and_then(|()| warm::first_start(self, &to_start, cold, boot))
         } else {
             boot().map(|()| to_start.iter().map(|v| (v.name().to_owned(), warm::BOOTED)).collect())
         }

@@ -27,13 +27,18 @@ pub(crate) fn restore(env: &Env, vms: &[&Vm]) -> Result<BTreeMap<String, f64>> {
             path: BootImages::new(&env.template_store()).root().join(&w.key),
             what: "it is gone from the store".into(),
         })?;
-    let secs = map_parallel("restore", vms, |vm| vm.name().to_owned(), |vm| restore_vm(vm, &img))?;
+    let secs = map_parallel(
+        "restore",
+        vms,
+        |vm| vm.name().to_owned(),
+        |vm| restore_vm(env.workdir(), vm, &img),
+    )?;
     Ok(vms.iter().map(|v| v.name().to_owned()).zip(secs).collect())
 }
 
 /// Restores VM `vm` from boot image `img`, checks the image's digest, waits
 /// for SSH and refreshes the guest.
-fn restore_vm(vm: &Vm, img: &BootImage) -> Result<f64> {
+fn restore_vm(workdir: &Path, vm: &Vm, img: &BootImage) -> Result<f64> {
     let t = Instant::now();
     let saved = img.meta.vms.get(vm.name()).ok_or_else(|| Error::BootImage {
         vm: vm.name().to_owned(),
@@ -42,7 +47,7 @@ fn restore_vm(vm: &Vm, img: &BootImage) -> Result<f64> {
     })?;
     let state = img.file(&saved.state);
     if let Some(c) = &saved.console {
-        carry_console(vm, &img.file(c), &img.meta.key);
+        carry_console(workdir, vm, &img.file(c), &img.meta.key);
     }
     let offset = console_len(&vm.plan.console_log);
     restore_from(vm, &state, Some(&saved.state_sha256))?;
@@ -52,17 +57,18 @@ fn restore_vm(vm: &Vm, img: &BootImage) -> Result<f64> {
     Ok(t.elapsed().as_secs_f64())
 }
 
-/// Starts VM `vm`'s console log with the boot the boot image saved, and a
-/// line that says where the restore begins (a console log that exists is
-/// left as it is).
-fn carry_console(vm: &Vm, saved: &Path, key: &str) {
-    let log = &vm.plan.console_log;
-    if log.exists() {
-        return;
+/// Starts VM `vm`'s console log (in `workdir`) with the boot the boot
+/// image saved (its last MiB at most), and a line that says where the
+/// restore begins; a console log that exists is left as it is.
+fn carry_console(workdir: &Path, vm: &Vm, saved: &Path, key: &str) {
+    let mut text = Vec::new();
+    if let Ok(f) = std::fs::File::open(saved) {
+        let _ = std::io::Read::read_to_end(&mut std::io::Read::take(f, 1 << 20), &mut text);
     }
-    let mut text = std::fs::read(saved).unwrap_or_default();
     text.extend_from_slice(format!("\n[lago: restored from boot image {key}]\n").as_bytes());
-    if let Err(e) = std::fs::write(log, text) {
+    let made =
+        crate::host::workdir::Dir::open(workdir).and_then(|dir| dir.write_new(&vm.plan.console_log, &text, 0o600));
+    if let Err(e) = made {
         tracing::debug!(vm = %vm.name(), error = %e, "cannot carry the boot console over");
     }
 }
