@@ -80,6 +80,12 @@ pub(crate) fn prepare(parts: &KeyParts<'_>, store: &TemplateStore, workdir: &Pat
     let images = BootImages::new(store);
     let mut image = images.find(&key);
     if let Some(img) = &image
+        && let Err(why) = usable(img, parts)
+    {
+        tracing::warn!(boot_image = %img.dir.display(), why, "the boot image cannot be used; booting cold");
+        image = None;
+    }
+    if let Some(img) = &image
         && let Err(e) = images.record_use(&key, env_id, workdir)
     {
         tracing::warn!(boot_image = %img.dir.display(), error = %crate::util::text::error_chain(&e), "cannot record the use of the boot image; booting cold");
@@ -101,6 +107,36 @@ pub(crate) fn prepare(parts: &KeyParts<'_>, store: &TemplateStore, workdir: &Pat
         },
         image,
     }
+}
+
+/// Whether boot image `img` holds everything the environment needs: each
+/// VM lago runs, with its save image and each disk it makes, as regular
+/// files, and keys that parse.
+fn usable(img: &BootImage, parts: &KeyParts<'_>) -> std::result::Result<(), String> {
+    let regular = |name: &str| match std::fs::symlink_metadata(img.file(name)) {
+        Ok(m) if m.is_file() => Ok(()),
+        _ => Err(format!("{name} is not a regular file of it")),
+    };
+    for (vs, vp) in parts.spec.vms.iter().zip(&parts.plan.vms) {
+        if vs.provider == config::Provider::Ssh {
+            continue;
+        }
+        let saved = img
+            .meta
+            .vms
+            .get(&vs.name)
+            .ok_or_else(|| format!("it has no VM {}", vs.name))?;
+        regular(&saved.state)?;
+        for d in vp.disks.iter().filter(|d| d.format != DiskFormat::Iso) {
+            let file = saved
+                .disks
+                .get(&d.name)
+                .ok_or_else(|| format!("it has no disk {} of {}", d.name, vs.name))?;
+            regular(file)?;
+        }
+        host_key(img, &vs.name).map_err(|e| e.to_string())?;
+    }
+    client_key(img).map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// The boot image's SSH client key (its guests authorize it).

@@ -254,6 +254,11 @@ impl BootImages {
             return None;
         }
         let dir = self.root.join(key);
+        fs::symlink_metadata(dir.join(META)).ok()?;
+        if !ours(&dir, true) || !ours(&dir.join(META), false) {
+            tracing::warn!(dir = %dir.display(), "a boot image another user could have written (or not a plain folder); ignored");
+            return None;
+        }
         let meta = read_meta(&dir)?;
         if !names_only_its_own_files(&meta) {
             tracing::warn!(dir = %dir.display(), "a boot image names files outside its folder; ignored");
@@ -404,6 +409,18 @@ fn names_only_its_own_files(meta: &BootImageMeta) -> bool {
             && v.console.as_deref().is_none_or(plain)
             && v.disks.iter().all(|(d, f)| plain(d) && plain(f))
     })
+}
+
+/// Whether `path` is a folder (`dir`) or a regular file, not a link, of
+/// this user, that no one else may write.
+fn ours(path: &Path, dir: bool) -> bool {
+    match fs::symlink_metadata(path) {
+        Ok(m) => {
+            let kind = if dir { m.is_dir() } else { m.is_file() };
+            kind && m.uid() == rustix::process::geteuid().as_raw() && m.mode() & 0o022 == 0
+        }
+        Err(_) => false,
+    }
 }
 
 fn read_meta(dir: &Path) -> Option<BootImageMeta> {
