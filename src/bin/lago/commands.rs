@@ -384,10 +384,14 @@ fn clear_boot_images(store: &lago::store::TemplateStore, keys: &[String], dry_ru
             message: format!("no boot image {k} (lago warm list shows them)"),
         });
     }
-    let (kept, gone): (Vec<_>, Vec<_>) = chosen.into_iter().partition(|e| !e.users.is_empty());
-    if !dry_run {
-        for e in &gone {
-            images.remove(&e.key)?;
+    let (mut kept, candidates): (Vec<_>, Vec<_>) = chosen.into_iter().partition(|e| !e.users.is_empty());
+    let mut gone = Vec::new();
+    for e in candidates {
+        // An environment that took it up meanwhile keeps it.
+        if dry_run || images.remove_unused(&e.key)? {
+            gone.push(e);
+        } else {
+            kept.push(e);
         }
     }
     Ok(cli::boot_images_removed(&gone, &kept, dry_run))

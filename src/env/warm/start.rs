@@ -75,10 +75,7 @@ fn discard(env: &Env, vms: &[&Vm]) -> Result<()> {
     if let Some(w) = &env.saved.warm {
         let store = env.template_store();
         store.forget_env(env.id(), env.workdir());
-        let images = BootImages::new(&store);
-        if images.users(&w.key).is_empty() {
-            images.remove(&w.key)?;
-        }
+        BootImages::new(&store).remove_unused(&w.key)?;
     }
     Ok(())
 }

@@ -294,7 +294,12 @@ impl BootImages {
     pub fn record_use(&self, key: &str, env_id: &EnvId, workdir: &Path) -> Result<(), StoreError> {
         let dir = self.root.join(key);
         let users = dir.join(USERS);
-        fs::create_dir_all(&users).map_err(io("record the use of the boot image in", &users))?;
+        // Not create_dir_all: a boot image a prune moved away must not come back empty.
+        match fs::create_dir(&users) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io("record the use of the boot image in", &users)(e)),
+        }
         let record = users.join(format!("{env_id}.json"));
         let text = serde_json::to_vec(&super::manage::UseRecord {
             env_id: env_id.clone(),
@@ -332,6 +337,33 @@ impl BootImages {
         Ok(true)
     }
 
+    /// Removes boot image `key` unless an environment uses it: it is moved
+    /// out of sight first, then its use records are read again (one an
+    /// environment wrote meanwhile brings it back). `false`: it stays (or
+    /// there was none).
+    pub fn remove_unused(&self, key: &str) -> Result<bool, StoreError> {
+        if !valid_key(key) {
+            return Ok(false);
+        }
+        let dir = self.root.join(key);
+        let tag = crate::util::random::random_hex(4).map_err(io("remove", &dir))?;
+        let trash = self.root.join(format!(".old-{key}-{tag}"));
+        match fs::rename(&dir, &trash) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io("remove", &dir)(e)),
+        }
+        let live = super::manage::users_in(&trash.join(USERS))
+            .into_iter()
+            .any(|w| w.join(crate::host::workdir::OWNER_ID_FILE).exists());
+        if live {
+            fs::rename(&trash, &dir).map_err(io("put back", &dir))?;
+            return Ok(false);
+        }
+        fs::remove_dir_all(&trash).map_err(io("remove", &trash))?;
+        Ok(true)
+    }
+
     /// Every boot image with its size and users.
     pub fn entries(&self) -> Vec<BootImageEntry> {
         self.all()
@@ -364,8 +396,8 @@ impl BootImages {
             if !e.users.is_empty() {
                 continue;
             }
-            if !dry_run {
-                self.remove(&e.key)?;
+            if !dry_run && !self.remove_unused(&e.key)? {
+                continue;
             }
             total = total.saturating_sub(e.bytes);
             removed.push(e);
@@ -374,28 +406,25 @@ impl BootImages {
         Ok(removed)
     }
 
-    /// Folders an interrupted save or removal left (`.new-…`, `.old-…`) whose
-    /// process is gone.
+    /// Folders an interrupted save or removal left (`.new-…`, `.old-…`)
+    /// a day ago or more (a process id says nothing across pid namespaces).
     fn remove_leftovers(&self) {
+        let day = std::time::Duration::from_secs(24 * 3600);
         for e in fs::read_dir(&self.root).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let pid = name
-                .strip_prefix(".new-")
-                .and_then(|r| r.split('-').nth(1))
-                .and_then(|p| p.parse::<u32>().ok());
-            let stale = match pid {
-                Some(pid) => !Path::new(&format!("/proc/{pid}")).exists(),
-                None => name.starts_with(".old-"),
-            };
-            if stale {
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= day);
+            if (name.starts_with(".new-") || name.starts_with(".old-")) && old {
                 let _ = fs::remove_dir_all(e.path());
             }
         }
     }
 }
 
-/// Whether every file `meta` names is a plain file name of its own folder
-/// (never a path: a boot image's disks become backing files of new disks).
 fn names_only_its_own_files(meta: &BootImageMeta) -> bool {
     let plain = |n: &str| {
         !n.is_empty()
@@ -620,10 +649,15 @@ mod tests {
         let gone = images.prune_to(0, false).expect("prune");
         assert_eq!(gone.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), ["bb"]);
         assert!(images.find("aa").is_some() && images.find("bb").is_none());
+        assert!(!images.remove_unused("aa").expect("remove unused"), "in use: it stays");
+        assert!(images.find("aa").is_some(), "and is whole");
         // Its environment is destroyed: the store forgets it, and it can go.
         TemplateStore::new(tmp.path()).forget_env(&env, &wd);
         assert!(images.users("aa").is_empty());
-        assert!(images.remove("aa").expect("remove"));
+        assert!(images.remove_unused("aa").expect("remove unused"));
         assert!(!images.remove("aa").expect("remove twice"));
+        // A use recorded for a boot image that is gone does not bring an empty one back.
+        assert!(images.record_use("aa", &env, &wd).is_err());
+        assert!(!images.root().join("aa").exists());
     }
 }
