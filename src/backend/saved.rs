@@ -253,13 +253,22 @@ fn feed(
     let t = std::time::Instant::now();
     d.qemu_monitor_command(&cmd.to_string(), 0).map_err(Fed::Libvirt)?;
     let mut out = std::os::unix::net::UnixStream::connect(socket).map_err(Fed::Io)?;
-    out.set_write_timeout(Some(LOAD_WITHIN)).map_err(Fed::Io)?;
+    // One deadline for the whole stream, not one per write.
+    let deadline = t + LOAD_WITHIN;
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = stream.read(&mut buf).map_err(Fed::Io)?;
         if n == 0 {
             break;
         }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(Fed::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "QEMU did not take the saved state in time",
+            )));
+        }
+        out.set_write_timeout(Some(left)).map_err(Fed::Io)?;
         std::io::Write::write_all(&mut out, &buf[..n]).map_err(Fed::Io)?;
     }
     drop(out);
