@@ -222,6 +222,9 @@ pub(crate) fn prepare(
 /// Like [`run_named`], with isolation (`Shared`, `Reset`, `Fresh`). Without
 /// a timeout; see [`run_named_timeout`].
 pub fn run_named_with<T: Outcome>(init_file: &str, name: &str, opts: TestOptions, f: impl FnOnce(&Env) -> T) -> T {
+    if opts.warm == Some(false) {
+        registry::register_cold(init_file);
+    }
     let (suite, env, _hold, _fresh) = prepare(init_file, name, opts.isolation);
     let guard = TestGuard::start(env.clone(), suite, name.to_owned(), opts.fail_on_console);
     let result = catch_unwind(AssertUnwindSafe(|| f(&env)));
@@ -241,6 +244,9 @@ pub fn run_named_timeout<T: Outcome + Send + 'static>(
     let Some(limit) = opts.timeout else {
         return run_named_with(init_file, name, opts, f);
     };
+    if opts.warm == Some(false) {
+        registry::register_cold(init_file);
+    }
     let (suite, env, _hold, _fresh) = prepare(init_file, name, opts.isolation);
     let mut guard = TestGuard::start(env.clone(), suite, name.to_owned(), opts.fail_on_console);
     let (tx, rx) = std::sync::mpsc::channel();

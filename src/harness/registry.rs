@@ -41,7 +41,9 @@ pub struct TestOptions {
     pub fail_on_console: Option<&'static str>,
     /// Warm start for the environment it runs in: `Some(false)` boots it
     /// instead of restoring it from a boot image (and saves none), for every
-    /// test of that init file in the binary; `None`: as `LAGO_WARM` says (on).
+    /// test of that init file in the binary, when it is said before the
+    /// environment boots (the attribute's and a runner suite's are);
+    /// `None` or `Some(true)`: as `LAGO_WARM` says (on, `0` turns it off).
     pub warm: Option<bool>,
 }
 
@@ -125,14 +127,30 @@ pub(crate) fn register_reset(init_file: &str) {
 
 static RESETS: Mutex<Vec<std::path::PathBuf>> = Mutex::new(Vec::new());
 
+/// Says that a test asks for the environment of `init_file` to boot, not to
+/// be restored (runner suites and `run_named_with` callers; the attribute's
+/// tests are in the registry).
+pub(crate) fn register_cold(init_file: &str) {
+    let path = super::resolve_init_file(init_file);
+    COLDS.lock().unwrap_or_else(|p| p.into_inner()).push(path);
+}
+
+static COLDS: Mutex<Vec<std::path::PathBuf>> = Mutex::new(Vec::new());
+
 /// Whether a test of this binary asks for its environment of `init_file`
 /// to boot, not to be restored (`warm = false`).
 pub(crate) fn wants_cold(init_file: &Path) -> bool {
-    REGISTRY
+    let registered = REGISTRY
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .iter()
-        .any(|r| r.options.warm == Some(false) && Path::new(r.init_file) == init_file)
+        .any(|r| r.options.warm == Some(false) && Path::new(r.init_file) == init_file);
+    registered
+        || COLDS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|p| p == init_file)
 }
 
 /// Whether a test of this binary resets the environment of `init_file`

@@ -143,6 +143,9 @@ impl Suite {
         if options.isolation == Isolation::Reset {
             super::registry::register_reset(&self.init_file);
         }
+        if options.warm == Some(false) {
+            super::registry::register_cold(&self.init_file);
+        }
         self.cases.push(Case {
             name,
             f,

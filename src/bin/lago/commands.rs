@@ -87,18 +87,20 @@ pub(crate) fn start(ctx: &Ctx, vms: &[String], cold: bool) -> Result<ExitCode> {
         };
         eprintln!("starting {which} ...");
     }
+    // Only a first start restores or saves (warm start): it says which.
+    let first = env.came_up().is_empty();
     if cold {
         env.start_cold(&names(vms))?;
     } else {
         env.start(&names(vms))?;
     }
     let came_up = env.came_up();
-    let restored = !came_up.is_empty() && came_up.values().all(|h| h == "restored");
-    eprintln!(
-        "started; every VM answers SSH ({:.1?}{})",
-        t.elapsed(),
-        if restored { ", restored from a boot image" } else { "" }
-    );
+    let how = match (first, came_up.values().all(|h| h == "restored")) {
+        (false, _) => "",
+        (true, true) if !came_up.is_empty() => ", restored from a boot image",
+        (true, _) => ", booted",
+    };
+    eprintln!("started; every VM answers SSH ({:.1?}{how})", t.elapsed());
     Ok(ExitCode::SUCCESS)
 }
 

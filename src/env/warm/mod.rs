@@ -45,9 +45,21 @@ pub(crate) fn blocker(opts: &InitOptions, spec: &EnvSpec, remote: bool, uri: &st
     if !crate::util::lock::running_as_root() && uri.starts_with("qemu:///system") {
         return Some("libvirtd (root) would write the boot images into a store of another user".into());
     }
+    let bridged: Vec<&str> = spec
+        .nets
+        .iter()
+        .filter(|n| matches!(n.kind, config::NetKind::Bridge { .. }))
+        .map(|n| n.name.as_str())
+        .collect();
     for vm in &spec.vms {
         if vm.provider == config::Provider::Ssh {
             return Some(format!("{} is an existing machine", vm.name));
+        }
+        if let Some(n) = vm.nics.iter().find(|n| bridged.contains(&n.net.as_str())) {
+            return Some(format!(
+                "{} has a NIC on bridge net {}, whose MAC is the environment's own",
+                vm.name, n.net
+            ));
         }
         for d in &vm.disks {
             if matches!(d.source, DiskSource::File { .. }) && d.format != DiskFormat::Iso {
@@ -237,6 +249,10 @@ mod tests {
             "{:?}",
             blocker(&on, &file, false, uri)
         );
+        let bridged = spec(
+            "domains:\n  vm01:\n    disks: [{type: template, template_name: tiny, name: root, dev: vda}]\n    nics: [{net: n}, {net: b}]\nnets:\n  n: {type: nat}\n  b: {type: bridge, bridge: br0}\n",
+        );
+        assert!(blocker(&on, &bridged, false, uri).is_some_and(|w| w.contains("bridge net b")));
         if std::env::var_os("LAGO_WARM").is_none() {
             assert_eq!(blocker(&on, &plain, false, uri), None);
         }
