@@ -147,11 +147,16 @@ fn prepare_warm(
 ) -> Result<super::warm::Prepared> {
     let mut names = BTreeMap::new();
     let mut files = Vec::new();
+    let mut xml: Vec<String> = plan.nets.iter().map(backend::xml::network_xml).collect();
     for (vs, vp) in spec.vms.iter().zip(&plan.vms) {
+        let mut root = None;
         for dp in &vp.disks {
             match &dp.source {
                 DiskSource::Template { name, version, digest } => {
                     let t = templates.get(name, version, digest)?;
+                    if std::ptr::eq(dp, &vp.disks[0]) {
+                        root = Some(t.clone());
+                    }
                     let id = format!("{}:{}:{}", t.name, t.version, t.sha256.as_deref().unwrap_or("-"));
                     names.insert(format!("{}/{}", vs.name, dp.name), id);
                     files.push(t.disk.clone());
@@ -164,6 +169,9 @@ fn prepare_warm(
         if let Some(k) = &vs.kernel_boot {
             files.extend(std::iter::once(&k.kernel).chain(&k.initrd).cloned());
         }
+        if vs.provider != config::Provider::Ssh {
+            xml.push(reference_domain_xml(vs, vp, workdir, env_id, accel, root)?);
+        }
     }
     let accel = format!("{accel:?}").to_lowercase();
     let parts = super::warm::KeyParts {
@@ -174,8 +182,37 @@ fn prepare_warm(
         accel: &accel,
         templates: names,
         files,
+        xml,
     };
     Ok(super::warm::prepare(&parts, templates.store, workdir, env_id))
+}
+
+/// VM `vs`'s domain XML as a local init makes it, without its owner: what
+/// lago's own code decides about the guest (devices, machine, kernel command
+/// line) counts in the boot image's key.
+fn reference_domain_xml(
+    vs: &config::VmSpec,
+    vp: &plan::VmPlan,
+    workdir: &Path,
+    env_id: &EnvId,
+    accel: Accel,
+    root: Option<Template>,
+) -> Result<String> {
+    let boot = match direct_kernel(vs, root)? {
+        Some(DirectKernel { kernel, initrd, args }) => kernel_boot(vp, kernel, initrd, args.as_deref()),
+        None => Boot::Disk,
+    };
+    Ok(backend::xml::domain_xml(&DomainParams {
+        spec: vs,
+        plan: vp,
+        env_id: env_id.as_str(),
+        workdir,
+        accel,
+        boot,
+        seed_dev: vp.seed.as_ref().map(|_| backend::xml::free_virtio_dev(vp)),
+        run_as: None,
+        owner: None,
+    }))
 }
 
 /// The template store the options name, with their repositories.
@@ -505,19 +542,7 @@ impl Build<'_> {
             Placement::Remote { backend, prefix } => upload_kernel(backend, prefix, vs, kernel, initrd)?,
             Placement::Local { .. } => (kernel, initrd),
         };
-        let root_dev = vp.disks.first().map(|d| d.dev.clone()).unwrap_or_else(|| "vda".into());
-        Ok(Boot::Kernel {
-            cmdline: direct_cmdline(
-                args.as_deref().unwrap_or_default(),
-                &root_dev,
-                initrd.is_some(),
-                vp.seed.is_some(),
-                // The NIC whose DHCP lease sets the default route and resolver.
-                vp.mgmt_nic().map(|i| vp.nics[i].mac.to_string()),
-            ),
-            kernel,
-            initrd,
-        })
+        Ok(kernel_boot(vp, kernel, initrd, args.as_deref()))
     }
 
     /// VM `vp`'s plan with its paths on the hypervisor when it is remote:
@@ -569,6 +594,24 @@ pub(super) fn local_disk(dp: &plan::DiskPlan, template: Option<&Template>) -> Re
         _ => {}
     }
     Ok(())
+}
+
+/// How VM `vp` boots kernel `kernel` directly: its command line with
+/// lago's parameters.
+fn kernel_boot(vp: &plan::VmPlan, kernel: PathBuf, initrd: Option<PathBuf>, args: Option<&str>) -> Boot {
+    let root_dev = vp.disks.first().map(|d| d.dev.clone()).unwrap_or_else(|| "vda".into());
+    Boot::Kernel {
+        cmdline: direct_cmdline(
+            args.unwrap_or_default(),
+            &root_dev,
+            initrd.is_some(),
+            vp.seed.is_some(),
+            // The NIC whose DHCP lease sets the default route and resolver.
+            vp.mgmt_nic().map(|i| vp.nics[i].mac.to_string()),
+        ),
+        kernel,
+        initrd,
+    }
 }
 
 /// A kernel booted directly.

@@ -48,11 +48,13 @@ pub(crate) struct KeyParts<'a> {
     /// Files the guests boot from or read (kernels, initrds, template
     /// images, CD-ROMs): each by path, size and modification time.
     pub files: Vec<PathBuf>,
+    /// The libvirt XML lago makes for the nets and VMs (without owners).
+    pub xml: Vec<String>,
 }
 
 /// The key: the family's inputs, plus the plan (names, addresses, MACs,
 /// disk layout, all subnets), the templates and files by identity, the
-/// accelerator and the QEMU binary.
+/// accelerator, the QEMU binary and the libvirt XML lago makes.
 pub(crate) fn key(p: &KeyParts<'_>) -> String {
     let plan = serde_json::to_string(p.plan).unwrap_or_default();
     let mut files: Vec<String> = p.files.iter().map(|f| identity(f)).collect();
@@ -64,6 +66,7 @@ pub(crate) fn key(p: &KeyParts<'_>) -> String {
         "accel": p.accel,
         "templates": p.templates,
         "files": files,
+        "xml": p.xml.iter().map(|x| normalized(x, p.workdir, p.env_id)).collect::<Vec<_>>(),
     }))
 }
 
@@ -114,6 +117,9 @@ mod tests {
             accel: "tcg",
             templates: [("vm01/root".to_owned(), "tiny:1:abc".to_owned())].into(),
             files: vec![],
+            xml: vec![format!(
+                "<domain><name>lago-{id}-vm01</name><disk file='{workdir}/images/vm01_root.qcow2'/></domain>"
+            )],
         })
     }
 
