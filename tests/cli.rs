@@ -353,6 +353,7 @@ fn doctor_checks_the_host_and_names_fixes() {
             "subnets",
             "other-libvirtd",
             "store",
+            "warm",
             "tiny",
             "leases",
             "mmdebstrap",

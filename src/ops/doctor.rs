@@ -91,6 +91,13 @@ pub struct Host {
     pub proc: PathBuf,
     /// The cargo-nextest run this runs under (`NEXTEST_RUN_ID`).
     pub nextest_run: Option<String>,
+    /// `LAGO_WARM` (warm start: `0` turns it off).
+    pub warm: Option<String>,
+    /// libvirt's QEMU driver configuration (`/etc/libvirt/qemu.conf`): its
+    /// `save_image_format` must leave save images raw for warm start.
+    pub qemu_conf: PathBuf,
+    /// Whether lago runs as root here.
+    pub root: bool,
 }
 
 impl Host {
@@ -107,6 +114,9 @@ impl Host {
             netns: std::env::var("LAGO_IN_NETNS").ok().filter(|s| !s.is_empty()),
             proc: PathBuf::from("/proc"),
             nextest_run: std::env::var("NEXTEST_RUN_ID").ok().filter(|s| !s.is_empty()),
+            warm: std::env::var("LAGO_WARM").ok(),
+            qemu_conf: PathBuf::from("/etc/libvirt/qemu.conf"),
+            root: rustix::process::geteuid().is_root(),
         }
     }
 
@@ -137,6 +147,7 @@ pub fn run(host: &Host) -> Vec<Check> {
         subnets(host),
         other_libvirtd(host),
         store(host),
+        warm(host),
         tiny(host),
         leases(host),
         program(
@@ -412,6 +423,49 @@ fn writable<'a>(name: &'static str, what: &str, dir: &'a Path, fix: &str) -> Res
     }
 }
 
+/// Warm start: on or off here and why, and the boot images it keeps.
+fn warm(host: &Host) -> Check {
+    if host.warm.as_deref().is_some_and(|v| v.trim() == "0") {
+        return Check::ok("warm", "warm start off (LAGO_WARM=0): every start boots");
+    }
+    let uri = crate::backend::Backend::resolve_uri(host.libvirt_uri.as_deref());
+    if !host.root && uri.starts_with("qemu:///system") {
+        return Check::warn(
+            "warm",
+            "warm start off: a user other than root on qemu:///system (libvirtd would write boot images into your store as root)",
+            "run as root for warm start (every start boots meanwhile)",
+        );
+    }
+    let raw = std::fs::read_to_string(&host.qemu_conf).map_or(true, |conf| {
+        conf.lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("save_image_format"))
+            .all(|l| l.contains("\"raw\""))
+    });
+    if !raw {
+        return Check::warn(
+            "warm",
+            format!(
+                "{} compresses save images (save_image_format): boot images are refused, every start boots and saves again",
+                host.qemu_conf.display()
+            ),
+            "set save_image_format = \"raw\" (or remove it) and restart libvirtd",
+        );
+    }
+    let images = crate::host::store::warm::BootImages::new(&TemplateStore::new(&host.store)).entries();
+    let bytes: u64 = images.iter().map(|e| e.bytes).sum();
+    Check::ok(
+        "warm",
+        format!(
+            "warm start on: {} boot images, {} in {} (bound {}, LAGO_WARM_MAX)",
+            images.len(),
+            lago_config::approx_size(bytes),
+            host.store.join(crate::host::store::warm::DIR).display(),
+            lago_config::approx_size(crate::host::store::warm::max_bytes())
+        ),
+    )
+}
+
 fn store(host: &Host) -> Check {
     let root = &host.store;
     let existing = match writable(
@@ -536,7 +590,35 @@ mod tests {
             netns: None,
             proc: tmp.join("proc"),
             nextest_run: None,
+            warm: None,
+            qemu_conf: tmp.join("qemu.conf"),
+            root: true,
         }
+    }
+
+    #[test]
+    fn warm_start_says_whether_it_is_on_and_why_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut host = faked(tmp.path());
+        let c = warm(&host);
+        assert_eq!(c.status, Status::Ok, "{c:?}");
+        assert!(c.detail.contains("warm start on: 0 boot images"), "{c:?}");
+        std::fs::write(
+            &host.qemu_conf,
+            "# save_image_format = \"raw\"\nsave_image_format = \"xz\"\n",
+        )
+        .unwrap();
+        let c = warm(&host);
+        assert_eq!(c.status, Status::Warn, "{c:?}");
+        assert!(
+            c.fix.as_deref().unwrap().contains("save_image_format = \"raw\""),
+            "{c:?}"
+        );
+        host.root = false;
+        host.libvirt_uri = Some("qemu:///system".into());
+        assert!(warm(&host).detail.contains("a user other than root"));
+        host.warm = Some("0".into());
+        assert!(warm(&host).detail.contains("LAGO_WARM=0"));
     }
 
     fn by_name<'a>(checks: &'a [Check], name: &str) -> &'a Check {
