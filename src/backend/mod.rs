@@ -726,7 +726,21 @@ impl Backend {
             .lookup_domain_by_name(name)
             .map_err(|e| err(Some(Box::new(e))))?;
         let live = d.xml_desc(0).map_err(|e| err(Some(Box::new(e))))?;
-        let iface = xml::interface_with_link(&live, mac, up).ok_or_else(|| err(None))?;
+        let Some(iface) = xml::interface_with_link(&live, mac, up) else {
+            // Session mode: QEMU's own NIC, by its id.
+            if live.contains(xml::QEMU_NS) {
+                let cmd = serde_json::json!({"execute": "set_link", "arguments": {"name": xml::session_nic_id(mac), "up": up}});
+                let said = d
+                    .qemu_monitor_command(&cmd.to_string(), 0)
+                    .map_err(|e| err(Some(Box::new(e))))?;
+                return if said.contains("\"return\"") {
+                    Ok(())
+                } else {
+                    Err(err(None))
+                };
+            }
+            return Err(err(None));
+        };
         d.update_device_flags(&iface, virt::sys::VIR_DOMAIN_AFFECT_LIVE)
             .map_err(|e| err(Some(Box::new(e))))
     }

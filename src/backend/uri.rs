@@ -129,6 +129,12 @@ impl LibvirtUri {
     }
 }
 
+/// Whether libvirt URI `uri` is a per-user daemon on this machine
+/// (`qemu:///session`): session mode, no root.
+pub fn is_session(uri: &str) -> bool {
+    LibvirtUri::parse(uri).is_ok_and(|u| u.path == "/session" && !u.is_remote())
+}
+
 /// Whether libvirt URI `uri` names another machine (see
 /// [`LibvirtUri::is_remote`]); a URI lago cannot read is not taken for remote.
 pub fn is_remote(uri: &str) -> bool {
@@ -138,6 +144,14 @@ pub fn is_remote(uri: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_mode_is_a_local_session_uri() {
+        assert!(is_session("qemu:///session"));
+        assert!(!is_session("qemu:///system"));
+        assert!(!is_session("qemu+ssh://host/session"));
+        assert!(!is_session("not a uri"));
+    }
 
     #[test]
     fn uris_are_read_like_libvirt_reads_them() {

@@ -55,6 +55,89 @@ pub struct DomainParams<'a> {
     pub run_as: Option<(u32, u32)>,
     /// The process that owns the environment's lifetime, if any (metadata, for `lago gc`).
     pub owner: Option<&'a crate::host::owner::Owner>,
+    /// Session mode (`qemu:///session`, no root): the NICs are QEMU's own
+    /// sockets instead of libvirt networks, plus a user-mode NIC for SSH.
+    pub session: Option<SessionNics>,
+    /// The environment's nets, in init-file order (session mode numbers
+    /// their multicast groups by it).
+    pub nets: Vec<String>,
+}
+
+/// How a VM of an environment in session mode reaches its nets and is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionNics {
+    /// The environment's multicast groups are `239.<g0>.<g1>.<net index + 1>`
+    /// on port `port`, on 127.0.0.1 only (a private L2 per net).
+    pub group: [u8; 2],
+    /// The UDP port of the groups.
+    pub port: u16,
+    /// The port on 127.0.0.1 forwarded to the guest's SSH port.
+    pub ssh_port: u16,
+    /// The user-mode NIC reaches out (the init file has a `nat` net); else
+    /// it carries SSH only.
+    pub egress: bool,
+    /// The user-mode NIC's MAC.
+    pub user_mac: crate::plan::Mac,
+}
+
+/// The PCI slot of the first NIC lago adds in session mode (libvirt's own
+/// devices take the slots below).
+const SESSION_SLOT: usize = 0x10;
+
+/// The QEMU id of the NIC with MAC `mac` in session mode (`set_link` takes it).
+pub fn session_nic_id(mac: &str) -> String {
+    format!("nic{}", mac.replace(':', ""))
+}
+
+/// `<qemu:commandline>` for the NICs of a VM in session mode: one socket
+/// netdev per NIC on its net's multicast group (bound to 127.0.0.1), then
+/// the user-mode NIC with the SSH port forward.
+fn session_nics(x: &mut String, plan: &VmPlan, nets: &[String], s: &SessionNics) {
+    let arg = |x: &mut String, v: &str| {
+        let _ = writeln!(x, "    <qemu:arg value='{}'/>", esc(v));
+    };
+    let _ = writeln!(x, "  <qemu:commandline>");
+    for (i, nic) in plan.nics.iter().enumerate() {
+        let n = nets.iter().position(|n| *n == nic.net).unwrap_or(0) + 1;
+        let [g0, g1] = s.group;
+        arg(x, "-netdev");
+        arg(
+            x,
+            &format!(
+                "socket,id=net{i},mcast=239.{g0}.{g1}.{n}:{},localaddr=127.0.0.1",
+                s.port
+            ),
+        );
+        arg(x, "-device");
+        let id = session_nic_id(&nic.mac.to_string());
+        arg(
+            x,
+            &format!(
+                "virtio-net-pci,netdev=net{i},id={id},mac={},bus=pci.0,addr={:#x},romfile=",
+                nic.mac,
+                SESSION_SLOT + i
+            ),
+        );
+    }
+    let restrict = if s.egress { "off" } else { "on" };
+    arg(x, "-netdev");
+    arg(
+        x,
+        &format!(
+            "user,id=user,restrict={restrict},hostfwd=tcp:127.0.0.1:{}-:22",
+            s.ssh_port
+        ),
+    );
+    arg(x, "-device");
+    arg(
+        x,
+        &format!(
+            "virtio-net-pci,netdev=user,id=nicuser,mac={},bus=pci.0,addr={:#x},romfile=",
+            s.user_mac,
+            SESSION_SLOT + plan.nics.len()
+        ),
+    );
+    let _ = writeln!(x, "  </qemu:commandline>");
 }
 
 pub(crate) use crate::util::text::xml_escape as esc;
@@ -140,7 +223,14 @@ pub fn domain_xml(d: &DomainParams<'_>) -> String {
         Accel::Tcg => "qemu",
     };
     let mut x = String::new();
-    let _ = writeln!(x, "<domain type='{kind}'>");
+    match d.session {
+        Some(_) => {
+            let _ = writeln!(x, "<domain type='{kind}' xmlns:qemu='{QEMU_NS}'>");
+        }
+        None => {
+            let _ = writeln!(x, "<domain type='{kind}'>");
+        }
+    }
     let _ = writeln!(x, "  <name>{}</name>", esc(&d.plan.libvirt_name));
     // A VM generation id (a new one on every restore): the guest kernel
     // reseeds its RNG when it changes.
@@ -165,7 +255,7 @@ pub fn domain_xml(d: &DomainParams<'_>) -> String {
     }
     let _ = writeln!(x, "  <devices>");
     disks(&mut x, d.plan, d.seed_dev.as_deref());
-    for nic in &d.plan.nics {
+    for nic in d.plan.nics.iter().filter(|_| d.session.is_none()) {
         let _ = writeln!(x, "    <interface type='network'>");
         let _ = writeln!(x, "      <source network='{}'/>", esc(&nic.libvirt_net));
         let _ = writeln!(x, "      <mac address='{}'/>", nic.mac);
@@ -184,9 +274,15 @@ pub fn domain_xml(d: &DomainParams<'_>) -> String {
     );
     let _ = writeln!(x, "    <memballoon model='none'/>");
     let _ = writeln!(x, "  </devices>");
+    if let Some(s) = &d.session {
+        session_nics(&mut x, d.plan, &d.nets, s);
+    }
     let _ = writeln!(x, "</domain>");
     x
 }
+
+/// The namespace of libvirt's `<qemu:commandline>`.
+pub const QEMU_NS: &str = "http://libvirt.org/schemas/domain/qemu/1.0";
 
 /// lago's `<metadata>`: the env id, workdir, VM name and owner (what `lago gc` reads).
 fn metadata(x: &mut String, d: &DomainParams<'_>) {
@@ -377,7 +473,45 @@ nets:
             seed_dev: Some(free_virtio_dev(&p.vms[i])),
             run_as: Some((1000, 1000)),
             owner: None,
+            session: None,
+            nets: spec.nets.iter().map(|n| n.name.clone()).collect(),
         }
+    }
+
+    #[test]
+    fn a_session_domain_has_socket_nics_and_a_user_nic_for_ssh() {
+        let (spec, p) = fixture();
+        let mut d = params(&spec, &p, 0, Accel::Tcg, Boot::Disk);
+        d.run_as = None;
+        d.session = Some(SessionNics {
+            group: [0xab, 0xcd],
+            port: 41234,
+            ssh_port: 22022,
+            egress: false,
+            user_mac: plan::Mac([0x52, 0x54, 0, 1, 2, 3]),
+        });
+        let x = domain_xml(&d);
+        assert!(
+            x.starts_with(&format!("<domain type='qemu' xmlns:qemu='{QEMU_NS}'>")),
+            "{x}"
+        );
+        assert!(!x.contains("<interface"), "no libvirt network: {x}");
+        assert!(!x.contains("<seclabel"), "{x}");
+        assert!(
+            x.contains("socket,id=net0,mcast=239.171.205.1:41234,localaddr=127.0.0.1"),
+            "{x}"
+        );
+        let mac = p.vms[0].nics[0].mac.to_string();
+        assert!(
+            x.contains(&format!("id={},mac={mac},bus=pci.0,addr=0x10", session_nic_id(&mac))),
+            "{x}"
+        );
+        assert!(
+            x.contains("user,id=user,restrict=on,hostfwd=tcp:127.0.0.1:22022-:22"),
+            "{x}"
+        );
+        assert!(x.contains("mac=52:54:00:01:02:03,bus=pci.0,addr="), "{x}");
+        assert!(x.trim_end().ends_with("</qemu:commandline>\n</domain>"), "{x}");
     }
 
     #[test]

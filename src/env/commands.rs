@@ -366,7 +366,8 @@ impl Vm {
 
     /// The indexes of its NICs but the management one (the one SSH uses).
     pub fn non_management_nics(&self) -> Vec<usize> {
-        let mgmt = self.plan.mgmt_nic();
+        // Session mode: SSH has a NIC of its own; every NIC of the plan may go down.
+        let mgmt = self.plan.mgmt_nic().filter(|_| !self.session);
         (0..self.plan.nics.len()).filter(|i| Some(*i) != mgmt).collect()
     }
 

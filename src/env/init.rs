@@ -40,7 +40,7 @@ impl Env {
             .map_err(wd_err("resolve", init_file.as_ref()))?;
         workdir::check_free(&workdir)?;
         // Reach libvirt before creating anything: an unreachable daemon is the commonest failure.
-        let backend = Arc::new(Backend::connect(opts.libvirt_uri.as_deref())?);
+        let backend = Arc::new(connect(opts.libvirt_uri.as_deref())?);
         let remote = opts
             .remote
             .unwrap_or_else(|| crate::backend::uri::is_remote(backend.uri()));
@@ -56,7 +56,11 @@ impl Env {
         write_owner(&guard.claim.dir, opts.owner.as_ref())?;
         tracing::info!(%env_id, workdir = %workdir.display(), init_file = %spec.source.display(), "init");
         let store = template_store(&opts);
-        let warm_off = super::warm::blocker(&opts, &spec, remote, backend.uri());
+        let session = !remote && crate::backend::uri::is_session(backend.uri());
+        let warm_off = match session {
+            true => Some("session mode (no root) does not keep boot images yet".to_owned()),
+            false => super::warm::blocker(&opts, &spec, remote, backend.uri()),
+        };
         if let Some(why) = &warm_off {
             tracing::debug!(why, "warm start off");
         }
@@ -84,6 +88,7 @@ impl Env {
         saved.accel = format!("{accel:?}").to_lowercase();
         saved.remote = Some(remote);
         saved.warm = warm.map(|w| w.state);
+        saved.session = session.then(|| session_state(&env_id, &spec)).transpose()?;
         let mut build = Build {
             saved,
             templates,
@@ -105,6 +110,20 @@ impl Env {
         guard.armed = true;
         tracing::info!(secs = started.elapsed().as_secs_f64(), "init done");
         Ok(env)
+    }
+}
+
+/// libvirt at `uri`; with none given (nor `LIBVIRT_DEFAULT_URI`), a user
+/// other than root who cannot reach `qemu:///system` gets session mode
+/// (`qemu:///session`: their own daemon, no root needed).
+fn connect(uri: Option<&str>) -> Result<Backend> {
+    let defaulted = uri.is_none() && std::env::var("LIBVIRT_DEFAULT_URI").map_or(true, |v| v.is_empty());
+    match Backend::connect(uri) {
+        Err(e) if defaulted && !crate::util::lock::running_as_root() => {
+            tracing::info!(error = %crate::util::text::error_chain(&e), "qemu:///system cannot be reached: session mode (qemu:///session)");
+            Ok(Backend::connect(Some("qemu:///session"))?)
+        }
+        r => Ok(r?),
     }
 }
 
@@ -133,6 +152,34 @@ fn write_client_key(dir: &workdir::Dir, client: &KeyPair) -> Result<()> {
     let public = format!("{}\n", client.public_openssh.trim_end());
     dir.write_new(Path::new("id_ed25519.pub"), public.as_bytes(), 0o644)?;
     Ok(())
+}
+
+/// How an environment in session mode reaches its nets (multicast groups
+/// named from its env id) and its VMs (an SSH port each on 127.0.0.1, free now).
+fn session_state(env_id: &EnvId, spec: &EnvSpec) -> Result<crate::host::state::SessionState> {
+    let hex = env_id.as_str().as_bytes();
+    let byte = |i: usize| {
+        hex.get(i..i + 2)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .unwrap_or(0)
+    };
+    let mut ssh_ports = BTreeMap::new();
+    for vm in spec.vms.iter().filter(|v| v.provider != config::Provider::Ssh) {
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.local_addr())
+            .map_err(|e| Error::Usage {
+                message: format!("no free port on 127.0.0.1 for {}'s SSH: {e}", vm.name),
+            })?
+            .port();
+        ssh_ports.insert(vm.name.clone(), port);
+    }
+    Ok(crate::host::state::SessionState {
+        group: [byte(0), byte(2)],
+        port: 40000 + (u16::from(byte(4)) << 8 | u16::from(byte(6))) % 20000,
+        ssh_ports,
+        egress: spec.nets.iter().any(|n| matches!(n.kind, config::NetKind::Nat)),
+    })
 }
 
 /// Warm start's key for this environment (its templates are resolved for
@@ -212,6 +259,8 @@ fn reference_domain_xml(
         seed_dev: vp.seed.as_ref().map(|_| backend::xml::free_virtio_dev(vp)),
         run_as: None,
         owner: None,
+        session: None,
+        nets: Vec::new(),
     }))
 }
 
@@ -402,6 +451,7 @@ impl SavedEnv {
             remote: None,
             store: Some(store.root().to_path_buf()),
             warm: None,
+            session: None,
         }
     }
 }
@@ -443,16 +493,31 @@ impl Build<'_> {
             accel: self.accel,
             boot,
             seed_dev: vp.seed.as_ref().map(|_| backend::xml::free_virtio_dev(vp)),
+            // A session daemon runs QEMU as this user anyway.
             run_as: match self.placement {
-                Placement::Local { run_as } => Some(run_as),
-                Placement::Remote { .. } => None,
+                Placement::Local { run_as } if self.saved.session.is_none() => Some(run_as),
+                _ => None,
             },
             owner: self.owner,
+            session: self.session_nics(&vs.name),
+            nets: self.saved.spec.nets.iter().map(|n| n.name.clone()).collect(),
         };
         self.saved
             .domain_xml
             .insert(vs.name.clone(), backend::xml::domain_xml(&params));
         Ok(())
+    }
+
+    /// VM `vm`'s NICs in session mode.
+    fn session_nics(&self, vm: &str) -> Option<backend::xml::SessionNics> {
+        let s = self.saved.session.as_ref()?;
+        Some(backend::xml::SessionNics {
+            group: s.group,
+            port: s.port,
+            ssh_port: s.ssh_ports.get(vm).copied().unwrap_or(22),
+            egress: s.egress,
+            user_mac: session_user_mac(vm),
+        })
     }
 
     /// Makes disk `ds` of VM `vs`, locally or as a volume (its path there
@@ -521,7 +586,10 @@ impl Build<'_> {
             host_private_dropbear: Some(host.private_dropbear.clone()),
             root_password_hash: vs.root_password.as_deref().map(keys::password_hash).transpose()?,
         };
-        let files = seed::seed_files(vs, vp, &format!("{}{}", env_id.object_prefix(), vs.name), &keys);
+        let mut files = seed::seed_files(vs, vp, &format!("{}{}", env_id.object_prefix(), vs.name), &keys);
+        if self.saved.session.is_some() {
+            files.hosts = Some(seed::hosts_lines(&self.saved.plan));
+        }
         self.dir.write_new(seed_path, &files.image(), 0o600)?;
         if let Placement::Remote { backend, prefix } = &self.placement {
             let name = backend::storage::volume_name(&format!("{prefix}{}-cidata.img", vs.name));
@@ -542,7 +610,11 @@ impl Build<'_> {
             Placement::Remote { backend, prefix } => upload_kernel(backend, prefix, vs, kernel, initrd)?,
             Placement::Local { .. } => (kernel, initrd),
         };
-        Ok(kernel_boot(vp, kernel, initrd, args.as_deref()))
+        let mut boot = kernel_boot(vp, kernel, initrd, args.as_deref());
+        if let (Boot::Kernel { cmdline, .. }, Some(_)) = (&mut boot, &self.saved.session) {
+            session_cmdline(cmdline, vp);
+        }
+        Ok(boot)
     }
 
     /// VM `vp`'s plan with its paths on the hypervisor when it is remote:
@@ -594,6 +666,35 @@ pub(super) fn local_disk(dp: &plan::DiskPlan, template: Option<&Template>) -> Re
         _ => {}
     }
     Ok(())
+}
+
+/// The MAC of VM `vm`'s user-mode NIC in session mode (a locally
+/// administered one, from its name).
+fn session_user_mac(vm: &str) -> plan::Mac {
+    let h = vm
+        .bytes()
+        .fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    let [a, b, c, _] = h.to_be_bytes();
+    plan::Mac([0x52, 0x54, 0x00, a, b, c])
+}
+
+/// A directly booted kernel's command line in session mode: the user-mode
+/// NIC is the one whose DHCP lease sets the route and resolver
+/// (`lago.mgmt=`), and each NIC with an address gets it statically
+/// (`lago.ip=<mac>,<ip>/24`): there is no DHCP server on the nets.
+fn session_cmdline(cmdline: &mut String, vp: &plan::VmPlan) {
+    let kept: Vec<&str> = cmdline
+        .split_whitespace()
+        .filter(|w| !w.starts_with("lago.mgmt="))
+        .collect();
+    let mut line = kept.join(" ");
+    line.push_str(&format!(" lago.mgmt={}", session_user_mac(&vp.name)));
+    for nic in &vp.nics {
+        if let Some(ip) = nic.ip {
+            line.push_str(&format!(" lago.ip={},{ip}/24", nic.mac));
+        }
+    }
+    *cmdline = line;
 }
 
 /// How VM `vp` boots kernel `kernel` directly: its command line with
@@ -810,6 +911,36 @@ fn remote_disk(
 #[cfg(test)]
 mod tests {
     use super::direct_cmdline;
+
+    #[test]
+    fn a_session_guest_is_told_its_addresses_and_its_user_mode_nic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("init.yaml");
+        std::fs::write(&path, "domains:\n  vm01:\n    nics: [{net: a}, {net: b}]\n    disks: [{type: template, template_name: tiny, name: root, dev: vda}]\nnets:\n  a: {type: nat}\n  b: {type: isolated}\n").expect("write");
+        let spec = lago_config::load(&path).expect("init file");
+        let env_id = crate::plan::EnvId::new("abcd1234").expect("id");
+        let subnets = [("a", 201), ("b", 202)]
+            .into_iter()
+            .map(|(n, t)| (n.to_owned(), crate::plan::Subnet::new(t).expect("subnet")))
+            .collect();
+        let plan = crate::plan::plan(&spec, &env_id, &subnets, dir.path()).expect("plan");
+        let vp = &plan.vms[0];
+        let mut line = format!("console=ttyS0 lago.seed=1 lago.mgmt={}", vp.nics[0].mac);
+        super::session_cmdline(&mut line, vp);
+        let user = super::session_user_mac("vm01").to_string();
+        assert_eq!(
+            line,
+            format!(
+                "console=ttyS0 lago.seed=1 lago.mgmt={user} lago.ip={},192.168.201.2/24 lago.ip={},192.168.202.2/24",
+                vp.nics[0].mac, vp.nics[1].mac
+            )
+        );
+        assert!(user.starts_with("52:54:00:"));
+        let state = super::session_state(&env_id, &spec).expect("state");
+        assert_eq!(state.group, [0xab, 0xcd]);
+        assert!(state.egress, "a nat net: the user-mode NIC reaches out");
+        assert!(state.ssh_ports["vm01"] > 0);
+    }
 
     #[test]
     fn a_kernel_without_initrd_is_told_its_root_unless_its_args_say() {

@@ -222,10 +222,15 @@ impl Env {
                 None => None,
             };
             let existing = vs.provider == config::Provider::Ssh;
+            // Session mode: the guest's SSH port is forwarded from one on 127.0.0.1.
+            let forwarded = saved.session.as_ref().and_then(|s| s.ssh_ports.get(&vs.name));
             let target = Target {
                 vm: vs.name.clone(),
-                ip: std::net::IpAddr::V4(vp.ip),
-                port: 22,
+                ip: match forwarded {
+                    Some(_) => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                    None => std::net::IpAddr::V4(vp.ip),
+                },
+                port: forwarded.copied().unwrap_or(22),
                 user: vs.ssh_user.clone(),
                 key: vs.ssh_key.clone().unwrap_or_else(|| workdir.join(CLIENT_KEY)),
                 host_key,
@@ -244,6 +249,7 @@ impl Env {
                     conn: Connection::new(target),
                     autodestroy: autodestroy.clone(),
                     console_cursor: std::sync::Mutex::new(0),
+                    session: saved.session.is_some(),
                     console_volume: (saved.remote == Some(true) && !existing).then(|| {
                         backend::storage::volume_name(&format!(
                             "{}{}-console.log",
@@ -346,9 +352,10 @@ impl Env {
 
     fn start_vms(&self, names: &[&str], cold: bool) -> Result<()> {
         let vms = self.select(names)?;
+        // Session mode has no libvirt networks: the VMs' sockets are the nets.
         let wanted: BTreeSet<&str> = vms
             .iter()
-            .filter(|v| !v.is_existing_machine())
+            .filter(|v| !v.is_existing_machine() && self.saved.session.is_none())
             .flat_map(|v| v.plan.nics.iter().map(|n| n.net.as_str()))
             .collect();
         let mut started_nets = Vec::new();

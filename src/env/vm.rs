@@ -30,6 +30,8 @@ pub struct Vm {
     pub(crate) console_volume: Option<String>,
     /// How far [`Vm::wait_for_console_text`] has consumed the console log.
     pub(crate) console_cursor: std::sync::Mutex<u64>,
+    /// Session mode: SSH goes through a user-mode NIC of its own, none of the plan's.
+    pub(crate) session: bool,
 }
 
 impl fmt::Debug for Vm {

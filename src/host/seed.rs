@@ -40,6 +40,9 @@ pub struct SeedFiles {
     pub dropbear_host_key: Option<Vec<u8>>,
     /// The root password's hash, as a file for the `tiny` guest too.
     pub root_password_hash: Option<String>,
+    /// Lines for the guest's `/etc/hosts` (session mode, where no DNS
+    /// server knows the other VMs): `lago-hosts`.
+    pub hosts: Option<String>,
 }
 
 fn yaml_str(s: &str) -> String {
@@ -101,6 +104,7 @@ pub fn seed_files(spec: &VmSpec, plan: &VmPlan, instance_id: &str, keys: &SeedKe
         network_config: n,
         dropbear_host_key: keys.host_private_dropbear.clone(),
         root_password_hash: keys.root_password_hash.clone(),
+        hosts: None,
     }
 }
 
@@ -118,8 +122,28 @@ impl SeedFiles {
         if let Some(h) = &self.root_password_hash {
             files.push(("lago-root-password-hash", h.as_bytes()));
         }
+        if let Some(h) = &self.hosts {
+            files.push(("lago-hosts", h.as_bytes()));
+        }
         fat12_image("CIDATA", &files)
     }
+}
+
+/// `/etc/hosts` lines naming every VM of `plan` as its nets' DNS would:
+/// `<ip> <fqdn> <vm>` for each management address, `<ip> <name>` for the
+/// names of each NIC (`<vm>-eth1`, `<vm>-<net>`).
+pub fn hosts_lines(plan: &crate::plan::EnvPlan) -> String {
+    let mut out = String::new();
+    for vm in plan.vms.iter().filter(|v| v.ip != std::net::Ipv4Addr::UNSPECIFIED) {
+        let _ = writeln!(out, "{} {} {}", vm.ip, vm.fqdn, vm.hostname);
+    }
+    let records = plan.nets.iter().map(|n| &n.dns_records).max_by_key(|r| r.len());
+    for r in records.into_iter().flatten() {
+        if !plan.vms.iter().any(|v| v.hostname == r.name) {
+            let _ = writeln!(out, "{} {}", r.ip, r.name);
+        }
+    }
+    out
 }
 
 const SECTOR: usize = 512;

@@ -34,6 +34,23 @@ pub(crate) struct SavedEnv {
     /// (`None`: it always boots).
     #[serde(default)]
     pub warm: Option<WarmState>,
+    /// Session mode (`qemu:///session`, no root): how the VMs reach their
+    /// nets and are reached (`None`: libvirt networks).
+    #[serde(default)]
+    pub session: Option<SessionState>,
+}
+
+/// An environment in session mode.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SessionState {
+    /// Its nets' multicast groups: `239.<group>.<net number>`.
+    pub group: [u8; 2],
+    /// Their UDP port.
+    pub port: u16,
+    /// Each VM's SSH port on 127.0.0.1.
+    pub ssh_ports: BTreeMap<String, u16>,
+    /// Whether the user-mode NICs reach out (the init file has a `nat` net).
+    pub egress: bool,
 }
 
 /// An environment's boot image.

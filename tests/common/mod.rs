@@ -18,9 +18,13 @@ pub fn in_test_namespace() {
     );
 }
 
-/// An init file of `tests/envs/`.
+/// An init file of `tests/envs/` (or of `LAGO_TEST_ENVS`, a copy a test run
+/// as another user can read).
 pub fn envs(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/envs").join(name)
+    match std::env::var_os("LAGO_TEST_ENVS") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join(name),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/envs").join(name),
+    }
 }
 
 /// `cmd` on `vm` over SSH, which must succeed: its stdout.

@@ -227,9 +227,15 @@ pub(crate) struct InitArgs {
     /// Accelerator: auto (KVM where usable), kvm or tcg. Default: LAGO_ACCEL, else auto.
     #[arg(long, value_name = "auto|kvm|tcg")]
     pub(crate) accel: Option<lago::backend::AccelChoice>,
-    /// libvirt URI (default: LIBVIRT_DEFAULT_URI, else qemu:///system).
+    /// libvirt URI (default: LIBVIRT_DEFAULT_URI, else qemu:///system; for
+    /// a user who cannot reach it, qemu:///session).
     #[arg(long, value_name = "URI")]
     pub(crate) libvirt_uri: Option<String>,
+    /// Session mode: this user's own libvirt daemon (qemu:///session), no
+    /// root: nets are QEMU sockets on 127.0.0.1, SSH goes through a
+    /// forwarded port.
+    #[arg(long, conflicts_with = "libvirt_uri")]
+    pub(crate) session: bool,
     /// A template repository: the URL or path of its repo.metadata (repeatable;
     /// asked in order, before the built-in templates; also LAGO_TEMPLATE_REPO).
     #[arg(long = "template-repo", alias = "template-repo-path", value_name = "URL|PATH")]

@@ -55,7 +55,11 @@ pub(crate) fn validate(a: ValidateArgs) -> Result<ExitCode> {
 pub(crate) fn init(ctx: &Ctx, a: InitArgs) -> Result<ExitCode> {
     let opts = lago::InitOptions {
         workdir: Some(ctx.workdir.clone().unwrap_or_else(|| PathBuf::from(".lago"))),
-        libvirt_uri: a.libvirt_uri,
+        libvirt_uri: if a.session {
+            Some("qemu:///session".to_owned())
+        } else {
+            a.libvirt_uri
+        },
         accel: a.accel.unwrap_or_default(),
         progress: ctx.tty,
         strict: a.strict,

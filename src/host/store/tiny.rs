@@ -549,6 +549,9 @@ fn build(
         .arg(&raw)
         .arg(ROOT_SIZE))
     .map_err(build_err)?;
+    if !crate::util::lock::running_as_root() {
+        own_by_root(&rootfs, &raw, &tmp.join("owners.debugfs"))?;
+    }
     fs::remove_dir_all(&rootfs).map_err(io("remove", &rootfs))?;
     pb.inc(1);
 
@@ -578,6 +581,39 @@ fn build(
         timestamp: None,
         published_sha256: None,
     })
+}
+
+/// Makes every file of the ext4 image `image`, which mkfs filled from
+/// `tree` (a tree of this user's), root's, as in any system: built by a user
+/// other than root, they would be that user's, and the guest's SSH server
+/// refuses keys in a home it does not own.
+fn own_by_root(tree: &Path, image: &Path, script: &Path) -> Result<(), StoreError> {
+    fn walk(tree: &Path, dir: &Path, out: &mut String) {
+        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = e.path();
+            let rel = path.strip_prefix(tree).unwrap_or(&path);
+            for field in ["uid", "gid", "uid_high", "gid_high"] {
+                out.push_str(&format!("sif \"/{}\" {field} 0\n", rel.display()));
+            }
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(tree, &path, out);
+            }
+        }
+    }
+    let mut text = String::new();
+    walk(tree, tree, &mut text);
+    fs::write(script, text).map_err(io("write", script))?;
+    let debugfs = ["/usr/sbin/debugfs", "/sbin/debugfs"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+        .unwrap_or(Path::new("debugfs"));
+    run(Command::new(debugfs).arg("-w").arg("-f").arg(script).arg(image))
+        .map(|_| ())
+        .map_err(|source| StoreError::Build {
+            template: NAME.into(),
+            source,
+        })
 }
 
 /// A minimal `newc` cpio writer (the initramfs format), so no root or tools are needed.
