@@ -431,7 +431,9 @@ impl Vm {
                 stage = BootStage::PortOpen;
             }
             if stage >= BootStage::GuestUp {
-                let (probe, skipped) = probes.port(target.via.is_some(), stage, start, addr);
+                // Through a jump host, or a port QEMU forwards (it accepts
+                // before the guest listens), a probe says nothing: the console does.
+                let (probe, skipped) = probes.port(target.via.is_some() || self.session, stage, start, addr);
                 match probe {
                     Ok(_) if Instant::now() < next_attempt => {}
                     Ok(_) => {
