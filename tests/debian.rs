@@ -123,16 +123,7 @@ fn restored(env: &Env) {
     let (deb1, deb2) = (&vms["deb1"], &vms["deb2"]);
     for vm in [deb1, deb2] {
         booted_as_planned(vm, &saved);
-        let guest: i64 = out(vm, &["date", "+%s"]).trim().parse().unwrap();
-        let host = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        assert!(
-            (guest - host).abs() <= 2,
-            "{}: guest clock {guest}, host {host}",
-            vm.name()
-        );
+        common::clock_is_the_hosts(vm);
     }
     users_and_units(env, deb1, deb2);
     names_resolve(deb1, deb2);

@@ -71,15 +71,7 @@ fn lab_works(env: &Env) {
         );
         assert_ne!(t.port, 22);
         assert_eq!(out(vm, &["hostname"]).trim(), vm.name());
-        let addrs = out(vm, &["ip", "-4", "-o", "addr"]);
-        for nic in &vm.plan().nics {
-            let ip = nic.ip.unwrap().to_string();
-            assert!(
-                addrs.contains(&format!("{ip}/24")),
-                "{}: {ip} missing in {addrs}",
-                vm.name()
-            );
-        }
+        common::has_planned_addresses(vm);
     }
     // Names resolve from the seed's hosts lines; both nets carry traffic.
     out(vm01, &["ping", "-c", "1", "-W", "5", "vm02"]);

@@ -71,11 +71,7 @@ pub fn boot_images_table(root: &Path, list: &[crate::host::store::warm::BootImag
         "KEY", "SIZE", "LAST USED", "VMS"
     );
     for e in list {
-        let last = e
-            .last_used
-            .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
-            .map(|d| ago(d.as_secs()))
-            .unwrap_or_else(|| "never".to_owned());
+        let last = last_used(e.last_used);
         let _ = writeln!(
             s,
             "  {:<32} {:>8}  {:<20} {:<16} {}",
@@ -269,11 +265,7 @@ pub fn templates_table(root: &Path, list: &[StoreEntry]) -> String {
     );
     for e in list {
         let t = &e.template;
-        let last = e
-            .last_used
-            .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
-            .map(|d| ago(d.as_secs()))
-            .unwrap_or_else(|| "never".to_owned());
+        let last = last_used(e.last_used);
         let _ = writeln!(
             s,
             "  {:<24} {:<18} {:>8} {:>8}  {:<20} {}",
@@ -292,6 +284,13 @@ pub fn templates_table(root: &Path, list: &[StoreEntry]) -> String {
 }
 
 /// How long ago, for people.
+/// When something was last used, as a table shows it (`never` for no record).
+fn last_used(at: Option<std::time::SystemTime>) -> String {
+    at.and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+        .map(|d| ago(d.as_secs()))
+        .unwrap_or_else(|| "never".to_owned())
+}
+
 fn ago(secs: u64) -> String {
     match secs {
         0..60 => "just now".to_owned(),

@@ -34,6 +34,33 @@ pub fn out(vm: &lago::Vm, cmd: &[&str]) -> String {
     st.out
 }
 
+/// `vm`'s clock is the host's, within 2 s.
+pub fn clock_is_the_hosts(vm: &lago::Vm) {
+    let guest: i64 = out(vm, &["date", "+%s"]).trim().parse().unwrap();
+    let host = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        (guest - host).abs() <= 2,
+        "{}: guest clock {guest}, host {host}",
+        vm.name()
+    );
+}
+
+/// Every NIC of `vm` has its planned address (a /24).
+pub fn has_planned_addresses(vm: &lago::Vm) {
+    let addrs = out(vm, &["ip", "-4", "-o", "addr"]);
+    for nic in &vm.plan().nics {
+        let ip = nic.ip.unwrap().to_string();
+        assert!(
+            addrs.contains(&format!("{ip}/24")),
+            "{}: {ip} missing in {addrs}",
+            vm.name()
+        );
+    }
+}
+
 /// The `child` test binary (`tests/child.rs`), built beside the running test binary by `cargo test`.
 pub fn child_exe() -> PathBuf {
     let me = std::env::current_exe().unwrap();

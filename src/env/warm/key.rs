@@ -89,7 +89,7 @@ fn identity(path: &Path) -> String {
 
 fn hex(v: &serde_json::Value) -> String {
     let d = Sha256::digest(v.to_string().as_bytes());
-    d.iter().take(16).map(|b| format!("{b:02x}")).collect()
+    super::to_hex(&d[..16])
 }
 
 #[cfg(test)]

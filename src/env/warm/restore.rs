@@ -20,13 +20,12 @@ pub(crate) fn restore(env: &Env, vms: &[&Vm]) -> Result<BTreeMap<String, f64>> {
     let w = env.saved.warm.as_ref().ok_or_else(|| Error::Usage {
         message: "warm start is off for this environment".into(),
     })?;
-    let img = BootImages::new(&env.template_store())
-        .find(&w.key)
-        .ok_or_else(|| Error::BootImage {
-            vm: vms.iter().map(|v| v.name()).collect::<Vec<_>>().join(", "),
-            path: BootImages::new(&env.template_store()).root().join(&w.key),
-            what: "it is gone from the store".into(),
-        })?;
+    let images = BootImages::new(&env.template_store());
+    let img = images.find(&w.key).ok_or_else(|| Error::BootImage {
+        vm: vms.iter().map(|v| v.name()).collect::<Vec<_>>().join(", "),
+        path: images.root().join(&w.key),
+        what: "it is gone from the store".into(),
+    })?;
     let secs = map_parallel(
         "restore",
         vms,

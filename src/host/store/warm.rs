@@ -313,26 +313,15 @@ impl BootImages {
 
     /// Workdirs of the environments that use boot image `key` and still exist.
     pub fn users(&self, key: &str) -> Vec<PathBuf> {
-        super::manage::users_in(&self.root.join(key).join(USERS))
-            .into_iter()
-            .filter(|w| w.join(crate::host::workdir::OWNER_ID_FILE).exists())
-            .collect()
+        live_users(&self.root.join(key).join(USERS))
     }
 
     /// Removes boot image `key` (moved out of sight first, so no one finds
     /// half of it). `false`: there was none.
     pub fn remove(&self, key: &str) -> Result<bool, StoreError> {
-        if !valid_key(key) {
+        let Some(trash) = self.move_aside(key)? else {
             return Ok(false);
-        }
-        let dir = self.root.join(key);
-        let tag = crate::util::random::random_hex(4).map_err(io("remove", &dir))?;
-        let trash = self.root.join(format!(".old-{key}-{tag}"));
-        match fs::rename(&dir, &trash) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(io("remove", &dir)(e)),
-        }
+        };
         fs::remove_dir_all(&trash).map_err(io("remove", &trash))?;
         Ok(true)
     }
@@ -342,26 +331,32 @@ impl BootImages {
     /// environment wrote meanwhile brings it back). `false`: it stays (or
     /// there was none).
     pub fn remove_unused(&self, key: &str) -> Result<bool, StoreError> {
-        if !valid_key(key) {
+        let Some(trash) = self.move_aside(key)? else {
             return Ok(false);
-        }
-        let dir = self.root.join(key);
-        let tag = crate::util::random::random_hex(4).map_err(io("remove", &dir))?;
-        let trash = self.root.join(format!(".old-{key}-{tag}"));
-        match fs::rename(&dir, &trash) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(io("remove", &dir)(e)),
-        }
-        let live = super::manage::users_in(&trash.join(USERS))
-            .into_iter()
-            .any(|w| w.join(crate::host::workdir::OWNER_ID_FILE).exists());
-        if live {
+        };
+        if !live_users(&trash.join(USERS)).is_empty() {
+            let dir = self.root.join(key);
             fs::rename(&trash, &dir).map_err(io("put back", &dir))?;
             return Ok(false);
         }
         fs::remove_dir_all(&trash).map_err(io("remove", &trash))?;
         Ok(true)
+    }
+
+    /// Moves boot image `key` out of sight (`.old-<key>-<tag>`); `None`:
+    /// there is none.
+    fn move_aside(&self, key: &str) -> Result<Option<PathBuf>, StoreError> {
+        if !valid_key(key) {
+            return Ok(None);
+        }
+        let dir = self.root.join(key);
+        let tag = crate::util::random::random_hex(4).map_err(io("remove", &dir))?;
+        let trash = self.root.join(format!(".old-{key}-{tag}"));
+        match fs::rename(&dir, &trash) {
+            Ok(()) => Ok(Some(trash)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io("remove", &dir)(e)),
+        }
     }
 
     /// Every boot image with its size and users.
@@ -530,20 +525,12 @@ impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
     }
 }
 
-/// The sha256 of `path` (hex), with its size.
-pub fn sha256_sized(path: &Path) -> Result<(String, u64), StoreError> {
-    let mut f = fs::File::open(path).map_err(io("read", path))?;
-    let size = f.metadata().map_err(io("read", path))?.size();
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(io("read", path))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok((format!("{:x}", h.finalize()), size))
+/// Workdirs the use records in `users` name that still hold an environment.
+fn live_users(users: &Path) -> Vec<PathBuf> {
+    super::manage::users_in(users)
+        .into_iter()
+        .filter(|w| w.join(crate::host::workdir::OWNER_ID_FILE).exists())
+        .collect()
 }
 
 #[cfg(test)]
@@ -578,7 +565,8 @@ mod tests {
         assert_eq!(name, "vm01.state.zst");
         assert!(!raw.exists(), "the plain image goes");
         let zst = tmp.path().join(&name);
-        assert_eq!(sha256_sized(&zst).expect("hash"), (sha, bytes));
+        assert_eq!(super::super::sha256_file(&zst).expect("hash"), sha);
+        assert_eq!(fs::metadata(&zst).expect("size").len(), bytes);
         assert!(bytes < data.len() as u64 / 10, "{bytes}");
         let back = zstd::decode_all(fs::File::open(&zst).expect("open")).expect("decode");
         assert!(back == data);
