@@ -36,7 +36,7 @@ pub(crate) fn save(env: &Env, vms: &[&Vm], boot_secs: &BTreeMap<String, f64>) ->
             |vm| vm.name().to_owned(),
             |vm| Ok(warm::compress_state(&pending.join(state_file(vm.name())))?),
         )?;
-        meta(env, vms, disks, states, boot_secs)
+        meta(env, w, vms, disks, states, boot_secs)
     });
     let meta = match made {
         Ok(m) => m,
@@ -103,14 +103,12 @@ pub(super) fn state_file(vm: &str) -> String {
 /// What the boot image holds: the environment's subnets and keys, and each VM.
 fn meta(
     env: &Env,
+    w: &crate::host::state::WarmState,
     vms: &[&Vm],
     disks: Vec<BTreeMap<String, String>>,
     states: Vec<(String, String, u64)>,
     boot_secs: &BTreeMap<String, f64>,
 ) -> Result<BootImageMeta> {
-    let w = env.saved.warm.as_ref().ok_or_else(|| crate::env::error::Error::Usage {
-        message: "warm start is off for this environment".into(),
-    })?;
     let dir = workdir::Dir::open(env.workdir())?;
     let read = |name: &str| -> Result<String> {
         let bytes = dir
