@@ -3,6 +3,10 @@
 //! no route: each net is QEMU's sockets on a multicast group bound to
 //! 127.0.0.1, SSH goes through a port forwarded on 127.0.0.1.
 //!
+//! `debian-12` boots the same way: cloud-init applies the static addresses
+//! and the hosts lines of lago's seed, and DHCP (QEMU's own) only on the
+//! user-mode NIC.
+//!
 //! `scripts/test` runs this binary as an unprivileged user inside the test
 //! network namespace (root's `cargo test` run skips it).
 
@@ -23,6 +27,12 @@ fn ip(args: &[&str]) -> String {
 #[test]
 #[ignore = "boots VMs as a user other than root: scripts/test runs it as one, inside the test network namespace"]
 fn a_multi_nic_lab_boots_without_root() {
+    in_session("multinic.yaml", lab_works);
+}
+
+/// Boots `file` as this user in session mode, runs `check` on it, destroys
+/// it and checks that nothing of it is left, in the namespace or in libvirt.
+fn in_session(file: &str, check: impl FnOnce(&Env)) {
     in_test_namespace();
     assert!(
         !rustix::process::geteuid().is_root(),
@@ -31,7 +41,7 @@ fn a_multi_nic_lab_boots_without_root() {
     let (links, routes) = (ip(&["-o", "link"]), ip(&["route"]));
     let tmp = tempfile::tempdir().unwrap();
     let env = Env::init(
-        common::envs("multinic.yaml"),
+        common::envs(file),
         InitOptions {
             workdir: Some(tmp.path().join("env")),
             libvirt_uri: Some("qemu:///session".into()),
@@ -42,7 +52,7 @@ fn a_multi_nic_lab_boots_without_root() {
     let (id, workdir) = (env.id().to_string(), env.workdir().to_path_buf());
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         env.start(&[]).unwrap();
-        lab_works(&env);
+        check(&env);
         // Nothing of it reached the network namespace.
         assert_eq!(ip(&["-o", "link"]), links, "no bridge, no tap");
         assert_eq!(ip(&["route"]), routes, "no route");
@@ -57,6 +67,43 @@ fn a_multi_nic_lab_boots_without_root() {
     if let Err(p) = outcome {
         std::panic::resume_unwind(p);
     }
+}
+
+#[test]
+#[ignore = "boots VMs as a user other than root: scripts/test runs it as one, inside the test network namespace"]
+fn debian_12_boots_without_root() {
+    in_session("debian.yaml", |env| {
+        let (deb1, deb2) = (env.vm("deb1").unwrap(), env.vm("deb2").unwrap());
+        for vm in [deb1, deb2] {
+            assert_eq!(vm.ssh_target().ip.to_string(), "127.0.0.1");
+            assert_eq!(out(vm, &["hostname"]).trim(), vm.name());
+            let ci = out(vm, &["cloud-init", "status"]);
+            assert!(ci.contains("status: done"), "{}: {ci}", vm.name());
+            common::has_planned_addresses(vm);
+            // The default route and resolver are the user-mode NIC's, the last.
+            let user_nic = format!("eth{}", vm.plan().nics.len());
+            let route = out(vm, &["ip", "route", "show", "default"]);
+            assert!(route.contains(&format!("dev {user_nic}")), "{}: {route}", vm.name());
+            assert_eq!(route.lines().count(), 1, "{}: {route}", vm.name());
+        }
+        // deb2's user is not root and has sudo (its name in /etc/hosts: no warning).
+        assert_eq!(out(deb2, &["id", "-un"]).trim(), "tester");
+        let sudo = deb2.ssh(["sudo", "-n", "id", "-u"]).unwrap();
+        assert_eq!(sudo.out.trim(), "0", "{sudo:?}");
+        assert!(!sudo.err.contains("unable to resolve"), "{sudo:?}");
+        // Each VM's names resolve in the other, and both nets carry traffic.
+        for (from, to) in [(deb1, deb2), (deb2, deb1)] {
+            for name in [
+                to.name().to_owned(),
+                to.fqdn().to_owned(),
+                format!("{}-back", to.name()),
+            ] {
+                let st = from.ssh(["getent", "hosts", &name]).unwrap();
+                assert!(st.success(), "{} cannot resolve {name}: {st:?}", from.name());
+                out(from, &["ping", "-c", "1", "-W", "5", &name]);
+            }
+        }
+    });
 }
 
 fn lab_works(env: &Env) {

@@ -588,7 +588,8 @@ impl Build<'_> {
         };
         let mut files = seed::seed_files(vs, vp, &format!("{}{}", env_id.object_prefix(), vs.name), &keys);
         if self.saved.session.is_some() {
-            files.hosts = Some(seed::hosts_lines(&self.saved.plan));
+            let user_mac = session_user_mac(&vs.name).to_string();
+            files = files.for_session(vp, &user_mac, seed::hosts_lines(&self.saved.plan));
         }
         self.dir.write_new(seed_path, &files.image(), 0o600)?;
         if let Placement::Remote { backend, prefix } = &self.placement {

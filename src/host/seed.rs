@@ -109,6 +109,41 @@ pub fn seed_files(spec: &VmSpec, plan: &VmPlan, instance_id: &str, keys: &SeedKe
 }
 
 impl SeedFiles {
+    /// The seed of a VM in session mode, where the nets have no DHCP or
+    /// DNS server: each NIC of the plan gets its address statically, the
+    /// user-mode NIC (MAC `user_mac`, the last, named after the others) is
+    /// the one on DHCP (QEMU's own: the default route and resolver), and
+    /// `hosts` (every VM's names) is appended to `/etc/hosts`, which
+    /// cloud-init then leaves alone; `tiny` reads `hosts` from `lago-hosts`.
+    pub fn for_session(mut self, plan: &VmPlan, user_mac: &str, hosts: String) -> Self {
+        let mut n = String::from("version: 2\nethernets:\n");
+        for nic in &plan.nics {
+            let _ = writeln!(n, "  {}:", nic.name);
+            let _ = writeln!(n, "    match:\n      macaddress: \"{}\"", nic.mac);
+            let _ = writeln!(n, "    set-name: {}", nic.name);
+            match nic.ip {
+                Some(ip) => {
+                    let _ = writeln!(n, "    dhcp4: false\n    addresses: [\"{ip}/24\"]");
+                }
+                None => n.push_str("    dhcp4: false\n"),
+            }
+        }
+        let user = format!("eth{}", plan.nics.len());
+        let _ = writeln!(n, "  {user}:\n    match:\n      macaddress: \"{user_mac}\"");
+        let _ = writeln!(n, "    set-name: {user}\n    dhcp4: true");
+        self.network_config = n;
+        self.user_data = self
+            .user_data
+            .replace("manage_etc_hosts: true\n", "manage_etc_hosts: false\n");
+        self.user_data
+            .push_str("write_files:\n  - path: /etc/hosts\n    append: true\n    content: |\n");
+        for line in hosts.lines() {
+            let _ = writeln!(self.user_data, "      {line}");
+        }
+        self.hosts = Some(hosts);
+        self
+    }
+
     /// The seed disk image (FAT12, label `CIDATA`).
     pub fn image(&self) -> Vec<u8> {
         let mut files: Vec<(&str, &[u8])> = vec![
@@ -475,6 +510,51 @@ mod content_tests {
                 .contains("    set-name: eth0\n    dhcp4: true\n    dhcp4-overrides:\n      use-domains: true\n")
         );
         assert_eq!(f.network_config.matches("use-domains").count(), 1);
+    }
+
+    #[test]
+    fn a_session_seed_has_static_addresses_dhcp_on_the_user_nic_and_every_name() {
+        let (spec, p) = fixture(
+            "domains:\n  vm01:\n    nics: [{net: a}, {net: b}]\n    disks: [{type: empty, name: r, dev: vda, size: 1G}]\n  vm02:\n    nics: [{net: a}]\n    disks: [{type: empty, name: r, dev: vda, size: 1G}]\nnets:\n  a: {}\n  b: {type: isolated}\n",
+        );
+        let hosts = hosts_lines(&p);
+        assert!(hosts.contains("192.168.200.3 vm02.lago.local vm02\n"), "{hosts}");
+        let f = seed_files(&spec.vms[0], &p.vms[0], "i", &keys()).for_session(
+            &p.vms[0],
+            "52:54:00:01:02:03",
+            hosts.clone(),
+        );
+        let n = &f.network_config;
+        assert!(
+            n.contains("  eth0:\n    match:\n      macaddress: \"54:52:c0:a8:c8:02\"\n    set-name: eth0\n    dhcp4: false\n    addresses: [\"192.168.200.2/24\"]\n"),
+            "{n}"
+        );
+        assert!(
+            n.contains("    set-name: eth1\n    dhcp4: false\n    addresses: [\"192.168.201.2/24\"]\n"),
+            "{n}"
+        );
+        assert!(
+            n.ends_with(
+                "  eth2:\n    match:\n      macaddress: \"52:54:00:01:02:03\"\n    set-name: eth2\n    dhcp4: true\n"
+            ),
+            "only the user-mode NIC is on DHCP: {n}"
+        );
+        assert_eq!(n.matches("dhcp4: true").count(), 1);
+        assert!(!n.contains("overrides"), "{n}");
+        let u = &f.user_data;
+        assert!(
+            u.contains("manage_etc_hosts: false\n") && !u.contains("manage_etc_hosts: true"),
+            "{u}"
+        );
+        assert!(
+            u.ends_with(
+                "write_files:\n  - path: /etc/hosts\n    append: true\n    content: |\n      192.168.200.2 vm01.lago.local vm01\n      192.168.200.3 vm02.lago.local vm02\n      192.168.200.2 vm01-eth0\n      192.168.200.2 vm01-a\n      192.168.201.2 vm01-eth1\n      192.168.201.2 vm01-b\n      192.168.200.3 vm02-eth0\n      192.168.200.3 vm02-a\n"
+            ),
+            "{u}"
+        );
+        assert_eq!(f.hosts.as_deref(), Some(hosts.as_str()));
+        // Still a cloud-config cloud-init reads: its keys unchanged.
+        assert!(u.starts_with("#cloud-config\n") && u.contains("ssh_authorized_keys:\n"));
     }
 
     #[test]
