@@ -403,6 +403,9 @@ fn not_found(e: &virt::error::Error) -> bool {
     )
 }
 
+/// The URI of the user's own libvirt daemon (session mode).
+pub const SESSION_URI: &str = "qemu:///session";
+
 impl Backend {
     /// The URI that will be used: `uri`, else `LIBVIRT_DEFAULT_URI`, else `qemu:///system`.
     pub fn resolve_uri(uri: Option<&str>) -> String {
@@ -411,9 +414,30 @@ impl Backend {
             .unwrap_or_else(|| "qemu:///system".to_owned())
     }
 
-    /// Connects (see [`Backend::resolve_uri`]).
+    /// Whether no URI is given, by the caller or `LIBVIRT_DEFAULT_URI`.
+    pub fn uri_defaulted(uri: Option<&str>) -> bool {
+        uri.is_none() && std::env::var("LIBVIRT_DEFAULT_URI").map_or(true, |v| v.is_empty())
+    }
+
+    /// Connects to [`Backend::resolve_uri`]`(uri)`; with no URI given, a
+    /// user other than root who cannot reach `qemu:///system` gets
+    /// `qemu:///session` instead (session mode: the user's own daemon,
+    /// which libvirt's client starts; no root needed). [`Backend::uri`] says which.
     pub fn connect(uri: Option<&str>) -> Result<Self, BackendError> {
-        let uri = Self::resolve_uri(uri);
+        match Self::open(&Self::resolve_uri(uri)) {
+            Err(e) if Self::uri_defaulted(uri) && !crate::util::lock::running_as_root() => {
+                tracing::info!(
+                    error = %e,
+                    "qemu:///system cannot be reached: session mode ({SESSION_URI})"
+                );
+                Self::open(SESSION_URI)
+            }
+            r => r,
+        }
+    }
+
+    fn open(uri: &str) -> Result<Self, BackendError> {
+        let uri = uri.to_owned();
         virt::error::clear_error_callback();
         let conn = Connect::open(Some(&uri)).map_err(|source| BackendError::Connect {
             uri: uri.clone(),

@@ -40,7 +40,7 @@ impl Env {
             .map_err(wd_err("resolve", init_file.as_ref()))?;
         workdir::check_free(&workdir)?;
         // Reach libvirt before creating anything: an unreachable daemon is the commonest failure.
-        let backend = Arc::new(connect(opts.libvirt_uri.as_deref())?);
+        let backend = Arc::new(Backend::connect(opts.libvirt_uri.as_deref())?);
         let remote = opts
             .remote
             .unwrap_or_else(|| crate::backend::uri::is_remote(backend.uri()));
@@ -57,6 +57,9 @@ impl Env {
         tracing::info!(%env_id, workdir = %workdir.display(), init_file = %spec.source.display(), "init");
         let store = template_store(&opts);
         let session = !remote && crate::backend::uri::is_session(backend.uri());
+        if !session && !remote && opts.leases.is_none() {
+            leases.warn_if_private();
+        }
         let warm_off = match session {
             true => Some("session mode (no root) does not keep boot images yet".to_owned()),
             false => super::warm::blocker(&opts, &spec, remote, backend.uri()),
@@ -110,20 +113,6 @@ impl Env {
         guard.armed = true;
         tracing::info!(secs = started.elapsed().as_secs_f64(), "init done");
         Ok(env)
-    }
-}
-
-/// libvirt at `uri`; with none given (nor `LIBVIRT_DEFAULT_URI`), a user
-/// other than root who cannot reach `qemu:///system` gets session mode
-/// (`qemu:///session`: their own daemon, no root needed).
-fn connect(uri: Option<&str>) -> Result<Backend> {
-    let defaulted = uri.is_none() && std::env::var("LIBVIRT_DEFAULT_URI").map_or(true, |v| v.is_empty());
-    match Backend::connect(uri) {
-        Err(e) if defaulted && !crate::util::lock::running_as_root() => {
-            tracing::info!(error = %crate::util::text::error_chain(&e), "qemu:///system cannot be reached: session mode (qemu:///session)");
-            Ok(Backend::connect(Some("qemu:///session"))?)
-        }
-        r => Ok(r?),
     }
 }
 

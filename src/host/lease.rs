@@ -223,21 +223,32 @@ impl LeaseStore {
         if running_as_root() || writable() {
             return shared.to_path_buf();
         }
-        static WARNED: std::sync::Once = std::sync::Once::new();
-        WARNED.call_once(|| {
-            tracing::warn!(
-                shared = SHARED_DIR,
-                "cannot write the shared subnet lease directory: leases are private to this user \
-                 (other users' environments are still avoided through libvirt's networks and the host's routes; \
-                 scripts/setup-host makes the shared directory writable for the libvirt group)"
-            );
-        });
         let state = std::env::var_os("XDG_STATE_HOME")
             .filter(|s| !s.is_empty())
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
             .unwrap_or_else(std::env::temp_dir);
         state.join("lago/subnets")
+    }
+
+    /// Warns (once per process) when these leases are private to this user
+    /// while its environments use the host's shared libvirt (system mode):
+    /// other users' leases are then not seen. Session mode has no host
+    /// addresses to clash, so private leases are what it wants.
+    pub fn warn_if_private(&self) {
+        if self.dir == Path::new(SHARED_DIR) {
+            return;
+        }
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            tracing::warn!(
+                shared = SHARED_DIR,
+                dir = %self.dir.display(),
+                "cannot write the shared subnet lease directory: leases are private to this user \
+                 (other users' environments are still avoided through libvirt's networks and the host's routes; \
+                 scripts/setup-host makes the shared directory writable for the libvirt group)"
+            );
+        });
     }
 
     /// Records `uri` (the libvirt daemon) in the leases this store writes.

@@ -34,7 +34,9 @@ use crate::plan::{EnvId, Subnet};
 pub struct GcOptions {
     /// Only say what would be removed.
     pub dry_run: bool,
-    /// The libvirt URIs to look at.
+    /// The libvirt URIs to look at (none: the one
+    /// [`Backend::connect`]`(None)` picks, session mode's for a user without
+    /// access to `qemu:///system`).
     pub uris: Vec<String>,
     /// Also every URI that leases on this machine record.
     pub all_uris: bool,
@@ -52,7 +54,7 @@ impl Default for GcOptions {
     fn default() -> Self {
         GcOptions {
             dry_run: false,
-            uris: vec![Backend::resolve_uri(None)],
+            uris: Vec::new(),
             all_uris: false,
             leases: LeaseStore::from_env(),
             deadline: None,
@@ -234,19 +236,9 @@ pub fn sweep(opts: &GcOptions) -> Result<GcReport> {
         }
     }
     let mut report = GcReport::default();
-    let mut backends: BTreeMap<String, Backend> = BTreeMap::new();
+    let backends = connect_all(opts, &mut uris, &mut report)?;
     for uri in &uris {
-        let b = match Backend::connect(Some(uri)) {
-            Ok(b) => b,
-            Err(e) if uris.len() > 1 => {
-                report.unreachable.push(Unreachable {
-                    uri: uri.clone(),
-                    error: error_chain(&e),
-                });
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let Some(b) = backends.get(uri) else { continue };
         for dom in b.lago_domains()? {
             let d = drafts.entry(dom.env_id.clone()).or_default();
             d.uri.get_or_insert(uri.clone());
@@ -263,9 +255,8 @@ pub fn sweep(opts: &GcOptions) -> Result<GcReport> {
             d.uri.get_or_insert(uri.clone());
             d.networks.push(name);
         }
-        backends.insert(uri.clone(), b);
     }
-    let default_uri = uris.first().cloned().unwrap_or_else(|| Backend::resolve_uri(None));
+    let default_uri = uris.first().cloned().unwrap_or_default();
     report.not_found = opts
         .orphans
         .iter()
@@ -312,6 +303,34 @@ pub fn sweep(opts: &GcOptions) -> Result<GcReport> {
     Ok(report)
 }
 
+/// Connects to each of `uris` (none asked for: the default one, put first);
+/// with several, one that cannot be reached is reported instead.
+fn connect_all(opts: &GcOptions, uris: &mut Vec<String>, report: &mut GcReport) -> Result<BTreeMap<String, Backend>> {
+    let mut backends = BTreeMap::new();
+    if opts.uris.is_empty() {
+        let b = Backend::connect(None)?;
+        uris.retain(|u| u != b.uri());
+        uris.insert(0, b.uri().to_owned());
+        backends.insert(b.uri().to_owned(), b);
+    }
+    for uri in uris.iter() {
+        if backends.contains_key(uri) {
+            continue;
+        }
+        match Backend::connect(Some(uri)) {
+            Ok(b) => {
+                backends.insert(uri.clone(), b);
+            }
+            Err(e) if uris.len() > 1 => report.unreachable.push(Unreachable {
+                uri: uri.clone(),
+                error: error_chain(&e),
+            }),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(backends)
+}
+
 /// Removes env `id`: its libvirt objects, then its leases, then lago's
 /// files in its workdir (only when the workdir still names this env).
 fn reap(id: &EnvId, f: &Found, backend: Option<&Backend>, leases: &LeaseStore) -> Result<()> {
@@ -320,11 +339,9 @@ fn reap(id: &EnvId, f: &Found, backend: Option<&Backend>, leases: &LeaseStore) -
     // never started has without any domain or network.
     match backend {
         Some(b) => crate::env::destroy_objects(b, id)?,
-        // A remote daemon not asked (no --all-uris) may hold its volumes: fail closed.
-        None if !f.domains.is_empty() || !f.networks.is_empty() || crate::backend::uri::is_remote(&f.uri) => {
-            return Err(Error::NoBackendForGc { uri: f.uri.clone() });
-        }
-        None => {}
+        // A daemon not asked (no --all-uris) or not reached may still run its
+        // domains (a session env seen from root's sweep) or hold its volumes: fail closed.
+        None => return Err(Error::NoBackendForGc { uri: f.uri.clone() }),
     }
     leases.release_env(id)?;
     if let Some(w) = &f.workdir {

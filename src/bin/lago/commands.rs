@@ -275,7 +275,7 @@ pub(crate) fn gc(a: GcArgs) -> Result<ExitCode> {
     let opts = lago::gc::GcOptions {
         dry_run: a.dry_run,
         all_uris: a.all_uris,
-        uris: vec![lago::backend::Backend::resolve_uri(a.libvirt_uri.as_deref())],
+        uris: a.libvirt_uri.into_iter().collect(),
         orphans: a.orphans,
         ..Default::default()
     };
