@@ -89,6 +89,13 @@ pub fn session_nic_id(mac: &str) -> String {
     format!("nic{}", mac.replace(':', ""))
 }
 
+/// The multicast group and UDP port of net number `index` (init-file order,
+/// from 0) of an environment in session mode: `239.<g0>.<g1>.<index + 1>:<port>`.
+pub fn session_group(group: [u8; 2], port: u16, index: usize) -> String {
+    let [g0, g1] = group;
+    format!("239.{g0}.{g1}.{}:{port}", index + 1)
+}
+
 /// `<qemu:commandline>` for the NICs of a VM in session mode: one socket
 /// netdev per NIC on its net's multicast group (bound to 127.0.0.1), then
 /// the user-mode NIC with the SSH port forward.
@@ -98,16 +105,10 @@ fn session_nics(x: &mut String, plan: &VmPlan, nets: &[String], s: &SessionNics)
     };
     let _ = writeln!(x, "  <qemu:commandline>");
     for (i, nic) in plan.nics.iter().enumerate() {
-        let n = nets.iter().position(|n| *n == nic.net).unwrap_or(0) + 1;
-        let [g0, g1] = s.group;
+        let n = nets.iter().position(|n| *n == nic.net).unwrap_or(0);
+        let group = session_group(s.group, s.port, n);
         arg(x, "-netdev");
-        arg(
-            x,
-            &format!(
-                "socket,id=net{i},mcast=239.{g0}.{g1}.{n}:{},localaddr=127.0.0.1",
-                s.port
-            ),
-        );
+        arg(x, &format!("socket,id=net{i},mcast={group},localaddr=127.0.0.1"));
         arg(x, "-device");
         let id = session_nic_id(&nic.mac.to_string());
         arg(

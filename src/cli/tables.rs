@@ -23,13 +23,16 @@ pub fn status_table(st: &Status) -> String {
     );
     let _ = writeln!(s, "nets:");
     for n in &st.nets {
+        let via = match &n.socket {
+            Some(group) => format!("sockets {group}"),
+            None => format!("gateway {}", n.gateway.as_deref().unwrap_or("-")),
+        };
         let _ = writeln!(
             s,
-            "  {:<12} {:<5} {:<18} gateway {}{}",
+            "  {:<12} {:<5} {:<18} {via}{}",
             n.name,
             if n.up { "up" } else { "down" },
             n.subnet.as_deref().unwrap_or("-"),
-            n.gateway.as_deref().unwrap_or("-"),
             if n.management { "  (management)" } else { "" }
         );
     }

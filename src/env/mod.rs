@@ -108,6 +108,10 @@ pub struct NetStatus {
     pub gateway: Option<String>,
     /// Whether it is a management net (VMs' SSH address is on it).
     pub management: bool,
+    /// Session mode: the multicast group and port its NICs meet on
+    /// (`239.…:<port>` on 127.0.0.1; there is no libvirt network, and it is
+    /// up while a VM on it runs).
+    pub socket: Option<String>,
 }
 
 /// A VM's status.
@@ -511,18 +515,23 @@ impl Env {
                 came_up: came_up.get(name).cloned(),
             });
         }
-        let nets = self
-            .saved
-            .plan
-            .nets
-            .iter()
-            .map(|n| NetStatus {
+        let session = self.saved.session.as_ref();
+        let nets = (self.saved.plan.nets.iter().enumerate())
+            .map(|(i, n)| NetStatus {
                 name: n.name.clone(),
                 libvirt_name: n.libvirt_name.clone(),
-                up: self.backend.network_active(&n.libvirt_name),
+                up: match session {
+                    // Its VMs' sockets are the net.
+                    Some(_) => vms
+                        .iter()
+                        .any(|v| v.state == VmState::Running && v.nics.iter().any(|c| c.net == n.name)),
+                    None => self.backend.network_active(&n.libvirt_name),
+                },
                 subnet: n.subnet.map(|s| s.to_string()),
-                gateway: n.gateway.map(|g| g.to_string()),
+                // Nothing on the host has an address on a session net.
+                gateway: n.gateway.filter(|_| session.is_none()).map(|g| g.to_string()),
                 management: n.management,
+                socket: session.map(|s| crate::backend::xml::session_group(s.group, s.port, i)),
             })
             .collect();
         Ok(Status {
