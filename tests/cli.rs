@@ -346,6 +346,7 @@ fn doctor_checks_the_host_and_names_fixes() {
         names,
         [
             "libvirt",
+            "mode",
             "qemu",
             "kvm",
             "dnsmasq",

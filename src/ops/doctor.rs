@@ -131,8 +131,11 @@ impl Host {
 
 /// Runs every check.
 pub fn run(host: &Host) -> Vec<Check> {
+    let (libvirt, reached) = libvirt(host);
+    let session = reached.as_deref().is_some_and(crate::backend::uri::is_session);
     vec![
-        libvirt(host),
+        libvirt,
+        mode(host, reached.as_deref()),
         qemu(host),
         kvm(host),
         program(
@@ -141,13 +144,13 @@ pub fn run(host: &Host) -> Vec<Check> {
             "dnsmasq",
             "dnsmasq-base",
             "libvirt's DHCP and DNS for guest networks",
-            true,
+            !session,
         ),
-        netns(host),
+        netns(host, session),
         subnets(host),
         other_libvirtd(host),
         store(host),
-        warm(host),
+        warm(host, session),
         tiny(host),
         leases(host),
         program(
@@ -198,10 +201,16 @@ pub fn table(checks: &[Check]) -> String {
     out
 }
 
-fn libvirt(host: &Host) -> Check {
+/// Whether libvirt is reachable, and at which URI.
+fn libvirt(host: &Host) -> (Check, Option<String>) {
     let uri = host.libvirt_uri.as_deref().unwrap_or("libvirt's default URI");
-    match Backend::connect(host.libvirt_uri.as_deref()) {
-        Ok(b) => Check::ok("libvirt", format!("reachable at {}", b.uri())),
+    let check = match Backend::connect(host.libvirt_uri.as_deref()) {
+        Ok(b) => {
+            return (
+                Check::ok("libvirt", format!("reachable at {}", b.uri())),
+                Some(b.uri().to_owned()),
+            );
+        }
         Err(e) => {
             let text = crate::env::error::error_chain(&e);
             let fix = if text.contains("Permission denied") {
@@ -216,7 +225,41 @@ fn libvirt(host: &Host) -> Check {
             };
             Check::fail("libvirt", format!("cannot connect to {uri}: {text}"), fix)
         }
+    };
+    (check, None)
+}
+
+/// Which mode lago works in here (`reached`: the URI the libvirt check
+/// reached), why, and what the other mode would need.
+fn mode(host: &Host, reached: Option<&str>) -> Check {
+    const NAME: &str = "mode";
+    const SYSTEM_NEEDS: &str = "system mode (bridges, DHCP, warm start) needs root, or this user in the libvirt group with libvirtd running (scripts/setup-host)";
+    let Some(uri) = reached else {
+        return Check::ok(NAME, "not known until libvirt is reachable");
+    };
+    if crate::backend::uri::is_remote(uri) {
+        return Check::ok(NAME, format!("a remote hypervisor, {uri}: VMs and nets are made there"));
     }
+    if !crate::backend::uri::is_session(uri) {
+        let who = if host.root { "root" } else { "this user reaches it" };
+        return Check::ok(
+            NAME,
+            format!(
+                "system mode ({uri}, {who}): libvirt networks with bridges, DHCP and DNS; session mode, with no root, is `lago init --session` (LIBVIRT_DEFAULT_URI=qemu:///session)"
+            ),
+        );
+    }
+    let why = match Backend::uri_defaulted(host.libvirt_uri.as_deref()) {
+        true => "this user cannot reach qemu:///system",
+        false => "asked for",
+    };
+    Check::warn(
+        NAME,
+        format!(
+            "session mode ({uri}, {why}): no root, bridge or tap; nets are QEMU sockets on 127.0.0.1, SSH goes through a forwarded port"
+        ),
+        SYSTEM_NEEDS,
+    )
 }
 
 fn qemu(host: &Host) -> Check {
@@ -280,9 +323,13 @@ fn program(host: &Host, name: &'static str, bin: &str, package: &str, role: &str
     }
 }
 
-fn netns(host: &Host) -> Check {
+fn netns(host: &Host, session: bool) -> Check {
     match &host.netns {
         Some(ns) => Check::ok("netns", format!("inside lago's test network namespace {ns}")),
+        None if session => Check::ok(
+            "netns",
+            "not inside a test network namespace: session mode makes no network here, only ports on 127.0.0.1 (scripts/netns-run --user runs commands in a namespace of their own, without root)",
+        ),
         None => Check::warn(
             "netns",
             "not inside a test network namespace: guest networks would be made in this one",
@@ -424,9 +471,16 @@ fn writable<'a>(name: &'static str, what: &str, dir: &'a Path, fix: &str) -> Res
 }
 
 /// Warm start: on or off here and why, and the boot images it keeps.
-fn warm(host: &Host) -> Check {
+fn warm(host: &Host, session: bool) -> Check {
     if host.warm.as_deref().is_some_and(|v| v.trim() == "0") {
         return Check::ok("warm", "warm start off (LAGO_WARM=0): every start boots");
+    }
+    if session {
+        return Check::warn(
+            "warm",
+            "warm start off: session mode does not keep boot images yet (every start boots)",
+            "use system mode for warm start (see the mode check)",
+        );
     }
     let uri = crate::backend::Backend::resolve_uri(host.libvirt_uri.as_deref());
     if !host.root && uri.starts_with("qemu:///system") {
@@ -600,7 +654,7 @@ mod tests {
     fn warm_start_says_whether_it_is_on_and_why_not() {
         let tmp = tempfile::tempdir().unwrap();
         let mut host = faked(tmp.path());
-        let c = warm(&host);
+        let c = warm(&host, false);
         assert_eq!(c.status, Status::Ok, "{c:?}");
         assert!(c.detail.contains("warm start on: 0 boot images"), "{c:?}");
         std::fs::write(
@@ -608,7 +662,7 @@ mod tests {
             "# save_image_format = \"raw\"\nsave_image_format = \"xz\"\n",
         )
         .unwrap();
-        let c = warm(&host);
+        let c = warm(&host, false);
         assert_eq!(c.status, Status::Warn, "{c:?}");
         assert!(
             c.fix.as_deref().unwrap().contains("save_image_format = \"raw\""),
@@ -616,9 +670,40 @@ mod tests {
         );
         host.root = false;
         host.libvirt_uri = Some("qemu:///system".into());
-        assert!(warm(&host).detail.contains("a user other than root"));
+        assert!(warm(&host, false).detail.contains("a user other than root"));
         host.warm = Some("0".into());
-        assert!(warm(&host).detail.contains("LAGO_WARM=0"));
+        assert!(warm(&host, false).detail.contains("LAGO_WARM=0"));
+    }
+
+    #[test]
+    fn the_mode_says_which_why_and_what_the_other_needs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut host = faked(tmp.path());
+        let c = mode(&host, Some("qemu:///system"));
+        assert_eq!(c.status, Status::Ok, "{c:?}");
+        assert!(
+            c.detail.contains("system mode (qemu:///system, root)") && c.detail.contains("lago init --session"),
+            "{c:?}"
+        );
+        host.libvirt_uri = Some("qemu:///session".into());
+        host.root = false;
+        let c = mode(&host, Some("qemu:///session"));
+        assert_eq!(c.status, Status::Warn, "{c:?}");
+        assert!(
+            c.detail.starts_with("session mode (qemu:///session, asked for)"),
+            "{c:?}"
+        );
+        assert!(c.fix.as_deref().unwrap().contains("libvirt group"), "{c:?}");
+        let c = mode(&host, Some("qemu+ssh://lab@hv1/system"));
+        assert!(
+            c.detail.contains("a remote hypervisor, qemu+ssh://lab@hv1/system"),
+            "{c:?}"
+        );
+        assert!(mode(&host, None).detail.contains("not known"));
+        // Session mode keeps no boot images yet.
+        let c = warm(&host, true);
+        assert_eq!(c.status, Status::Warn, "{c:?}");
+        assert!(c.detail.contains("session mode"), "{c:?}");
     }
 
     fn by_name<'a>(checks: &'a [Check], name: &str) -> &'a Check {
