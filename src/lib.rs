@@ -102,7 +102,9 @@ pub use ssh::CommandStatus;
 /// }
 /// ```
 ///
-/// - The path is relative to the crate (`CARGO_MANIFEST_DIR`). The init file
+/// - The path is relative to the crate (`CARGO_MANIFEST_DIR`, read again
+///   when the test runs, as cargo and nextest set it: a test binary run from
+///   a copy of the crate, or a nextest archive, boots the copy's file). The init file
 ///   is read and validated when the test compiles: a missing or invalid file,
 ///   or a `&Vm` parameter not named after one of its VMs, is a compile error
 ///   on the offending token (listing the VMs). Editing the file rebuilds the test.

@@ -86,8 +86,16 @@ fn expand(args: &Args, func: &mut ItemFn, manifest_dir: &Path) -> syn::Result<To
     }
     func.sig.inputs = kept;
     let fn_name = func.sig.ident.to_string();
+    // The runtime gets the path as written: a relative one is resolved
+    // against the crate's folder when the test runs (`CARGO_MANIFEST_DIR`, as
+    // cargo and nextest set it), so a test binary moved elsewhere (a nextest
+    // archive, another user's copy) still finds its init file.
+    let written = args.init_file.value();
     let test = Expansion {
-        abs: path.display().to_string(),
+        file: match Path::new(&written).is_absolute() {
+            true => path.display().to_string(),
+            false => written,
+        },
         name: quote! { ::core::concat!(::core::module_path!(), "::", #fn_name) },
         env: syn::Ident::new("__lago_env", Span::mixed_site()),
         options: options(args),
@@ -99,7 +107,7 @@ fn expand(args: &Args, func: &mut ItemFn, manifest_dir: &Path) -> syn::Result<To
     let lets = test.lets(&bindings);
     let body = func.block.clone();
     let call = test.call(args, &lets, &body);
-    let abs = &test.abs;
+    let abs = path.display().to_string();
     *func.block = syn::parse_quote! {{
         // Rebuild when the init file changes.
         const _: &str = ::core::include_str!(#abs);
@@ -217,11 +225,11 @@ fn options(args: &Args) -> TokenStream {
     }
 }
 
-/// What the generated code of one test shares: the init file's absolute
-/// path, the test's full name, the env variable, its options and the body's
+/// What the generated code of one test shares: the init file as the
+/// attribute names it, the test's full name, the env variable, its options and the body's
 /// return type.
 struct Expansion {
-    abs: String,
+    file: String,
     name: TokenStream,
     env: syn::Ident,
     options: TokenStream,
@@ -247,7 +255,7 @@ impl Expansion {
     /// environment and runs the old body in it.
     fn call(&self, args: &Args, lets: &[TokenStream], body: &syn::Block) -> TokenStream {
         let Expansion {
-            abs,
+            file,
             name,
             env,
             options,
@@ -257,15 +265,15 @@ impl Expansion {
             // A plain fn: the body may run on a thread of its own.
             quote! {
                 fn __lago_body(#env: &::lago::Env) -> #ret { #(#lets)* #body }
-                ::lago::__private::run_env_test_timeout(#abs, #name, #options, __lago_body)
+                ::lago::__private::run_env_test_timeout(#file, #name, #options, __lago_body)
             }
         } else if args.isolation == Isolation::Shared && args.fail_on_console.is_none() {
             quote! {
-                ::lago::__private::run_env_test(#abs, #name, |#env: &::lago::Env| -> #ret { #(#lets)* #body })
+                ::lago::__private::run_env_test(#file, #name, |#env: &::lago::Env| -> #ret { #(#lets)* #body })
             }
         } else {
             quote! {
-                ::lago::__private::run_env_test_with(#abs, #name, #options, |#env: &::lago::Env| -> #ret { #(#lets)* #body })
+                ::lago::__private::run_env_test_with(#file, #name, #options, |#env: &::lago::Env| -> #ret { #(#lets)* #body })
             }
         }
     }
@@ -276,7 +284,7 @@ impl Expansion {
     /// rstest registers without a body (`plain` is `None`).
     fn registration(&self, plain: Option<(&[TokenStream], &syn::Block)>, ignored: bool) -> TokenStream {
         let Expansion {
-            abs,
+            file,
             name,
             env,
             options,
@@ -300,7 +308,7 @@ impl Expansion {
                 fn __lago_register() {
                     #trial
                     ::lago::__private::register(::lago::harness::registry::Registration {
-                        init_file: #abs,
+                        init_file: #file,
                         name: #name,
                         options: #options,
                         ignored: #ignored,
