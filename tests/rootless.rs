@@ -120,6 +120,11 @@ fn lab_works(env: &Env) {
         assert_eq!(out(vm, &["hostname"]).trim(), vm.name());
         common::has_planned_addresses(vm);
     }
+    // `lago status`: no libvirt network; each net is up while its VMs run, on its own group.
+    let nets = env.status().unwrap().nets;
+    assert!(nets.iter().all(|n| n.up && n.gateway.is_none()), "{nets:?}");
+    let groups: std::collections::BTreeSet<_> = nets.iter().map(|n| n.socket.clone().unwrap()).collect();
+    assert_eq!(groups.len(), nets.len(), "{nets:?}");
     // Names resolve from the seed's hosts lines; both nets carry traffic.
     out(vm01, &["ping", "-c", "1", "-W", "5", "vm02"]);
     let back = vm02.plan().nics[0].ip.unwrap().to_string();
@@ -136,4 +141,21 @@ fn lab_works(env: &Env) {
         std::time::Duration::from_secs(20),
     )
     .unwrap();
+    // Isolated, vm01 reaches no VM and still answers SSH; rejoined, it does again.
+    env.isolate("vm01").unwrap();
+    assert!(!vm01.ssh(["ping", "-c", "1", "-W", "2", "vm02"]).unwrap().success());
+    assert_eq!(out(vm01, &["hostname"]).trim(), "vm01");
+    env.rejoin("vm01").unwrap();
+    vm01.wait_until_succeeds(
+        ["ping", "-c", "1", "-W", "2", "vm02"],
+        std::time::Duration::from_secs(20),
+    )
+    .unwrap();
+    // Copies both ways through the forwarded port.
+    let tmp = tempfile::tempdir().unwrap();
+    let blob: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(tmp.path().join("blob"), &blob).unwrap();
+    vm02.copy_to(tmp.path().join("blob"), "/tmp/blob").unwrap();
+    vm02.copy_from("/tmp/blob", tmp.path().join("back")).unwrap();
+    assert_eq!(std::fs::read(tmp.path().join("back")).unwrap(), blob);
 }

@@ -87,7 +87,7 @@ pub fn child(mode: &str, artifacts: &Path) -> Command {
     let mut c = Command::new(child_exe());
     c.env("LAGO_CHILD", mode)
         .env("LAGO_ARTIFACTS_DIR", artifacts)
-        .env("CARGO_MANIFEST_DIR", env!("CARGO_MANIFEST_DIR"))
+        .env("CARGO_MANIFEST_DIR", manifest_dir())
         .env_remove("LAGO_KEEP");
     c
 }
@@ -174,21 +174,35 @@ pub fn reaper_of(workdir: &Path) -> Option<i32> {
     })
 }
 
-/// `lago` with `args`, run in the mount namespace of process `ns` when given.
+/// The crate's folder: as cargo sets it when it runs a test, or a copy's
+/// (`scripts/rootless-test` runs tests as a user who cannot read the clone).
+pub fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// The `lago` binary of this build (or a copy of it, `LAGO_TEST_BIN`).
+pub fn lago_exe() -> PathBuf {
+    std::env::var_os("LAGO_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_lago")))
+}
+
 /// The `lago` binary of this build, with backtraces on.
 pub fn lago_cmd() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lago"));
+    let mut c = Command::new(lago_exe());
     c.env("RUST_BACKTRACE", "1");
     c
 }
 
 /// `lago args…`, in the mount namespace of process `ns` when given.
 pub fn lago_in(ns: Option<u32>, args: &[&str]) -> std::process::Output {
-    let exe = env!("CARGO_BIN_EXE_lago");
+    let exe = lago_exe();
     let mut c = match ns {
         Some(pid) => {
             let mut c = Command::new("nsenter");
-            c.args(["-t", &pid.to_string(), "-m", "--", exe]);
+            c.args(["-t", &pid.to_string(), "-m", "--"]).arg(&exe);
             c
         }
         None => Command::new(exe),
