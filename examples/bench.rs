@@ -12,6 +12,11 @@
 //! ```sh
 //! scripts/netns-run cargo run --release --example bench
 //! ```
+//!
+//! With `--session-as USER` (run as root; USER is an ordinary user, as
+//! `scripts/rootless-test` makes `lagotest`), the cold starts are timed again
+//! as USER in session mode (`lago init --session`, the user's own libvirt
+//! daemon), in the same run, as a ratio to system mode.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -196,7 +201,100 @@ fn budget(tmp: &Path) -> Result<(), Box<dyn std::error::Error>> {
     show("destroy, running 1-VM env", &destroy, 0.14);
     show("stop, running 4-VM env", &stop, 0.14);
     show("cold: full cycle: init + start + hostname + destroy, 1 VM", &cycle, 1.1);
+    if let Some(user) = session_user() {
+        session_budget(&bin, &user, &one, &four, (&start1, &start4))?;
+    }
     warm_budget(&bin, tmp, &one, &four, &show)
+}
+
+/// The user after `--session-as`.
+fn session_user() -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    let at = args.iter().position(|a| a == "--session-as")?;
+    args.get(at + 1).cloned()
+}
+
+/// `lago -w WORKDIR ARGS…` as `user`, with only what session mode needs:
+/// the user's home (its template store) and runtime folder (its daemon's socket).
+fn run_as(user: &str, bin: &Path, workdir: &Path, args: &[&str]) -> Result<(), Box<dyn std::error::Error>> {
+    let passwd = std::fs::read_to_string("/etc/passwd")?;
+    let entry = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&user) && f.len() >= 7)
+        .ok_or_else(|| format!("no user {user} (scripts/rootless-test makes lagotest)"))?;
+    let run = format!("/tmp/lago-rootless-run-{}", entry[2]);
+    if !Path::new(&run).is_dir() {
+        Command::new("install")
+            .args(["-d", "-m", "700", "-o", user, &run])
+            .status()?;
+    }
+    let out = Command::new("runuser")
+        .args(["-u", user, "--", "env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"])
+        .arg(format!("HOME={}", entry[5]))
+        .arg(format!("XDG_RUNTIME_DIR={run}"))
+        .arg(format!(
+            "LAGO_IN_NETNS={}",
+            std::env::var("LAGO_IN_NETNS").unwrap_or_default()
+        ))
+        .arg(bin)
+        .arg("-w")
+        .arg(workdir)
+        .args(args)
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("lago {args:?} as {user}: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(())
+}
+
+/// The cold starts again as `user` in session mode, against system mode's (`system`: 1 VM, 4 VMs).
+fn session_budget(
+    bin: &Path,
+    user: &str,
+    one: &Path,
+    four: &Path,
+    system: (&[Duration], &[Duration]),
+) -> Result<(), Box<dyn std::error::Error>> {
+    let home = tempfile::Builder::new().prefix("lago-bench-session").tempdir()?;
+    Command::new("chown").arg(user).arg(home.path()).status()?;
+    let files = [(one, vec!["vm01"]), (four, vec!["vm01", "vm02", "vm03", "vm04"])];
+    // Once, untimed: the user's daemon starts and `tiny` is built for the user if missing.
+    let w = home.path().join("prime");
+    run_as(user, bin, &w, &["init", "--session", one.to_str().unwrap_or_default()])?;
+    run_as(user, bin, &w, &["start"])?;
+    run_as(user, bin, &w, &["destroy", "--yes"])?;
+    let mut runs = [vec![], vec![]];
+    for round in 0..3 {
+        for (i, (file, vms)) in files.iter().enumerate() {
+            let w = home.path().join(format!("session-{i}-{round}"));
+            run_as(user, bin, &w, &["init", "--session", file.to_str().unwrap_or_default()])?;
+            let t = Instant::now();
+            run_as(user, bin, &w, &["start"])?;
+            for vm in vms {
+                run_as(user, bin, &w, &["shell", vm, "--", "hostname"])?;
+            }
+            runs[i].push(t.elapsed());
+            run_as(user, bin, &w, &["destroy", "--yes"])?;
+        }
+    }
+    for (what, session, system) in [("1 VM", &runs[0], system.0), ("4 VMs", &runs[1], system.1)] {
+        let (m, sys) = (
+            median(session.clone()).as_secs_f64(),
+            median(system.to_vec()).as_secs_f64(),
+        );
+        println!(
+            "session mode as {user}: start -> every VM answered a command, {what}: {} -> median {m:.2}s = {:.2} x system mode's {sys:.2}s (target <= 1.2 x: {})",
+            session
+                .iter()
+                .map(|d| format!("{:.2}s", d.as_secs_f64()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            m / sys,
+            if m / sys <= 1.2 { "met" } else { "not yet" }
+        );
+    }
+    Ok(())
 }
 
 /// The same starts restored from boot images (warm start): the first start
