@@ -216,23 +216,18 @@ fn session_user() -> Option<String> {
 
 /// `lago -w WORKDIR ARGS…` as `user`, with only what session mode needs:
 /// the user's home (its template store) and runtime folder (its daemon's socket).
-fn run_as(user: &str, bin: &Path, workdir: &Path, args: &[&str]) -> Result<(), Box<dyn std::error::Error>> {
-    let passwd = std::fs::read_to_string("/etc/passwd")?;
-    let entry = passwd
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.first() == Some(&user) && f.len() >= 7)
-        .ok_or_else(|| format!("no user {user} (scripts/rootless-test makes lagotest)"))?;
-    let run = format!("/tmp/lago-rootless-run-{}", entry[2]);
-    if !Path::new(&run).is_dir() {
-        Command::new("install")
-            .args(["-d", "-m", "700", "-o", user, &run])
-            .status()?;
-    }
+fn run_as(user: &User, bin: &Path, workdir: &Path, args: &[&str]) -> Result<(), Box<dyn std::error::Error>> {
     let out = Command::new("runuser")
-        .args(["-u", user, "--", "env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"])
-        .arg(format!("HOME={}", entry[5]))
-        .arg(format!("XDG_RUNTIME_DIR={run}"))
+        .args([
+            "-u",
+            &user.name,
+            "--",
+            "env",
+            "-i",
+            "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+        ])
+        .arg(format!("HOME={}", user.home))
+        .arg(format!("XDG_RUNTIME_DIR={}", user.run))
         .arg(format!(
             "LAGO_IN_NETNS={}",
             std::env::var("LAGO_IN_NETNS").unwrap_or_default()
@@ -243,21 +238,69 @@ fn run_as(user: &str, bin: &Path, workdir: &Path, args: &[&str]) -> Result<(), B
         .args(args)
         .output()?;
     if !out.status.success() {
-        return Err(format!("lago {args:?} as {user}: {}", String::from_utf8_lossy(&out.stderr)).into());
+        return Err(format!(
+            "lago {args:?} as {}: {}",
+            user.name,
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
     }
     Ok(())
+}
+
+/// The user session mode is timed as: name, home and a runtime folder of
+/// its own for this run (its libvirt daemon's sockets).
+struct User {
+    name: String,
+    home: String,
+    run: String,
+}
+
+impl User {
+    fn new(name: &str) -> Result<User, Box<dyn std::error::Error>> {
+        let passwd = std::fs::read_to_string("/etc/passwd")?;
+        let home = passwd
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.first() == Some(&name) && f.len() >= 7)
+            .map(|f| f[5].to_owned())
+            .ok_or_else(|| format!("no user {name} (scripts/rootless-test makes lagotest)"))?;
+        let out = Command::new("runuser")
+            .args(["-u", name, "--", "mktemp", "-d", "/tmp/lago-bench-run.XXXXXX"])
+            .output()?;
+        let run = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if !out.status.success() || run.is_empty() {
+            return Err(format!("cannot make a runtime folder for {name}").into());
+        }
+        Ok(User {
+            name: name.to_owned(),
+            home,
+            run,
+        })
+    }
+}
+
+impl Drop for User {
+    fn drop(&mut self) {
+        // Its daemon goes with the run.
+        let _ = Command::new("pkill")
+            .args(["-u", &self.name, "-x", "libvirtd"])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.run);
+    }
 }
 
 /// The cold starts again as `user` in session mode, against system mode's (`system`: 1 VM, 4 VMs).
 fn session_budget(
     bin: &Path,
-    user: &str,
+    name: &str,
     one: &Path,
     four: &Path,
     system: (&[Duration], &[Duration]),
 ) -> Result<(), Box<dyn std::error::Error>> {
+    let user = &User::new(name)?;
     let home = tempfile::Builder::new().prefix("lago-bench-session").tempdir()?;
-    Command::new("chown").arg(user).arg(home.path()).status()?;
+    Command::new("chown").arg(name).arg(home.path()).status()?;
     let files = [(one, vec!["vm01"]), (four, vec!["vm01", "vm02", "vm03", "vm04"])];
     // Once, untimed: the user's daemon starts and `tiny` is built for the user if missing.
     let w = home.path().join("prime");
@@ -284,7 +327,7 @@ fn session_budget(
             median(system.to_vec()).as_secs_f64(),
         );
         println!(
-            "session mode as {user}: start -> every VM answered a command, {what}: {} -> median {m:.2}s = {:.2} x system mode's {sys:.2}s (target <= 1.2 x: {})",
+            "session mode as {name}: start -> every VM answered a command, {what}: {} -> median {m:.2}s = {:.2} x system mode's {sys:.2}s (target <= 1.2 x: {})",
             session
                 .iter()
                 .map(|d| format!("{:.2}s", d.as_secs_f64()))

@@ -141,6 +141,36 @@ pub mod __private {
         }
     }
 
+    /// The init file the attribute names (`written`), where it is as the
+    /// test runs: in the crate's folder as cargo or nextest give it now
+    /// (`CARGO_MANIFEST_DIR`: a copy of the crate, a nextest archive), else
+    /// where it was when the test compiled (`manifest`: a test binary run
+    /// directly, from any folder).
+    pub fn init_file(written: &'static str, manifest: &'static str) -> &'static str {
+        use std::path::Path;
+        if Path::new(written).is_absolute() {
+            return written;
+        }
+        let now = std::env::var_os("CARGO_MANIFEST_DIR")
+            .filter(|d| !d.is_empty())
+            .map(|d| Path::new(&d).join(written))
+            .filter(|p| p.is_file());
+        let path = now.unwrap_or_else(|| Path::new(manifest).join(written));
+        intern(path.to_string_lossy().into_owned())
+    }
+
+    /// `s`, kept for the rest of the process (once per distinct path).
+    fn intern(s: String) -> &'static str {
+        static SEEN: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+        let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(found) = seen.iter().find(|k| **k == s) {
+            return found;
+        }
+        let leaked: &'static str = Box::leak(s.into_boxed_str());
+        seen.push(leaked);
+        leaked
+    }
+
     /// The VM `name` of `env` (the macro checked it exists at compile time).
     pub fn vm<'a>(env: &'a crate::Env, name: &str) -> &'a crate::Vm {
         match env.vm(name) {

@@ -34,6 +34,17 @@ pub enum BackendError {
         #[source]
         source: virt::error::Error,
     },
+    /// Neither the system daemon nor, for a user other than root with no
+    /// URI given, the user's own could be reached.
+    #[error(
+        "cannot connect to libvirt: not at qemu:///system ({system}), nor at this user's own qemu:///session ({session})"
+    )]
+    NoDaemon {
+        /// Why `qemu:///system` could not be reached (the error and its causes).
+        system: String,
+        /// Why `qemu:///session` could not be reached.
+        session: String,
+    },
     /// A network could not be created.
     #[error("cannot start network {name}")]
     StartNetwork {
@@ -430,7 +441,10 @@ impl Backend {
                     error = %e,
                     "qemu:///system cannot be reached: session mode ({SESSION_URI})"
                 );
-                Self::open(SESSION_URI)
+                Self::open(SESSION_URI).map_err(|s| BackendError::NoDaemon {
+                    system: crate::util::text::error_chain(&e),
+                    session: crate::util::text::error_chain(&s),
+                })
             }
             r => r,
         }

@@ -214,8 +214,19 @@ impl LeaseStore {
         }
     }
 
+    /// The store of environments in session mode (`qemu:///session`):
+    /// `LAGO_LEASE_DIR` when set, else the user's own folder. Their nets put
+    /// no address on the host, so nothing clashes with another user's; and
+    /// no other user's sweep sees them.
+    pub fn for_session() -> Self {
+        match std::env::var_os("LAGO_LEASE_DIR") {
+            Some(d) if !d.is_empty() => LeaseStore::new(d),
+            _ => LeaseStore::new(Self::private_dir()),
+        }
+    }
+
     /// [`SHARED_DIR`] for root and for every user who can write it, else
-    /// the user's state directory (with a warning: leases are then private).
+    /// the user's own folder ([`LeaseStore::private_dir`]).
     pub fn default_dir() -> PathBuf {
         let shared = Path::new(SHARED_DIR);
         let writable =
@@ -223,6 +234,12 @@ impl LeaseStore {
         if running_as_root() || writable() {
             return shared.to_path_buf();
         }
+        Self::private_dir()
+    }
+
+    /// The user's own lease folder: `$XDG_STATE_HOME/lago/subnets` (or
+    /// `~/.local/state/lago/subnets`).
+    pub fn private_dir() -> PathBuf {
         let state = std::env::var_os("XDG_STATE_HOME")
             .filter(|s| !s.is_empty())
             .map(PathBuf::from)

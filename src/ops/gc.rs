@@ -63,6 +63,20 @@ impl Default for GcOptions {
     }
 }
 
+impl GcOptions {
+    /// The leases to sweep when the default daemon is `default_uri`: the
+    /// ones asked for, unless they are the default ones and that daemon is
+    /// this user's own (session mode), whose environments lease in the
+    /// user's own folder (see [`LeaseStore::for_session`]).
+    fn leases_for(&self, default_uri: Option<&str>) -> LeaseStore {
+        let session = default_uri.is_some_and(crate::backend::uri::is_session);
+        if session && self.uris.is_empty() && self.leases.dir() == LeaseStore::from_env().dir() {
+            return LeaseStore::for_session();
+        }
+        self.leases.clone()
+    }
+}
+
 /// What a sweep decided about one environment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "verdict", content = "why", rename_all = "kebab-case")]
@@ -221,7 +235,10 @@ fn judge(id: &EnvId, d: &Draft) -> Verdict {
 pub fn sweep(opts: &GcOptions) -> Result<GcReport> {
     let mut drafts: BTreeMap<EnvId, Draft> = BTreeMap::new();
     let mut uris = opts.uris.clone();
-    for lease in opts.leases.list()? {
+    let mut report = GcReport::default();
+    let mut backends = connect_default(opts, &mut uris, &mut report)?;
+    let leases = opts.leases_for(uris.first().map(String::as_str));
+    for lease in leases.list()? {
         let d = drafts.entry(lease.env_id.clone()).or_default();
         d.workdir.get_or_insert(lease.workdir.clone());
         d.subnets.push(lease.subnet);
@@ -235,8 +252,7 @@ pub fn sweep(opts: &GcOptions) -> Result<GcReport> {
             }
         }
     }
-    let mut report = GcReport::default();
-    let backends = connect_all(opts, &mut uris, &mut report)?;
+    connect_rest(opts, &uris, &mut report, &mut backends)?;
     for uri in &uris {
         let Some(b) = backends.get(uri) else { continue };
         for dom in b.lago_domains()? {
@@ -289,7 +305,7 @@ pub fn sweep(opts: &GcOptions) -> Result<GcReport> {
             if opts.deadline.is_some_and(|t| Instant::now() >= t) {
                 report.out_of_time = true;
             } else {
-                match reap(&id, &found, backends.get(&found.uri), &opts.leases) {
+                match reap(&id, &found, backends.get(&found.uri), &leases) {
                     Ok(()) => found.removed = true,
                     Err(e) => found.error = Some(error_chain(&e)),
                 }
@@ -303,17 +319,41 @@ pub fn sweep(opts: &GcOptions) -> Result<GcReport> {
     Ok(report)
 }
 
-/// Connects to each of `uris` (none asked for: the default one, put first);
-/// with several, one that cannot be reached is reported instead.
-fn connect_all(opts: &GcOptions, uris: &mut Vec<String>, report: &mut GcReport) -> Result<BTreeMap<String, Backend>> {
+/// With no URI asked for, connects to the default one ([`Backend::connect`]`(None)`)
+/// and puts it first in `uris`; with `--all-uris`, one that cannot be
+/// reached is reported instead (the daemons the leases name are swept all the same).
+fn connect_default(
+    opts: &GcOptions,
+    uris: &mut Vec<String>,
+    report: &mut GcReport,
+) -> Result<BTreeMap<String, Backend>> {
     let mut backends = BTreeMap::new();
-    if opts.uris.is_empty() {
-        let b = Backend::connect(None)?;
-        uris.retain(|u| u != b.uri());
-        uris.insert(0, b.uri().to_owned());
-        backends.insert(b.uri().to_owned(), b);
+    if !opts.uris.is_empty() {
+        return Ok(backends);
     }
-    for uri in uris.iter() {
+    match Backend::connect(None) {
+        Ok(b) => {
+            uris.insert(0, b.uri().to_owned());
+            backends.insert(b.uri().to_owned(), b);
+        }
+        Err(e) if opts.all_uris => report.unreachable.push(Unreachable {
+            uri: Backend::resolve_uri(None),
+            error: error_chain(&e),
+        }),
+        Err(e) => return Err(e.into()),
+    }
+    Ok(backends)
+}
+
+/// Connects to each of `uris` not yet connected; with several (or
+/// `--all-uris`), one that cannot be reached is reported instead.
+fn connect_rest(
+    opts: &GcOptions,
+    uris: &[String],
+    report: &mut GcReport,
+    backends: &mut BTreeMap<String, Backend>,
+) -> Result<()> {
+    for uri in uris {
         if backends.contains_key(uri) {
             continue;
         }
@@ -321,14 +361,14 @@ fn connect_all(opts: &GcOptions, uris: &mut Vec<String>, report: &mut GcReport) 
             Ok(b) => {
                 backends.insert(uri.clone(), b);
             }
-            Err(e) if uris.len() > 1 => report.unreachable.push(Unreachable {
+            Err(e) if uris.len() > 1 || opts.all_uris => report.unreachable.push(Unreachable {
                 uri: uri.clone(),
                 error: error_chain(&e),
             }),
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(backends)
+    Ok(())
 }
 
 /// Removes env `id`: its libvirt objects, then its leases, then lago's
