@@ -24,9 +24,11 @@ pub(crate) struct Args {
     pub fail_on_console: Option<LitStr>,
     /// `warm = false`: the environment boots instead of being restored.
     pub warm: Option<bool>,
+    /// `bundle = "on-failure"` or `"never"`: a failure bundle when the test fails, or none.
+    pub bundle: Option<bool>,
 }
 
-const USAGE: &str = "expected #[lago_env(\"tests/envs/env.yaml\")], optionally with isolation = \"shared\" | \"reset\" | \"fresh\", timeout = \"120s\", fail_on_console = \"regex\", warm = false and strict";
+const USAGE: &str = "expected #[lago_env(\"tests/envs/env.yaml\")], optionally with isolation = \"shared\" | \"reset\" | \"fresh\", timeout = \"120s\", fail_on_console = \"regex\", warm = false, bundle = \"on-failure\" | \"never\" and strict";
 
 impl Parse for Args {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
@@ -41,6 +43,7 @@ impl Parse for Args {
             strict: false,
             fail_on_console: None,
             warm: None,
+            bundle: None,
         };
         let mut seen: Vec<String> = Vec::new();
         while !input.is_empty() {
@@ -70,56 +73,74 @@ impl Parse for Args {
                 continue;
             }
             let value: LitStr = input.parse()?;
-            match k.as_str() {
-                "isolation" => {
-                    args.isolation = match value.value().as_str() {
-                        "shared" => Isolation::Shared,
-                        "reset" => Isolation::Reset,
-                        "fresh" => Isolation::Fresh,
-                        other => {
-                            return Err(syn::Error::new(
-                                value.span(),
-                                format!("expected isolation \"shared\", \"reset\" or \"fresh\", found {other:?}"),
-                            ));
-                        }
-                    }
-                }
-                "timeout" => {
-                    let d = lago_config::parse_duration(&value.value()).ok_or_else(|| {
-                        syn::Error::new(
-                            value.span(),
-                            format!(
-                                "expected a timeout like \"120s\", \"2m\" or \"500ms\", found {:?}",
-                                value.value()
-                            ),
-                        )
-                    })?;
-                    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-                    args.timeout = Some((ms, value));
-                }
-                "fail_on_console" => {
-                    if value.value().is_empty() {
-                        return Err(syn::Error::new(
-                            value.span(),
-                            "fail_on_console: expected a regular expression, found an empty string",
-                        ));
-                    }
-                    if let Err(e) = regex::Regex::new(&value.value()) {
-                        return Err(syn::Error::new(
-                            value.span(),
-                            format!("fail_on_console: not a valid regular expression: {e}"),
-                        ));
-                    }
-                    args.fail_on_console = Some(value);
-                }
+            string_option(&mut args, &key, &k, value)?;
+        }
+        Ok(args)
+    }
+}
+
+/// Option `k` (`key`), whose value is a string, into `args`.
+fn string_option(args: &mut Args, key: &Ident, k: &str, value: LitStr) -> syn::Result<()> {
+    match k {
+        "isolation" => {
+            args.isolation = match value.value().as_str() {
+                "shared" => Isolation::Shared,
+                "reset" => Isolation::Reset,
+                "fresh" => Isolation::Fresh,
                 other => {
                     return Err(syn::Error::new(
-                        key.span(),
-                        format!("unknown option `{other}`; {USAGE}"),
+                        value.span(),
+                        format!("expected isolation \"shared\", \"reset\" or \"fresh\", found {other:?}"),
                     ));
                 }
             }
         }
-        Ok(args)
+        "timeout" => {
+            let d = lago_config::parse_duration(&value.value()).ok_or_else(|| {
+                syn::Error::new(
+                    value.span(),
+                    format!(
+                        "expected a timeout like \"120s\", \"2m\" or \"500ms\", found {:?}",
+                        value.value()
+                    ),
+                )
+            })?;
+            let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            args.timeout = Some((ms, value));
+        }
+        "fail_on_console" => {
+            if value.value().is_empty() {
+                return Err(syn::Error::new(
+                    value.span(),
+                    "fail_on_console: expected a regular expression, found an empty string",
+                ));
+            }
+            if let Err(e) = regex::Regex::new(&value.value()) {
+                return Err(syn::Error::new(
+                    value.span(),
+                    format!("fail_on_console: not a valid regular expression: {e}"),
+                ));
+            }
+            args.fail_on_console = Some(value);
+        }
+        "bundle" => {
+            args.bundle = Some(match value.value().as_str() {
+                "on-failure" => true,
+                "never" => false,
+                other => {
+                    return Err(syn::Error::new(
+                        value.span(),
+                        format!("bundle: expected \"on-failure\" or \"never\", found {other:?}"),
+                    ));
+                }
+            });
+        }
+        other => {
+            return Err(syn::Error::new(
+                key.span(),
+                format!("unknown option `{other}`; {USAGE}"),
+            ));
+        }
     }
+    Ok(())
 }

@@ -86,15 +86,19 @@ fn expand(args: &Args, func: &mut ItemFn, manifest_dir: &Path) -> syn::Result<To
     }
     func.sig.inputs = kept;
     let fn_name = func.sig.ident.to_string();
-    // The runtime gets the path as written: a relative one is resolved
-    // against the crate's folder when the test runs (`CARGO_MANIFEST_DIR`, as
-    // cargo and nextest set it), so a test binary moved elsewhere (a nextest
-    // archive, another user's copy) still finds its init file.
+    // A relative path is resolved when the test runs: against the crate's
+    // folder as cargo and nextest give it then (`CARGO_MANIFEST_DIR`), so a
+    // test binary moved elsewhere (a nextest archive, another user's copy)
+    // finds its init file, else against the folder it compiled in.
     let written = args.init_file.value();
+    let manifest = manifest_dir.display().to_string();
     let test = Expansion {
         file: match Path::new(&written).is_absolute() {
-            true => path.display().to_string(),
-            false => written,
+            true => {
+                let abs = path.display().to_string();
+                quote! { #abs }
+            }
+            false => quote! { ::lago::__private::init_file(#written, #manifest) },
         },
         name: quote! { ::core::concat!(::core::module_path!(), "::", #fn_name) },
         env: syn::Ident::new("__lago_env", Span::mixed_site()),
@@ -215,12 +219,17 @@ fn options(args: &Args) -> TokenStream {
         Some(w) => quote! { ::core::option::Option::Some(#w) },
         None => quote! { ::core::option::Option::None },
     };
+    let bundle = match args.bundle {
+        Some(b) => quote! { ::core::option::Option::Some(#b) },
+        None => quote! { ::core::option::Option::None },
+    };
     quote! {
         ::lago::harness::TestOptions {
             isolation: ::lago::harness::Isolation::#isolation,
             timeout: #timeout,
             fail_on_console: #fail_on_console,
             warm: #warm,
+            bundle: #bundle,
         }
     }
 }
@@ -229,7 +238,7 @@ fn options(args: &Args) -> TokenStream {
 /// attribute names it, the test's full name, the env variable, its options and the body's
 /// return type.
 struct Expansion {
-    file: String,
+    file: TokenStream,
     name: TokenStream,
     env: syn::Ident,
     options: TokenStream,
@@ -427,6 +436,26 @@ mod tests {
             "{out}"
         );
 
+        // bundle = "on-failure" goes into the options; another word is refused.
+        let out = run(
+            quote!("tests/envs/pair.yaml", bundle = "on-failure"),
+            quote!(
+                fn t(vm01: &Vm) {}
+            ),
+        )
+        .unwrap();
+        assert!(
+            out.contains("bundle : :: core :: option :: Option :: Some (true)"),
+            "{out}"
+        );
+        let e = match syn::parse2::<crate::args::Args>(quote!("tests/envs/pair.yaml", bundle = "always")) {
+            Ok(_) => panic!("bundle = \"always\" parsed"),
+            Err(e) => e,
+        };
+        assert!(
+            e.to_string().contains("bundle: expected \"on-failure\" or \"never\""),
+            "{e}"
+        );
         // warm = false goes into the registered options; a string is refused.
         let out = run(
             quote!("tests/envs/pair.yaml", warm = false),

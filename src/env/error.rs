@@ -303,6 +303,23 @@ pub enum Error {
         /// What is wrong with it.
         what: String,
     },
+    /// A failure bundle was not made (the environment cannot be saved whole,
+    /// or it would be over its bound); nothing of it is left.
+    #[error("failure bundle {}: not made: {why}", path.display())]
+    BundleSkipped {
+        /// Where it would have gone.
+        path: std::path::PathBuf,
+        /// Why not.
+        why: String,
+    },
+    /// A failure bundle cannot be replayed.
+    #[error("failure bundle {}: cannot replay it: {what}", path.display())]
+    Replay {
+        /// The bundle's folder.
+        path: std::path::PathBuf,
+        /// What is missing or wrong.
+        what: String,
+    },
     /// A snapshot name that cannot be used.
     #[error("snapshot name {name:?}: expected 1-64 letters, digits, `-`, `_` or `.` (not starting with `.`)")]
     SnapshotName {

@@ -19,6 +19,7 @@ use crate::host::lease::{LeaseOwner, LeaseStore};
 use crate::host::owner::Owner;
 use crate::host::seed::{self, SeedKeys};
 use crate::host::state::SavedEnv;
+use crate::host::store::warm::BootImage;
 use crate::host::store::{Template, TemplateStore};
 use crate::host::workdir::{self, CLIENT_KEY, STATE_FILE};
 use crate::plan::{self, EnvId, EnvPlan, Subnet};
@@ -34,10 +35,16 @@ impl Env {
     /// disk images and seeds. Does not start anything. On failure, everything
     /// created is removed again.
     pub fn init(init_file: impl AsRef<Path>, opts: InitOptions) -> Result<Env> {
+        Env::init_from(init_file.as_ref(), opts, None)
+    }
+
+    /// [`Env::init`], layered on `replay` (a failure bundle's boot image)
+    /// when given: its subnets, keys and disks, its first start restoring it.
+    pub(crate) fn init_from(init_file: &Path, opts: InitOptions, replay: Option<BootImage>) -> Result<Env> {
         let started = Instant::now();
-        let spec = load_spec(init_file.as_ref(), opts.strict)?;
+        let spec = load_spec(init_file, opts.strict)?;
         let workdir = std::path::absolute(opts.workdir.clone().unwrap_or_else(|| PathBuf::from(".lago")))
-            .map_err(wd_err("resolve", init_file.as_ref()))?;
+            .map_err(wd_err("resolve", init_file))?;
         workdir::check_free(&workdir)?;
         // Reach libvirt before creating anything: an unreachable daemon is the commonest failure.
         let backend = Arc::new(Backend::connect(opts.libvirt_uri.as_deref())?);
@@ -45,10 +52,14 @@ impl Env {
             .remote
             .unwrap_or_else(|| crate::backend::uri::is_remote(backend.uri()));
         // Leases record the daemon they are for (so that `lago gc --all-uris` finds it) and the owner.
+        let session = !remote && crate::backend::uri::is_session(backend.uri());
         let leases = opts
             .leases
             .clone()
-            .unwrap_or_else(LeaseStore::from_env)
+            .unwrap_or_else(|| match session {
+                true => LeaseStore::for_session(),
+                false => LeaseStore::from_env(),
+            })
             .for_uri(backend.uri())
             .with_owner(opts.owner.clone());
         let env_id = EnvId::random();
@@ -56,29 +67,40 @@ impl Env {
         write_owner(&guard.claim.dir, opts.owner.as_ref())?;
         tracing::info!(%env_id, workdir = %workdir.display(), init_file = %spec.source.display(), "init");
         let store = template_store(&opts);
-        let session = !remote && crate::backend::uri::is_session(backend.uri());
         if !session && !remote && opts.leases.is_none() {
             leases.warn_if_private();
         }
-        let warm_off = match session {
-            true => Some("session mode (no root) does not keep boot images yet".to_owned()),
-            false => super::warm::blocker(&opts, &spec, remote, backend.uri()),
+        let warm_off = match &replay {
+            Some(img) => super::warm::saving_blocker(&spec, remote, backend.uri()).map(|what| Error::Replay {
+                path: img.dir.clone(),
+                what,
+            }),
+            None => None,
+        };
+        if let Some(e) = warm_off {
+            return Err(e);
+        }
+        let warm_off = match &replay {
+            Some(_) => None,
+            None => super::warm::blocker(&opts, &spec, remote, backend.uri()),
         };
         if let Some(why) = &warm_off {
             tracing::debug!(why, "warm start off");
         }
-        let preferred = match warm_off {
-            None => super::warm::preferred_subnets(&store, &spec),
-            Some(_) => Vec::new(),
+        let preferred = match (&replay, &warm_off) {
+            (Some(img), _) => vec![img.meta.subnets.clone()],
+            (None, None) => super::warm::preferred_subnets(&store, &spec),
+            (None, Some(_)) => Vec::new(),
         };
         let subnets = lease_subnets(&mut guard, &leases, &backend, &spec, &env_id, remote, &preferred)?;
         let plan = plan::plan(&spec, &env_id, &subnets, &workdir)?;
         guard.uses = Some((store.clone(), env_id.clone()));
         let accel = backend::choose_accel(opts.accel)?;
         let mut templates = Templates::new(&store, &workdir, &env_id);
-        let warm = match warm_off {
-            None => Some(prepare_warm(&spec, &plan, &workdir, &env_id, accel, &mut templates)?),
-            Some(_) => None,
+        let warm = match (replay, warm_off) {
+            (Some(img), _) => Some(super::warm::replaying(img, &spec, &plan)?),
+            (None, None) => Some(prepare_warm(&spec, &plan, &workdir, &env_id, accel, &mut templates)?),
+            (None, Some(_)) => None,
         };
         let image = warm.as_ref().and_then(|w| w.image.clone());
         let client = match &image {
@@ -254,7 +276,7 @@ fn reference_domain_xml(
 }
 
 /// The template store the options name, with their repositories.
-fn template_store(opts: &InitOptions) -> TemplateStore {
+pub(super) fn template_store(opts: &InitOptions) -> TemplateStore {
     let repos = opts
         .template_repos
         .iter()
@@ -441,6 +463,7 @@ impl SavedEnv {
             store: Some(store.root().to_path_buf()),
             warm: None,
             session: None,
+            host_secret_keys: BTreeMap::new(),
         }
     }
 }
@@ -558,16 +581,15 @@ impl Build<'_> {
             Some(k) => k,
             None => KeyPair::generate(&format!("{}@lago-{env_id}", vs.name))?,
         };
+        let secret = crate::host::store::warm::SavedHostKey {
+            private_openssh: host.private_openssh.clone(),
+            private_dropbear_hex: super::warm::to_hex(&host.private_dropbear),
+            public_openssh: host.public_openssh.clone(),
+        };
         if let Some(w) = self.saved.warm.as_mut() {
-            w.host_keys.insert(
-                vs.name.clone(),
-                crate::host::store::warm::SavedHostKey {
-                    private_openssh: host.private_openssh.clone(),
-                    private_dropbear_hex: super::warm::to_hex(&host.private_dropbear),
-                    public_openssh: host.public_openssh.clone(),
-                },
-            );
+            w.host_keys.insert(vs.name.clone(), secret.clone());
         }
+        self.saved.host_secret_keys.insert(vs.name.clone(), secret);
         let keys = SeedKeys {
             authorized: vec![self.client_public.clone()],
             host_private: host.private_openssh.clone(),

@@ -17,6 +17,7 @@
 //! Warm start (`warm`): the first start saves a boot image in the template
 //! store, later environments of the same init file restore from it.
 
+pub mod bundle;
 pub mod collect;
 pub(crate) mod commands;
 pub mod deploy;
@@ -715,8 +716,18 @@ pub fn destroy_workdir(workdir: impl AsRef<Path>, libvirt_uri: Option<&str>) -> 
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
     let field = |k: &str| partial.as_ref().and_then(|v| v[k].as_str().map(str::to_owned));
-    let uri = libvirt_uri.map(str::to_owned).or_else(|| field("libvirt_uri"));
     let leases = field("lease_dir").map_or_else(LeaseStore::from_env, LeaseStore::new);
+    // Else the daemon its leases name (taken once init had reached it).
+    let leased = || {
+        let list = leases.list().ok()?;
+        list.into_iter()
+            .find(|l| l.env_id == env_id)
+            .and_then(|l| l.libvirt_uri)
+    };
+    let uri = libvirt_uri
+        .map(str::to_owned)
+        .or_else(|| field("libvirt_uri"))
+        .or_else(leased);
     let store = field("store").map_or_else(TemplateStore::from_env, TemplateStore::new);
     let backend = Backend::connect(uri.as_deref())?;
     destroy_parts(&workdir, &env_id, &backend, &leases, &store)

@@ -113,3 +113,37 @@ pub(crate) fn collect(
     let _ = fs::write(dir.join("summary.txt"), summary);
     dir
 }
+
+/// Saves the failing instant of `env` as a failure bundle in
+/// `<dir>/bundle` (the test's artifacts folder), and says so in its
+/// summary; a bundle that cannot be made (over `LAGO_BUNDLE_MAX`, an
+/// environment that cannot be saved whole) is a warning, not a second failure.
+pub(crate) fn bundle(env: &Env, test: &str, message: &str, dir: &Path) {
+    let opts = crate::env::bundle::BundleOptions {
+        test: Some(test.to_owned()),
+        failure: Some(message.to_owned()),
+        ..Default::default()
+    };
+    let line = match env.bundle(dir.join("bundle"), &opts) {
+        Ok(r) => {
+            let line = format!(
+                "bundle/: the failing instant of every VM ({}, saved in {:.1}s): `lago replay {}`",
+                lago_config::approx_size(r.bytes),
+                r.secs,
+                r.dir.display()
+            );
+            eprintln!("lago: {test}: {line}");
+            line
+        }
+        Err(e) => {
+            let why = crate::util::text::error_chain(&e);
+            eprintln!("lago: warning: {test}: {why}");
+            format!("bundle/: none: {why}")
+        }
+    };
+    let summary = dir.join("summary.txt");
+    let mut text = fs::read_to_string(&summary).unwrap_or_default();
+    text.push_str(&line);
+    text.push('\n');
+    let _ = fs::write(&summary, text);
+}

@@ -36,7 +36,7 @@ use std::ops::Deref;
 
 use crate::env::Env;
 use crate::env::vm::Vm;
-use crate::harness::{FreshTeardown, Isolation, TestGuard, current_test_name, prepare, suite::UseGuard};
+use crate::harness::{FreshTeardown, Isolation, TestGuard, TestOptions, current_test_name, prepare, suite::UseGuard};
 
 /// The suite environment of an init file, for one test.
 pub struct SuiteEnv {
@@ -64,6 +64,19 @@ impl SuiteEnv {
     #[must_use]
     pub fn fail_on_console(mut self, pattern: &str) -> Self {
         self.guard.fail_on_console(pattern);
+        self
+    }
+
+    /// A failure bundle if the test fails (`true`), or none (`false`),
+    /// whatever `LAGO_BUNDLE` says: every VM of the environment saved at
+    /// that instant into `<artifacts>/<test>/bundle/` for `lago replay`.
+    ///
+    /// ```no_run
+    /// let env = lago::fixtures::env("tests/envs/pair.yaml").bundle(true);
+    /// ```
+    #[must_use]
+    pub fn bundle(mut self, on_failure: bool) -> Self {
+        self.guard.bundle = on_failure;
         self
     }
 
@@ -96,7 +109,7 @@ pub fn env_with(init_file: &str, isolation: Isolation) -> SuiteEnv {
     let name = current_test_name(init_file);
     let (suite, env, hold, fresh) = prepare(init_file, &name, isolation);
     SuiteEnv {
-        guard: TestGuard::start(env, suite, name, None),
+        guard: TestGuard::start(env, suite, name, &TestOptions::default()),
         _hold: hold,
         _fresh: fresh,
     }

@@ -72,13 +72,16 @@ pub(crate) struct TestGuard {
     pub(crate) watch: Arc<console::Watch>,
     /// Each VM's name, console log, and its length when the test started.
     consoles: Vec<(String, PathBuf, u64)>,
+    /// A failure bundle on failure.
+    pub(crate) bundle: bool,
     done: bool,
 }
 
 impl TestGuard {
     /// Starts watching test `name`; `fail_on_console` adds a pattern to the
     /// console watchdog's (an invalid one fails the test, naming it).
-    pub(crate) fn start(env: Arc<Env>, suite: Arc<suite::Suite>, name: String, fail_on_console: Option<&str>) -> Self {
+    pub(crate) fn start(env: Arc<Env>, suite: Arc<suite::Suite>, name: String, opts: &TestOptions) -> Self {
+        let fail_on_console = opts.fail_on_console;
         let consoles: Vec<(String, PathBuf, u64)> = env
             .get_vms()
             .iter()
@@ -99,6 +102,7 @@ impl TestGuard {
             recorder,
             watch,
             consoles,
+            bundle: opts.bundles(),
             done: false,
         }
     }
@@ -134,6 +138,9 @@ impl TestGuard {
         self.done = true;
         let entries = self.recorder.lock().map(|v| v.clone()).unwrap_or_default();
         let dir = artifacts::collect(&self.env, &self.name, message, &self.consoles, &entries);
+        if self.bundle {
+            artifacts::bundle(&self.env, &self.name, message, &dir);
+        }
         self.suite.mark_failed(&self.env);
         dir
     }
@@ -226,7 +233,7 @@ pub fn run_named_with<T: Outcome>(init_file: &str, name: &str, opts: TestOptions
         registry::register_cold(init_file);
     }
     let (suite, env, _hold, _fresh) = prepare(init_file, name, opts.isolation);
-    let guard = TestGuard::start(env.clone(), suite, name.to_owned(), opts.fail_on_console);
+    let guard = TestGuard::start(env.clone(), suite, name.to_owned(), &opts);
     let result = catch_unwind(AssertUnwindSafe(|| f(&env)));
     conclude(guard, name, result)
 }
@@ -248,7 +255,7 @@ pub fn run_named_timeout<T: Outcome + Send + 'static>(
         registry::register_cold(init_file);
     }
     let (suite, env, _hold, _fresh) = prepare(init_file, name, opts.isolation);
-    let mut guard = TestGuard::start(env.clone(), suite, name.to_owned(), opts.fail_on_console);
+    let mut guard = TestGuard::start(env.clone(), suite, name.to_owned(), &opts);
     let (tx, rx) = std::sync::mpsc::channel();
     let recorder = guard.recorder.clone();
     let body_watch = guard.watch.clone();

@@ -45,6 +45,11 @@ pub struct TestOptions {
     /// environment boots (the attribute's and a runner suite's are);
     /// `None` or `Some(true)`: as `LAGO_WARM` says (on, `0` turns it off).
     pub warm: Option<bool>,
+    /// A failure bundle when the test fails (`bundle = "on-failure"`):
+    /// every VM of its environment saved at that instant into
+    /// `<artifacts>/<test>/bundle/`, which `lago replay` restores. `None`:
+    /// as `LAGO_BUNDLE` says (`on-failure`, else none).
+    pub bundle: Option<bool>,
 }
 
 impl TestOptions {
@@ -78,6 +83,19 @@ impl TestOptions {
     pub const fn warm(mut self, warm: bool) -> Self {
         self.warm = Some(warm);
         self
+    }
+
+    /// With a failure bundle when it fails, or none (see [`TestOptions::bundle`](#structfield.bundle)).
+    #[must_use]
+    pub const fn bundle(mut self, on_failure: bool) -> Self {
+        self.bundle = Some(on_failure);
+        self
+    }
+
+    /// Whether a failure of the test is bundled: its option, else `LAGO_BUNDLE=on-failure`.
+    pub fn bundles(&self) -> bool {
+        self.bundle
+            .unwrap_or_else(|| std::env::var("LAGO_BUNDLE").is_ok_and(|v| v.trim() == "on-failure"))
     }
 
     /// With a console pattern that fails the test (see [`TestOptions::fail_on_console`](#structfield.fail_on_console)).

@@ -63,6 +63,7 @@ pub struct Suite {
     init_file: String,
     cases: Vec<Case>,
     fail_on_console: Option<&'static str>,
+    bundle: Option<bool>,
 }
 
 impl std::fmt::Debug for Suite {
@@ -81,7 +82,16 @@ impl Suite {
             init_file: init_file.into(),
             cases: Vec::new(),
             fail_on_console: None,
+            bundle: None,
         }
+    }
+
+    /// A failure bundle for each of its tests (that says nothing itself)
+    /// that fails (`true`), or none (`false`), whatever `LAGO_BUNDLE` says.
+    #[must_use]
+    pub fn bundle(mut self, on_failure: bool) -> Self {
+        self.bundle = Some(on_failure);
+        self
     }
 
     /// Fails each of its tests (that sets no pattern of its own) when a line
@@ -233,6 +243,7 @@ impl Runner {
                 let (init_file, f, rec) = (suite.init_file.clone(), case.f.clone(), records.clone());
                 let mut options = case.options;
                 options.fail_on_console = options.fail_on_console.or(suite.fail_on_console);
+                options.bundle = options.bundle.or(suite.bundle);
                 let (suite_name, trial_name) = (prefix.clone(), name.clone());
                 let trial = Trial::test(name, move || {
                     let start = Instant::now();

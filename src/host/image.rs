@@ -179,6 +179,27 @@ pub fn convert(from: &Path, from_format: DiskFormat, to: &Path, backing: Option<
         })
 }
 
+/// Points qcow2 image `path` (one lago made) at `backing`, a qcow2 image
+/// with the same content as its old backing file (the same template found
+/// elsewhere): only the header changes.
+pub fn rebase_unsafe(path: &Path, backing: &Path) -> Result<(), ImageError> {
+    if !backing.is_file() {
+        return Err(ImageError::Missing {
+            path: backing.to_path_buf(),
+        });
+    }
+    run(Command::new("qemu-img")
+        .args(["rebase", "-q", "-u", "-f", "qcow2", "-F", "qcow2", "-b"])
+        .arg(backing)
+        .arg(path))
+    .map(|_| ())
+    .map_err(|source| ImageError::Overlay {
+        path: path.to_path_buf(),
+        backing: backing.to_path_buf(),
+        source,
+    })
+}
+
 /// The backing file of qcow2 image `path` (one lago made), if any.
 pub fn backing_file(path: &Path) -> Result<Option<PathBuf>, ImageError> {
     let out = run(Command::new("qemu-img")

@@ -38,6 +38,11 @@ pub(crate) struct SavedEnv {
     /// nets and are reached (`None`: libvirt networks).
     #[serde(default)]
     pub session: Option<SessionState>,
+    /// The VMs' SSH host keys with their private halves, as their seeds
+    /// gave them (the seeds in the workdir hold them too): a failure bundle
+    /// keeps them, since its guests hold them.
+    #[serde(default)]
+    pub host_secret_keys: BTreeMap<String, crate::host::store::warm::SavedHostKey>,
 }
 
 /// An environment in session mode.
@@ -67,4 +72,9 @@ pub(crate) struct WarmState {
     /// them: its guests hold them).
     #[serde(default)]
     pub host_keys: BTreeMap<String, crate::host::store::warm::SavedHostKey>,
+    /// The boot image's folder when it is not in the store: a failure
+    /// bundle being replayed. The first start restores from it or fails; it
+    /// is never removed, replaced or saved over.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
 }

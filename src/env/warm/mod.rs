@@ -28,7 +28,9 @@ use lago_config::{self as config, DiskFormat, DiskSource, EnvSpec};
 
 pub(crate) use key::{KeyParts, family, key};
 use restore::restore;
+pub(crate) use restore::resume_saved;
 use save::save;
+pub(crate) use save::{console_file, state_file};
 pub(crate) use start::{BOOTED, first_start};
 
 /// Whether warm start is off for this environment, and why (`None`: on).
@@ -38,6 +40,15 @@ pub(crate) fn blocker(opts: &InitOptions, spec: &EnvSpec, remote: bool, uri: &st
     }
     if std::env::var("LAGO_WARM").is_ok_and(|v| v.trim() == "0") {
         return Some("LAGO_WARM=0".into());
+    }
+    saving_blocker(spec, remote, uri)
+}
+
+/// Whether an environment of `spec` on `uri` cannot be saved and restored
+/// whole (a boot image, a failure bundle), and why (`None`: it can).
+pub(crate) fn saving_blocker(spec: &EnvSpec, remote: bool, uri: &str) -> Option<String> {
+    if crate::backend::uri::is_session(uri) {
+        return Some("session mode (no root) does not save environments yet".into());
     }
     if remote {
         return Some("the hypervisor is remote".into());
@@ -92,7 +103,7 @@ pub(crate) fn prepare(parts: &KeyParts<'_>, store: &TemplateStore, workdir: &Pat
     let images = BootImages::new(store);
     let mut image = images.find(&key);
     if let Some(img) = &image
-        && let Err(why) = usable(img, parts)
+        && let Err(why) = usable(img, parts.spec, parts.plan)
     {
         tracing::warn!(boot_image = %img.dir.display(), why, "the boot image cannot be used; booting cold");
         image = None;
@@ -116,20 +127,53 @@ pub(crate) fn prepare(parts: &KeyParts<'_>, store: &TemplateStore, workdir: &Pat
             family: family(parts.spec),
             restore: image.is_some(),
             host_keys: BTreeMap::new(),
+            dir: None,
         },
         image,
     }
 }
 
+/// The warm state of an environment replaying failure bundle `img`: the
+/// plan must be on the bundle's subnets (the guests' memory holds their
+/// addresses), and the bundle hold every VM and disk the plan makes.
+pub(crate) fn replaying(img: BootImage, spec: &EnvSpec, plan: &crate::plan::EnvPlan) -> Result<Prepared> {
+    let bad = |what: String| super::error::Error::Replay {
+        path: img.dir.clone(),
+        what,
+    };
+    for n in &plan.nets {
+        let want = img.meta.subnets.get(&n.name);
+        if n.subnet.as_ref() != want {
+            return Err(bad(format!(
+                "net {} must be on {} (its guests' addresses are there), which another environment here holds: destroy it, or replay in another network namespace",
+                n.name,
+                want.map(|s| s.to_string()).unwrap_or_else(|| "no subnet".into())
+            )));
+        }
+    }
+    usable(&img, spec, plan).map_err(bad)?;
+    tracing::info!(bundle = %img.dir.display(), "replaying a failure bundle: the first start restores it");
+    Ok(Prepared {
+        state: WarmState {
+            key: img.meta.key.clone(),
+            family: img.meta.family.clone(),
+            restore: true,
+            host_keys: BTreeMap::new(),
+            dir: Some(img.dir.clone()),
+        },
+        image: Some(img),
+    })
+}
+
 /// Whether boot image `img` holds everything the environment needs: each
 /// VM lago runs, with its save image and each disk it makes, as regular
 /// files, and keys that parse.
-fn usable(img: &BootImage, parts: &KeyParts<'_>) -> std::result::Result<(), String> {
+pub(crate) fn usable(img: &BootImage, spec: &EnvSpec, plan: &crate::plan::EnvPlan) -> std::result::Result<(), String> {
     let regular = |name: &str| match std::fs::symlink_metadata(img.file(name)) {
         Ok(m) if m.is_file() => Ok(()),
         _ => Err(format!("{name} is not a regular file of it")),
     };
-    for (vs, vp) in parts.spec.vms.iter().zip(&parts.plan.vms) {
+    for (vs, vp) in spec.vms.iter().zip(&plan.vms) {
         if vs.provider == config::Provider::Ssh {
             continue;
         }
@@ -233,7 +277,7 @@ mod tests {
         let plain = spec(
             "domains:\n  vm01:\n    disks: [{type: template, template_name: tiny, name: root, dev: vda}]\n    nics: [{net: n}]\nnets:\n  n: {type: nat}\n",
         );
-        let uri = "qemu:///session";
+        let uri = "test:///default";
         let on = InitOptions::default();
         let off = InitOptions {
             warm: Some(false),
@@ -256,6 +300,7 @@ mod tests {
         if std::env::var_os("LAGO_WARM").is_none() {
             assert_eq!(blocker(&on, &plain, false, uri), None);
         }
+        assert!(blocker(&on, &plain, false, "qemu:///session").is_some_and(|w| w.contains("session mode")));
     }
 
     #[test]

@@ -20,12 +20,23 @@ pub(crate) fn restore(env: &Env, vms: &[&Vm]) -> Result<BTreeMap<String, f64>> {
     let w = env.saved.warm.as_ref().ok_or_else(|| Error::Usage {
         message: "warm start is off for this environment".into(),
     })?;
-    let images = BootImages::new(&env.template_store());
-    let img = images.find(&w.key).ok_or_else(|| Error::BootImage {
-        vm: vms.iter().map(|v| v.name()).collect::<Vec<_>>().join(", "),
-        path: images.root().join(&w.key),
-        what: "it is gone from the store".into(),
-    })?;
+    let names = || vms.iter().map(|v| v.name()).collect::<Vec<_>>().join(", ");
+    let img = match &w.dir {
+        // A failure bundle's.
+        Some(dir) => BootImage::open(dir).map_err(|what| Error::BootImage {
+            vm: names(),
+            path: dir.clone(),
+            what,
+        })?,
+        None => {
+            let images = BootImages::new(&env.template_store());
+            images.find(&w.key).ok_or_else(|| Error::BootImage {
+                vm: names(),
+                path: images.root().join(&w.key),
+                what: "it is gone from the store".into(),
+            })?
+        }
+    };
     let secs = map_parallel(
         "restore",
         vms,
@@ -74,7 +85,7 @@ fn carry_console(workdir: &Path, vm: &Vm, saved: &Path, key: &str) {
 
 /// After a save: brings VM `vm` back from its save image in `dir`. A VM
 /// whose save failed still runs (or, if it went down, boots).
-pub(super) fn resume_saved(vm: &Vm, dir: &Path) -> Result<()> {
+pub(crate) fn resume_saved(vm: &Vm, dir: &Path) -> Result<()> {
     let state = dir.join(super::save::state_file(vm.name()));
     if vm.state()? == VmState::Running {
         return Ok(());

@@ -91,12 +91,12 @@ fn save_vm(vm: &Vm, dir: &Path) -> Result<BTreeMap<String, String>> {
 const MAX_CONSOLE: usize = 1 << 20;
 
 /// The saved console's file name of VM `vm`.
-pub(super) fn console_file(vm: &str) -> String {
+pub(crate) fn console_file(vm: &str) -> String {
     format!("{vm}.console.log")
 }
 
 /// The save image's file name of VM `vm`.
-pub(super) fn state_file(vm: &str) -> String {
+pub(crate) fn state_file(vm: &str) -> String {
     format!("{vm}.state")
 }
 

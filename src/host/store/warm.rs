@@ -110,6 +110,30 @@ pub struct BootImage {
 }
 
 impl BootImage {
+    /// The boot image in folder `dir` (in a store, or a failure bundle's),
+    /// when this lago may use it: the folder and its description belong to
+    /// this user and no one else may write them, the description is whole,
+    /// of this format, and names only plain files of its own folder.
+    pub fn open(dir: &Path) -> Result<BootImage, String> {
+        if !ours(dir, true) || !ours(&dir.join(META), false) {
+            return Err("another user could have written it (or it is not a plain folder with a description)".into());
+        }
+        let meta = read_meta(dir).ok_or("its description cannot be read")?;
+        if !names_only_its_own_files(&meta) {
+            return Err("it names files outside its folder".into());
+        }
+        if meta.format != FORMAT || !valid_key(&meta.key) {
+            return Err(format!(
+                "it is of another format ({}; this lago reads {FORMAT})",
+                meta.format
+            ));
+        }
+        Ok(BootImage {
+            dir: dir.to_path_buf(),
+            meta,
+        })
+    }
+
     /// File `name` of the boot image's folder.
     pub fn file(&self, name: &str) -> PathBuf {
         self.dir.join(name)
@@ -151,7 +175,8 @@ pub fn max_bytes() -> u64 {
         .unwrap_or(DEFAULT_MAX_BYTES)
 }
 
-fn parse_size(v: &str) -> Option<u64> {
+/// A size in bytes, or with a `K`/`M`/`G` suffix.
+pub fn parse_size(v: &str) -> Option<u64> {
     let v = v.trim();
     let (num, shift) = match v.chars().last()? {
         'K' | 'k' => (&v[..v.len() - 1], 10),
@@ -255,16 +280,10 @@ impl BootImages {
         }
         let dir = self.root.join(key);
         fs::symlink_metadata(dir.join(META)).ok()?;
-        if !ours(&dir, true) || !ours(&dir.join(META), false) {
-            tracing::warn!(dir = %dir.display(), "a boot image another user could have written (or not a plain folder); ignored");
-            return None;
-        }
-        let meta = read_meta(&dir)?;
-        if !names_only_its_own_files(&meta) {
-            tracing::warn!(dir = %dir.display(), "a boot image names files outside its folder; ignored");
-            return None;
-        }
-        (meta.key == key && meta.format == FORMAT).then_some(BootImage { dir, meta })
+        BootImage::open(&dir)
+            .inspect_err(|why| tracing::warn!(dir = %dir.display(), why, "boot image ignored"))
+            .ok()
+            .filter(|img| img.meta.key == key)
     }
 
     /// Every whole boot image, most recently used first.
