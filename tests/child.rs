@@ -100,6 +100,17 @@ fn main() {
             std::thread::sleep(std::time::Duration::from_secs(300));
             Ok(())
         }),
+        // A test that leaves a file and a process in the guest, then fails
+        // (run with LAGO_BUNDLE=on-failure: its failure bundle keeps them).
+        Ok("bundle") => Suite::new(ENV).test("fails_with_state", |env| {
+            let vm = env.vm("vm01")?;
+            let st = vm.ssh([
+                "sh",
+                "-c",
+                "echo bundled > /root/marker; setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo $! > /root/pid",
+            ])?;
+            Err(format!("deliberate failure with state in the guest ({st:?})").into())
+        }),
         // An environment that cannot boot, needed by two tests.
         Ok("broken") => Suite::new("tests/envs/broken.yaml")
             .test("first", |_| Ok(()))

@@ -61,6 +61,47 @@ pub fn status_table(st: &Status) -> String {
     s
 }
 
+/// `lago replay --list` as a table: what a failure bundle holds.
+pub fn bundle_table(b: &crate::env::bundle::BundleInfo) -> String {
+    let m = &b.bundle;
+    let mut s = format!(
+        "failure bundle {}
+",
+        b.dir.display()
+    );
+    let _ = writeln!(s, "  test:      {}", m.test.as_deref().unwrap_or("-"));
+    let failure = m.failure.as_deref().unwrap_or("-");
+    let _ = writeln!(s, "  failure:   {}", failure.lines().next().unwrap_or("-"));
+    let _ = writeln!(s, "  env:       {} ({})", m.env_id, m.init_file.display());
+    let _ = writeln!(
+        s,
+        "  size:      {} (saved in {:.1}s)",
+        approx_size(m.bytes),
+        m.save_secs
+    );
+    for (net, subnet) in &b.subnets {
+        let _ = writeln!(s, "  net {net:<10} {subnet}");
+    }
+    for (vm, (memory, disks)) in &b.vms {
+        let _ = writeln!(
+            s,
+            "  vm {vm:<11} memory {}, disks {}",
+            approx_size(*memory),
+            disks.join(", ")
+        );
+    }
+    for (at, t) in &m.templates {
+        let _ = writeln!(
+            s,
+            "  {at:<14} on template {}:{} (sha256 {})",
+            t.name,
+            t.version,
+            t.sha256.as_deref().unwrap_or("unknown")
+        );
+    }
+    s
+}
+
 /// `lago warm list`: the boot images, most recently used first.
 pub fn boot_images_table(root: &Path, list: &[crate::host::store::warm::BootImageEntry]) -> String {
     let mut s = format!("boot images: {}\n", root.display());

@@ -180,6 +180,13 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: TemplateCommand,
     },
+    /// Make a new environment (the workdir, `-w`, default .lago) from a
+    /// failure bundle and restore every VM at the instant it was saved,
+    /// running: then `lago shell VM`, `console`, `collect`, `destroy`.
+    ///
+    /// The bundle's templates must be in the store (or in a repository
+    /// given with --template-repo: pulled by digest), and its subnets free.
+    Replay(ReplayArgs),
     /// Boot images in the store (warm start: booted VMs saved by a first start).
     Warm {
         #[command(subcommand)]
@@ -247,6 +254,20 @@ pub(crate) struct InitArgs {
     /// becomes a volume of its `lago` storage pool (a remote URI implies it).
     #[arg(long)]
     pub(crate) remote: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReplayArgs {
+    /// The bundle's folder (`<artifacts>/<test>/bundle`).
+    pub(crate) bundle: PathBuf,
+    /// Only show what the bundle holds; make nothing.
+    #[arg(long)]
+    pub(crate) list: bool,
+    /// A template repository to pull the bundle's templates from (repeatable).
+    #[arg(long = "template-repo", value_name = "URL|PATH")]
+    pub(crate) template_repo: Vec<String>,
+    #[command(flatten)]
+    pub(crate) output: Output,
 }
 
 #[derive(Debug, Args)]

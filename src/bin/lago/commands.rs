@@ -80,6 +80,34 @@ pub(crate) fn init(ctx: &Ctx, a: InitArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub(crate) fn replay(ctx: &Ctx, a: ReplayArgs) -> Result<ExitCode> {
+    if a.list {
+        let info = lago::env::bundle::info(&a.bundle)?;
+        print_out(&cli::render(&info, a.output.get(), cli::bundle_table)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let workdir = ctx.workdir.clone().unwrap_or_else(|| PathBuf::from(".lago"));
+    let opts = lago::InitOptions {
+        workdir: Some(workdir.clone()),
+        progress: ctx.tty,
+        template_repos: a.template_repo,
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let env = Env::replay(&a.bundle, opts)?;
+    let vms: Vec<&str> = env.get_vms().keys().map(String::as_str).collect();
+    eprintln!(
+        "replayed {} into {}: {} restored at the failing instant, running ({:.1?}); `lago -w {} shell {}`",
+        a.bundle.display(),
+        env.workdir().display(),
+        vms.join(", "),
+        t.elapsed(),
+        workdir.display(),
+        vms.first().copied().unwrap_or("VM")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(crate) fn start(ctx: &Ctx, vms: &[String], cold: bool) -> Result<ExitCode> {
     let env = ctx.env()?;
     let t = Instant::now();

@@ -81,6 +81,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Template { command } => template(&ctx, command),
         Command::Warm { command } => warm(&ctx, command),
+        Command::Replay(a) => replay(&ctx, a),
     }
 }
 
@@ -145,6 +146,25 @@ mod tests {
         assert!(
             matches!(cli.command, Command::Warm { command: WarmCommand::Clear { ref keys, dry_run: true } } if keys == &["ab12"])
         );
+        let cli = parse(&[
+            "lago",
+            "-w",
+            "w",
+            "replay",
+            "b",
+            "--template-repo",
+            "r1",
+            "--template-repo",
+            "r2",
+        ]);
+        assert!(
+            matches!(cli.command, Command::Replay(ReplayArgs { ref bundle, list: false, ref template_repo, .. }) if bundle == Path::new("b") && template_repo == &["r1", "r2"])
+        );
+        let cli = parse(&["lago", "replay", "--list", "b", "--format", "json"]);
+        assert!(
+            matches!(cli.command, Command::Replay(ReplayArgs { list: true, ref output, .. }) if output.get() == Format::Json)
+        );
+        assert!(Cli::try_parse_from(["lago", "replay"]).is_err(), "the bundle is needed");
         let cli = parse(&["lago", "stop", "-w", "x"]);
         assert_eq!(cli.workdir, Some(PathBuf::from("x")));
         assert!(matches!(cli.command, Command::Stop { ref vms } if vms.is_empty()));

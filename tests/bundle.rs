@@ -1,0 +1,127 @@
+//! Failure bundles: a test that fails (in a child process, with
+//! `LAGO_BUNDLE=on-failure`) leaves the failing instant of its environment
+//! in its artifacts; `lago replay` brings it back, running, in a new workdir:
+//! the file the test wrote is there, the process it started runs with the
+//! same pid, the clock is the host's. A bundle over its bound is skipped
+//! with a warning; a bundle whose template is not here names it.
+//!
+//! These boot VMs: ignored in a plain `cargo test`, run by `scripts/test`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{assert_nothing_left, child, in_test_namespace, lago_cmd, out};
+
+/// Runs the child whose test fails with state in the guest; returns its stderr.
+fn failing_child(artifacts: &Path, max: Option<&str>) -> String {
+    let mut c = child("bundle", artifacts);
+    c.env("LAGO_BUNDLE", "on-failure");
+    if let Some(m) = max {
+        c.env("LAGO_BUNDLE_MAX", m);
+    }
+    let o = c.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success(), "the test fails on purpose: {err}");
+    err
+}
+
+/// The bundle folder the child's failing test left.
+fn bundle_of(artifacts: &Path) -> PathBuf {
+    let test = std::fs::read_dir(artifacts)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains("fails_with_state"))
+        .unwrap_or_else(|| panic!("no artifacts of the failing test in {}", artifacts.display()));
+    test.join("bundle")
+}
+
+#[test]
+#[ignore = "boots VMs: run through scripts/test"]
+fn a_failing_test_leaves_a_bundle_that_replays_the_failing_instant() {
+    in_test_namespace();
+    let tmp = tempfile::tempdir().unwrap();
+    let artifacts = tmp.path().join("artifacts");
+    let err = failing_child(&artifacts, None);
+    assert!(err.contains("bundle/: the failing instant of every VM"), "{err}");
+    for line in err.lines().filter(|l| l.contains("bundle/")) {
+        eprintln!("child: {line}");
+    }
+    let bundle = bundle_of(&artifacts);
+    let summary = std::fs::read_to_string(bundle.parent().unwrap().join("summary.txt")).unwrap();
+    assert!(summary.contains("lago replay"), "{summary}");
+
+    // What it holds.
+    let list = lago_cmd().args(["replay", "--list"]).arg(&bundle).output().unwrap();
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
+    assert!(
+        listed.contains("fails_with_state") && listed.contains("vm vm01") && listed.contains("on template tiny:"),
+        "{listed}"
+    );
+
+    // Replayed in a new workdir: running at the failing instant.
+    let w = tmp.path().join("replayed");
+    let o = lago_cmd()
+        .arg("-w")
+        .arg(&w)
+        .arg("replay")
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    eprint!("replay: {}", String::from_utf8_lossy(&o.stderr));
+    let env = lago::Env::load(&w).unwrap();
+    let id = env.id().to_string();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let vm = env.vm("vm01").unwrap();
+        assert_eq!(out(vm, &["cat", "/root/marker"]).trim(), "bundled");
+        let pid = out(vm, &["cat", "/root/pid"]).trim().to_owned();
+        let cmdline = out(vm, &["cat", &format!("/proc/{pid}/cmdline")]);
+        assert!(cmdline.starts_with("sleep"), "process {pid} runs on: {cmdline:?}");
+        common::clock_is_the_hosts(vm);
+        let how: Vec<_> = env
+            .status()
+            .unwrap()
+            .vms
+            .into_iter()
+            .filter_map(|v| v.came_up)
+            .collect();
+        assert_eq!(how, ["restored"]);
+    }));
+    env.destroy().unwrap();
+    assert_nothing_left(&id, &w, Duration::ZERO);
+    if let Err(p) = outcome {
+        std::panic::resume_unwind(p);
+    }
+
+    // A bundle whose template is not here: the replay names it and makes nothing.
+    let meta = bundle.join("bundle.json");
+    let text = std::fs::read_to_string(&meta).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["templates"]["vm01/root"]["version"] = "0000000000000000".into();
+    std::fs::write(&meta, serde_json::to_vec(&v).unwrap()).unwrap();
+    let w2 = tmp.path().join("missing");
+    let o = lago_cmd()
+        .arg("-w")
+        .arg(&w2)
+        .arg("replay")
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{e}");
+    assert!(
+        e.contains("vm01/root is layered on template tiny:0000000000000000") && e.contains("--template-repo"),
+        "{e}"
+    );
+    assert!(!w2.exists(), "nothing made");
+
+    // Over its bound: skipped with a warning, nothing written.
+    let small = tmp.path().join("small");
+    let err = failing_child(&small, Some("1M"));
+    assert!(err.contains("warning") && err.contains("over its bound"), "{err}");
+    assert!(!bundle_of(&small).exists());
+}
