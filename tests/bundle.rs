@@ -125,3 +125,99 @@ fn a_failing_test_leaves_a_bundle_that_replays_the_failing_instant() {
     assert!(err.contains("warning") && err.contains("over its bound"), "{err}");
     assert!(!bundle_of(&small).exists());
 }
+
+/// Output of a process, read as it comes (a terminal's output has no lines to wait for).
+fn collect_output(mut from: impl std::io::Read + Send + 'static) -> std::sync::Arc<std::sync::Mutex<String>> {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let into = seen.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            into.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    seen
+}
+
+fn wait_for(seen: &std::sync::Mutex<String>, what: &str, within: Duration) {
+    let start = std::time::Instant::now();
+    while !seen.lock().unwrap().contains(what) {
+        assert!(
+            start.elapsed() < within,
+            "no {what:?} within {within:?}; the terminal showed:\n{}",
+            seen.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+#[ignore = "boots VMs: run through scripts/test"]
+fn lago_debug_shell_opens_a_shell_on_the_failing_vm_through_a_terminal() {
+    use std::io::Write;
+    in_test_namespace();
+    let tmp = tempfile::tempdir().unwrap();
+    // `script` gives the child a terminal (a pty): stdin is one, as at a desk.
+    let mut c = std::process::Command::new("script");
+    let exe = common::child_exe();
+    c.args(["-qefc", &format!("{} --test-threads 1", exe.display()), "/dev/null"])
+        .env("LAGO_CHILD", "debug-shell")
+        .env("LAGO_DEBUG", "shell")
+        .env("LAGO_ARTIFACTS_DIR", tmp.path())
+        .env("CARGO_MANIFEST_DIR", common::manifest_dir())
+        .env_remove("LAGO_KEEP")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut p = c.spawn().unwrap();
+    let seen = collect_output(p.stdout.take().unwrap());
+    let mut stdin = p.stdin.take().unwrap();
+    wait_for(
+        &seen,
+        "a shell on vm01 at the failing instant",
+        Duration::from_secs(120),
+    );
+    assert!(seen.lock().unwrap().contains("vm01: deliberate failure"));
+    // The session is on the failing VM: what it prints is the guest's.
+    std::thread::sleep(Duration::from_millis(500));
+    stdin.write_all(b"echo lago-$((40+2)) on $(hostname)\n").unwrap();
+    wait_for(&seen, "lago-42 on vm01", Duration::from_secs(30));
+    stdin.write_all(b"exit\n").unwrap();
+    wait_for(&seen, "the shell on vm01 exited", Duration::from_secs(30));
+    let status = p.wait().unwrap();
+    assert!(!status.success(), "the test still fails");
+    let text = seen.lock().unwrap().clone();
+    let (id, workdir) = common::booted(&text);
+    // Held until the shell exited, then torn down as usual.
+    assert_nothing_left(&id, &workdir, Duration::from_secs(30));
+
+    // Without a terminal: the environment is kept, with how to get in.
+    let o = child("debug-shell", tmp.path())
+        .env("LAGO_DEBUG", "shell")
+        .args(["--test-threads", "1"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    let (id, workdir) = common::booted(&err);
+    assert!(
+        err.contains("LAGO_DEBUG=shell with no terminal")
+            && err.contains(&format!("lago -w {} shell vm01", workdir.display())),
+        "{err}"
+    );
+    let destroyed = lago_cmd()
+        .arg("-w")
+        .arg(&workdir)
+        .args(["destroy", "--yes"])
+        .output()
+        .unwrap();
+    assert!(
+        destroyed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&destroyed.stderr)
+    );
+    assert_nothing_left(&id, &workdir, Duration::from_secs(1));
+}

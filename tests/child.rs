@@ -111,6 +111,11 @@ fn main() {
             ])?;
             Err(format!("deliberate failure with state in the guest ({st:?})").into())
         }),
+        // A test that fails naming its VM (run with LAGO_DEBUG=shell).
+        Ok("debug-shell") => Suite::new(ENV).test("fails_on_vm01", |env| {
+            env.vm("vm01")?.ssh(["true"])?;
+            Err("vm01: deliberate failure".into())
+        }),
         // An environment that cannot boot, needed by two tests.
         Ok("broken") => Suite::new("tests/envs/broken.yaml")
             .test("first", |_| Ok(()))

@@ -29,6 +29,9 @@ netns_run() { "$lago_src/scripts/netns-run" "$@"; }
     linux-source-6.1 build-essential flex bison libelf-dev bc
 cargo install --locked --path "$lago_src" --bin lago --root target/lago-cli
 export PATH="$PWD/target/lago-cli/bin:$PATH"
+# A failing test leaves its machines in target/lago-artifacts/<test>/bundle/:
+# `lago replay` brings them back.
+export LAGO_BUNDLE=on-failure LAGO_BUNDLE_MAX=1G
 
 lago template build tiny --kernel
 netns_run lago doctor

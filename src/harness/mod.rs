@@ -17,6 +17,7 @@
 //! binary sweeps what crashed runs left (see [`crate::ops::gc`]).
 
 mod artifacts;
+mod debug;
 pub mod fixtures;
 mod reaper;
 pub mod registry;
@@ -141,6 +142,7 @@ impl TestGuard {
         if self.bundle {
             artifacts::bundle(&self.env, &self.name, message, &dir);
         }
+        debug::shell_on_failure(&self.env, &self.name, message);
         self.suite.mark_failed(&self.env);
         dir
     }

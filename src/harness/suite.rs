@@ -29,9 +29,12 @@ pub enum Keep {
 }
 
 impl Keep {
-    /// From `LAGO_KEEP` (`never`, `on-failure`, `always`; anything else: never, with a warning).
+    /// From `LAGO_KEEP` (`never`, `on-failure`, `always`; anything else:
+    /// never, with a warning). Unset, `LAGO_DEBUG=shell` in a run without a
+    /// terminal (no shell can open) keeps as `on-failure` does.
     pub fn from_env() -> Keep {
         match std::env::var("LAGO_KEEP").as_deref() {
+            Err(_) if super::debug::wanted() && !super::debug::interactive() => Keep::OnFailure,
             Ok("always") => Keep::Always,
             Ok("on-failure") => Keep::OnFailure,
             Ok("never") | Ok("") | Err(_) => Keep::Never,
@@ -385,7 +388,11 @@ impl Suite {
     pub(crate) fn mark_failed(&self, env: &Env) {
         let first = !self.failed.swap(true, Ordering::SeqCst);
         if first && Keep::from_env() == Keep::OnFailure {
-            self.keep(env, "LAGO_KEEP=on-failure and a test failed");
+            let why = match std::env::var_os("LAGO_KEEP") {
+                None => "LAGO_DEBUG=shell with no terminal to open a shell on, and a test failed",
+                Some(_) => "LAGO_KEEP=on-failure and a test failed",
+            };
+            self.keep(env, why);
         }
     }
 
