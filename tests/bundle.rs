@@ -97,6 +97,48 @@ fn a_failing_test_leaves_a_bundle_that_replays_the_failing_instant() {
         std::panic::resume_unwind(p);
     }
 
+    // Replayed against another store holding the same template (as on another
+    // machine of the same kind): the bundle's disks are pointed at its copy.
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("bundle.json")).unwrap()).unwrap();
+    let version = meta["templates"]["vm01/root"]["version"].as_str().unwrap().to_owned();
+    let here = lago::store::TemplateStore::from_env()
+        .resolve("tiny", Some(&version))
+        .unwrap();
+    let other = tmp.path().join("other-store");
+    std::fs::create_dir_all(other.join("tiny")).unwrap();
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(here.disk.parent().unwrap())
+        .arg(other.join("tiny"))
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let env = lago::Env::replay(
+        &bundle,
+        lago::InitOptions {
+            workdir: Some(tmp.path().join("elsewhere")),
+            store: Some(lago::store::TemplateStore::new(&other)),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let (id, w) = (env.id().to_string(), env.workdir().to_path_buf());
+    let disk = bundle.join(
+        std::fs::read_dir(&bundle)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n.ends_with(".qcow2"))
+            .unwrap(),
+    );
+    let backing = lago::image::backing_file(&disk).unwrap().unwrap();
+    let marker = env.vm("vm01").unwrap().ssh(["cat", "/root/marker"]).unwrap();
+    env.destroy().unwrap();
+    assert!(backing.starts_with(&other), "{}", backing.display());
+    assert_eq!(marker.out.trim(), "bundled", "{marker:?}");
+    assert_nothing_left(&id, &w, Duration::ZERO);
+
     // A bundle whose template is not here: the replay names it and makes nothing.
     let meta = bundle.join("bundle.json");
     let text = std::fs::read_to_string(&meta).unwrap();
