@@ -97,15 +97,26 @@ fn a_failing_test_leaves_a_bundle_that_replays_the_failing_instant() {
         std::panic::resume_unwind(p);
     }
 
-    // Replayed against another store holding the same template (as on another
-    // machine of the same kind): the bundle's disks are pointed at its copy.
+    replays_against_another_store(&bundle, tmp.path());
+    a_missing_template_is_named(&bundle, tmp.path());
+
+    // Over its bound: skipped with a warning, nothing written.
+    let small = tmp.path().join("small");
+    let err = failing_child(&small, Some("1M"));
+    assert!(err.contains("warning") && err.contains("over its bound"), "{err}");
+    assert!(!bundle_of(&small).exists());
+}
+
+/// Replayed against another store holding the same template (as on another
+/// machine of the same kind): the bundle's disks are pointed at its copy.
+fn replays_against_another_store(bundle: &Path, tmp: &Path) {
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(bundle.join("bundle.json")).unwrap()).unwrap();
     let version = meta["templates"]["vm01/root"]["version"].as_str().unwrap().to_owned();
     let here = lago::store::TemplateStore::from_env()
         .resolve("tiny", Some(&version))
         .unwrap();
-    let other = tmp.path().join("other-store");
+    let other = tmp.join("other-store");
     std::fs::create_dir_all(other.join("tiny")).unwrap();
     let copied = std::process::Command::new("cp")
         .arg("-a")
@@ -115,9 +126,9 @@ fn a_failing_test_leaves_a_bundle_that_replays_the_failing_instant() {
         .unwrap();
     assert!(copied.success());
     let env = lago::Env::replay(
-        &bundle,
+        bundle,
         lago::InitOptions {
-            workdir: Some(tmp.path().join("elsewhere")),
+            workdir: Some(tmp.join("elsewhere")),
             store: Some(lago::store::TemplateStore::new(&other)),
             ..Default::default()
         },
@@ -125,7 +136,7 @@ fn a_failing_test_leaves_a_bundle_that_replays_the_failing_instant() {
     .unwrap();
     let (id, w) = (env.id().to_string(), env.workdir().to_path_buf());
     let disk = bundle.join(
-        std::fs::read_dir(&bundle)
+        std::fs::read_dir(bundle)
             .unwrap()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -138,19 +149,21 @@ fn a_failing_test_leaves_a_bundle_that_replays_the_failing_instant() {
     assert!(backing.starts_with(&other), "{}", backing.display());
     assert_eq!(marker.out.trim(), "bundled", "{marker:?}");
     assert_nothing_left(&id, &w, Duration::ZERO);
+}
 
-    // A bundle whose template is not here: the replay names it and makes nothing.
+/// A bundle whose template is not here: the replay names it and makes nothing.
+fn a_missing_template_is_named(bundle: &Path, tmp: &Path) {
     let meta = bundle.join("bundle.json");
     let text = std::fs::read_to_string(&meta).unwrap();
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v["templates"]["vm01/root"]["version"] = "0000000000000000".into();
     std::fs::write(&meta, serde_json::to_vec(&v).unwrap()).unwrap();
-    let w2 = tmp.path().join("missing");
+    let w2 = tmp.join("missing");
     let o = lago_cmd()
         .arg("-w")
         .arg(&w2)
         .arg("replay")
-        .arg(&bundle)
+        .arg(bundle)
         .output()
         .unwrap();
     let e = String::from_utf8_lossy(&o.stderr);
@@ -160,12 +173,6 @@ fn a_failing_test_leaves_a_bundle_that_replays_the_failing_instant() {
         "{e}"
     );
     assert!(!w2.exists(), "nothing made");
-
-    // Over its bound: skipped with a warning, nothing written.
-    let small = tmp.path().join("small");
-    let err = failing_child(&small, Some("1M"));
-    assert!(err.contains("warning") && err.contains("over its bound"), "{err}");
-    assert!(!bundle_of(&small).exists());
 }
 
 /// Output of a process, read as it comes (a terminal's output has no lines to wait for).
