@@ -9,6 +9,7 @@
 //! `qemu:///system`.
 
 mod saved;
+mod session;
 pub mod storage;
 pub mod uri;
 pub mod xml;
@@ -452,6 +453,9 @@ impl Backend {
 
     fn open(uri: &str) -> Result<Self, BackendError> {
         let uri = uri.to_owned();
+        if uri::is_session(&uri) {
+            session::ensure_daemon();
+        }
         virt::error::clear_error_callback();
         let conn = Connect::open(Some(&uri)).map_err(|source| BackendError::Connect {
             uri: uri.clone(),
