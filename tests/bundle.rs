@@ -82,14 +82,7 @@ fn a_failing_test_leaves_a_bundle_that_replays_the_failing_instant() {
         let cmdline = out(vm, &["cat", &format!("/proc/{pid}/cmdline")]);
         assert!(cmdline.starts_with("sleep"), "process {pid} runs on: {cmdline:?}");
         common::clock_is_the_hosts(vm);
-        let how: Vec<_> = env
-            .status()
-            .unwrap()
-            .vms
-            .into_iter()
-            .filter_map(|v| v.came_up)
-            .collect();
-        assert_eq!(how, ["restored"]);
+        assert_eq!(common::came_up(&env), ["restored"]);
     }));
     env.destroy().unwrap();
     assert_nothing_left(&id, &w, Duration::ZERO);
@@ -257,16 +250,6 @@ fn lago_debug_shell_opens_a_shell_on_the_failing_vm_through_a_terminal() {
             && err.contains(&format!("lago -w {} shell vm01", workdir.display())),
         "{err}"
     );
-    let destroyed = lago_cmd()
-        .arg("-w")
-        .arg(&workdir)
-        .args(["destroy", "--yes"])
-        .output()
-        .unwrap();
-    assert!(
-        destroyed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&destroyed.stderr)
-    );
+    common::destroy_with_cli(&workdir);
     assert_nothing_left(&id, &workdir, Duration::from_secs(1));
 }

@@ -109,14 +109,7 @@ fn restored(env: &Env) {
         "debian-12: start -> SSH answered by both VMs, restored: {:.1?}",
         t.elapsed()
     );
-    let how: Vec<String> = env
-        .status()
-        .unwrap()
-        .vms
-        .into_iter()
-        .filter_map(|v| v.came_up)
-        .collect();
-    assert_eq!(how, ["restored", "restored"]);
+    assert_eq!(common::came_up(env), ["restored", "restored"]);
     let saved: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(env.workdir().join(lago::env::STATE_FILE)).unwrap()).unwrap();
     let vms = env.get_vms();

@@ -194,17 +194,7 @@ fn lago_keep_on_failure_keeps_the_env_and_says_how_to_get_in() {
     assert_eq!(env.vm("vm01").unwrap().ssh(["hostname"]).unwrap().out.trim(), "vm01");
     drop(env);
     // And gone with the command it printed.
-    let destroyed = common::lago_cmd()
-        .args(["-w"])
-        .arg(&workdir)
-        .args(["destroy", "--yes"])
-        .output()
-        .unwrap();
-    assert!(
-        destroyed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&destroyed.stderr)
-    );
+    common::destroy_with_cli(&workdir);
     assert_nothing_left(&id, &workdir, Duration::from_secs(1));
 }
 

@@ -216,3 +216,28 @@ pub fn env_id_of(workdir: &Path, ns: Option<u32>) -> String {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v["env_id"].as_str().unwrap().to_owned()
 }
+
+/// `lago -w WORKDIR destroy --yes`, which must succeed.
+pub fn destroy_with_cli(workdir: &Path) {
+    let destroyed = lago_cmd()
+        .arg("-w")
+        .arg(workdir)
+        .args(["destroy", "--yes"])
+        .output()
+        .unwrap();
+    assert!(
+        destroyed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&destroyed.stderr)
+    );
+}
+
+/// How each VM of `env` came up at its last start (`restored`, `booted`).
+pub fn came_up(env: &lago::Env) -> Vec<String> {
+    env.status()
+        .unwrap()
+        .vms
+        .into_iter()
+        .filter_map(|v| v.came_up)
+        .collect()
+}
