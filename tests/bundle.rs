@@ -211,6 +211,7 @@ fn lago_debug_shell_opens_a_shell_on_the_failing_vm_through_a_terminal() {
         .env("LAGO_ARTIFACTS_DIR", tmp.path())
         .env("CARGO_MANIFEST_DIR", common::manifest_dir())
         .env_remove("LAGO_KEEP")
+        .env_remove("CI")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());

@@ -190,13 +190,9 @@ impl Env {
             path: dir.to_path_buf(),
             why,
         };
-        let remote = self.saved.remote.unwrap_or(false);
-        if let Some(why) = super::warm::saving_blocker(&self.saved.spec, remote, &self.saved.libvirt_uri) {
-            return Err(skip(why));
-        }
         let vms: Vec<&Vm> = self.vms.values().collect();
-        if let Some(vm) = vms.iter().find(|v| !matches!(v.state(), Ok(VmState::Running))) {
-            return Err(skip(format!("{} is not running", vm.name())));
+        if let Some(why) = self.unbundlable(&vms) {
+            return Err(skip(why));
         }
         let estimate = self.bundle_estimate(&vms);
         if estimate > opts.max_bytes {
@@ -216,7 +212,15 @@ impl Env {
                     lago_config::approx_size(opts.max_bytes)
                 )));
             }
-            fs::rename(&staging, dir).map_err(super::wd_err("move into place", dir))?;
+            // Never over a folder that appeared meanwhile.
+            rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                &staging,
+                rustix::fs::CWD,
+                dir,
+                rustix::fs::RenameFlags::NOREPLACE,
+            )
+            .map_err(|e| super::wd_err("move into place", dir)(e.into()))?;
             Ok(BundleReport {
                 dir: dir.to_path_buf(),
                 ..report
@@ -226,6 +230,29 @@ impl Env {
             let _ = fs::remove_dir_all(&staging);
         }
         made
+    }
+
+    /// Why `vms` (every VM of the environment) cannot be bundled, if they cannot.
+    fn unbundlable(&self, vms: &[&Vm]) -> Option<String> {
+        let remote = self.saved.remote.unwrap_or(false);
+        if let Some(why) = super::warm::saving_blocker(&self.saved.spec, remote, &self.saved.libvirt_uri) {
+            return Some(why);
+        }
+        // What a replay would refuse to take from a bundle (a CD-ROM of yours, say).
+        if let Some(why) = host_files_named(&self.saved.spec) {
+            return Some(format!("{why}, which a bundle cannot hold"));
+        }
+        if let Some(vm) = vms.iter().find(|v| !matches!(v.state(), Ok(VmState::Running))) {
+            return Some(format!("{} is not running", vm.name()));
+        }
+        vms.iter()
+            .find(|v| v.plan.seed.is_some() && !self.saved.host_secret_keys.contains_key(v.name()))
+            .map(|vm| {
+                format!(
+                    "{}'s SSH host key is not kept in its workdir (an environment made by an older lago)",
+                    vm.name()
+                )
+            })
     }
 
     /// About how many bytes a bundle of `vms` takes: their memory and what
@@ -256,15 +283,17 @@ impl Env {
             |vm| vm.name().to_owned(),
             |vm| save_vm(vm, staging, &templates),
         );
-        // Every VM runs again, saved or not.
-        let back = map_parallel(
-            "resume",
-            vms,
-            |vm| vm.name().to_owned(),
-            |vm| super::warm::resume_saved(vm, staging),
-        );
+        // Every VM runs again, saved or not: resumed, or else booted (its
+        // saved state stays in the bundle all the same).
+        for vm in vms {
+            if let Err(e) = super::warm::resume_saved(vm, staging) {
+                tracing::warn!(vm = %vm.name(), error = %crate::util::text::error_chain(&e), "cannot resume the VM after saving it: it boots");
+                if let Err(e) = vm.start() {
+                    tracing::warn!(vm = %vm.name(), error = %crate::util::text::error_chain(&e), "cannot boot it either");
+                }
+            }
+        }
         let disks = saved?;
-        back?;
         let save_secs = t.elapsed().as_secs_f64();
         let states = map_parallel(
             "compress the memory of",
@@ -286,18 +315,6 @@ impl Env {
                     console: Some(super::warm::console_file(vm.name())),
                 },
             );
-        }
-        if let Some(vm) = vms
-            .iter()
-            .find(|v| v.plan.seed.is_some() && !self.saved.host_secret_keys.contains_key(v.name()))
-        {
-            return Err(Error::BundleSkipped {
-                path: staging.to_path_buf(),
-                why: format!(
-                    "{}'s SSH host key is not kept in its workdir (an environment made by an older lago)",
-                    vm.name()
-                ),
-            });
         }
         self.write_bundle_files(staging, out, templates, opts, save_secs)?;
         Ok(BundleReport {
@@ -464,6 +481,9 @@ fn save_vm(
             (DiskFormat::Qcow2, None) => image::convert(&d.path, DiskFormat::Qcow2, &to, None)?,
             _ => image::copy_sparse(&d.path, &to)?,
         }
+        // The guest's secrets: for this user only, also once archived.
+        fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(super::wd_err("restrict", &to))?;
         disks.insert(d.name.clone(), file);
     }
     let console = fs::read(vm.console_log()).unwrap_or_default();
@@ -472,42 +492,105 @@ fn save_vm(
     Ok(disks)
 }
 
-/// The most of a VM's console a bundle keeps (its end).
-const MAX_CONSOLE: usize = 4 << 20;
+/// The most of a VM's console a bundle keeps (its end; what a replay
+/// starts the console log with).
+const MAX_CONSOLE: usize = 1 << 20;
 
-/// Replays bundle `dir`: checks its templates are in the store (pulled from
-/// `opts.template_repos` by digest when they are not), points its disks at
-/// them, and makes a new environment of its init file in `opts.workdir`,
-/// layered on it, whose first start restores every VM at the bundle's instant.
+/// Readies bundle `dir` for a replay, trusting none of it (it may come
+/// from elsewhere): its init file may name no file of this host (file
+/// disks, kernels, keys, scripts); each qcow2 disk may have no external
+/// data file, and a backing file only where the bundle names the template
+/// it is layered on, by digest, which must be in the store (or pulled by
+/// digest from `opts.template_repos`); those disks are then pointed at this
+/// store's copy. Returns its boot image.
 pub fn prepare_replay(dir: &Path, opts: &InitOptions) -> Result<BootImage> {
     let (img, meta) = open(dir)?;
     let bad = |what: String| Error::Replay {
         path: dir.to_path_buf(),
         what,
     };
+    let spec = lago_config::load(dir.join(INIT_COPY))?;
+    if let Some(why) = host_files_named(&spec) {
+        return Err(bad(why));
+    }
     let store = super::init::template_store(opts);
-    for (at, t) in &meta.templates {
-        let found = store
-            .resolve_pinned(&t.name, Some(&t.version), t.sha256.as_deref())
-            .map_err(|e| {
-                bad(format!(
-                    "{at} is layered on template {}:{} (sha256 {}), which is not here: {} (give a repository that has it with --template-repo)",
-                    t.name,
-                    t.version,
-                    t.sha256.as_deref().unwrap_or("unknown"),
-                    crate::util::text::error_chain(&e)
-                ))
-            })?;
-        let (vm, disk) = at.split_once('/').unwrap_or((at.as_str(), ""));
-        let Some(file) = img.meta.vms.get(vm).and_then(|v| v.disks.get(disk)) else {
-            continue;
-        };
-        let path = img.file(file);
-        if image::backing_file(&path)?.as_deref() != Some(found.disk.as_path()) {
-            image::rebase_unsafe(&path, &found.disk)?;
+    for (vm, saved) in &img.meta.vms {
+        for (disk, file) in &saved.disks {
+            let at = format!("{vm}/{disk}");
+            let path = img.file(file);
+            let refs = image::qcow2_refs(&path)?;
+            if refs.as_ref().is_some_and(|r| r.data_file) {
+                return Err(bad(format!("{at}: {file} keeps its data in another file")));
+            }
+            let backing = refs.and_then(|r| r.backing);
+            match meta.templates.get(&at) {
+                Some(t) => {
+                    let template = bundle_template(&store, &at, t).map_err(bad)?;
+                    image::rebase_unsafe(&path, &template)?;
+                }
+                None if backing.is_some() => {
+                    return Err(bad(format!(
+                        "{at}: {file} is layered on {} but the bundle names no template for it",
+                        backing.unwrap_or_default()
+                    )));
+                }
+                None => {}
+            }
         }
     }
     Ok(img)
+}
+
+/// The image of template `t` that `at` is layered on: in `store` with its
+/// digest (or pulled from the store's repositories by it).
+fn bundle_template(
+    store: &crate::host::store::TemplateStore,
+    at: &str,
+    t: &TemplateRef,
+) -> std::result::Result<PathBuf, String> {
+    let sha = t.sha256.as_deref().ok_or_else(|| {
+        format!(
+            "{at} is layered on template {}:{}, whose digest the bundle does not say",
+            t.name, t.version
+        )
+    })?;
+    let found = store.resolve_pinned(&t.name, Some(&t.version), Some(sha)).map_err(|e| {
+        format!(
+            "{at} is layered on template {}:{} (sha256 {sha}), which is not here: {} (give a repository that has it with --template-repo)",
+            t.name,
+            t.version,
+            crate::util::text::error_chain(&e)
+        )
+    })?;
+    Ok(found.disk)
+}
+
+/// What a replayed init file names of this host, which it may not: a
+/// replay makes only what its bundle and the store hold.
+fn host_files_named(spec: &lago_config::EnvSpec) -> Option<String> {
+    use lago_config::DiskSource;
+    for vm in &spec.vms {
+        for d in &vm.disks {
+            if let DiskSource::File { path, .. } | DiskSource::TemplateFile { path } = &d.source {
+                return Some(format!(
+                    "its init file gives {} disk {} from {}",
+                    vm.name,
+                    d.name,
+                    path.display()
+                ));
+            }
+        }
+        if let Some(k) = &vm.kernel_boot {
+            return Some(format!("its init file boots {} from {}", vm.name, k.kernel.display()));
+        }
+        if let Some(k) = &vm.ssh_key {
+            return Some(format!("its init file gives {} the key {}", vm.name, k.display()));
+        }
+        if let Some(s) = vm.deploy_scripts.first() {
+            return Some(format!("its init file deploys {} to {}", s.display(), vm.name));
+        }
+    }
+    None
 }
 
 impl Env {
@@ -526,5 +609,38 @@ impl Env {
             return Err(e);
         }
         Ok(env)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(text: &str) -> lago_config::EnvSpec {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("init.yaml");
+        std::fs::write(&path, text).expect("write");
+        std::fs::write(dir.path().join("cd.iso"), b"").expect("write");
+        lago_config::load(&path).expect("valid init file")
+    }
+
+    #[test]
+    fn a_replayed_init_file_may_name_no_file_of_this_host() {
+        let plain = spec(
+            "domains:\n  vm01:\n    disks: [{type: template, template_name: tiny, name: root, dev: vda}]\n    nics: [{net: n}]\nnets:\n  n: {type: nat}\n",
+        );
+        assert_eq!(host_files_named(&plain), None);
+        let iso = spec(
+            "domains:\n  vm01:\n    disks: [{type: template, template_name: tiny, name: root, dev: vda}, {type: file, path: cd.iso, name: cd, dev: sdb, format: iso}]\n    nics: [{net: n}]\nnets:\n  n: {type: nat}\n",
+        );
+        let why = host_files_named(&iso).expect("a file disk");
+        assert!(why.contains("vm01 disk cd from") && why.contains("cd.iso"), "{why}");
+    }
+
+    #[test]
+    fn the_bound_reads_sizes_with_suffixes() {
+        assert_eq!(warm::parse_size("1G"), Some(1 << 30));
+        assert_eq!(warm::parse_size("512M"), Some(512 << 20));
+        assert_eq!(warm::parse_size("lots"), None);
     }
 }

@@ -2,8 +2,9 @@
 //! instant. When a test fails and stdin is a terminal, lago says what failed
 //! and opens an interactive SSH session on the VM the failure names (or the
 //! only VM, or the one the user picks), the environment held until the shell
-//! exits; in a run without a terminal the environment is kept instead, as
-//! `LAGO_KEEP=on-failure` keeps it, with how to reach it.
+//! exits; in a run without a terminal (or in CI) the environment is kept
+//! instead, as `LAGO_KEEP=on-failure` keeps it, with how to reach it. Shells
+//! open one at a time, across the processes of a run too.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Mutex;
@@ -15,9 +16,14 @@ pub(crate) fn wanted() -> bool {
     std::env::var("LAGO_DEBUG").is_ok_and(|v| v.trim() == "shell")
 }
 
-/// Whether failures open a shell here (asked for, and stdin is a terminal).
+/// Whether failures open a shell here: asked for, stdin and stderr are a
+/// terminal, and this is not a CI job (`CI` set: a job given a terminal
+/// has nobody at it).
 pub(crate) fn interactive() -> bool {
-    wanted() && std::io::stdin().is_terminal()
+    wanted()
+        && std::io::stdin().is_terminal()
+        && std::io::stderr().is_terminal()
+        && std::env::var_os("CI").is_none_or(|v| v.is_empty())
 }
 
 /// The VM a failure names: the first VM whose name appears in `message` as
@@ -69,6 +75,13 @@ pub(crate) fn shell_on_failure(env: &Env, test: &str, message: &str) {
     }
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    // And one at a time across the processes of a run (nextest's) sharing the terminal.
+    let root = super::artifacts::artifacts_root();
+    let _ = std::fs::create_dir_all(&root);
+    let _across = crate::util::lock::lock_exclusive(
+        &root.join(".debug-shell.lock"),
+        std::time::Duration::from_secs(24 * 3600),
+    );
     say(&format!("\nlago: {test} failed:\n{message}\n"));
     let Some(vm) = named_vm(env, message).or_else(|| choose(env)) else {
         return;

@@ -122,6 +122,11 @@ impl BootImage {
         if !names_only_its_own_files(&meta) {
             return Err("it names files outside its folder".into());
         }
+        if let Some(name) = first_unplain_file(dir, &meta) {
+            return Err(format!(
+                "{name} is not a plain file of its own (a link, another user's, or linked elsewhere too)"
+            ));
+        }
         if meta.format != FORMAT || !valid_key(&meta.key) {
             return Err(format!(
                 "it is of another format ({}; this lago reads {FORMAT})",
@@ -454,6 +459,26 @@ fn names_only_its_own_files(meta: &BootImageMeta) -> bool {
     })
 }
 
+/// The first file the description names, present in `dir`, that is not a
+/// regular file of this user with one name only: a link, or a hard link to
+/// a file elsewhere, could make a restore read, or a rebase write, a file
+/// outside the folder. (Files not there are `usable`'s to report.)
+fn first_unplain_file(dir: &Path, meta: &BootImageMeta) -> Option<String> {
+    let names = meta.vms.values().flat_map(|v| {
+        std::iter::once(v.state.as_str())
+            .chain(v.console.as_deref())
+            .chain(v.disks.values().map(String::as_str))
+    });
+    for name in names {
+        match fs::symlink_metadata(dir.join(name)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Ok(m) if m.is_file() && m.nlink() == 1 && m.uid() == rustix::process::geteuid().as_raw() => continue,
+            _ => return Some(name.to_owned()),
+        }
+    }
+    None
+}
+
 /// Whether `path` is a folder (`dir`) or a regular file, not a link, of
 /// this user, that no one else may write.
 fn ours(path: &Path, dir: bool) -> bool {
@@ -589,6 +614,45 @@ mod tests {
         assert!(bytes < data.len() as u64 / 10, "{bytes}");
         let back = zstd::decode_all(fs::File::open(&zst).expect("open")).expect("decode");
         assert!(back == data);
+    }
+
+    #[test]
+    fn a_boot_image_whose_files_are_links_is_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("img");
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).expect("dir");
+        let mut m = meta("cd", "f", 204);
+        m.vms.insert(
+            "vm01".into(),
+            SavedVm {
+                host_key: None,
+                state: "vm01.state.zst".into(),
+                state_bytes: 0,
+                state_sha256: String::new(),
+                disks: [("root".to_owned(), "vm01-root.qcow2".to_owned())].into(),
+                boot_secs: 0.0,
+                console: Some("vm01.console.log".into()),
+            },
+        );
+        let text = serde_json::to_vec(&m).expect("json");
+        fs::write(dir.join(META), text).expect("write");
+        fs::set_permissions(dir.join(META), std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+        fs::write(dir.join("vm01.state.zst"), b"x").expect("write");
+        assert!(
+            BootImage::open(&dir).is_ok(),
+            "plain files (the disk missing is usable()'s)"
+        );
+        // A disk that is a link to a file elsewhere (a rebase would write it).
+        let elsewhere = tmp.path().join("someone-elses.qcow2");
+        fs::write(&elsewhere, b"x").expect("write");
+        std::os::unix::fs::symlink(&elsewhere, dir.join("vm01-root.qcow2")).expect("symlink");
+        let e = BootImage::open(&dir).expect_err("a link");
+        assert!(e.contains("vm01-root.qcow2 is not a plain file"), "{e}");
+        // A console hard-linked to a file elsewhere.
+        fs::remove_file(dir.join("vm01-root.qcow2")).expect("rm");
+        fs::hard_link(&elsewhere, dir.join("vm01.console.log")).expect("link");
+        let e = BootImage::open(&dir).expect_err("a hard link");
+        assert!(e.contains("vm01.console.log"), "{e}");
     }
 
     #[test]
