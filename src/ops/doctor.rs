@@ -79,6 +79,8 @@ pub struct Host {
     pub store: PathBuf,
     /// The lease directory.
     pub lease_dir: PathBuf,
+    /// The lease directory of session mode (the user's own).
+    pub session_lease_dir: PathBuf,
     /// `/dev/kvm`.
     pub kvm_device: PathBuf,
     /// Present when this KVM is PVM-flavoured (`/sys/module/kvm_pvm`).
@@ -108,6 +110,7 @@ impl Host {
             libvirt_uri: libvirt_uri.map(str::to_owned),
             store: TemplateStore::from_env().root().to_path_buf(),
             lease_dir: LeaseStore::from_env().dir().to_path_buf(),
+            session_lease_dir: LeaseStore::for_session().dir().to_path_buf(),
             kvm_device: PathBuf::from("/dev/kvm"),
             pvm_module: PathBuf::from("/sys/module/kvm_pvm"),
             routes: PathBuf::from("/proc/net/route"),
@@ -152,7 +155,7 @@ pub fn run(host: &Host) -> Vec<Check> {
         store(host),
         warm(host, session),
         tiny(host),
-        leases(host),
+        leases(host, session),
         program(
             host,
             "mmdebstrap",
@@ -578,9 +581,14 @@ fn tiny(host: &Host) -> Check {
     }
 }
 
-fn leases(host: &Host) -> Check {
-    let store = LeaseStore::new(&host.lease_dir);
-    let dir = &host.lease_dir;
+/// The lease folder the mode uses: writable, its free subnets, stale leases.
+fn leases(host: &Host, session: bool) -> Check {
+    let dir = if session {
+        &host.session_lease_dir
+    } else {
+        &host.lease_dir
+    };
+    let store = LeaseStore::new(dir);
     if let Err(fail) = writable(
         "leases",
         "lease folder",
@@ -638,6 +646,7 @@ mod tests {
             libvirt_uri: Some("test:///default".into()),
             store: tmp.join("store"),
             lease_dir: tmp.join("leases"),
+            session_lease_dir: tmp.join("session-leases"),
             kvm_device: tmp.join("no-kvm"),
             pvm_module: tmp.join("no-pvm"),
             routes: tmp.join("route"),
@@ -700,6 +709,14 @@ mod tests {
             "{c:?}"
         );
         assert!(mode(&host, None).detail.contains("not known"));
+        // Session mode's leases are the user's own folder.
+        let c = leases(&host, true);
+        assert!(c.detail.contains("session-leases"), "{c:?}");
+        assert!(
+            leases(&host, false).detail.contains(&*host.lease_dir.to_string_lossy()),
+            "{:?}",
+            leases(&host, false)
+        );
         // Session mode keeps no boot images yet.
         let c = warm(&host, true);
         assert_eq!(c.status, Status::Warn, "{c:?}");
@@ -768,7 +785,7 @@ mod tests {
             host.lease_dir = file.join("leases");
             // The nearest existing ancestor is a file: nothing can be made under it.
             assert_eq!(store(&host).status, Status::Fail, "{:?}", store(&host));
-            assert_eq!(leases(&host).status, Status::Fail, "{:?}", leases(&host));
+            assert_eq!(leases(&host, false).status, Status::Fail, "{:?}", leases(&host, false));
             return;
         }
         let tmp = tempfile::tempdir().unwrap();
@@ -779,7 +796,7 @@ mod tests {
         host.store = locked.join("store");
         host.lease_dir = locked.join("leases");
         assert_eq!(store(&host).status, Status::Fail);
-        assert_eq!(leases(&host).status, Status::Fail);
+        assert_eq!(leases(&host, false).status, Status::Fail);
     }
 
     #[test]
