@@ -70,18 +70,18 @@ impl Env {
         if !session && !remote && opts.leases.is_none() {
             leases.warn_if_private();
         }
+        // A replay restores whatever LAGO_WARM says; only an environment
+        // that cannot be saved whole stops it.
         let warm_off = match &replay {
-            Some(img) => super::warm::saving_blocker(&spec, remote, backend.uri()).map(|what| Error::Replay {
-                path: img.dir.clone(),
-                what,
-            }),
-            None => None,
-        };
-        if let Some(e) = warm_off {
-            return Err(e);
-        }
-        let warm_off = match &replay {
-            Some(_) => None,
+            Some(img) => match super::warm::saving_blocker(&spec, remote, backend.uri()) {
+                Some(what) => {
+                    return Err(Error::Replay {
+                        path: img.dir.clone(),
+                        what,
+                    });
+                }
+                None => None,
+            },
             None => super::warm::blocker(&opts, &spec, remote, backend.uri()),
         };
         if let Some(why) = &warm_off {
@@ -586,9 +586,6 @@ impl Build<'_> {
             private_dropbear_hex: super::warm::to_hex(&host.private_dropbear),
             public_openssh: host.public_openssh.clone(),
         };
-        if let Some(w) = self.saved.warm.as_mut() {
-            w.host_keys.insert(vs.name.clone(), secret.clone());
-        }
         self.saved.host_secret_keys.insert(vs.name.clone(), secret);
         let keys = SeedKeys {
             authorized: vec![self.client_public.clone()],

@@ -39,8 +39,8 @@ pub(crate) struct SavedEnv {
     #[serde(default)]
     pub session: Option<SessionState>,
     /// The VMs' SSH host keys with their private halves, as their seeds
-    /// gave them (the seeds in the workdir hold them too): a failure bundle
-    /// keeps them, since its guests hold them.
+    /// gave them (the seeds in the workdir hold them too): a boot image and
+    /// a failure bundle keep them, since their guests hold them.
     #[serde(default)]
     pub host_secret_keys: BTreeMap<String, crate::host::store::warm::SavedHostKey>,
 }
@@ -68,10 +68,6 @@ pub(crate) struct WarmState {
     /// The boot image was there at init: the disks are layered on it and the
     /// first start restores from it. Otherwise the first start boots and saves it.
     pub restore: bool,
-    /// The VMs' SSH host keys, private halves included (a boot image keeps
-    /// them: its guests hold them).
-    #[serde(default)]
-    pub host_keys: BTreeMap<String, crate::host::store::warm::SavedHostKey>,
     /// The boot image's folder when it is not in the store: a failure
     /// bundle being replayed. The first start restores from it or fails; it
     /// is never removed, replaced or saved over.

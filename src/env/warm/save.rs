@@ -121,7 +121,7 @@ fn meta(
         out.insert(
             vm.name().to_owned(),
             SavedVm {
-                host_key: w.host_keys.get(vm.name()).cloned(),
+                host_key: env.saved.host_secret_keys.get(vm.name()).cloned(),
                 state,
                 state_bytes: bytes,
                 state_sha256: sha,
