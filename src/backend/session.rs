@@ -28,15 +28,6 @@ fn socket() -> Option<PathBuf> {
     Some(dir.join("libvirt/libvirt-sock"))
 }
 
-/// `program` on `PATH`.
-fn find(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-}
-
 /// Makes sure this user's session daemon runs, started under `tini -s` if
 /// it does not (see the module docs). Failing that, nothing is done: the
 /// connection starts it the way libvirt does.
@@ -45,6 +36,7 @@ pub(crate) fn ensure_daemon() {
     if UnixStream::connect(&sock).is_ok() {
         return;
     }
+    use crate::util::cmd::find_program as find;
     let (Some(tini), Some(libvirtd), Some(setsid)) = (find("tini"), find("libvirtd"), find("setsid")) else {
         return;
     };

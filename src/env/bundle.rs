@@ -20,7 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -380,7 +380,7 @@ impl Env {
         };
         let init = read_bounded(&self.saved.spec.source, MAX_INIT_FILE)
             .map_err(super::wd_err("read", &self.saved.spec.source))?;
-        write_private(&staging.join(INIT_COPY), &init)?;
+        super::export::write_file(&staging.join(INIT_COPY), &init, 0o600)?;
         let bundle = BundleMeta {
             format: BUNDLE_FORMAT,
             lago_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -405,7 +405,7 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
         path: path.to_path_buf(),
         source,
     })?;
-    write_private(path, &text)
+    super::export::write_file(path, &text, 0o600)
 }
 
 /// A new hidden folder beside `dir` (which must not exist yet) to make the bundle in.
@@ -448,17 +448,6 @@ fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     Ok(text)
 }
 
-/// Writes a new file for this user only.
-fn write_private(path: &Path, data: &[u8]) -> Result<()> {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(super::wd_err("write", path))?;
-    std::io::Write::write_all(&mut f, data).map_err(super::wd_err("write", path))
-}
-
 /// Saves VM `vm`'s memory into `dir` (the domain stops), then writes its
 /// disks there, each made from a template as an overlay on that template
 /// holding everything the guest changed (also below a boot image's layer);
@@ -486,15 +475,9 @@ fn save_vm(
             .map_err(super::wd_err("restrict", &to))?;
         disks.insert(d.name.clone(), file);
     }
-    let console = fs::read(vm.console_log()).unwrap_or_default();
-    let keep = &console[console.len().saturating_sub(MAX_CONSOLE)..];
-    write_private(&dir.join(super::warm::console_file(vm.name())), keep)?;
+    super::warm::save_console(vm, dir)?;
     Ok(disks)
 }
-
-/// The most of a VM's console a bundle keeps (its end; what a replay
-/// starts the console log with).
-const MAX_CONSOLE: usize = 1 << 20;
 
 /// Readies bundle `dir` for a replay, trusting none of it (it may come
 /// from elsewhere): its init file may name no file of this host (file

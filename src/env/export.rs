@@ -549,7 +549,7 @@ impl Exporter<'_> {
 }
 
 /// Writes a new file (never an existing one) with `mode`.
-fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+pub(crate) fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let err = |source| Error::Output {

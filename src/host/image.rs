@@ -79,13 +79,19 @@ pub enum ImageError {
     },
 }
 
+/// [`ImageError::Missing`] unless `path` is a file.
+fn must_exist(path: &Path) -> Result<(), ImageError> {
+    match path.is_file() {
+        true => Ok(()),
+        false => Err(ImageError::Missing {
+            path: path.to_path_buf(),
+        }),
+    }
+}
+
 /// Creates a qcow2 overlay at `path` backed by the qcow2 image `backing`.
 pub fn create_overlay(path: &Path, backing: &Path) -> Result<(), ImageError> {
-    if !backing.is_file() {
-        return Err(ImageError::Missing {
-            path: backing.to_path_buf(),
-        });
-    }
+    must_exist(backing)?;
     run(Command::new("qemu-img")
         .args([
             "create",
@@ -123,11 +129,7 @@ pub fn create_empty(path: &Path, format: DiskFormat, size_bytes: u64) -> Result<
 
 /// Copies a file disk into the workdir.
 pub fn copy(from: &Path, to: &Path) -> Result<(), ImageError> {
-    if !from.is_file() {
-        return Err(ImageError::Missing {
-            path: from.to_path_buf(),
-        });
-    }
+    must_exist(from)?;
     std::fs::copy(from, to).map(|_| ()).map_err(|source| ImageError::Copy {
         from: from.to_path_buf(),
         to: to.to_path_buf(),
@@ -138,11 +140,7 @@ pub fn copy(from: &Path, to: &Path) -> Result<(), ImageError> {
 /// Copies `from` to `to` keeping holes (and sharing blocks where the
 /// filesystem can): an empty disk of gigabytes costs what it holds.
 pub fn copy_sparse(from: &Path, to: &Path) -> Result<(), ImageError> {
-    if !from.is_file() {
-        return Err(ImageError::Missing {
-            path: from.to_path_buf(),
-        });
-    }
+    must_exist(from)?;
     let err = |source| ImageError::Copy {
         from: from.to_path_buf(),
         to: to.to_path_buf(),
@@ -169,11 +167,7 @@ pub fn copy_sparse(from: &Path, to: &Path) -> Result<(), ImageError> {
 /// Sparse; without qemu's lock override, so an image a running VM holds is
 /// refused rather than copied mid-write.
 pub fn convert(from: &Path, from_format: DiskFormat, to: &Path, backing: Option<&Path>) -> Result<(), ImageError> {
-    if !from.is_file() {
-        return Err(ImageError::Missing {
-            path: from.to_path_buf(),
-        });
-    }
+    must_exist(from)?;
     let mut cmd = Command::new("qemu-img");
     cmd.args(["convert", "-q", "-f", from_format.as_str(), "-O", "qcow2"]);
     if let Some(b) = backing {
@@ -192,11 +186,7 @@ pub fn convert(from: &Path, from_format: DiskFormat, to: &Path, backing: Option<
 /// with the same content as its old backing file (the same template found
 /// elsewhere): only the header changes.
 pub fn rebase_unsafe(path: &Path, backing: &Path) -> Result<(), ImageError> {
-    if !backing.is_file() {
-        return Err(ImageError::Missing {
-            path: backing.to_path_buf(),
-        });
-    }
+    must_exist(backing)?;
     run(Command::new("qemu-img")
         .args(["rebase", "-q", "-u", "-f", "qcow2", "-F", "qcow2", "-b"])
         .arg(backing)

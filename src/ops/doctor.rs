@@ -125,10 +125,7 @@ impl Host {
 
     /// `program` on this host's `PATH` (or in /usr/sbin and /sbin, where Debian puts daemons).
     fn find(&self, program: &str) -> Option<PathBuf> {
-        std::env::split_paths(&self.path)
-            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-            .map(|d| d.join(program))
-            .find(|p| p.is_file())
+        crate::util::cmd::find_program_in(&self.path, program)
     }
 }
 

@@ -131,6 +131,21 @@ pub(crate) const DEFAULT_LIMIT: Duration = Duration::from_secs(30 * 60);
 /// The most of a tool's stdout kept (what lago parses is small).
 const MAX_STDOUT: u64 = 16 << 20;
 
+/// `program` in the folders of `path` (a `PATH` value), else in /usr/sbin
+/// and /sbin, where Debian puts daemons and tools ordinary users' `PATH`
+/// leaves out.
+pub(crate) fn find_program_in(path: &std::ffi::OsStr, program: &str) -> Option<std::path::PathBuf> {
+    std::env::split_paths(path)
+        .chain(["/usr/sbin", "/sbin"].map(std::path::PathBuf::from))
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// `program` on this process's `PATH` (see [`find_program_in`]).
+pub(crate) fn find_program(program: &str) -> Option<std::path::PathBuf> {
+    find_program_in(&std::env::var_os("PATH").unwrap_or_default(), program)
+}
+
 /// Runs `cmd` (stdin closed) to completion within [`DEFAULT_LIMIT`]; a
 /// non-zero exit is an error carrying the end of stderr.
 pub(crate) fn run(cmd: &mut Command) -> Result<Output, CommandError> {

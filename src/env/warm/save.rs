@@ -80,15 +80,21 @@ fn save_vm(vm: &Vm, dir: &Path) -> Result<BTreeMap<String, String>> {
         disks.insert(d.name.clone(), file);
     }
     // The console up to here: the boot a restored VM's console log starts with.
-    let console = std::fs::read(vm.console_log()).unwrap_or_default();
-    let keep = &console[console.len().saturating_sub(MAX_CONSOLE)..];
-    std::fs::write(dir.join(console_file(vm.name())), keep)
-        .map_err(crate::env::wd_err("write", &dir.join(console_file(vm.name()))))?;
+    save_console(vm, dir)?;
     Ok(disks)
 }
 
 /// The most of a VM's boot console a boot image keeps (its end).
 const MAX_CONSOLE: usize = 1 << 20;
+
+/// Writes the end of VM `vm`'s console log (its last [`MAX_CONSOLE`]
+/// bytes: what a restore starts the console log with) into `dir`, for this
+/// user only.
+pub(crate) fn save_console(vm: &Vm, dir: &Path) -> Result<()> {
+    let console = std::fs::read(vm.console_log()).unwrap_or_default();
+    let keep = &console[console.len().saturating_sub(MAX_CONSOLE)..];
+    crate::env::export::write_file(&dir.join(console_file(vm.name())), keep, 0o600)
+}
 
 /// The saved console's file name of VM `vm`.
 pub(crate) fn console_file(vm: &str) -> String {

@@ -18,14 +18,14 @@ use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
 use super::{BUILD_PREFIX, StoreError, Template, TemplateStore, io, remove_stale_builds};
-use crate::util::cmd::{run, run_streaming};
+use crate::util::cmd::{find_program, run, run_streaming};
 use crate::util::lock::running_as_root;
 
 /// The template's name.
@@ -234,16 +234,6 @@ fn mirror_reachable(url: &str) -> Result<(), String> {
     Err(format!("Debian's mirror {url} is unreachable ({last})"))
 }
 
-fn find_tool(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
 /// Builds the current recipe into the store (a no-op when it is there).
 pub(crate) fn build(store: &TemplateStore) -> Result<Template, StoreError> {
     let version = version();
@@ -256,9 +246,9 @@ pub(crate) fn build(store: &TemplateStore) -> Result<Template, StoreError> {
         what: tool.to_owned(),
         hint: format!("install Debian's `{package}` (scripts/test does)"),
     };
-    let mmdebstrap = find_tool("mmdebstrap").ok_or_else(|| missing("mmdebstrap", "mmdebstrap"))?;
-    find_tool("mkfs.ext4").ok_or_else(|| missing("mkfs.ext4", "e2fsprogs"))?;
-    find_tool("qemu-img").ok_or_else(|| missing("qemu-img", "qemu-utils"))?;
+    let mmdebstrap = find_program("mmdebstrap").ok_or_else(|| missing("mmdebstrap", "mmdebstrap"))?;
+    find_program("mkfs.ext4").ok_or_else(|| missing("mkfs.ext4", "e2fsprogs"))?;
+    find_program("qemu-img").ok_or_else(|| missing("qemu-img", "qemu-utils"))?;
     if !running_as_root() {
         return Err(StoreError::NeedsRoot {
             template: NAME.to_owned(),
