@@ -31,7 +31,7 @@ use crate::env::error::{Error, Result, map_parallel};
 use crate::env::vm::Vm;
 use crate::env::{Env, InitOptions};
 use crate::host::image;
-use crate::host::store::warm::{self, BootImage, BootImageMeta, SavedVm};
+use crate::host::store::warm::{self, BootImage, BootImageMeta};
 use lago_config::DiskFormat;
 
 /// The bundle's own description, in its folder.
@@ -301,22 +301,16 @@ impl Env {
             |vm| vm.name().to_owned(),
             |vm| Ok(warm::compress_state(&staging.join(super::warm::state_file(vm.name())))?),
         )?;
-        let mut out = BTreeMap::new();
-        for ((vm, disks), (state, sha, bytes)) in vms.iter().zip(disks).zip(states) {
-            out.insert(
-                vm.name().to_owned(),
-                SavedVm {
-                    host_key: self.saved.host_secret_keys.get(vm.name()).cloned(),
-                    state,
-                    state_bytes: bytes,
-                    state_sha256: sha,
-                    disks,
-                    boot_secs: 0.0,
-                    console: Some(super::warm::console_file(vm.name())),
-                },
-            );
-        }
-        self.write_bundle_files(staging, out, templates, opts, save_secs)?;
+        let family = super::warm::family(&self.saved.spec);
+        let image = super::warm::boot_image_meta(
+            self,
+            (self.id().as_str(), &family),
+            vms,
+            disks,
+            states,
+            &BTreeMap::new(),
+        )?;
+        self.write_bundle_files(staging, image, templates, opts, save_secs)?;
         Ok(BundleReport {
             dir: staging.to_path_buf(),
             bytes: crate::host::store::manage::du(staging),
@@ -348,43 +342,18 @@ impl Env {
     fn write_bundle_files(
         &self,
         staging: &Path,
-        vms: BTreeMap<String, SavedVm>,
+        image: BootImageMeta,
         templates: BTreeMap<String, (TemplateRef, PathBuf)>,
         opts: &BundleOptions,
         save_secs: f64,
     ) -> Result<()> {
-        let workdir = crate::host::workdir::Dir::open(self.workdir())?;
-        let read = |name: &str| -> Result<String> {
-            let bytes = workdir
-                .read(Path::new(name), 64 << 10)
-                .map_err(super::wd_err("read", &self.workdir().join(name)))?;
-            Ok(String::from_utf8_lossy(&bytes).trim().to_owned())
-        };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let image = BootImageMeta {
-            format: warm::FORMAT,
-            key: self.id().as_str().to_owned(),
-            family: super::warm::family(&self.saved.spec),
-            lago_version: env!("CARGO_PKG_VERSION").to_owned(),
-            init_file: self.saved.spec.source.clone(),
-            created_unix: now,
-            subnets: (self.saved.plan.nets.iter())
-                .filter_map(|n| n.subnet.map(|s| (n.name.clone(), s)))
-                .collect(),
-            client_key: format!("{}\n", read(crate::host::workdir::CLIENT_KEY)?),
-            client_key_public: read("id_ed25519.pub")?,
-            vms,
-        };
         let init = read_bounded(&self.saved.spec.source, MAX_INIT_FILE)
             .map_err(super::wd_err("read", &self.saved.spec.source))?;
         super::export::write_file(&staging.join(INIT_COPY), &init, 0o600)?;
         let bundle = BundleMeta {
             format: BUNDLE_FORMAT,
             lago_version: env!("CARGO_PKG_VERSION").to_owned(),
-            created_unix: now,
+            created_unix: image.created_unix,
             test: opts.test.clone(),
             failure: opts.failure.clone(),
             env_id: self.id().to_string(),

@@ -30,7 +30,7 @@ pub(crate) use key::{KeyParts, family, key};
 use restore::restore;
 pub(crate) use restore::resume_saved;
 use save::save;
-pub(crate) use save::{console_file, save_console, state_file};
+pub(crate) use save::{meta as boot_image_meta, save_console, state_file};
 pub(crate) use start::{BOOTED, first_start};
 
 /// Whether warm start is off for this environment, and why (`None`: on).

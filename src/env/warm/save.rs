@@ -36,7 +36,7 @@ pub(crate) fn save(env: &Env, vms: &[&Vm], boot_secs: &BTreeMap<String, f64>) ->
             |vm| vm.name().to_owned(),
             |vm| Ok(warm::compress_state(&pending.join(state_file(vm.name())))?),
         )?;
-        meta(env, w, vms, disks, states, boot_secs)
+        meta(env, (&w.key, &w.family), vms, disks, states, boot_secs)
     });
     let meta = match made {
         Ok(m) => m,
@@ -97,7 +97,7 @@ pub(crate) fn save_console(vm: &Vm, dir: &Path) -> Result<()> {
 }
 
 /// The saved console's file name of VM `vm`.
-pub(crate) fn console_file(vm: &str) -> String {
+fn console_file(vm: &str) -> String {
     format!("{vm}.console.log")
 }
 
@@ -106,10 +106,12 @@ pub(crate) fn state_file(vm: &str) -> String {
     format!("{vm}.state")
 }
 
-/// What the boot image holds: the environment's subnets and keys, and each VM.
-fn meta(
+/// What the boot image (or a failure bundle's, `key` its env id) holds: the
+/// environment's subnets and keys, and each VM of `vms` with its disks'
+/// files and its compressed memory (`states`: file, sha256, bytes).
+pub(crate) fn meta(
     env: &Env,
-    w: &crate::host::state::WarmState,
+    (key, family): (&str, &str),
     vms: &[&Vm],
     disks: Vec<BTreeMap<String, String>>,
     states: Vec<(String, String, u64)>,
@@ -139,8 +141,8 @@ fn meta(
     }
     Ok(BootImageMeta {
         format: warm::FORMAT,
-        key: w.key.clone(),
-        family: w.family.clone(),
+        key: key.to_owned(),
+        family: family.to_owned(),
         lago_version: env!("CARGO_PKG_VERSION").to_owned(),
         init_file: env.saved.spec.source.clone(),
         created_unix: std::time::SystemTime::now()
