@@ -14,6 +14,11 @@ use std::time::Duration;
 
 use common::{assert_nothing_left, child, in_test_namespace, lago_cmd, out};
 
+/// Held by each test here: both boot `tiny1.yaml`, whose environments
+/// prefer one subnet (their boot image's), and a replay needs its bundle's
+/// subnet free, so one test's environment must not take it from the other's replay.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Runs the child whose test fails with state in the guest; returns its stderr.
 fn failing_child(artifacts: &Path, max: Option<&str>) -> String {
     let mut c = child("bundle", artifacts);
@@ -41,6 +46,7 @@ fn bundle_of(artifacts: &Path) -> PathBuf {
 #[test]
 #[ignore = "boots VMs: run through scripts/test"]
 fn a_failing_test_leaves_a_bundle_that_replays_the_failing_instant() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     in_test_namespace();
     let tmp = tempfile::tempdir().unwrap();
     let artifacts = tmp.path().join("artifacts");
@@ -200,6 +206,7 @@ fn wait_for(seen: &std::sync::Mutex<String>, what: &str, within: Duration) {
 #[ignore = "boots VMs: run through scripts/test"]
 fn lago_debug_shell_opens_a_shell_on_the_failing_vm_through_a_terminal() {
     use std::io::Write;
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     in_test_namespace();
     let tmp = tempfile::tempdir().unwrap();
     // `script` gives the child a terminal (a pty): stdin is one, as at a desk.
